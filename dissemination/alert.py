@@ -1,0 +1,195 @@
+"""The normalized Alert model that every accepted format (CAP XML/JSON, NWS GeoJSON, local kinds)
+becomes, and the enums of its vocabulary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+ALERT_ID_NAMESPACE = uuid.UUID("0f5c7f0e-8d0a-5b7e-9a53-3b8a1c6f2d41")
+
+
+class Status(StrEnum):
+    ACTUAL = "Actual"
+    EXERCISE = "Exercise"
+    SYSTEM = "System"
+    TEST = "Test"
+    DRAFT = "Draft"
+
+
+class MsgType(StrEnum):
+    ALERT = "Alert"
+    UPDATE = "Update"
+    CANCEL = "Cancel"
+    ACK = "Ack"
+    ERROR = "Error"
+
+
+class Kind(StrEnum):
+    CAP = "cap"
+    SAR = "sar"
+    BOLO = "bolo"
+    SITUATIONAL_AWARENESS = "situational_awareness"
+    ADVISORY = "advisory"
+
+
+class Tlp(StrEnum):
+    """FIRST TLP 2.0, ordered from least to most restrictive."""
+
+    CLEAR = "CLEAR"
+    GREEN = "GREEN"
+    AMBER = "AMBER"
+    AMBER_STRICT = "AMBER+STRICT"
+    RED = "RED"
+
+    @property
+    def rank(self) -> int:
+        return _TLP_ORDER.index(self)
+
+    @classmethod
+    def parse(cls, text: str) -> Tlp:
+        """Read a marking such as "TLP:AMBER", "amber+strict" or legacy "WHITE" (= CLEAR)."""
+        value = text.strip().upper().removeprefix("TLP:").strip()
+        if value == "WHITE":
+            return cls.CLEAR
+        return cls(value)
+
+
+_TLP_ORDER = (Tlp.CLEAR, Tlp.GREEN, Tlp.AMBER, Tlp.AMBER_STRICT, Tlp.RED)
+
+
+@dataclass(frozen=True, slots=True)
+class Handling:
+    """Sharing limits set by the originator: a TLP level and caveats (LES, PII, ...)."""
+
+    tlp: Tlp
+    caveats: tuple[str, ...] = ()
+    tlp_defaulted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A pointer to an earlier alert: CAP's `sender,identifier,sent` triple."""
+
+    sender: str
+    identifier: str
+    sent: str
+
+    @property
+    def alert_id(self) -> str:
+        return alert_id_for(self.sender, self.identifier, self.sent)
+
+
+@dataclass(frozen=True, slots=True)
+class NamedValue:
+    """A CAP valueName/value pair (parameter, eventCode, geocode)."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Circle:
+    latitude: float
+    longitude: float
+    radius_km: float
+
+
+@dataclass(frozen=True, slots=True)
+class Area:
+    """A described area with optional polygons ((lat, lon) rings), circles and geocodes."""
+
+    description: str
+    polygons: tuple[tuple[tuple[float, float], ...], ...] = ()
+    circles: tuple[Circle, ...] = ()
+    geocodes: tuple[NamedValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """One CAP info block: what happened, how bad, what to do, where."""
+
+    language: str
+    categories: tuple[str, ...]
+    event: str
+    urgency: str
+    severity: str
+    certainty: str
+    headline: str | None = None
+    description: str | None = None
+    instruction: str | None = None
+    sender_name: str | None = None
+    effective: datetime | None = None
+    onset: datetime | None = None
+    expires: datetime | None = None
+    response_types: tuple[str, ...] = ()
+    event_codes: tuple[NamedValue, ...] = ()
+    parameters: tuple[NamedValue, ...] = ()
+    areas: tuple[Area, ...] = ()
+    web: str | None = None
+    contact: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert, whatever format it came in. `id` is derived from (sender, identifier, sent)."""
+
+    kind: Kind
+    identifier: str
+    sender: str
+    sent: datetime
+    sent_text: str
+    status: Status
+    msg_type: MsgType
+    scope: str
+    handling: Handling
+    infos: tuple[Info, ...]
+    references: tuple[Reference, ...] = ()
+    source_format: str = "json"
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return alert_id_for(self.sender, self.identifier, self.sent_text)
+
+    @property
+    def expires(self) -> datetime | None:
+        """The latest expiry over the info blocks; None if any block never expires."""
+        values = [info.expires for info in self.infos]
+        if not values or any(v is None for v in values):
+            return None
+        return max(v for v in values if v is not None)
+
+    @property
+    def headline(self) -> str | None:
+        return next((i.headline for i in self.infos if i.headline), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of the normalized alert (datetimes as ISO 8601)."""
+        return _jsonable(asdict(self)) | {"id": self.id}
+
+    def content_hash(self) -> str:
+        """SHA-256 over the normalized content: equal for byte-different renderings of the same
+        alert, different when anything a recipient would see differs."""
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def alert_id_for(sender: str, identifier: str, sent: str) -> str:
+    """The stable alert id: a UUIDv5 of CAP's uniqueness key, so re-publishes map to one id."""
+    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{sender},{identifier},{sent}"))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,267 @@
+"""Settings as frozen dataclasses, read from `config/default.toml`, an optional file named by
+DISSEMINATION_CONFIG, and DISSEMINATION_<SECTION>_<KEY> environment variables (in that order
+of precedence, last wins). Secrets are accepted only from the environment. A bad value fails
+at start-up with a ConfigError naming the key and the value."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from dissemination.alert import Tlp
+from dissemination.errors import ConfigError
+
+ENV_PREFIX = "DISSEMINATION_"
+SECRET_KEYS = frozenset({"broker.password", "store.password"})
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than zero"
+
+
+def _tlp(value: str) -> str | None:
+    try:
+        Tlp.parse(value)
+    except ValueError:
+        return f"must be one of {', '.join(t.value for t in Tlp)}"
+    return None
+
+
+def _log_level(value: str) -> str | None:
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+    return None if value.upper() in levels else f"must be one of {', '.join(levels)}"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a TCP port (0-65535)"
+
+
+def _url(*schemes: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        scheme = urlsplit(value).scheme
+        if scheme not in schemes:
+            return f"scheme must be one of {', '.join(schemes)}"
+        if urlsplit(value).password:
+            return "must not carry a password; set it in the environment"
+        return None
+
+    return check
+
+
+CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "service.log_level": _log_level,
+    "service.shutdown_grace_seconds": _positive,
+    "broker.url": _url("amqp", "amqps"),
+    "broker.prefetch": _positive,
+    "broker.concurrency": _positive,
+    "broker.delivery_limit": _positive,
+    "broker.connect_timeout_seconds": _positive,
+    "store.url": _url("sqlite+aiosqlite", "postgresql+asyncpg"),
+    "store.pool_size": _positive,
+    "store.retry_initial_seconds": _positive,
+    "store.retry_max_seconds": _positive,
+    "intake.max_body_bytes": _positive,
+    "intake.max_json_depth": _positive,
+    "intake.default_tlp": _tlp,
+    "intake.public_scope_tlp": _tlp,
+    "http.port": _port,
+    "http.public_url": _url("http", "https"),
+    "http.max_body_bytes": _positive,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Process-wide settings."""
+
+    data_dir: str
+    log_level: str
+    shutdown_grace_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """RabbitMQ connection and the intake topology."""
+
+    url: str
+    username: str
+    exchange: str
+    inbound_queue: str
+    dead_letter_exchange: str
+    dead_letter_queue: str
+    routing_key_pattern: str
+    prefetch: int
+    concurrency: int
+    delivery_limit: int
+    connect_timeout_seconds: float
+    heartbeat_seconds: int
+    password: str = field(default="guest", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """The ledger database (SQLite embedded, PostgreSQL shared)."""
+
+    url: str
+    pool_size: int
+    retry_initial_seconds: float
+    retry_max_seconds: float
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeSettings:
+    """Limits and defaults applied to every inbound alert."""
+
+    max_body_bytes: int
+    max_json_depth: int
+    default_tlp: str
+    public_scope_tlp: str
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The HTTP server (health, ingest, admin API)."""
+
+    host: str
+    port: int
+    public_url: str
+    max_body_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings, one frozen section per concern."""
+
+    service: ServiceSettings
+    broker: BrokerSettings
+    store: StoreSettings
+    intake: IntakeSettings
+    http: HttpSettings
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.service.data_dir).expanduser().resolve()
+
+
+SectionT = TypeVar("SectionT")
+
+
+def _coerce(key: str, raw: Any, annotation: Any) -> Any:
+    target = annotation
+    if isinstance(annotation, types.UnionType | typing._UnionGenericAlias):  # type: ignore[attr-defined]
+        target = next(a for a in typing.get_args(annotation) if a is not type(None))
+    try:
+        if target is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if target is int and isinstance(raw, bool | float):
+            raise ValueError
+        if target is float and isinstance(raw, bool):
+            raise ValueError
+        return target(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(key, raw, f"expected {target.__name__}") from None
+
+
+def _section(
+    cls: type[SectionT], name: str, values: Mapping[str, Any], env: Mapping[str, str]
+) -> SectionT:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for unknown in sorted(set(values) - known):
+        raise ConfigError(f"{name}.{unknown}", values[unknown], "unknown setting")
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        key = f"{name}.{f.name}"
+        env_name = f"{ENV_PREFIX}{name}_{f.name}".upper()
+        if key in SECRET_KEYS and f.name in values:
+            raise ConfigError(
+                key, "***", f"secrets are read only from the environment ({env_name})"
+            )
+        if env_name in env:
+            raw: Any = env[env_name]
+        elif f.name in values:
+            raw = values[f.name]
+        elif key in SECRET_KEYS:
+            continue
+        else:
+            raise ConfigError(key, None, "missing")
+        value = _coerce(key, raw, hints[f.name])
+        check = CHECKS.get(key)
+        problem = check(value) if check and value is not None else None
+        if problem:
+            raise ConfigError(key, "***" if key in SECRET_KEYS else value, problem)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError("DISSEMINATION_CONFIG", str(path), f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("DISSEMINATION_CONFIG", str(path), f"not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in overlay.items():
+        if section not in merged:
+            raise ConfigError(section, values, "unknown settings section")
+        if not isinstance(values, dict):
+            raise ConfigError(section, values, "expected a table of settings")
+        merged[section].update(values)
+    return merged
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "service": ServiceSettings,
+    "broker": BrokerSettings,
+    "store": StoreSettings,
+    "intake": IntakeSettings,
+    "http": HttpSettings,
+}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Build Settings from the defaults, an optional overlay file and the environment."""
+    env = os.environ if env is None else env
+    default_text = resources.files("config").joinpath("default.toml").read_text("utf-8")
+    values = tomllib.loads(default_text)
+    path = config_file or (
+        Path(env["DISSEMINATION_CONFIG"]) if env.get("DISSEMINATION_CONFIG") else None
+    )
+    if path is not None:
+        overlay = _read_toml(path)
+        for section, keys in overlay.items():
+            for key in keys if isinstance(keys, dict) else ():
+                if f"{section}.{key}" in SECRET_KEYS:
+                    env_name = f"{ENV_PREFIX}{section}_{key}".upper()
+                    raise ConfigError(
+                        f"{section}.{key}",
+                        "***",
+                        f"secrets are read only from the environment ({env_name})",
+                    )
+        values = _merge(values, overlay)
+    sections = {
+        name: _section(cls, name, values.get(name, {}), env) for name, cls in SECTIONS.items()
+    }
+    return Settings(**sections)

@@ -1,0 +1,148 @@
+"""The ledger's tables as SQLAlchemy Core metadata: the one description that queries use.
+The schema itself is created and changed only by the versioned migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both SQLite (which keeps no zone) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+payloads = Table(
+    "payloads",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("content_type", String(200), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("sender", Text, nullable=False),
+    Column("identifier", Text, nullable=False),
+    Column("sent", Text, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("msg_type", String(20), nullable=False),
+    Column("scope", String(20), nullable=False),
+    Column("tlp", String(20), nullable=False),
+    Column("caveats", JSON, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("headline", Text),
+    Column("source_format", String(20), nullable=False),
+    Column("document", JSON, nullable=False),
+    Column("payload_sha256", String(64), ForeignKey("payloads.sha256"), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    UniqueConstraint("sender", "identifier", "sent", name="uq_alerts_key"),
+)
+
+alert_references = Table(
+    "alert_references",
+    metadata,
+    Column("alert_id", String(36), ForeignKey("alerts.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("ref_sender", Text, nullable=False),
+    Column("ref_identifier", Text, nullable=False),
+    Column("ref_sent", Text, nullable=False),
+    Column("ref_alert_id", String(36), nullable=False),
+    Column("resolved", Integer, nullable=False),
+)
+
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("message_id", Text),
+    Column("reason", String(60), nullable=False),
+    Column("errors", JSON, nullable=False),
+    Column("content_type", String(200)),
+    Column("body", LargeBinary, nullable=False),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("alert_id", String(36), nullable=False),
+    Column("reason", String(60), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("document", JSON, nullable=False),
+    Column("payload_sha256", String(64), ForeignKey("payloads.sha256"), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("alert_id", String(36), ForeignKey("alerts.id"), nullable=False),
+    Column("stakeholder_id", String(36), nullable=False),
+    Column("subscription_id", String(36)),
+    Column("channel", String(20), nullable=False),
+    Column("address", Text, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("reason", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("provider_id", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint(
+        "alert_id", "stakeholder_id", "channel", "address", name="uq_deliveries_target"
+    ),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+)

@@ -1,0 +1,111 @@
+"""Shared fixtures: an isolated RabbitMQ virtual host per test session, per-test exchange and
+queue names inside it, and the store on both SQLite and PostgreSQL (a database per session)."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from dissemination.database import Database
+from dissemination.settings import Settings, StoreSettings, load_settings
+from dissemination.tables import metadata
+
+_names = itertools.count(1)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl not found: these tests need a local RabbitMQ")
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def vhost() -> Iterator[str]:
+    """A virtual host of our own, so two test runs never consume each other's messages."""
+    name = f"fd-test-{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", name)
+    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield name
+    _rabbitmqctl("delete_vhost", name)
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(
+        ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", sql],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database for this session, dropped at the end."""
+    name = f"fd_test_{uuid.uuid4().hex[:10]}"
+    _psql(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A migrated, empty store of the parametrized kind."""
+    if store_kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), tmp_path)
+    await database.migrate()
+    await database.close()
+    yield url
+    if store_kind == "sqlite":
+        return
+    database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), tmp_path)
+    async with database.transaction() as conn:
+        names = ", ".join(t.name for t in metadata.sorted_tables)
+        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    await database.close()
+
+
+def settings_env(vhost: str, store_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for a service under test: its own names inside the session's vhost."""
+    suffix = f"t{next(_names)}-{uuid.uuid4().hex[:6]}"
+    env = {
+        "DISSEMINATION_SERVICE_DATA_DIR": str(data_dir),
+        "DISSEMINATION_SERVICE_SHUTDOWN_GRACE_SECONDS": "10",
+        "DISSEMINATION_BROKER_URL": f"amqp://127.0.0.1:5672/{vhost}",
+        "DISSEMINATION_BROKER_EXCHANGE": f"alerts.{suffix}",
+        "DISSEMINATION_BROKER_INBOUND_QUEUE": f"alerts.inbound.{suffix}",
+        "DISSEMINATION_BROKER_DEAD_LETTER_EXCHANGE": f"alerts.dead.{suffix}",
+        "DISSEMINATION_BROKER_DEAD_LETTER_QUEUE": f"alerts.dead.{suffix}",
+        "DISSEMINATION_BROKER_PREFETCH": "16",
+        "DISSEMINATION_BROKER_CONCURRENCY": "8",
+        "DISSEMINATION_STORE_URL": store_url,
+        "DISSEMINATION_STORE_RETRY_INITIAL_SECONDS": "0.05",
+        "DISSEMINATION_STORE_RETRY_MAX_SECONDS": "0.2",
+        "DISSEMINATION_HTTP_PORT": "0",
+    }
+    env.update({f"DISSEMINATION_{k.upper()}": v for k, v in overrides.items()})
+    return env
+
+
+@pytest.fixture
+def service_env(vhost: str, store_url: str, tmp_path: Path) -> dict[str, str]:
+    return settings_env(vhost, store_url, tmp_path / "data")
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str]) -> Settings:
+    return load_settings(service_env)
