@@ -171,7 +171,8 @@ class Alert:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of the normalized alert (datetimes as ISO 8601)."""
-        return _jsonable(asdict(self)) | {"id": self.id}
+        document: dict[str, Any] = _jsonable(asdict(self))
+        return document | {"id": self.id}
 
     def content_hash(self) -> str:
         """SHA-256 over the normalized content: equal for byte-different renderings of the same

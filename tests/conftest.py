@@ -60,7 +60,9 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def store_url(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
     """A migrated, empty store of the parametrized kind."""
     if store_kind == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"

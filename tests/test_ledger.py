@@ -35,7 +35,9 @@ def _payload(body: bytes = b"{}") -> Payload:
 async def test_stores_an_alert_once_and_recognizes_a_duplicate(ledger: Ledger) -> None:
     alert = alert_from_cap(cap_json("A-1"), "cap-json", DEFAULTS)
     first = await ledger.record_alert(alert, _payload(b"one"), AlertState.RECEIVED, NOW)
-    again = await ledger.record_alert(alert, _payload(b"one rendered differently"), AlertState.RECEIVED, NOW)
+    again = await ledger.record_alert(
+        alert, _payload(b"one rendered differently"), AlertState.RECEIVED, NOW
+    )
     assert (first, again) == (RecordOutcome.STORED, RecordOutcome.DUPLICATE)
     assert await ledger.counts() == {"alerts": 1, "rejections": 0, "quarantine": 0}
     row = await ledger.alert_row(alert.id)
@@ -71,7 +73,10 @@ async def test_update_links_known_references_and_records_unknown_ones(ledger: Le
     update = alert_from_cap(
         cap_json("A-3-U", msgType="Update", references=references), "cap-json", DEFAULTS
     )
-    assert await ledger.record_alert(update, _payload(b"u"), AlertState.RECEIVED, NOW) == RecordOutcome.STORED
+    assert (
+        await ledger.record_alert(update, _payload(b"u"), AlertState.RECEIVED, NOW)
+        == RecordOutcome.STORED
+    )
     links = await ledger.references_of(update.id)
     assert [(link["ref_alert_id"], link["resolved"]) for link in links] == [
         (original.id, 1),

@@ -1,0 +1,163 @@
+"""The `dissemination` command: run the service, migrate the store, validate and publish alert
+files, and manage API tokens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dissemination.alert import Tlp
+from dissemination.broker import connect
+from dissemination.database import Database
+from dissemination.decoding import DecodeLimits, decode_alerts
+from dissemination.errors import DisseminationError, RejectedInput
+from dissemination.intake import utc_now
+from dissemination.normalize import HandlingDefaults
+from dissemination.publisher import AlertPublisher, PublishFailed
+from dissemination.service import Service, run_until_signalled
+from dissemination.settings import Settings, load_settings
+from dissemination.tokens import Role, TokenStore
+
+CONTENT_TYPES = {
+    ".xml": "application/cap+xml",
+    ".cap": "application/cap+xml",
+    ".json": "application/json",
+}
+
+
+def _content_type(path: Path) -> str:
+    return CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def _run_loop(coro: object) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop is absent only on unsupported platforms
+        return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    await run_until_signalled(Service(settings))
+    return 0
+
+
+async def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    database = Database.from_settings(settings.store, settings.data_path)
+    try:
+        revision = await database.migrate()
+    finally:
+        await database.close()
+    print(f"database schema at revision {revision}")
+    return 0
+
+
+def _validate_files(settings: Settings, files: Sequence[Path]) -> int:
+    limits = DecodeLimits(settings.intake.max_body_bytes, settings.intake.max_json_depth)
+    defaults = HandlingDefaults(
+        Tlp.parse(settings.intake.default_tlp), Tlp.parse(settings.intake.public_scope_tlp)
+    )
+    invalid = 0
+    for path in files:
+        try:
+            alerts = decode_alerts(path.read_bytes(), None, limits, defaults)
+        except OSError as error:
+            invalid += 1
+            print(f"{path}: unreadable: {error.strerror}")
+        except RejectedInput as rejected:
+            invalid += 1
+            print(f"{path}: invalid: {rejected.reason}")
+            for detail in rejected.errors:
+                print(f"    {detail.path}: {detail.message}")
+        else:
+            summary = ", ".join(f"{a.id} ({a.kind.value} {a.msg_type.value})" for a in alerts)
+            print(f"{path}: valid: {summary}")
+    return 1 if invalid else 0
+
+
+async def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    connection = await connect(settings.broker, "dissemination-publish")
+    failed = 0
+    try:
+        publisher = await AlertPublisher.open(connection, settings.broker)
+        for path in args.files:
+            try:
+                await publisher.publish(path.read_bytes(), _content_type(path), args.routing_key)
+                print(f"{path}: confirmed")
+            except (OSError, PublishFailed) as error:
+                failed += 1
+                print(f"{path}: NOT confirmed: {error}")
+    finally:
+        await connection.close()
+    return 1 if failed else 0
+
+
+async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
+    database = Database.from_settings(settings.store, settings.data_path)
+    tokens = TokenStore(database)
+    try:
+        if args.tokens_command == "create":
+            info, secret = await tokens.create(args.name, Role(args.role), utc_now())
+            print(f"token {info.id} ({info.role.value}, {info.name}); shown once:")
+            print(secret)
+        elif args.tokens_command == "revoke":
+            count = await tokens.revoke(args.token, utc_now())
+            print(f"revoked {count} token(s)")
+            return 0 if count else 1
+        else:
+            for info in await tokens.list():
+                state = f"revoked {info.revoked_at.isoformat()}" if info.revoked_at else "live"
+                print(f"{info.id}  {info.role.value:<9}  {info.name}  {state}")
+    finally:
+        await database.close()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dissemination", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the service until SIGTERM/SIGINT")
+    commands.add_parser("migrate", help="apply pending database migrations")
+    validate = commands.add_parser("validate", help="check alert files offline")
+    validate.add_argument("files", nargs="+", type=Path)
+    publish = commands.add_parser("publish", help="publish alert files with publisher confirms")
+    publish.add_argument("files", nargs="+", type=Path)
+    publish.add_argument("--routing-key", default="alert.file")
+    tokens = commands.add_parser("tokens", help="manage API tokens")
+    token_commands = tokens.add_subparsers(dest="tokens_command", required=True)
+    create = token_commands.add_parser("create", help="create a token (its secret is shown once)")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--name", required=True)
+    revoke = token_commands.add_parser("revoke", help="revoke a token by id or name")
+    revoke.add_argument("token")
+    token_commands.add_parser("list", help="list tokens (never their secrets)")
+    return parser
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "migrate": _cmd_migrate,
+    "publish": _cmd_publish,
+    "tokens": _cmd_tokens,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level=settings.service.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command == "validate":
+            return _validate_files(settings, args.files)
+        return _run_loop(COMMANDS[args.command](settings, args))
+    except DisseminationError as error:
+        print(f"dissemination: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,235 @@
+"""Alert intake: each inbound message is decoded, validated, stored, and only then settled.
+
+Settlement happens in one place (`IntakeConsumer._settle`):
+  - stored, duplicate or quarantined  -> ack (the ledger holds it durably)
+  - RejectedInput (bad input)         -> recorded, republished to the dead-letter exchange with
+                                         x-rejection-* headers (confirmed), then acked
+  - StoreUnavailable / unexpected     -> nack with requeue after backoff (never rejected; a true
+                                         poison message reaches alerts.dead via the delivery limit)
+  - shutdown                          -> finished within the grace period, else nack with requeue
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from dissemination.alert import Alert, Status, Tlp
+from dissemination.broker import IntakeTopology
+from dissemination.decoding import DecodeLimits, decode_alerts
+from dissemination.errors import RejectedInput, StoreUnavailable
+from dissemination.failpoints import failpoint
+from dissemination.ledger import AlertState, Ledger, Payload, RecordOutcome
+from dissemination.normalize import HandlingDefaults
+from dissemination.settings import IntakeSettings, StoreSettings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    """What one message became: alert ids by what recording them did."""
+
+    outcomes: dict[str, RecordOutcome] = field(default_factory=dict)
+
+
+def initial_state(alert: Alert, now: datetime) -> AlertState:
+    """Draft is never disseminated; an alert whose every info block has expired is recorded only."""
+    if alert.status is Status.DRAFT:
+        return AlertState.DRAFT
+    expires = alert.expires
+    if expires is not None and expires <= now:
+        return AlertState.EXPIRED
+    return AlertState.RECEIVED
+
+
+class IntakeProcessor:
+    """Decode + validate + store, independent of how the bytes arrived (AMQP or a test)."""
+
+    def __init__(self, ledger: Ledger, settings: IntakeSettings, clock: Clock = utc_now) -> None:
+        self.ledger = ledger
+        self.clock = clock
+        self.limits = DecodeLimits(settings.max_body_bytes, settings.max_json_depth)
+        self.defaults = HandlingDefaults(
+            Tlp.parse(settings.default_tlp), Tlp.parse(settings.public_scope_tlp)
+        )
+
+    def parse(self, payload: Payload) -> list[Alert]:
+        """The validated alerts in `payload`, or RejectedInput."""
+        return decode_alerts(payload.body, payload.content_type, self.limits, self.defaults)
+
+    async def process(self, payload: Payload) -> IntakeResult:
+        alerts = self.parse(payload)
+        now = self.clock()
+        await failpoint("before_store")
+        result = IntakeResult()
+        for alert in alerts:
+            outcome = await self.ledger.record_alert(alert, payload, initial_state(alert, now), now)
+            result.outcomes[alert.id] = outcome
+        await failpoint("after_store")
+        return result
+
+
+class Backoff:
+    """Exponential backoff with full jitter, shared by all handlers so an outage slows all."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.initial = settings.retry_initial_seconds
+        self.maximum = settings.retry_max_seconds
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        ceiling = min(self.maximum, self.initial * 2 ** (self.failures - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class IntakeConsumer:
+    """Consumes `alerts.inbound` with bounded concurrency and settles each message once."""
+
+    def __init__(
+        self,
+        processor: IntakeProcessor,
+        topology: IntakeTopology,
+        concurrency: int,
+        backoff: Backoff,
+    ) -> None:
+        self.processor = processor
+        self.topology = topology
+        self.backoff = backoff
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[object]] = set()
+        self._stopping = False
+        self._consumer_tag: str | None = None
+        self.processed = 0
+
+    async def start(self) -> None:
+        self._consumer_tag = await self.topology.inbound.consume(self._on_message, no_ack=False)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            async with self._slots:
+                if self._stopping:
+                    await self._safely(message.nack(requeue=True))
+                    return
+                await self._settle(message)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: hand the message back, never drop it.
+            await asyncio.shield(self._safely(message.nack(requeue=True)))
+            raise
+        finally:
+            self._inflight.discard(task)
+
+    async def _settle(self, message: AbstractIncomingMessage) -> None:
+        payload = Payload(message.body, message.content_type or "")
+        try:
+            result = await self.processor.process(payload)
+        except RejectedInput as rejected:
+            await self._dead_letter(message, payload, rejected)
+            return
+        except StoreUnavailable as error:
+            await self._requeue_later(message, f"store unavailable: {error}")
+            return
+        except Exception:
+            log.exception("intake failed unexpectedly; requeueing message %s", message.message_id)
+            await self._requeue_later(message, "unexpected error")
+            return
+        self.backoff.reset()
+        for alert_id, outcome in result.outcomes.items():
+            log.info("alert %s %s (message %s)", alert_id, outcome.value, message.message_id)
+        await self._safely(message.ack())
+        self.processed += 1
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, payload: Payload, rejected: RejectedInput
+    ) -> None:
+        log.warning("message %s rejected: %s", message.message_id, rejected.reason)
+        try:
+            await self.processor.ledger.record_rejection(
+                source="amqp",
+                reason=rejected.reason,
+                errors=rejected.errors,
+                payload=payload,
+                message_id=message.message_id,
+                now=self.processor.clock(),
+            )
+            await self.topology.dead_exchange.publish(
+                dead_letter_message(message, rejected), routing_key=message.routing_key or ""
+            )
+        except StoreUnavailable as error:
+            await self._requeue_later(message, f"store unavailable: {error}")
+            return
+        except (aio_pika.exceptions.AMQPError, ConnectionError) as error:
+            await self._requeue_later(message, f"dead-letter publish failed: {error!r}")
+            return
+        await self._safely(message.ack())
+        self.processed += 1
+
+    async def _requeue_later(self, message: AbstractIncomingMessage, why: str) -> None:
+        delay = self.backoff.next_delay()
+        log.warning("requeueing message %s in %.2fs: %s", message.message_id, delay, why)
+        await asyncio.sleep(delay)
+        await self._safely(message.nack(requeue=True))
+
+    async def _safely(self, settle: object) -> None:
+        """Settle, tolerating a channel that died meanwhile: the broker then redelivers the
+        message, and the idempotent ledger turns the redelivery into a duplicate."""
+        try:
+            await settle  # type: ignore[misc]
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+            log.warning("could not settle message (it will be redelivered): %r", error)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop consuming, let in-flight messages finish for `grace_seconds`, requeue the rest."""
+        self._stopping = True
+        if self._consumer_tag is not None:
+            try:
+                await self.topology.inbound.cancel(self._consumer_tag)
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+                log.warning("could not cancel the consumer: %r", error)
+        pending = set(self._inflight)
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=grace_seconds)
+            for task in still_running:
+                task.cancel()
+            if still_running:
+                await asyncio.wait(still_running)
+
+
+def dead_letter_message(
+    message: AbstractIncomingMessage, rejected: RejectedInput
+) -> aio_pika.Message:
+    """The rejected body with machine-readable reason headers, for the alerts.dead queue."""
+    return aio_pika.Message(
+        message.body,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers={
+            "x-rejection-reason": rejected.reason,
+            "x-rejection-errors": json.dumps(rejected.errors_as_dicts()),
+            "x-original-exchange": message.exchange or "",
+            "x-original-routing-key": message.routing_key or "",
+            "x-rejected-at": utc_now().isoformat(),
+        },
+    )

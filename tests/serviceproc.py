@@ -1,0 +1,81 @@
+"""Runs `python -m dissemination` in a child process, as production does, for crash and signal
+tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """Run the CLI to completion; returns (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dissemination",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@dataclass
+class ServiceProcess:
+    """A `dissemination run` child process and the port its HTTP server listens on."""
+
+    process: asyncio.subprocess.Process
+    port: int
+
+    @classmethod
+    async def start(
+        cls, env: dict[str, str], failpoints: str = "", *, wait_ready: bool = True
+    ) -> ServiceProcess:
+        port = free_port()
+        child_env = {**os.environ, **env, "DISSEMINATION_HTTP_PORT": str(port)}
+        child_env["DISSEMINATION_FAILPOINTS"] = failpoints
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dissemination", "run", env=child_env
+        )
+        running = cls(process, port)
+        if wait_ready:
+            await running.wait_ready()
+        return running
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.returncode is not None:
+                    raise AssertionError(f"service exited early with {self.process.returncode}")
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/readyz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError("service did not become ready")
+
+    async def wait_exit(self, timeout: float = 30) -> int:
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    async def stop(self) -> int:
+        if self.process.returncode is None:
+            self.process.terminate()
+        return await self.wait_exit()

@@ -1,0 +1,274 @@
+"""Intake end to end against the real broker and both stores: what is valid is stored and
+acked, what is not is dead-lettered with a named reason, and nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from dissemination.ledger import Ledger
+from dissemination.service import Service
+from dissemination.settings import Settings
+from tests.alerts import cap_json, cap_json_bytes, cap_xml
+from tests.brokerutil import (
+    close_connections,
+    get_all,
+    open_connection,
+    publish,
+    queue_depth,
+    rejection_of,
+    wait_until,
+)
+from tests.samples import FIXTURES_DIR
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[Service]:
+    running = Service(settings)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def channel(settings: Settings, service: Service) -> AsyncIterator[AbstractChannel]:
+    connection: AbstractRobustConnection = await open_connection(settings)
+    yield await connection.channel(publisher_confirms=True)
+    await connection.close()
+
+
+def ledger_of(service: Service) -> Ledger:
+    assert service.database is not None
+    return Ledger(service.database)
+
+
+async def wait_for_counts(service: Service, **expected: int) -> dict[str, int]:
+    ledger = ledger_of(service)
+
+    async def reached() -> bool:
+        counts = await ledger.counts()
+        return all(counts[k] >= v for k, v in expected.items())
+
+    await wait_until(reached, what=f"ledger counts {expected}")
+    return await ledger.counts()
+
+
+async def test_every_format_is_stored_and_acked(
+    service: Service, channel: AbstractChannel, settings: Settings
+) -> None:
+    bodies: list[tuple[bytes, str | None]] = [
+        (cap_xml(), "application/cap+xml"),
+        (cap_xml("TEST-XML-SNIFFED"), None),
+        (cap_json_bytes("TEST-JSON"), "application/json"),
+        ((FIXTURES_DIR / "nws" / "two_features.json").read_bytes(), "application/geo+json"),
+    ]
+    local = sorted((FIXTURES_DIR / "alerts").glob("*_full.json"))
+    bodies += [(path.read_bytes(), "application/json") for path in local]
+    for body, content_type in bodies:
+        await publish(channel, settings, body, content_type)
+    expected_alerts = len(bodies) + 1  # the NWS collection holds two features
+    counts = await wait_for_counts(service, alerts=expected_alerts)
+    assert counts == {"alerts": expected_alerts, "rejections": 0, "quarantine": 0}
+    assert await queue_depth(channel, settings.broker.inbound_queue) == 0
+    assert await queue_depth(channel, settings.broker.dead_letter_queue) == 0
+
+
+async def test_duplicate_publishes_store_one_alert(
+    service: Service, channel: AbstractChannel, settings: Settings
+) -> None:
+    for _ in range(3):
+        await publish(channel, settings, cap_json_bytes("DUP-1"))
+    pretty = json.dumps(cap_json("DUP-1"), indent=2).encode()
+    await publish(channel, settings, pretty)
+    await publish(channel, settings, cap_json_bytes("AFTER-DUPS"))
+    counts = await wait_for_counts(service, alerts=2)
+    await wait_until(lambda: _drained(channel, settings), what="inbound queue drained")
+    assert counts == {"alerts": 2, "rejections": 0, "quarantine": 0}
+
+
+async def _drained(channel: AbstractChannel, settings: Settings) -> bool:
+    return await queue_depth(channel, settings.broker.inbound_queue) == 0
+
+
+async def test_conflicting_duplicate_is_quarantined(
+    service: Service, channel: AbstractChannel, settings: Settings
+) -> None:
+    await publish(channel, settings, cap_json_bytes("CONFLICT-1"))
+    await wait_for_counts(service, alerts=1)
+    changed = cap_json("CONFLICT-1")
+    changed["info"][0]["severity"] = "Minor"
+    await publish(channel, settings, json.dumps(changed).encode())
+    counts = await wait_for_counts(service, quarantine=1)
+    assert counts == {"alerts": 1, "rejections": 0, "quarantine": 1}
+    row = await ledger_of(service).alert_row(_id_of(cap_json("CONFLICT-1")))
+    assert row is not None
+    assert row["document"]["infos"][0]["severity"] == "Severe"
+
+
+def _id_of(document: dict[str, str]) -> str:
+    from dissemination.alert import alert_id_for
+
+    return alert_id_for(document["sender"], document["identifier"], document["sent"])
+
+
+async def test_draft_and_expired_alerts_are_recorded_not_released(
+    service: Service, channel: AbstractChannel, settings: Settings
+) -> None:
+    draft = cap_json("DRAFT-1", status="Draft")
+    expired = cap_json("EXPIRED-1")
+    expired["info"][0]["expires"] = "2020-01-01T00:00:00-00:00"
+    for document in (draft, expired):
+        await publish(channel, settings, json.dumps(document).encode())
+    await wait_for_counts(service, alerts=2)
+    ledger = ledger_of(service)
+    states = {
+        name: (await ledger.alert_row(_id_of(doc)) or {}).get("state")
+        for name, doc in (("draft", draft), ("expired", expired))
+    }
+    assert states == {"draft": "draft", "expired": "expired"}
+
+
+BAD_INPUTS: list[tuple[str, bytes, str | None, str]] = [
+    ("empty body", b"", None, "unrecognized_format"),
+    ("plain text", b"hello", None, "unrecognized_format"),
+    ("unsupported content type", cap_json_bytes(), "text/plain", "unsupported_content_type"),
+    ("image content type", b"\x89PNG", "image/png", "unsupported_content_type"),
+    ("truncated json", b'{"identifier": "x"', "application/json", "invalid_json"),
+    ("json array", b"[1, 2]", "application/json", "unrecognized_format"),
+    ("json string", b'"alert"', "application/json", "unrecognized_format"),
+    (
+        "duplicate key",
+        b'{"identifier": "a", "identifier": "b"}',
+        "application/json",
+        "duplicate_key",
+    ),
+    ("NaN", b'{"identifier": "a", "x": NaN}', "application/json", "non_finite_number"),
+    ("Infinity", b'{"identifier": "a", "x": -Infinity}', "application/json", "non_finite_number"),
+    ("invalid utf-8", b'{"identifier": "\xff\xfe"}', "application/json", "invalid_utf8"),
+    ("lone surrogate", b'{"identifier": "\\ud800"}', "application/json", "invalid_unicode"),
+    ("deep nesting", b'{"a":' * 100 + b"1" + b"}" * 100, "application/json", "nesting_too_deep"),
+    ("very deep nesting", b"[" * 50000 + b"]" * 50000, "application/json", "nesting_too_deep"),
+    (
+        "oversize body",
+        b'{"pad": "' + b"x" * 1_100_000 + b'"}',
+        "application/json",
+        "body_too_large",
+    ),
+    ("unknown kind", b'{"kind": "rumour", "identifier": "r"}', "application/json", "unknown_kind"),
+    ("json object of nothing", b'{"hello": "world"}', "application/json", "unrecognized_format"),
+    (
+        "cap missing status",
+        json.dumps({k: v for k, v in cap_json().items() if k != "status"}).encode(),
+        "application/json",
+        "schema_violation",
+    ),
+    (
+        "cap bad urgency",
+        json.dumps(cap_json(info=[dict(cap_json()["info"][0], urgency="Soon")])).encode(),
+        "application/json",
+        "schema_violation",
+    ),
+    (
+        "cap unknown field",
+        json.dumps(cap_json(colour="red")).encode(),
+        "application/json",
+        "schema_violation",
+    ),
+    (
+        "cap bad sent",
+        json.dumps(cap_json(sent="yesterday")).encode(),
+        "application/json",
+        "schema_violation",
+    ),
+    (
+        "cap update without references",
+        json.dumps(cap_json(msgType="Update")).encode(),
+        "application/json",
+        "schema_violation",
+    ),
+    (
+        "cap bad tlp",
+        json.dumps(cap_json(handling={"tlp": "PURPLE"})).encode(),
+        "application/json",
+        "schema_violation",
+    ),
+    ("xml not well formed", b"<alert><identifier>x</alert>", "application/cap+xml", "invalid_xml"),
+    (
+        "xml entity bomb",
+        b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xx">]><alert>&x;</alert>',
+        "application/cap+xml",
+        "xml_forbidden_construct",
+    ),
+    (
+        "xml external entity",
+        b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><alert>&x;</alert>',
+        "application/cap+xml",
+        "xml_forbidden_construct",
+    ),
+    ("xml not cap", b"<rss><channel/></rss>", "application/xml", "not_cap"),
+    (
+        "cap 1.0",
+        b'<alert xmlns="http://www.incident.com/cap/1.0"><identifier>x</identifier></alert>',
+        "application/cap+xml",
+        "unsupported_cap_version",
+    ),
+    (
+        "nws without features",
+        b'{"type": "FeatureCollection", "features": []}',
+        "application/geo+json",
+        "invalid_nws_geojson",
+    ),
+    ("xml declared as json", cap_xml(), "application/json", "invalid_json"),
+]
+
+
+async def test_bad_inputs_are_dead_lettered_with_a_named_reason(
+    service: Service, channel: AbstractChannel, settings: Settings
+) -> None:
+    assert len(BAD_INPUTS) >= 25
+    for index, (_name, body, content_type, _reason) in enumerate(BAD_INPUTS):
+        await publish(channel, settings, body, content_type, message_id=f"bad-{index}")
+    await publish(channel, settings, cap_json_bytes("STILL-CONSUMING"))
+    dead = await get_all(channel, settings.broker.dead_letter_queue, len(BAD_INPUTS))
+    reasons = {m.message_id: rejection_of(m)[0] for m in dead}
+    expected = {f"bad-{i}": reason for i, (_n, _b, _c, reason) in enumerate(BAD_INPUTS)}
+    assert reasons == expected
+    for message in dead:
+        _reason, errors = rejection_of(message)
+        assert errors
+        assert all({"path", "message"} <= set(e) for e in errors)
+    counts = await wait_for_counts(service, alerts=1, rejections=len(BAD_INPUTS))
+    assert counts == {"alerts": 1, "rejections": len(BAD_INPUTS), "quarantine": 0}
+    assert await queue_depth(channel, settings.broker.inbound_queue) == 0
+
+
+async def test_consumer_recovers_when_the_broker_closes_its_connection(
+    service: Service, channel: AbstractChannel, settings: Settings, vhost: str
+) -> None:
+    total = 200
+    for i in range(total // 2):
+        await publish(channel, settings, cap_json_bytes(f"RECOVER-{i}"))
+    await wait_for_counts(service, alerts=10)
+    close_connections(vhost)
+    assert service.broker is not None
+    await wait_until(lambda: _connected(service), what="service reconnected")
+    publisher = await open_connection(settings)
+    try:
+        fresh = await publisher.channel(publisher_confirms=True)
+        for i in range(total // 2, total):
+            await publish(fresh, settings, cap_json_bytes(f"RECOVER-{i}"))
+        counts = await wait_for_counts(service, alerts=total)
+        assert counts == {"alerts": total, "rejections": 0, "quarantine": 0}
+        await wait_until(lambda: _drained(fresh, settings), what="inbound queue drained")
+    finally:
+        await publisher.close()
+
+
+async def _connected(service: Service) -> bool:
+    broker = service.broker
+    return broker is not None and broker.connected.is_set() and not broker.is_closed
