@@ -29,6 +29,8 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (exc.DBAPIError, *OUTAGE_ERRORS)
+
 
 @contextmanager
 def outage_as_store_unavailable() -> Iterator[None]:
@@ -37,6 +39,10 @@ def outage_as_store_unavailable() -> Iterator[None]:
         yield
     except OUTAGE_ERRORS as error:
         raise StoreUnavailable(f"store unavailable: {type(error).__name__}: {error}") from error
+    except exc.DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        raise StoreUnavailable(f"store connection lost: {error}") from error
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -81,18 +87,35 @@ class Database:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def _connect(self) -> AsyncConnection:
+        """A started connection. Any driver error while connecting (refused, database closed
+        to connections, too many clients) is an outage, whatever class the driver gives it."""
+        connection = self.engine.connect()
+        try:
+            await connection.start()
+        except CONNECT_ERRORS as error:
+            raise StoreUnavailable(f"cannot connect to the store: {error}") from error
+        return connection
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; outages surface as StoreUnavailable, after rollback."""
-        with outage_as_store_unavailable():
-            async with self.engine.begin() as connection:
-                yield connection
+        connection = await self._connect()
+        try:
+            with outage_as_store_unavailable():
+                async with connection.begin():
+                    yield connection
+        finally:
+            await connection.close()
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
-        with outage_as_store_unavailable():
-            async with self.engine.connect() as connection:
+        connection = await self._connect()
+        try:
+            with outage_as_store_unavailable():
                 yield connection
+        finally:
+            await connection.close()
 
     def insert_ignoring_conflicts(self, table: Table) -> Any:
         """INSERT ... ON CONFLICT DO NOTHING in this database's dialect."""

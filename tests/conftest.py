@@ -16,6 +16,7 @@ from sqlalchemy import text
 from dissemination.database import Database
 from dissemination.settings import Settings, StoreSettings, load_settings
 from dissemination.tables import metadata
+from tests.pg import psql
 
 _names = itertools.count(1)
 
@@ -36,22 +37,13 @@ def vhost() -> Iterator[str]:
     _rabbitmqctl("delete_vhost", name)
 
 
-def _psql(sql: str) -> None:
-    subprocess.run(
-        ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", sql],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database for this session, dropped at the end."""
     name = f"fd_test_{uuid.uuid4().hex[:10]}"
-    _psql(f'CREATE DATABASE "{name}"')
+    psql(f'CREATE DATABASE "{name}"')
     yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from dissemination.ledger import Ledger
+from dissemination.ledger import Ledger, Payload
 from dissemination.service import Service
 from dissemination.settings import Settings
 from tests.alerts import cap_json, cap_json_bytes, cap_xml
@@ -22,7 +22,8 @@ from tests.brokerutil import (
     rejection_of,
     wait_until,
 )
-from tests.samples import FIXTURES_DIR
+from tests.pg import psql
+from tests.samples import FIXTURES_DIR, SAMPLES_DIR, sample_files
 
 pytestmark = pytest.mark.slow
 
@@ -272,3 +273,69 @@ async def test_consumer_recovers_when_the_broker_closes_its_connection(
 async def _connected(service: Service) -> bool:
     broker = service.broker
     return broker is not None and broker.connected.is_set() and not broker.is_closed
+
+
+async def test_store_outage_requeues_and_nothing_is_rejected(
+    store_kind: str, service: Service, channel: AbstractChannel, settings: Settings
+) -> None:
+    if store_kind != "postgresql":
+        pytest.skip("the outage is made by closing the PostgreSQL database to connections")
+    database_name = settings.store.url.rsplit("/", 1)[1]
+    psql(f'ALTER DATABASE "{database_name}" ALLOW_CONNECTIONS false')
+    psql(
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database_name}'"
+    )
+    try:
+        for i in range(5):
+            await publish(channel, settings, cap_json_bytes(f"OUTAGE-{i}"))
+        assert service.consumer is not None
+        consumer = service.consumer
+
+        async def backing_off() -> bool:
+            return consumer.backoff.failures >= 3
+
+        await wait_until(backing_off, what="the consumer to back off")
+    finally:
+        psql(f'ALTER DATABASE "{database_name}" ALLOW_CONNECTIONS true')
+    counts = await wait_for_counts(service, alerts=5)
+    assert counts == {"alerts": 5, "rejections": 0, "quarantine": 0}
+    assert await queue_depth(channel, settings.broker.dead_letter_queue) == 0
+
+
+EXPECTED_SAMPLE_REASONS = {
+    "google-cap-library__invalid.cap": "schema_violation",
+    "google-cap-library__canada_errors.cap": "schema_violation",
+    "google-cap-library__noaa_errors.cap": "schema_violation",
+    "google-cap-library__xee.cap": "xml_forbidden_construct",
+}
+
+
+async def test_public_samples_are_accepted_or_rejected_as_labelled(
+    service: Service, channel: AbstractChannel, settings: Settings
+) -> None:
+    valid = sample_files("valid-1.2") + sample_files("valid-1.1")
+    nws = sample_files("nws-json")
+    invalid = sample_files("invalid")
+    if not valid:
+        pytest.skip(f"public CAP sample corpus not found at {SAMPLES_DIR}")
+    for path in valid + nws + invalid:
+        await publish(channel, settings, path.read_bytes(), None, message_id=path.name)
+    # The corpus holds the same alert more than once: the CAP 1.1 and 1.2 appendix examples
+    # share (sender, identifier, sent) with different content, so later ones are quarantined.
+    assert service.consumer is not None
+    processor = service.consumer.processor
+    first_hash: dict[str, str] = {}
+    conflicts = 0
+    for path in valid + nws:
+        for alert in processor.parse(Payload(path.read_bytes(), "")):
+            known = first_hash.setdefault(alert.id, alert.content_hash())
+            conflicts += known != alert.content_hash()
+    dead = await get_all(channel, settings.broker.dead_letter_queue, len(invalid))
+    assert {m.message_id: rejection_of(m)[0] for m in dead} == EXPECTED_SAMPLE_REASONS
+    counts = await wait_for_counts(service, alerts=len(first_hash), quarantine=conflicts)
+    assert counts == {
+        "alerts": len(first_hash),
+        "rejections": len(invalid),
+        "quarantine": conflicts,
+    }
+    assert conflicts > 0
