@@ -1,0 +1,1 @@
+"""Benchmarks of the dissemination service against the local RabbitMQ and stores."""
