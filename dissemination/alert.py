@@ -177,8 +177,13 @@ class Alert:
     def content_hash(self) -> str:
         """SHA-256 over the normalized content: equal for byte-different renderings of the same
         alert, different when anything a recipient would see differs."""
-        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return content_hash_of(self.to_json())
+
+
+def content_hash_of(document: dict[str, Any]) -> str:
+    """The content hash of an alert's `to_json()` document (see Alert.content_hash)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def alert_id_for(sender: str, identifier: str, sent: str) -> str:

@@ -20,6 +20,10 @@ REASON_STATUS = {
     "schema_violation": 422,
     "invalid_handling": 422,
     "unknown_kind": 422,
+    "invalid_field": 422,
+    "forbidden_destination": 422,
+    "unknown_stakeholder": 422,
+    "immutable_field": 422,
 }
 
 HTTP_STATUS_CODES = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}

@@ -4,7 +4,9 @@ systems that cannot speak AMQP (publishing onto the same exchange, with confirms
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
+from importlib import resources
 
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
@@ -102,6 +104,16 @@ async def ingest_alert(request: web.Request) -> web.Response:
     return web.json_response({"id": ids[0], "ids": ids}, status=202)
 
 
+@functools.cache
+def _openapi_document() -> bytes:
+    return resources.files("schemas").joinpath("openapi.json").read_bytes()
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    """GET /api/v1/openapi.json: the OpenAPI 3.1 description of this API."""
+    return web.Response(body=_openapi_document(), content_type="application/json")
+
+
 def create_app(runtime: Runtime, settings: HttpSettings) -> web.Application:
     """The aiohttp application; `runtime` holds the live parts its handlers use."""
     # Headroom over the ingest limit so an oversize body gets our own 413 with its code.
@@ -112,4 +124,5 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_post("/api/v1/alerts", ingest_alert)
+    app.router.add_get("/api/v1/openapi.json", openapi)
     return app

@@ -110,7 +110,7 @@ async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
             print(f"revoked {count} token(s)")
             return 0 if count else 1
         else:
-            for info in await tokens.list():
+            for info in await tokens.all():
                 state = f"revoked {info.revoked_at.isoformat()}" if info.revoked_at else "live"
                 print(f"{info.id}  {info.role.value:<9}  {info.name}  {state}")
     finally:

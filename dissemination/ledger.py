@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dissemination.alert import Alert
+from dissemination.alert import Alert, content_hash_of
 from dissemination.database import Database
 from dissemination.errors import ErrorDetail
 from dissemination.tables import alert_references, alerts, payloads, quarantine, rejections
@@ -58,7 +58,8 @@ class Ledger:
     ) -> RecordOutcome:
         """Store `alert` once. Same key and same content again: DUPLICATE. Same key with other
         content: the newcomer is quarantined (CONFLICT) and the original stays."""
-        content_hash = alert.content_hash()
+        document = alert.to_json()
+        content_hash = content_hash_of(document)
         async with self.database.transaction() as conn:
             await self._store_payload(conn, payload, now)
             inserted = await conn.execute(
@@ -79,7 +80,7 @@ class Ledger:
                     expires_at=alert.expires,
                     headline=alert.headline,
                     source_format=alert.source_format,
-                    document=alert.to_json(),
+                    document=document,
                     payload_sha256=payload.sha256,
                     received_at=now,
                 )
@@ -98,7 +99,7 @@ class Ledger:
                     alert_id=alert.id,
                     reason="conflicting_duplicate",
                     content_hash=content_hash,
-                    document=alert.to_json(),
+                    document=document,
                     payload_sha256=payload.sha256,
                 )
             )

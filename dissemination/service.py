@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
+from channels.destinations import parse_networks
+from dissemination.admin_api import Admin, add_admin_routes, load_matcher
 from dissemination.app import Runtime, create_app
+from dissemination.audit import AuditLog
 from dissemination.broker import connect, declare_intake
 from dissemination.database import Database, head_revision
 from dissemination.errors import DisseminationError
@@ -20,6 +23,9 @@ from dissemination.ledger import Ledger
 from dissemination.publisher import AlertPublisher
 from dissemination.settings import Settings
 from dissemination.tokens import TokenStore
+from subscriptions.directory import Directory
+from subscriptions.matcher import Matcher
+from subscriptions.sync import DirectoryFollower
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ class Service:
     broker: AbstractRobustConnection | None = None
     consumer: IntakeConsumer | None = None
     http: web.AppRunner | None = None
+    follower_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -61,7 +68,22 @@ class Service:
         runtime = Runtime(
             self.database, ledger, TokenStore(self.database), processor, publisher, self.broker
         )
-        self.http = web.AppRunner(create_app(runtime, settings.http), access_log=None)
+        directory = Directory(self.database)
+        follower = DirectoryFollower(directory, Matcher(), settings.service.directory_poll_seconds)
+        await follower.start_from_now()
+        follower.matcher = await load_matcher(directory)
+        self.follower_task = asyncio.create_task(follower.run(), name="directory-follower")
+        app = create_app(runtime, settings.http)
+        add_admin_routes(
+            app,
+            Admin(
+                directory,
+                follower.matcher,
+                AuditLog(self.database),
+                parse_networks(settings.webhook.allowed_networks),
+            ),
+        )
+        self.http = web.AppRunner(app, access_log=None)
         await self.http.setup()
         await web.TCPSite(self.http, settings.http.host, settings.http.port).start()
         await self.consumer.start()
@@ -74,6 +96,8 @@ class Service:
 
     async def stop(self) -> None:
         """Drain in-flight messages (or requeue them), then close everything."""
+        if self.follower_task is not None:
+            self.follower_task.cancel()
         if self.consumer is not None:
             await self.consumer.stop(self.settings.service.shutdown_grace_seconds)
         if self.http is not None:

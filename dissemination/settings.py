@@ -5,6 +5,7 @@ at start-up with a ConfigError naming the key and the value."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 import types
@@ -56,9 +57,19 @@ def _url(*schemes: str) -> Callable[[str], str | None]:
     return check
 
 
+def _networks(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{value!r} is not a network such as 127.0.0.1/32"
+    return None
+
+
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "service.log_level": _log_level,
     "service.shutdown_grace_seconds": _positive,
+    "service.directory_poll_seconds": _positive,
     "broker.url": _url("amqp", "amqps"),
     "broker.prefetch": _positive,
     "broker.concurrency": _positive,
@@ -75,6 +86,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "http.port": _port,
     "http.public_url": _url("http", "https"),
     "http.max_body_bytes": _positive,
+    "webhook.allowed_networks": _networks,
 }
 
 
@@ -85,6 +97,7 @@ class ServiceSettings:
     data_dir: str
     log_level: str
     shutdown_grace_seconds: float
+    directory_poll_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,13 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Webhook destinations: networks allowed despite being private (empty in production)."""
+
+    allowed_networks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -146,6 +166,7 @@ class Settings:
     store: StoreSettings
     intake: IntakeSettings
     http: HttpSettings
+    webhook: WebhookSettings
 
     @property
     def data_path(self) -> Path:
@@ -156,6 +177,11 @@ SectionT = TypeVar("SectionT")
 
 
 def _coerce(key: str, raw: Any, annotation: Any) -> Any:
+    if typing.get_origin(annotation) is tuple:
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple):
+            raise ConfigError(key, raw, "expected a list")
+        return tuple(str(item).strip() for item in items if str(item).strip())
     target = annotation
     if isinstance(annotation, types.UnionType | typing._UnionGenericAlias):  # type: ignore[attr-defined]
         target = next(a for a in typing.get_args(annotation) if a is not type(None))
@@ -236,6 +262,7 @@ SECTIONS: dict[str, type[Any]] = {
     "store": StoreSettings,
     "intake": IntakeSettings,
     "http": HttpSettings,
+    "webhook": WebhookSettings,
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -146,4 +147,76 @@ api_tokens = Table(
     Column("token_sha256", String(64), nullable=False, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
+)
+
+stakeholders = Table(
+    "stakeholders",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("organization", Text, nullable=False),
+    Column("sector", String(40), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("jurisdiction", JSON, nullable=False),
+    Column("clearance", JSON, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("quiet_hours", JSON),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "stakeholder_id",
+        String(36),
+        ForeignKey("stakeholders.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("channel", String(20), nullable=False),
+    Column("address", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("secret", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("stakeholder_id", "channel", "address", name="uq_contacts_address"),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "stakeholder_id",
+        String(36),
+        ForeignKey("stakeholders.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("rule", JSON, nullable=False),
+    Column("channels", JSON, nullable=False),
+    Column("ack_required", Boolean, nullable=False),
+    Column("escalation_id", String(36)),
+    Column("enabled", Boolean, nullable=False),
+    Column("include_exercises", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor_id", String(36)),
+    Column("actor_name", Text, nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("entity", String(40), nullable=False),
+    Column("entity_id", String(36)),
+    Column("before", JSON),
+    Column("after", JSON),
+    Column("reason", Text),
 )

@@ -97,7 +97,7 @@ class TokenStore:
             )
             return int(result.rowcount)
 
-    async def list(self) -> list[TokenInfo]:
+    async def all(self) -> list[TokenInfo]:
         async with self.database.reading() as conn:
             rows = (
                 await conn.execute(select(api_tokens).order_by(api_tokens.c.created_at))

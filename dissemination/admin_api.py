@@ -1,0 +1,431 @@
+"""The admin API: stakeholders, contacts and subscriptions (create, read, list, update, delete,
+bulk import and export), the audit log, and the matching dry run. Every change is validated,
+audited in its own transaction, then applied to the in-process matcher."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from channels.destinations import IPNetwork
+from dissemination.apierrors import ApiError
+from dissemination.app import RUNTIME, authenticate
+from dissemination.audit import Actor, AuditLog
+from dissemination.errors import ErrorDetail, RejectedInput
+from dissemination.intake import utc_now
+from dissemination.ledger import Payload
+from dissemination.tokens import Role
+from subscriptions.codec import (
+    contact_model,
+    stakeholder_model,
+    subscription_model,
+    validate_contact,
+    validate_stakeholder,
+    validate_subscription,
+)
+from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
+from subscriptions.matcher import Matcher
+from subscriptions.sync import apply_change
+
+READERS = (Role.ADMIN, Role.VIEWER)
+MAX_PAGE = 500
+CONTACT_CSV_COLUMNS = ("stakeholderId", "channel", "address", "label", "active")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+IMMUTABLE = {"contact": ("stakeholderId", "channel"), "subscription": ("stakeholderId",)}
+
+
+@dataclass(slots=True)
+class Admin:
+    """What the admin handlers share: the directory, the matcher and the audit log."""
+
+    directory: Directory
+    matcher: Matcher
+    audit: AuditLog
+    allowed_networks: tuple[IPNetwork, ...]
+
+
+ADMIN = web.AppKey("admin", Admin)
+
+
+def _admin(request: web.Request) -> Admin:
+    return request.app[ADMIN]
+
+
+async def _actor(request: web.Request, *roles: Role) -> Actor:
+    token = await authenticate(request, *roles)
+    return Actor(token.id, token.name)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read(), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {error}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _object(document: Any) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise ApiError(422, "schema_violation", "the body must be a JSON object")
+    return document
+
+
+async def _validated(admin: Admin, spec: EntitySpec, document: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate entity fields (schema and semantic checks) and the stakeholder they name."""
+    try:
+        if spec is STAKEHOLDER:
+            return validate_stakeholder(document)
+        if spec is CONTACT:
+            fields = await validate_contact(document, admin.allowed_networks)
+        else:
+            fields = validate_subscription(document)
+    except RejectedInput as rejected:
+        raise ApiError.from_rejection(rejected) from None
+    if not await admin.directory.exists(STAKEHOLDER, fields["stakeholderId"]):
+        raise ApiError(
+            422,
+            "unknown_stakeholder",
+            "no such stakeholder",
+            [ErrorDetail("$.stakeholderId", f"no stakeholder {fields['stakeholderId']!r}")],
+        )
+    return fields
+
+
+def _stored_fields(spec: EntitySpec, record: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: record[name] for name in spec.fields}
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _bool_param(name: str, value: str) -> bool:
+    if value in ("true", "false"):
+        return value == "true"
+    raise ApiError(400, "invalid_parameter", f"{name} must be true or false")
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise ApiError(400, "invalid_parameter", f"limit must be an integer from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
+    """The five CRUD handlers for one entity kind."""
+
+    async def create(request: web.Request) -> web.Response:
+        actor = await _actor(request, Role.ADMIN)
+        admin = _admin(request)
+        fields = await _validated(admin, spec, _object(await _json_body(request)))
+        record, secret = await admin.directory.create(spec, fields, actor, utc_now())
+        apply_change(admin.matcher, spec, record, record["id"])
+        body = record | ({"signingSecret": secret} if secret else {})
+        return web.json_response(body, status=201)
+
+    async def read(request: web.Request) -> web.Response:
+        await _actor(request, *READERS)
+        record = await _admin(request).directory.get(spec, request.match_info["id"])
+        if record is None:
+            raise ApiError(404, "not_found", f"no {spec.name} {request.match_info['id']!r}")
+        return web.json_response(record)
+
+    async def list_(request: web.Request) -> web.Response:
+        await _actor(request, *READERS)
+        filters: dict[str, Any] = {}
+        for name, value in request.query.items():
+            if name in ("limit", "after"):
+                continue
+            if name not in spec.filters:
+                raise ApiError(400, "invalid_parameter", f"unknown filter {name!r}")
+            filters[name] = _bool_param(name, value) if name in ("active", "enabled") else value
+        page = await _admin(request).directory.page(
+            spec, filters, request.query.get("after"), _limit(request)
+        )
+        return web.json_response({"items": page.items, "next": page.next_cursor})
+
+    async def patch(request: web.Request) -> web.Response:
+        actor = await _actor(request, Role.ADMIN)
+        admin = _admin(request)
+        entity_id = request.match_info["id"]
+        changes = _object(await _json_body(request))
+        current = await admin.directory.get(spec, entity_id)
+        if current is None:
+            raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
+        for name in IMMUTABLE.get(spec.name, ()):
+            if name in changes and changes[name] != current[name]:
+                raise ApiError(
+                    422,
+                    "immutable_field",
+                    f"{name} cannot change",
+                    [ErrorDetail(f"$.{name}", "immutable")],
+                )
+        fields = await _validated(admin, spec, _stored_fields(spec, current) | changes)
+        record = await admin.directory.update(spec, entity_id, fields, actor, utc_now())
+        if record is None:
+            raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
+        apply_change(admin.matcher, spec, record, entity_id)
+        return web.json_response(record)
+
+    async def remove(request: web.Request) -> web.Response:
+        actor = await _actor(request, Role.ADMIN)
+        admin = _admin(request)
+        entity_id = request.match_info["id"]
+        deleted = await admin.directory.delete(spec, entity_id, actor, utc_now())
+        if deleted is None:
+            raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
+        for deleted_spec, deleted_id in deleted:
+            apply_change(admin.matcher, deleted_spec, None, deleted_id)
+        return web.Response(status=204)
+
+    return {"create": create, "read": read, "list": list_, "patch": patch, "delete": remove}
+
+
+async def import_directory(request: web.Request) -> web.Response:
+    """POST /api/v1/import: stakeholders with nested contacts and subscriptions, all or nothing."""
+    actor = await _actor(request, Role.ADMIN)
+    admin = _admin(request)
+    document = _object(await _json_body(request))
+    items = document.get("stakeholders")
+    if set(document) != {"stakeholders"} or not isinstance(items, list):
+        raise ApiError(422, "schema_violation", 'the body must be {"stakeholders": [...]}')
+    plan = [await _import_plan(admin, index, item) for index, item in enumerate(items)]
+    now = utc_now()
+    created: list[dict[str, Any]] = []
+    applied: list[tuple[EntitySpec, dict[str, Any]]] = []
+    async with admin.directory.database.transaction() as conn:
+        for stakeholder, contacts, subscriptions in plan:
+            record, _ = await admin.directory.create_in(conn, STAKEHOLDER, stakeholder, actor, now)
+            applied.append((STAKEHOLDER, record))
+            summary: dict[str, Any] = {"id": record["id"], "contacts": [], "subscriptions": []}
+            for spec, children, key in (
+                (CONTACT, contacts, "contacts"),
+                (SUBSCRIPTION, subscriptions, "subscriptions"),
+            ):
+                for child in children:
+                    fields = child | {"stakeholderId": record["id"]}
+                    child_record, secret = await admin.directory.create_in(
+                        conn, spec, fields, actor, now
+                    )
+                    applied.append((spec, child_record))
+                    summary[key].append(
+                        {"id": child_record["id"]} | ({"signingSecret": secret} if secret else {})
+                    )
+            created.append(summary)
+    for spec, record in applied:
+        apply_change(admin.matcher, spec, record, record["id"])
+    return web.json_response({"stakeholders": created}, status=201)
+
+
+async def _import_plan(
+    admin: Admin, index: int, item: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Validate one imported stakeholder and its children; errors name the item's path."""
+    path = f"$.stakeholders[{index}]"
+    if not isinstance(item, dict):
+        raise ApiError(
+            422,
+            "schema_violation",
+            "each item must be an object",
+            [ErrorDetail(path, "not an object")],
+        )
+    body = {k: v for k, v in item.items() if k not in ("contacts", "subscriptions")}
+    placeholder = {"stakeholderId": "00000000-0000-0000-0000-000000000000"}
+    try:
+        stakeholder = validate_stakeholder(body)
+        contacts = [
+            await validate_contact(dict(c) | placeholder, admin.allowed_networks)
+            for c in item.get("contacts", [])
+        ]
+        subscriptions = [
+            validate_subscription(dict(s) | placeholder) for s in item.get("subscriptions", [])
+        ]
+    except (RejectedInput, TypeError) as error:
+        rejected = (
+            error
+            if isinstance(error, RejectedInput)
+            else RejectedInput("schema_violation", str(error))
+        )
+        details = [ErrorDetail(path + d.path[1:], d.message) for d in rejected.errors]
+        raise ApiError(422, rejected.reason, str(rejected), details) from None
+    return (
+        stakeholder,
+        [_without_owner(c) for c in contacts],
+        [_without_owner(s) for s in subscriptions],
+    )
+
+
+def _without_owner(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k != "stakeholderId"}
+
+
+async def export_directory(request: web.Request) -> web.Response:
+    """GET /api/v1/export: the whole directory, nested as import takes it (with ids)."""
+    await _actor(request, Role.ADMIN)
+    directory = _admin(request).directory
+    stakeholders = await directory.all(STAKEHOLDER)
+    contacts = await directory.all(CONTACT)
+    subscriptions = await directory.all(SUBSCRIPTION)
+    by_owner: dict[str, dict[str, list[dict[str, Any]]]] = {
+        s["id"]: {"contacts": [], "subscriptions": []} for s in stakeholders
+    }
+    for key, records in (("contacts", contacts), ("subscriptions", subscriptions)):
+        for record in records:
+            by_owner[record["stakeholderId"]][key].append(record)
+    return web.json_response({"stakeholders": [s | by_owner[s["id"]] for s in stakeholders]})
+
+
+async def export_contacts_csv(request: web.Request) -> web.Response:
+    await _actor(request, Role.ADMIN)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(("id", *CONTACT_CSV_COLUMNS))
+    for record in await _admin(request).directory.all(CONTACT):
+        writer.writerow([record["id"], *(_csv_cell(record[c]) for c in CONTACT_CSV_COLUMNS)])
+    return web.Response(text=out.getvalue(), content_type="text/csv")
+
+
+def _csv_cell(value: Any) -> str:
+    text = "true" if value is True else "false" if value is False else str(value)
+    # Neutralize spreadsheet formulas: a cell must never execute when opened. An E.164
+    # number ("+" and digits) is data, not a formula, and must round-trip unchanged.
+    if text[:1] in FORMULA_STARTS and not E164.fullmatch(text):
+        return "'" + text
+    return text
+
+
+async def import_contacts_csv(request: web.Request) -> web.Response:
+    """POST /api/v1/contacts/import (text/csv): columns stakeholderId, channel, address,
+    label, active. All rows or none."""
+    actor = await _actor(request, Role.ADMIN)
+    admin = _admin(request)
+    try:
+        rows = list(csv.DictReader(io.StringIO((await request.read()).decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ApiError(400, "invalid_csv", f"not UTF-8 CSV: {error}") from None
+    validated = []
+    for index, row in enumerate(rows):
+        document: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
+        if "active" in document:
+            document["active"] = document["active"].strip().lower() == "true"
+        try:
+            validated.append(await _validated(admin, CONTACT, document))
+        except ApiError as error:
+            details = [ErrorDetail(f"$[{index}]" + d.path[1:], d.message) for d in error.details]
+            raise ApiError(error.status, error.code, error.message, details) from None
+    now = utc_now()
+    created = []
+    async with admin.directory.database.transaction() as conn:
+        for fields in validated:
+            record, secret = await admin.directory.create_in(conn, CONTACT, fields, actor, now)
+            created.append(record | ({"signingSecret": secret} if secret else {}))
+    for record in created:
+        apply_change(admin.matcher, CONTACT, record, record["id"])
+    return web.json_response({"items": created}, status=201)
+
+
+async def audit_entries(request: web.Request) -> web.Response:
+    await _actor(request, Role.ADMIN)
+    after = request.query.get("after", "0")
+    if not after.isdigit():
+        raise ApiError(400, "invalid_parameter", "after must be an audit entry id")
+    entries = await _admin(request).audit.entries(
+        after_id=int(after),
+        limit=_limit(request),
+        entity=request.query.get("entity"),
+        entity_id=request.query.get("entityId"),
+    )
+    return web.json_response(
+        {"items": entries, "next": str(entries[-1]["id"]) if entries else None}
+    )
+
+
+async def match_dry_run(request: web.Request) -> web.Response:
+    """POST /api/v1/match: who would receive this alert, on which channel, by which rule, and
+    who would be withheld and why. Nothing is stored or sent."""
+    await _actor(request, *READERS)
+    runtime = request.app[RUNTIME]
+    payload = Payload(await request.read(), request.headers.get("Content-Type", ""))
+    try:
+        alerts = runtime.processor.parse(payload)
+    except RejectedInput as rejected:
+        raise ApiError.from_rejection(rejected) from None
+    matcher = _admin(request).matcher
+    results = []
+    for alert in alerts:
+        result = matcher.match(alert)
+        results.append(
+            {
+                "alertId": alert.id,
+                "tlp": alert.handling.tlp.value,
+                "caveats": list(alert.handling.caveats),
+                "targets": [
+                    {
+                        "stakeholderId": t.stakeholder_id,
+                        "subscriptionId": t.subscription_id,
+                        "matchedSubscriptionIds": list(t.matched_subscription_ids),
+                        "contactId": t.contact_id,
+                        "channel": t.channel.value,
+                        "address": t.address,
+                        "fallbackChannels": [c.value for c in t.fallback_channels],
+                        "ackRequired": t.ack_required,
+                    }
+                    for t in result.targets
+                ],
+                "withheld": [
+                    {
+                        "stakeholderId": w.stakeholder_id,
+                        "subscriptionId": w.subscription_id,
+                        "contactId": w.contact_id,
+                        "channel": w.channel.value if w.channel else None,
+                        "address": w.address,
+                        "reason": w.reason,
+                        "detail": w.detail,
+                    }
+                    for w in result.withheld
+                ],
+            }
+        )
+    return web.json_response({"alerts": results})
+
+
+async def load_matcher(directory: Directory) -> Matcher:
+    """A matcher built once from the whole directory."""
+    matcher = Matcher()
+    stakeholders = [stakeholder_model(r) for r in await directory.all(STAKEHOLDER)]
+    contacts = [contact_model(r) for r in await directory.all(CONTACT)]
+    subscriptions = [subscription_model(r) for r in await directory.all(SUBSCRIPTION)]
+    matcher.load(stakeholders, contacts, subscriptions)
+    return matcher
+
+
+def add_admin_routes(app: web.Application, admin: Admin) -> None:
+    app[ADMIN] = admin
+    for path, spec in (
+        ("stakeholders", STAKEHOLDER),
+        ("contacts", CONTACT),
+        ("subscriptions", SUBSCRIPTION),
+    ):
+        handlers = crud_handlers(spec)
+        app.router.add_get(f"/api/v1/{path}", handlers["list"])
+        app.router.add_post(f"/api/v1/{path}", handlers["create"])
+        app.router.add_get(f"/api/v1/{path}/{{id}}", handlers["read"])
+        app.router.add_patch(f"/api/v1/{path}/{{id}}", handlers["patch"])
+        app.router.add_delete(f"/api/v1/{path}/{{id}}", handlers["delete"])
+    app.router.add_post("/api/v1/import", import_directory)
+    app.router.add_get("/api/v1/export", export_directory)
+    app.router.add_get("/api/v1/contacts.csv", export_contacts_csv)
+    app.router.add_post("/api/v1/contacts/import", import_contacts_csv)
+    app.router.add_get("/api/v1/audit", audit_entries)
+    app.router.add_post("/api/v1/match", match_dry_run)
