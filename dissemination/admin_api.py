@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 
 from channels.destinations import IPNetwork
 from dissemination.apierrors import ApiError
@@ -21,6 +22,7 @@ from dissemination.audit import Actor, AuditLog
 from dissemination.errors import ErrorDetail, RejectedInput
 from dissemination.intake import utc_now
 from dissemination.ledger import Payload
+from dissemination.strictjson import loads_strict
 from dissemination.tokens import Role
 from subscriptions.codec import (
     contact_model,
@@ -36,6 +38,9 @@ from subscriptions.sync import apply_change
 
 READERS = (Role.ADMIN, Role.VIEWER)
 MAX_PAGE = 500
+MAX_AUDIT_ID = 2**31 - 1  # audit_log.id is a 32-bit INTEGER on PostgreSQL
+PLACEHOLDER_OWNER = {"stakeholderId": "00000000-0000-0000-0000-000000000000"}
+EXPORT_ONLY_FIELDS = ("id", "createdAt", "updatedAt", "stakeholderId")
 CONTACT_CSV_COLUMNS = ("stakeholderId", "channel", "address", "label", "active")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -65,14 +70,67 @@ async def _actor(request: web.Request, *roles: Role) -> Actor:
 
 
 async def _json_body(request: web.Request) -> Any:
+    """The body parsed as strictly as alert intake parses it (no duplicate keys, NaN, lone
+    surrogates or runaway nesting), and without NUL, which PostgreSQL text cannot hold."""
+    limits = request.app[RUNTIME].processor.limits
     try:
-        return json.loads(await request.read(), parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ApiError(400, "invalid_json", f"the body is not JSON: {error}") from None
+        document = loads_strict(
+            await request.read(), max_bytes=limits.max_bytes, max_depth=limits.max_depth
+        )
+    except RejectedInput as rejected:
+        if rejected.reason == "body_too_large":
+            raise ApiError(413, "body_too_large", str(rejected)) from None
+        raise ApiError(400, "invalid_json", str(rejected), rejected.errors) from None
+    if _has_nul(document):
+        raise ApiError(400, "invalid_json", "strings must not contain NUL (\\u0000)")
+    return document
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+def _has_nul(document: Any) -> bool:
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
+def _digits(raw: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts e.g. "²", which int() refuses."""
+    return raw.isascii() and raw.isdigit()
+
+
+def _entity_id(request: web.Request, spec: EntitySpec) -> str:
+    entity_id = request.match_info["id"]
+    if "\x00" in entity_id:
+        raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
+    return entity_id
+
+
+def _text_param(name: str, value: str) -> str:
+    if "\x00" in value:
+        raise ApiError(400, "invalid_parameter", f"{name} must not contain NUL")
+    return value
+
+
+@contextmanager
+def _unique_contacts(path: str) -> Iterator[None]:
+    """A contact that repeats another's stakeholder, channel and address is refused."""
+    try:
+        yield
+    except IntegrityError:
+        raise ApiError(
+            422,
+            "duplicate_contact",
+            "the stakeholder already has this address on this channel",
+            [ErrorDetail(path, "duplicate contact")],
+        ) from None
 
 
 def _object(document: Any) -> dict[str, Any]:
@@ -117,7 +175,7 @@ def _bool_param(name: str, value: str) -> bool:
 
 def _limit(request: web.Request) -> int:
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not _digits(raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise ApiError(400, "invalid_parameter", f"limit must be an integer from 1 to {MAX_PAGE}")
     return int(raw)
 
@@ -129,16 +187,18 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
         actor = await _actor(request, Role.ADMIN)
         admin = _admin(request)
         fields = await _validated(admin, spec, _object(await _json_body(request)))
-        record, secret = await admin.directory.create(spec, fields, actor, utc_now())
+        with _unique_contacts("$.address"):
+            record, secret = await admin.directory.create(spec, fields, actor, utc_now())
         apply_change(admin.matcher, spec, record, record["id"])
         body = record | ({"signingSecret": secret} if secret else {})
         return web.json_response(body, status=201)
 
     async def read(request: web.Request) -> web.Response:
         await _actor(request, *READERS)
-        record = await _admin(request).directory.get(spec, request.match_info["id"])
+        entity_id = _entity_id(request, spec)
+        record = await _admin(request).directory.get(spec, entity_id)
         if record is None:
-            raise ApiError(404, "not_found", f"no {spec.name} {request.match_info['id']!r}")
+            raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
         return web.json_response(record)
 
     async def list_(request: web.Request) -> web.Response:
@@ -149,16 +209,19 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
                 continue
             if name not in spec.filters:
                 raise ApiError(400, "invalid_parameter", f"unknown filter {name!r}")
-            filters[name] = _bool_param(name, value) if name in ("active", "enabled") else value
-        page = await _admin(request).directory.page(
-            spec, filters, request.query.get("after"), _limit(request)
-        )
+            filters[name] = (
+                _bool_param(name, value)
+                if name in ("active", "enabled")
+                else _text_param(name, value)
+            )
+        after = _text_param("after", request.query.get("after", ""))
+        page = await _admin(request).directory.page(spec, filters, after, _limit(request))
         return web.json_response({"items": page.items, "next": page.next_cursor})
 
     async def patch(request: web.Request) -> web.Response:
         actor = await _actor(request, Role.ADMIN)
         admin = _admin(request)
-        entity_id = request.match_info["id"]
+        entity_id = _entity_id(request, spec)
         changes = _object(await _json_body(request))
         current = await admin.directory.get(spec, entity_id)
         if current is None:
@@ -172,7 +235,8 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
                     [ErrorDetail(f"$.{name}", "immutable")],
                 )
         fields = await _validated(admin, spec, _stored_fields(spec, current) | changes)
-        record = await admin.directory.update(spec, entity_id, fields, actor, utc_now())
+        with _unique_contacts("$.address"):
+            record = await admin.directory.update(spec, entity_id, fields, actor, utc_now())
         if record is None:
             raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
         apply_change(admin.matcher, spec, record, entity_id)
@@ -181,7 +245,7 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
     async def remove(request: web.Request) -> web.Response:
         actor = await _actor(request, Role.ADMIN)
         admin = _admin(request)
-        entity_id = request.match_info["id"]
+        entity_id = _entity_id(request, spec)
         deleted = await admin.directory.delete(spec, entity_id, actor, utc_now())
         if deleted is None:
             raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
@@ -193,7 +257,8 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
 
 
 async def import_directory(request: web.Request) -> web.Response:
-    """POST /api/v1/import: stakeholders with nested contacts and subscriptions, all or nothing."""
+    """POST /api/v1/import: stakeholders with nested contacts and subscriptions, all or nothing.
+    Takes what /api/v1/export gives: ids and timestamps in it are ignored, new ones are made."""
     actor = await _actor(request, Role.ADMIN)
     admin = _admin(request)
     document = _object(await _json_body(request))
@@ -201,6 +266,19 @@ async def import_directory(request: web.Request) -> web.Response:
     if set(document) != {"stakeholders"} or not isinstance(items, list):
         raise ApiError(422, "schema_violation", 'the body must be {"stakeholders": [...]}')
     plan = [await _import_plan(admin, index, item) for index, item in enumerate(items)]
+    with _unique_contacts("$.stakeholders"):
+        created, applied = await _import_all(admin, plan, actor)
+    for spec, record in applied:
+        apply_change(admin.matcher, spec, record, record["id"])
+    return web.json_response({"stakeholders": created}, status=201)
+
+
+ImportPlan = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+async def _import_all(
+    admin: Admin, plan: list[ImportPlan], actor: Actor
+) -> tuple[list[dict[str, Any]], list[tuple[EntitySpec, dict[str, Any]]]]:
     now = utc_now()
     created: list[dict[str, Any]] = []
     applied: list[tuple[EntitySpec, dict[str, Any]]] = []
@@ -223,14 +301,14 @@ async def import_directory(request: web.Request) -> web.Response:
                         {"id": child_record["id"]} | ({"signingSecret": secret} if secret else {})
                     )
             created.append(summary)
-    for spec, record in applied:
-        apply_change(admin.matcher, spec, record, record["id"])
-    return web.json_response({"stakeholders": created}, status=201)
+    return created, applied
 
 
-async def _import_plan(
-    admin: Admin, index: int, item: Any
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def _importable(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k not in EXPORT_ONLY_FIELDS}
+
+
+async def _import_plan(admin: Admin, index: int, item: Any) -> ImportPlan:
     """Validate one imported stakeholder and its children; errors name the item's path."""
     path = f"$.stakeholders[{index}]"
     if not isinstance(item, dict):
@@ -240,30 +318,45 @@ async def _import_plan(
             "each item must be an object",
             [ErrorDetail(path, "not an object")],
         )
-    body = {k: v for k, v in item.items() if k not in ("contacts", "subscriptions")}
-    placeholder = {"stakeholderId": "00000000-0000-0000-0000-000000000000"}
+    body = {k: v for k, v in _importable(item).items() if k not in ("contacts", "subscriptions")}
     try:
         stakeholder = validate_stakeholder(body)
-        contacts = [
-            await validate_contact(dict(c) | placeholder, admin.allowed_networks)
-            for c in item.get("contacts", [])
-        ]
-        subscriptions = [
-            validate_subscription(dict(s) | placeholder) for s in item.get("subscriptions", [])
-        ]
-    except (RejectedInput, TypeError) as error:
-        rejected = (
-            error
-            if isinstance(error, RejectedInput)
-            else RejectedInput("schema_violation", str(error))
-        )
-        details = [ErrorDetail(path + d.path[1:], d.message) for d in rejected.errors]
-        raise ApiError(422, rejected.reason, str(rejected), details) from None
-    return (
-        stakeholder,
-        [_without_owner(c) for c in contacts],
-        [_without_owner(s) for s in subscriptions],
-    )
+    except RejectedInput as rejected:
+        raise _item_error(path, rejected) from None
+    children: dict[str, list[dict[str, Any]]] = {"contacts": [], "subscriptions": []}
+    for key, validated in children.items():
+        given = item.get(key, [])
+        if not isinstance(given, list):
+            raise ApiError(
+                422,
+                "schema_violation",
+                f"{key} must be an array",
+                [ErrorDetail(f"{path}.{key}", "not an array")],
+            )
+        for position, child in enumerate(given):
+            at = f"{path}.{key}[{position}]"
+            if not isinstance(child, dict):
+                raise ApiError(
+                    422,
+                    "schema_violation",
+                    "each item must be an object",
+                    [ErrorDetail(at, "not an object")],
+                )
+            document = _importable(child) | PLACEHOLDER_OWNER
+            try:
+                if key == "contacts":
+                    fields = await validate_contact(document, admin.allowed_networks)
+                else:
+                    fields = validate_subscription(document)
+            except RejectedInput as rejected:
+                raise _item_error(at, rejected) from None
+            validated.append(_without_owner(fields))
+    return stakeholder, children["contacts"], children["subscriptions"]
+
+
+def _item_error(path: str, rejected: RejectedInput) -> ApiError:
+    details = [ErrorDetail(path + d.path[1:], d.message) for d in rejected.errors]
+    return ApiError(422, rejected.reason, str(rejected), details)
 
 
 def _without_owner(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -326,10 +419,11 @@ async def import_contacts_csv(request: web.Request) -> web.Response:
             raise ApiError(error.status, error.code, error.message, details) from None
     now = utc_now()
     created = []
-    async with admin.directory.database.transaction() as conn:
-        for fields in validated:
-            record, secret = await admin.directory.create_in(conn, CONTACT, fields, actor, now)
-            created.append(record | ({"signingSecret": secret} if secret else {}))
+    with _unique_contacts("$"):
+        async with admin.directory.database.transaction() as conn:
+            for fields in validated:
+                record, secret = await admin.directory.create_in(conn, CONTACT, fields, actor, now)
+                created.append(record | ({"signingSecret": secret} if secret else {}))
     for record in created:
         apply_change(admin.matcher, CONTACT, record, record["id"])
     return web.json_response({"items": created}, status=201)
@@ -338,17 +432,22 @@ async def import_contacts_csv(request: web.Request) -> web.Response:
 async def audit_entries(request: web.Request) -> web.Response:
     await _actor(request, Role.ADMIN)
     after = request.query.get("after", "0")
-    if not after.isdigit():
+    if not _digits(after) or int(after) > MAX_AUDIT_ID:
         raise ApiError(400, "invalid_parameter", "after must be an audit entry id")
     entries = await _admin(request).audit.entries(
         after_id=int(after),
         limit=_limit(request),
-        entity=request.query.get("entity"),
-        entity_id=request.query.get("entityId"),
+        entity=_optional_text(request, "entity"),
+        entity_id=_optional_text(request, "entityId"),
     )
     return web.json_response(
         {"items": entries, "next": str(entries[-1]["id"]) if entries else None}
     )
+
+
+def _optional_text(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    return None if value is None else _text_param(name, value)
 
 
 async def match_dry_run(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from dissemination.errors import ErrorDetail, RejectedInput
+from dissemination.errors import ErrorDetail, RejectedInput, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ REASON_STATUS = {
     "forbidden_destination": 422,
     "unknown_stakeholder": 422,
     "immutable_field": 422,
+    "duplicate_contact": 422,
 }
 
 HTTP_STATUS_CODES = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
@@ -68,11 +69,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as error:
         return error.response()
+    except StoreUnavailable:
+        return ApiError(
+            503, "store_unavailable", "the store is unavailable; retry later"
+        ).response()
     except web.HTTPException as error:
         if error.status < 400:
             raise
         code = HTTP_STATUS_CODES.get(error.status) or error.reason.lower().replace(" ", "_")
-        return ApiError(error.status, code, error.reason).response()
+        response = ApiError(error.status, code, error.reason).response()
+        if "Allow" in error.headers:  # 405: RFC 9110 requires the methods the resource has
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return ApiError(500, "internal_error", "internal error").response()

@@ -113,7 +113,11 @@ def validate_subscription(document: Mapping[str, Any]) -> dict[str, Any]:
     """The subscription fields with defaults applied; the rule is parsed to prove it valid."""
     validate("subscription", document)
     fields = SUBSCRIPTION_DEFAULTS | dict(document)
-    Rule.from_json(fields["rule"])
+    try:
+        Rule.from_json(fields["rule"])
+    except RejectedInput as rejected:  # the rule's paths are relative to the rule
+        details = [ErrorDetail("$.rule" + d.path[1:], d.message) for d in rejected.errors]
+        raise RejectedInput(rejected.reason, details) from None
     return fields
 
 

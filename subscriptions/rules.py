@@ -228,7 +228,10 @@ class AlertFacts:
             geo_keys=geo_keys,
             geo_parents=frozenset(p for k in geo_keys if (p := parent_key(k))),
             polygons=tuple(
-                s for a in areas for r in a.polygons if (s := polygon_of(r, prepare=False))
+                s
+                for a in areas
+                for r in a.polygons
+                if (s := polygon_of(r, prepare=False)) is not None
             ),
             circles=tuple(c for a in areas for c in a.circles),
         )

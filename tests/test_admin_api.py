@@ -317,6 +317,52 @@ async def test_import_is_all_or_nothing_and_export_round_trips(api: Api) -> None
     first = exported["stakeholders"][0]
     assert [c["address"] for c in first["contacts"]] == ["desk@example.org"]
     assert first["subscriptions"][0]["rule"] == {"kinds": ["sar"]}
+    status, again = await api.call("POST", "/api/v1/import", body=exported)
+    assert status == 201
+    assert len((await api.call("GET", "/api/v1/stakeholders"))[1]["items"]) == 4
+
+
+async def test_duplicate_contacts_are_refused_not_crashing(api: Api) -> None:
+    sid = await _create_stakeholder(api)
+    body = {"stakeholderId": sid, "channel": "email", "address": "dup@example.org"}
+    assert (await api.call("POST", "/api/v1/contacts", body=body))[0] == 201
+    status, error = await api.call("POST", "/api/v1/contacts", body=body)
+    assert (status, error["error"]["code"]) == (422, "duplicate_contact")
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/api/v1/stakeholders?limit=%C2%B2", 400, "invalid_parameter"),
+        ("/api/v1/audit?after=99999999999999999999", 400, "invalid_parameter"),
+        ("/api/v1/stakeholders?organization=a%00b", 400, "invalid_parameter"),
+        ("/api/v1/stakeholders/a%00b", 404, "not_found"),
+    ],
+)
+async def test_hostile_parameters_get_clear_errors(
+    api: Api, path: str, status: int, code: str
+) -> None:
+    got, error = await api.call("GET", path)
+    assert (got, error["error"]["code"]) == (status, code)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b'{"name": "a", "name": "b"}', "invalid_json"),
+        (b'{"name": "a\\u0000b"}', "invalid_json"),
+        (b"[" * 10000 + b"]" * 10000, "invalid_json"),
+        (b'{"n": NaN}', "invalid_json"),
+    ],
+)
+async def test_hostile_bodies_get_clear_errors(api: Api, raw: bytes, code: str) -> None:
+    async with api.session.post(
+        api.base + "/api/v1/stakeholders",
+        data=raw,
+        headers={"Authorization": f"Bearer {api.tokens['admin']}"},
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == code
 
 
 async def test_contacts_csv_export_and_import(api: Api) -> None:
