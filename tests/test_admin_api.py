@@ -317,7 +317,7 @@ async def test_import_is_all_or_nothing_and_export_round_trips(api: Api) -> None
     first = exported["stakeholders"][0]
     assert [c["address"] for c in first["contacts"]] == ["desk@example.org"]
     assert first["subscriptions"][0]["rule"] == {"kinds": ["sar"]}
-    status, again = await api.call("POST", "/api/v1/import", body=exported)
+    status, _created_again = await api.call("POST", "/api/v1/import", body=exported)
     assert status == 201
     assert len((await api.call("GET", "/api/v1/stakeholders"))[1]["items"]) == 4
 
