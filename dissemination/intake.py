@@ -27,7 +27,8 @@ from dissemination.broker import IntakeTopology
 from dissemination.decoding import DecodeLimits, decode_alerts
 from dissemination.errors import RejectedInput, StoreUnavailable
 from dissemination.failpoints import failpoint
-from dissemination.ledger import AlertState, Ledger, Payload, RecordOutcome
+from dissemination.groupcommit import GroupCommit
+from dissemination.ledger import AlertMessage, AlertState, Ledger, Payload, RecordOutcome
 from dissemination.normalize import HandlingDefaults
 from dissemination.settings import IntakeSettings, StoreSettings
 
@@ -63,6 +64,9 @@ class IntakeProcessor:
     def __init__(self, ledger: Ledger, settings: IntakeSettings, clock: Clock = utc_now) -> None:
         self.ledger = ledger
         self.clock = clock
+        self.writer: GroupCommit[AlertMessage, list[RecordOutcome]] = GroupCommit(
+            ledger.record_messages
+        )
         self.limits = DecodeLimits(settings.max_body_bytes, settings.max_json_depth)
         self.defaults = HandlingDefaults(
             Tlp.parse(settings.default_tlp), Tlp.parse(settings.public_scope_tlp)
@@ -76,12 +80,14 @@ class IntakeProcessor:
         alerts = self.parse(payload)
         now = self.clock()
         await failpoint("before_store")
-        result = IntakeResult()
-        for alert in alerts:
-            outcome = await self.ledger.record_alert(alert, payload, initial_state(alert, now), now)
-            result.outcomes[alert.id] = outcome
+        message = AlertMessage(
+            payload, tuple((alert, initial_state(alert, now)) for alert in alerts), now
+        )
+        outcomes = await self.writer.submit(message)
         await failpoint("after_store")
-        return result
+        return IntakeResult(
+            {alert.id: outcome for alert, outcome in zip(alerts, outcomes, strict=True)}
+        )
 
 
 class Backoff:

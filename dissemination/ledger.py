@@ -5,6 +5,7 @@ of truth; every write here is idempotent so a redelivered message changes nothin
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -47,6 +48,15 @@ class Payload:
         return hashlib.sha256(self.body).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    """The alerts decoded from one inbound message, each with the state it is stored in."""
+
+    payload: Payload
+    alerts: tuple[tuple[Alert, AlertState], ...]
+    received_at: datetime
+
+
 class Ledger:
     """Reads and writes of the alert ledger."""
 
@@ -58,52 +68,71 @@ class Ledger:
     ) -> RecordOutcome:
         """Store `alert` once. Same key and same content again: DUPLICATE. Same key with other
         content: the newcomer is quarantined (CONFLICT) and the original stays."""
+        async with self.database.transaction() as conn:
+            return await self._record_in(conn, alert, payload, state, now)
+
+    async def record_messages(self, messages: Sequence[AlertMessage]) -> list[list[RecordOutcome]]:
+        """Record the alerts of several messages in one transaction (one commit for all)."""
+        async with self.database.transaction() as conn:
+            return [
+                [
+                    await self._record_in(conn, alert, message.payload, state, message.received_at)
+                    for alert, state in message.alerts
+                ]
+                for message in messages
+            ]
+
+    async def _record_in(
+        self,
+        conn: AsyncConnection,
+        alert: Alert,
+        payload: Payload,
+        state: AlertState,
+        now: datetime,
+    ) -> RecordOutcome:
         document = alert.to_json()
         content_hash = content_hash_of(document)
-        async with self.database.transaction() as conn:
-            await self._store_payload(conn, payload, now)
-            inserted = await conn.execute(
-                self.database.insert_ignoring_conflicts(alerts).values(
-                    id=alert.id,
-                    sender=alert.sender,
-                    identifier=alert.identifier,
-                    sent=alert.sent_text,
-                    sent_at=alert.sent,
-                    kind=alert.kind.value,
-                    status=alert.status.value,
-                    msg_type=alert.msg_type.value,
-                    scope=alert.scope,
-                    tlp=alert.handling.tlp.value,
-                    caveats=list(alert.handling.caveats),
-                    state=state.value,
-                    content_hash=content_hash,
-                    expires_at=alert.expires,
-                    headline=alert.headline,
-                    source_format=alert.source_format,
-                    document=document,
-                    payload_sha256=payload.sha256,
-                    received_at=now,
-                )
+        await self._store_payload(conn, payload, now)
+        inserted = await conn.execute(
+            self.database.insert_ignoring_conflicts(alerts).values(
+                id=alert.id,
+                sender=alert.sender,
+                identifier=alert.identifier,
+                sent=alert.sent_text,
+                sent_at=alert.sent,
+                kind=alert.kind.value,
+                status=alert.status.value,
+                msg_type=alert.msg_type.value,
+                scope=alert.scope,
+                tlp=alert.handling.tlp.value,
+                caveats=list(alert.handling.caveats),
+                state=state.value,
+                content_hash=content_hash,
+                expires_at=alert.expires,
+                headline=alert.headline,
+                source_format=alert.source_format,
+                document=document,
+                payload_sha256=payload.sha256,
+                received_at=now,
             )
-            if inserted.rowcount == 1:
-                await self._link_references(conn, alert)
-                return RecordOutcome.STORED
-            existing = await conn.scalar(
-                select(alerts.c.content_hash).where(alerts.c.id == alert.id)
+        )
+        if inserted.rowcount == 1:
+            await self._link_references(conn, alert)
+            return RecordOutcome.STORED
+        existing = await conn.scalar(select(alerts.c.content_hash).where(alerts.c.id == alert.id))
+        if existing == content_hash:
+            return RecordOutcome.DUPLICATE
+        await conn.execute(
+            quarantine.insert().values(
+                received_at=now,
+                alert_id=alert.id,
+                reason="conflicting_duplicate",
+                content_hash=content_hash,
+                document=document,
+                payload_sha256=payload.sha256,
             )
-            if existing == content_hash:
-                return RecordOutcome.DUPLICATE
-            await conn.execute(
-                quarantine.insert().values(
-                    received_at=now,
-                    alert_id=alert.id,
-                    reason="conflicting_duplicate",
-                    content_hash=content_hash,
-                    document=document,
-                    payload_sha256=payload.sha256,
-                )
-            )
-            return RecordOutcome.CONFLICT
+        )
+        return RecordOutcome.CONFLICT
 
     async def _store_payload(self, conn: AsyncConnection, payload: Payload, now: datetime) -> None:
         await conn.execute(
