@@ -1,7 +1,8 @@
 """Alert intake: each inbound message is decoded, validated, stored, and only then settled.
 
 Settlement happens in one place (`IntakeConsumer._settle`):
-  - stored, duplicate or quarantined  -> ack (the ledger holds it durably)
+  - stored, duplicate or quarantined  -> delivery tasks for its pending rows published
+                                         (confirmed), then ack (the ledger holds it durably)
   - RejectedInput (bad input)         -> recorded, republished to the dead-letter exchange with
                                          x-rejection-* headers (confirmed), then acked
   - StoreUnavailable / unexpected     -> nack with requeue after backoff (never rejected; a true
@@ -25,11 +26,21 @@ from aio_pika.abc import AbstractIncomingMessage
 from dissemination.alert import Alert, Status, Tlp
 from dissemination.broker import IntakeTopology
 from dissemination.decoding import DecodeLimits, decode_alerts
+from dissemination.dispatch import DeliveryDispatcher
 from dissemination.errors import RejectedInput, StoreUnavailable
 from dissemination.failpoints import failpoint
 from dissemination.groupcommit import GroupCommit
-from dissemination.ledger import AlertMessage, AlertState, Ledger, Payload, RecordOutcome
+from dissemination.ledger import (
+    AlertMessage,
+    AlertState,
+    Ledger,
+    Payload,
+    PlannedAlert,
+    Recorded,
+    RecordOutcome,
+)
 from dissemination.normalize import HandlingDefaults
+from dissemination.publisher import PublishFailed
 from dissemination.settings import IntakeSettings, StoreSettings
 
 log = logging.getLogger(__name__)
@@ -43,9 +54,11 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class IntakeResult:
-    """What one message became: alert ids by what recording them did."""
+    """What one message became: alert ids by what recording them did, and the delivery rows
+    waiting to be sent, by channel."""
 
     outcomes: dict[str, RecordOutcome] = field(default_factory=dict)
+    pending: dict[str, list[str]] = field(default_factory=dict)
 
 
 def initial_state(alert: Alert, now: datetime) -> AlertState:
@@ -64,9 +77,7 @@ class IntakeProcessor:
     def __init__(self, ledger: Ledger, settings: IntakeSettings, clock: Clock = utc_now) -> None:
         self.ledger = ledger
         self.clock = clock
-        self.writer: GroupCommit[AlertMessage, list[RecordOutcome]] = GroupCommit(
-            ledger.record_messages
-        )
+        self.writer: GroupCommit[AlertMessage, list[Recorded]] = GroupCommit(ledger.record_messages)
         self.limits = DecodeLimits(settings.max_body_bytes, settings.max_json_depth)
         self.defaults = HandlingDefaults(
             Tlp.parse(settings.default_tlp), Tlp.parse(settings.public_scope_tlp)
@@ -80,14 +91,22 @@ class IntakeProcessor:
         alerts = self.parse(payload)
         now = self.clock()
         await failpoint("before_store")
-        message = AlertMessage(
-            payload, tuple((alert, initial_state(alert, now)) for alert in alerts), now
-        )
-        outcomes = await self.writer.submit(message)
+        message = AlertMessage(payload, tuple(self._planned(alert, now) for alert in alerts), now)
+        recorded = await self.writer.submit(message)
         await failpoint("after_store")
-        return IntakeResult(
-            {alert.id: outcome for alert, outcome in zip(alerts, outcomes, strict=True)}
-        )
+        result = IntakeResult()
+        for alert, outcome in zip(alerts, recorded, strict=True):
+            result.outcomes[alert.id] = outcome.outcome
+            for channel, ids in outcome.pending.items():
+                result.pending.setdefault(channel, []).extend(ids)
+        return result
+
+    def _planned(self, alert: Alert, now: datetime) -> PlannedAlert:
+        state = initial_state(alert, now)
+        planner = self.ledger.planner
+        if state is not AlertState.RECEIVED or planner is None:
+            return PlannedAlert(alert, state)
+        return PlannedAlert(alert, state, tuple(planner.plan(alert)))
 
 
 class Backoff:
@@ -116,8 +135,10 @@ class IntakeConsumer:
         topology: IntakeTopology,
         concurrency: int,
         backoff: Backoff,
+        dispatcher: DeliveryDispatcher | None = None,
     ) -> None:
         self.processor = processor
+        self.dispatcher = dispatcher
         self.topology = topology
         self.backoff = backoff
         self._slots = asyncio.Semaphore(concurrency)
@@ -163,6 +184,14 @@ class IntakeConsumer:
         self.backoff.reset()
         for alert_id, outcome in result.outcomes.items():
             log.info("alert %s %s (message %s)", alert_id, outcome.value, message.message_id)
+        if result.pending and self.dispatcher is not None:
+            try:
+                await self.dispatcher.dispatch(result.pending)
+            except PublishFailed as error:
+                # The plan is stored; the redelivery finds the rows still pending and
+                # publishes their tasks again.
+                await self._requeue_later(message, str(error))
+                return
         await self._safely(message.ack())
         self.processed += 1
 

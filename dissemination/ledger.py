@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -17,13 +17,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dissemination.alert import Alert, content_hash_of
 from dissemination.database import Database
 from dissemination.errors import ErrorDetail
-from dissemination.tables import alert_references, alerts, payloads, quarantine, rejections
+from dissemination.planning import DeliveryState, PlannedRow, Planner
+from dissemination.tables import (
+    alert_references,
+    alerts,
+    deliveries,
+    payloads,
+    quarantine,
+    rejections,
+)
 
 
 class AlertState(StrEnum):
     """Where an alert stands; `received` alerts go on to matching and delivery."""
 
     RECEIVED = "received"
+    PLANNED = "planned"
     EXPIRED = "expired"
     DRAFT = "draft"
 
@@ -49,19 +58,39 @@ class Payload:
 
 
 @dataclass(frozen=True, slots=True)
+class PlannedAlert:
+    """An alert to record, the state it is stored in, and the delivery rows its matches
+    produced (computed before the transaction, so the transaction stays short)."""
+
+    alert: Alert
+    state: AlertState
+    rows: tuple[PlannedRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AlertMessage:
-    """The alerts decoded from one inbound message, each with the state it is stored in."""
+    """The alerts decoded from one inbound message."""
 
     payload: Payload
-    alerts: tuple[tuple[Alert, AlertState], ...]
+    alerts: tuple[PlannedAlert, ...]
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording one alert did, and its delivery rows still waiting to be sent, by
+    channel (for a duplicate too: a crash may have come before their tasks were published)."""
+
+    outcome: RecordOutcome
+    pending: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Ledger:
     """Reads and writes of the alert ledger."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, planner: Planner | None = None) -> None:
         self.database = database
+        self.planner = planner
 
     async def record_alert(
         self, alert: Alert, payload: Payload, state: AlertState, now: datetime
@@ -69,27 +98,26 @@ class Ledger:
         """Store `alert` once. Same key and same content again: DUPLICATE. Same key with other
         content: the newcomer is quarantined (CONFLICT) and the original stays."""
         async with self.database.transaction() as conn:
-            return await self._record_in(conn, alert, payload, state, now)
+            recorded = await self._record_in(conn, PlannedAlert(alert, state), payload, now)
+            return recorded.outcome
 
-    async def record_messages(self, messages: Sequence[AlertMessage]) -> list[list[RecordOutcome]]:
-        """Record the alerts of several messages in one transaction (one commit for all)."""
+    async def record_messages(self, messages: Sequence[AlertMessage]) -> list[list[Recorded]]:
+        """Record the alerts of several messages, and their delivery rows, in one transaction
+        (one commit for all)."""
         async with self.database.transaction() as conn:
             return [
                 [
-                    await self._record_in(conn, alert, message.payload, state, message.received_at)
-                    for alert, state in message.alerts
+                    await self._record_in(conn, planned, message.payload, message.received_at)
+                    for planned in message.alerts
                 ]
                 for message in messages
             ]
 
     async def _record_in(
-        self,
-        conn: AsyncConnection,
-        alert: Alert,
-        payload: Payload,
-        state: AlertState,
-        now: datetime,
-    ) -> RecordOutcome:
+        self, conn: AsyncConnection, planned: PlannedAlert, payload: Payload, now: datetime
+    ) -> Recorded:
+        alert, state = planned.alert, planned.state
+        planning = state is AlertState.RECEIVED and self.planner is not None
         document = alert.to_json()
         content_hash = content_hash_of(document)
         await self._store_payload(conn, payload, now)
@@ -106,7 +134,7 @@ class Ledger:
                 scope=alert.scope,
                 tlp=alert.handling.tlp.value,
                 caveats=list(alert.handling.caveats),
-                state=state.value,
+                state=(AlertState.PLANNED if planning else state).value,
                 content_hash=content_hash,
                 expires_at=alert.expires,
                 headline=alert.headline,
@@ -117,11 +145,14 @@ class Ledger:
             )
         )
         if inserted.rowcount == 1:
-            await self._link_references(conn, alert)
-            return RecordOutcome.STORED
+            known = await self._link_references(conn, alert)
+            if not planning:
+                return Recorded(RecordOutcome.STORED)
+            rows = await self._with_prior_recipients(conn, planned, known)
+            return Recorded(RecordOutcome.STORED, await self._write_rows(conn, alert.id, rows, now))
         existing = await conn.scalar(select(alerts.c.content_hash).where(alerts.c.id == alert.id))
         if existing == content_hash:
-            return RecordOutcome.DUPLICATE
+            return Recorded(RecordOutcome.DUPLICATE, await self._pending_of(conn, alert.id))
         await conn.execute(
             quarantine.insert().values(
                 received_at=now,
@@ -132,7 +163,50 @@ class Ledger:
                 payload_sha256=payload.sha256,
             )
         )
-        return RecordOutcome.CONFLICT
+        return Recorded(RecordOutcome.CONFLICT)
+
+    async def _with_prior_recipients(
+        self, conn: AsyncConnection, planned: PlannedAlert, known_references: list[str]
+    ) -> list[PlannedRow]:
+        rows = list(planned.rows)
+        if self.planner is None or not known_references:
+            return rows
+        if not self.planner.follows_references(planned.alert):
+            return rows
+        prior = await conn.execute(
+            select(deliveries)
+            .where(
+                deliveries.c.alert_id.in_(known_references),
+                deliveries.c.state != DeliveryState.WITHHELD.value,
+            )
+            .order_by(deliveries.c.id)
+        )
+        return self.planner.add_prior_recipients(planned.alert, rows, prior.mappings())
+
+    async def _write_rows(
+        self, conn: AsyncConnection, alert_id: str, rows: Sequence[PlannedRow], now: datetime
+    ) -> dict[str, list[str]]:
+        if not rows:
+            return {}
+        values = [row.values(alert_id) | {"created_at": now, "updated_at": now} for row in rows]
+        await conn.execute(self.database.insert_ignoring_conflicts(deliveries), values)
+        pending: dict[str, list[str]] = {}
+        for value in values:
+            if value["state"] == DeliveryState.PENDING.value:
+                pending.setdefault(value["channel"], []).append(value["id"])
+        return pending
+
+    async def _pending_of(self, conn: AsyncConnection, alert_id: str) -> dict[str, list[str]]:
+        result = await conn.execute(
+            select(deliveries.c.id, deliveries.c.channel).where(
+                deliveries.c.alert_id == alert_id,
+                deliveries.c.state == DeliveryState.PENDING.value,
+            )
+        )
+        pending: dict[str, list[str]] = {}
+        for row in result:
+            pending.setdefault(row.channel, []).append(row.id)
+        return pending
 
     async def _store_payload(self, conn: AsyncConnection, payload: Payload, now: datetime) -> None:
         await conn.execute(
@@ -144,9 +218,10 @@ class Ledger:
             )
         )
 
-    async def _link_references(self, conn: AsyncConnection, alert: Alert) -> None:
+    async def _link_references(self, conn: AsyncConnection, alert: Alert) -> list[str]:
+        """Link the alert's references; returns the ids of those that resolve to stored alerts."""
         if not alert.references:
-            return
+            return []
         wanted = [ref.alert_id for ref in alert.references]
         known = set((await conn.scalars(select(alerts.c.id).where(alerts.c.id.in_(wanted)))).all())
         await conn.execute(
@@ -164,6 +239,7 @@ class Ledger:
                 for position, ref in enumerate(alert.references)
             ],
         )
+        return sorted(known)
 
     async def record_rejection(
         self,

@@ -17,9 +17,11 @@ from dissemination.app import Runtime, create_app
 from dissemination.audit import AuditLog
 from dissemination.broker import connect, declare_intake
 from dissemination.database import Database, head_revision
+from dissemination.dispatch import DeliveryDispatcher, declare_deliveries
 from dissemination.errors import DisseminationError
 from dissemination.intake import Backoff, Clock, IntakeConsumer, IntakeProcessor, utc_now
 from dissemination.ledger import Ledger
+from dissemination.planning import Planner
 from dissemination.publisher import AlertPublisher
 from dissemination.settings import Settings
 from dissemination.tokens import TokenStore
@@ -55,23 +57,30 @@ class Service:
                 f"database schema is at revision {revision or 'none'}, this version needs {head}: "
                 "run `dissemination migrate`"
             )
-        ledger = Ledger(self.database)
+        directory = Directory(self.database)
+        follower = DirectoryFollower(directory, Matcher(), settings.service.directory_poll_seconds)
+        await follower.start_from_now()
+        follower.matcher = await load_matcher(directory)
+        ledger = Ledger(self.database, Planner(follower.matcher))
         processor = IntakeProcessor(ledger, settings.intake, self.clock)
         self.broker = await connect(settings.broker, "dissemination")
         channel = await self.broker.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=settings.broker.prefetch)
         topology = await declare_intake(channel, settings.broker)
+        dispatcher = DeliveryDispatcher(
+            await declare_deliveries(
+                await self.broker.channel(publisher_confirms=True, on_return_raises=True),
+                settings.broker,
+            ),
+            settings.broker.task_batch_size,
+        )
         self.consumer = IntakeConsumer(
-            processor, topology, settings.broker.concurrency, Backoff(settings.store)
+            processor, topology, settings.broker.concurrency, Backoff(settings.store), dispatcher
         )
         publisher = await AlertPublisher.open(self.broker, settings.broker)
         runtime = Runtime(
             self.database, ledger, TokenStore(self.database), processor, publisher, self.broker
         )
-        directory = Directory(self.database)
-        follower = DirectoryFollower(directory, Matcher(), settings.service.directory_poll_seconds)
-        await follower.start_from_now()
-        follower.matcher = await load_matcher(directory)
         self.follower_task = asyncio.create_task(follower.run(), name="directory-follower")
         app = create_app(runtime, settings.http)
         add_admin_routes(

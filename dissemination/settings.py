@@ -75,6 +75,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "broker.concurrency": _positive,
     "broker.delivery_limit": _positive,
     "broker.connect_timeout_seconds": _positive,
+    "broker.task_batch_size": _positive,
     "store.url": _url("sqlite+aiosqlite", "postgresql+asyncpg"),
     "store.pool_size": _positive,
     "store.retry_initial_seconds": _positive,
@@ -116,6 +117,9 @@ class BrokerSettings:
     delivery_limit: int
     connect_timeout_seconds: float
     heartbeat_seconds: int
+    delivery_exchange: str
+    delivery_queue_prefix: str
+    task_batch_size: int
     password: str = field(default="guest", repr=False)
 
 

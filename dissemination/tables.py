@@ -133,6 +133,12 @@ deliveries = Table(
     Column("provider_id", Text),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("contact_id", String(36)),
+    Column("fallback_channels", JSON, nullable=False),
+    Column("ack_required", Boolean, nullable=False),
+    Column("subscriptions", JSON, nullable=False),
+    Column("detail", Text),
+    Column("origin", String(20), nullable=False),
     UniqueConstraint(
         "alert_id", "stakeholder_id", "channel", "address", name="uq_deliveries_target"
     ),

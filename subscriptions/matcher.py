@@ -503,5 +503,9 @@ class Matcher:
         """Diagnostics: the subscriptions the index hands to the predicate for `alert`."""
         return frozenset(self._index.candidates(AlertFacts.of(alert)))
 
+    def stakeholder(self, stakeholder_id: str) -> Stakeholder | None:
+        """The stakeholder as the matcher knows it now (None if deleted)."""
+        return self._stakeholders.get(stakeholder_id)
+
     def __len__(self) -> int:
         return len(self._subscriptions)

@@ -10,10 +10,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aio_pika
 import pytest
 from sqlalchemy import text
 
+from dissemination.broker import broker_url
 from dissemination.database import Database
+from dissemination.dispatch import CHANNELS, delivery_queue
 from dissemination.settings import Settings, StoreSettings, load_settings
 from dissemination.tables import metadata
 from tests.pg import psql
@@ -84,6 +87,8 @@ def settings_env(vhost: str, store_url: str, data_dir: Path, **overrides: str) -
         "DISSEMINATION_BROKER_INBOUND_QUEUE": f"alerts.inbound.{suffix}",
         "DISSEMINATION_BROKER_DEAD_LETTER_EXCHANGE": f"alerts.dead.{suffix}",
         "DISSEMINATION_BROKER_DEAD_LETTER_QUEUE": f"alerts.dead.{suffix}",
+        "DISSEMINATION_BROKER_DELIVERY_EXCHANGE": f"deliveries.{suffix}",
+        "DISSEMINATION_BROKER_DELIVERY_QUEUE_PREFIX": f"deliveries.{suffix}.",
         "DISSEMINATION_BROKER_PREFETCH": "16",
         "DISSEMINATION_BROKER_CONCURRENCY": "8",
         "DISSEMINATION_STORE_URL": store_url,
@@ -96,8 +101,32 @@ def settings_env(vhost: str, store_url: str, data_dir: Path, **overrides: str) -
 
 
 @pytest.fixture
-def service_env(vhost: str, store_url: str, tmp_path: Path) -> dict[str, str]:
-    return settings_env(vhost, store_url, tmp_path / "data")
+async def service_env(vhost: str, store_url: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    """Settings for one test; its queues and exchanges are deleted afterwards, so the broker
+    does not accumulate hundreds of quorum queues over a run."""
+    env = settings_env(vhost, store_url, tmp_path / "data")
+    yield env
+    await delete_topology(load_settings(env))
+
+
+async def delete_topology(settings: Settings) -> None:
+    broker = settings.broker
+    connection = await aio_pika.connect(broker_url(broker))
+    try:
+        for queue in (
+            broker.inbound_queue,
+            broker.dead_letter_queue,
+            *(delivery_queue(broker, channel) for channel in CHANNELS),
+        ):
+            channel = await connection.channel()
+            await channel.queue_delete(queue)
+            await channel.close()
+        for exchange in (broker.exchange, broker.dead_letter_exchange, broker.delivery_exchange):
+            channel = await connection.channel()
+            await channel.exchange_delete(exchange)
+            await channel.close()
+    finally:
+        await connection.close()
 
 
 @pytest.fixture

@@ -1,0 +1,813 @@
+"""Intake throughput benchmark: the service's sustained intake rate against the broker's own.
+
+    .venv/bin/python -m bench.intake [--count 10000] [--store sqlite|postgresql] [--runs 3]
+                                     [--timeout 600] [--profile]
+
+Each run gets a fresh RabbitMQ virtual host (and, for PostgreSQL, a fresh database) and measures
+two legs over the same N distinct CAP 1.2 XML alerts of about 2 KB:
+
+  raw      publish N with confirms into a fresh quorum queue declared exactly like the service's
+           inbound queue, then consume + ack them with plain aio-pika at the service's prefetch;
+           timed from the first delivery to the last ack: the physical limit of this broker
+           and client.
+  service  publish N into the service's inbound queue before it starts, migrate the store, then
+           start the real `dissemination.service.Service` in-process; timed from start until
+           the ledger holds N alerts (polled every 50 ms): decode + validate + store + ack.
+
+Prints machine context, per-run rates, medians and the service/raw ratio, and writes
+bench/results/intake-<store>.json. `--profile` runs the service legs under pyinstrument, writes
+bench/results/intake-<store>.html (and -profile.txt, -profile.json, so the unprofiled figures
+are never overwritten), prints the top frames and a serial per-stage cost breakdown.
+Every loop is bounded; after the overall timeout the benchmark stops and reports what it has.
+DISSEMINATION_* variables in the environment (e.g. DISSEMINATION_BROKER_PREFETCH=64) apply to
+both legs, except the names, store and ports the benchmark must own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+
+from bench.common import (
+    CAP_CONTENT_TYPE,
+    RESULTS_DIR,
+    BenchError,
+    Deadline,
+    Resources,
+    cap_alert_bodies,
+    filesystem_of,
+    machine_context,
+    median,
+    psql,
+    rate,
+    run_loop,
+)
+from dissemination.broker import broker_url, declare_intake
+from dissemination.database import Database
+from dissemination.ledger import Ledger, PlannedAlert
+from dissemination.service import Service
+from dissemination.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pyinstrument import Profiler
+    from pyinstrument.frame import Frame
+
+log = logging.getLogger("bench.intake")
+
+POLL_SECONDS = 0.05
+PUBLISH_WINDOW = 256
+PUBLISH_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 60.0
+BACKSTOP_SECONDS = 90.0
+MIN_RUN_SECONDS = 15.0
+STAGE_SAMPLE = 1000
+TOP_FRAMES = 15
+LIBRARY_ROWS = 10
+HTML_RESAMPLE_SECONDS = 0.01  # shrinks the HTML; the text and the tables use every sample
+ROUTING_KEY = "bench.cap"
+OWNED_SETTINGS = frozenset(
+    {
+        "DISSEMINATION_SERVICE_DATA_DIR",
+        "DISSEMINATION_BROKER_URL",
+        "DISSEMINATION_BROKER_EXCHANGE",
+        "DISSEMINATION_BROKER_INBOUND_QUEUE",
+        "DISSEMINATION_BROKER_DEAD_LETTER_EXCHANGE",
+        "DISSEMINATION_BROKER_DEAD_LETTER_QUEUE",
+        "DISSEMINATION_STORE_URL",
+        "DISSEMINATION_HTTP_PORT",
+        "DISSEMINATION_CONFIG",
+        "DISSEMINATION_FAILPOINTS",
+    }
+)
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LegRun:
+    """One leg of one run: how many messages it finished in how long."""
+
+    run: int
+    messages: int
+    seconds: float
+    complete: bool
+    publish_seconds: float
+    startup_seconds: float | None = None
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return rate(self.messages, self.seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"rate": round(self.rate, 1)}
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything the benchmark learned, complete or not."""
+
+    store: str
+    count: int
+    runs: int
+    profile: bool
+    context: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    raw: list[LegRun] = field(default_factory=list)
+    service: list[LegRun] = field(default_factory=list)
+    stages: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def rates(self, leg: Sequence[LegRun]) -> list[float]:
+        return [r.rate for r in leg if r.complete]
+
+    def ratio(self) -> float | None:
+        raw, service = median(self.rates(self.raw)), median(self.rates(self.service))
+        if raw is None or service is None or raw == 0:
+            return None
+        return service / raw
+
+    def as_dict(self) -> dict[str, Any]:
+        def leg(runs: Sequence[LegRun]) -> dict[str, Any]:
+            middle = median(self.rates(runs))
+            return {
+                "runs": [r.as_dict() for r in runs],
+                "rates": [round(v, 1) for v in self.rates(runs)],
+                "median": None if middle is None else round(middle, 1),
+            }
+
+        ratio = self.ratio()
+        return {
+            "benchmark": "intake",
+            "store": self.store,
+            "count": self.count,
+            "runs_requested": self.runs,
+            "profiled": self.profile,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "context": self.context,
+            "settings": self.settings,
+            "legs": {"raw": leg(self.raw), "service": leg(self.service)},
+            "ratio_service_over_raw": None if ratio is None else round(ratio, 4),
+            "stages": self.stages,
+            "problems": self.problems,
+            "complete": not self.problems
+            and len(self.rates(self.raw)) == self.runs
+            and len(self.rates(self.service)) == self.runs,
+        }
+
+
+# --- broker helpers ---------------------------------------------------------------------------
+
+
+async def publish_all(
+    exchange: AbstractExchange, bodies: Sequence[bytes], deadline: Deadline
+) -> float:
+    """Publish every body with confirms, PUBLISH_WINDOW at a time; return the seconds it took."""
+    started = time.perf_counter()
+    for start in range(0, len(bodies), PUBLISH_WINDOW):
+        if deadline.expired():
+            raise BenchError(f"overall timeout while publishing ({start} of {len(bodies)} done)")
+        window = bodies[start : start + PUBLISH_WINDOW]
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        content_type=CAP_CONTENT_TYPE,
+                        message_id=f"bench-{start + offset}",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=ROUTING_KEY,
+                    mandatory=True,
+                    timeout=PUBLISH_TIMEOUT_SECONDS,
+                )
+                for offset, body in enumerate(window)
+            )
+        )
+    return time.perf_counter() - started
+
+
+async def queue_depth(channel: AbstractChannel, queue_name: str) -> int:
+    """Messages ready in `queue_name`, asked of the broker now."""
+    underlay = await channel.get_underlay_channel()
+    result = await underlay.queue_declare(queue_name, passive=True)
+    return int(result.message_count or 0)
+
+
+async def broker_version(channel: AbstractChannel) -> str:
+    underlay = await channel.get_underlay_channel()
+    version = underlay.connection.server_properties.get("version", "unknown")
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+async def fill_intake_queue(
+    settings: Settings, bodies: Sequence[bytes], deadline: Deadline
+) -> tuple[aio_pika.abc.AbstractConnection, AbstractChannel, float]:
+    """Declare the intake topology of `settings` (as the service would) and publish `bodies` to
+    it with confirms; return the open connection, its channel and the publish time."""
+    connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        topology = await declare_intake(channel, settings.broker)
+        seconds = await publish_all(topology.exchange, bodies, deadline)
+        depth = await queue_depth(channel, settings.broker.inbound_queue)
+        if depth != len(bodies):
+            raise BenchError(f"{settings.broker.inbound_queue} holds {depth}, not {len(bodies)}")
+    except BaseException:
+        await connection.close()
+        raise
+    return connection, channel, seconds
+
+
+# --- the raw leg ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _AckCounter:
+    expected: int
+    done: asyncio.Event
+    acked: int = 0
+    first: float | None = None
+    last: float | None = None
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+        await message.ack()
+        self.acked += 1
+        self.last = time.perf_counter()
+        if self.acked >= self.expected:
+            self.done.set()
+
+
+async def raw_leg(
+    run: int, settings: Settings, bodies: Sequence[bytes], deadline: Deadline
+) -> LegRun:
+    """Consume + ack `bodies` from a fresh quorum queue with plain aio-pika."""
+    publisher, _, publish_seconds = await fill_intake_queue(settings, bodies, deadline)
+    await publisher.close()
+    counter = _AckCounter(len(bodies), asyncio.Event())
+    connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=settings.broker.prefetch)
+        queue = await channel.declare_queue(settings.broker.inbound_queue, passive=True)
+        tag = await queue.consume(counter.on_message, no_ack=False)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(counter.done.wait(), timeout=deadline.remaining())
+        await queue.cancel(tag)
+        with contextlib.suppress(aio_pika.exceptions.AMQPError):
+            await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
+    start = counter.first if counter.first is not None else time.perf_counter()
+    end = counter.last if counter.last is not None else start
+    complete = counter.acked >= len(bodies)
+    return LegRun(
+        run,
+        counter.acked,
+        end - start,
+        complete,
+        publish_seconds,
+        note="" if complete else "overall timeout",
+    )
+
+
+# --- the service leg --------------------------------------------------------------------------
+
+
+async def wait_for_ledger(ledger: Ledger, expected: int, deadline: Deadline) -> tuple[int, str]:
+    """Poll the ledger every POLL_SECONDS until it holds `expected` alerts, the deadline passes,
+    or a rejection or quarantine shows that it never will; return (alerts, why it stopped)."""
+    max_polls = int(deadline.remaining() / POLL_SECONDS) + 2
+    alerts = 0
+    for _ in range(max_polls):
+        counts = await ledger.counts()
+        alerts = counts["alerts"]
+        if alerts >= expected:
+            return alerts, ""
+        if counts["rejections"] or counts["quarantine"]:
+            return alerts, f"service refused alerts: {counts}"
+        if deadline.expired():
+            break
+        await asyncio.sleep(POLL_SECONDS)
+    return alerts, "overall timeout"
+
+
+async def _serve(
+    settings: Settings, expected: int, deadline: Deadline, profiler: Profiler | None
+) -> tuple[int, float, float | None, str]:
+    """Start the service, wait for the ledger to hold `expected` alerts, stop the service;
+    return (alerts stored, seconds from start, start-up seconds, why it fell short)."""
+    poll_database = Database.from_settings(settings.store, settings.data_path)
+    service = Service(settings)
+    startup: float | None = None
+    try:
+        if profiler is not None:
+            profiler.start()
+        started = time.perf_counter()
+        await service.start()
+        startup = time.perf_counter() - started
+        stored, why = await wait_for_ledger(Ledger(poll_database), expected, deadline)
+        seconds = time.perf_counter() - started
+    finally:
+        if profiler is not None and profiler.is_running:
+            profiler.stop()
+        try:
+            await asyncio.wait_for(service.stop(), STOP_TIMEOUT_SECONDS)
+        finally:
+            await poll_database.close()
+    return stored, seconds, startup, why
+
+
+async def service_leg(
+    run: int,
+    settings: Settings,
+    bodies: Sequence[bytes],
+    deadline: Deadline,
+    profiler: Profiler | None,
+) -> LegRun:
+    """Run the real Service in-process over a pre-filled inbound queue."""
+    database = Database.from_settings(settings.store, settings.data_path)
+    try:
+        await database.migrate()
+    finally:
+        await database.close()
+    publisher, channel, publish_seconds = await fill_intake_queue(settings, bodies, deadline)
+    try:
+        stored, seconds, startup, why = await _serve(settings, len(bodies), deadline, profiler)
+        left = await queue_depth(channel, settings.broker.inbound_queue)
+    finally:
+        await publisher.close()
+    if not why and left:
+        why = f"{left} messages still ready in the inbound queue after stop"
+    return LegRun(run, stored, seconds, not why, publish_seconds, startup, why)
+
+
+# --- stage costs (profile mode) ---------------------------------------------------------------
+
+
+async def stage_costs(settings: Settings, sample: int) -> dict[str, Any]:
+    """Per-message cost of each intake stage, measured serially in this process (no broker):
+    decode, validation, normalization, serialization + hashing, then the store written one
+    transaction per alert and in batches of `concurrency` messages per transaction (what the
+    service's group commit does under load)."""
+    from dissemination.alert import Tlp
+    from dissemination.decoding import DecodeLimits, decode_documents
+    from dissemination.intake import initial_state
+    from dissemination.ledger import AlertMessage, Payload
+    from dissemination.normalize import HandlingDefaults, alert_from_cap
+    from dissemination.validation import schema_errors
+
+    intake = settings.intake
+    limits = DecodeLimits(intake.max_body_bytes, intake.max_json_depth)
+    defaults = HandlingDefaults(Tlp.parse(intake.default_tlp), Tlp.parse(intake.public_scope_tlp))
+    bodies = cap_alert_bodies(2 * sample, f"stage{uuid.uuid4().hex[:6]}")
+    seconds: dict[str, float] = {}
+
+    started = time.perf_counter()
+    documents = [decode_documents(body, CAP_CONTENT_TYPE, limits)[0] for body in bodies]
+    seconds["xml_decode"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for document in documents:
+        if schema_errors(document.schema, document.body):
+            raise BenchError("a generated alert failed schema validation")
+    seconds["schema_validation"] = time.perf_counter() - started
+    started = time.perf_counter()
+    alerts = [alert_from_cap(d.body, d.source_format, defaults) for d in documents]
+    seconds["normalize"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for alert in alerts:
+        alert.content_hash()  # Alert.to_json() plus canonical JSON and SHA-256
+    seconds["to_json_and_content_hash"] = time.perf_counter() - started
+
+    now = datetime.now(UTC)
+    messages = [
+        AlertMessage(
+            Payload(body, CAP_CONTENT_TYPE), (PlannedAlert(alert, initial_state(alert, now)),), now
+        )
+        for alert, body in zip(alerts, bodies, strict=True)
+    ]
+    one_by_one, batched = messages[:sample], messages[sample:]
+    batch = settings.broker.concurrency
+    database = Database.from_settings(settings.store, settings.data_path)
+    try:
+        ledger = Ledger(database)
+        started = time.perf_counter()
+        for message in one_by_one:
+            await ledger.record_messages([message])
+        store_single = time.perf_counter() - started
+        started = time.perf_counter()
+        for start in range(0, len(batched), batch):
+            await ledger.record_messages(batched[start : start + batch])
+        store_batched = time.perf_counter() - started
+    finally:
+        await database.close()
+
+    per_message_us = {name: value / len(bodies) * 1e6 for name, value in seconds.items()}
+    per_message_us["store_1_per_transaction"] = store_single / len(one_by_one) * 1e6
+    per_message_us[f"store_{batch}_per_transaction"] = store_batched / len(batched) * 1e6
+    return {
+        "sample": len(bodies),
+        "per_message_us": {k: round(v, 1) for k, v in per_message_us.items()},
+        "implied_rate_per_s": {k: round(1e6 / v, 1) for k, v in per_message_us.items() if v},
+    }
+
+
+# --- profile rendering ------------------------------------------------------------------------
+
+
+LIBRARY_GROUPS: Mapping[str, str] = {
+    "jsonschema": "schema validation (jsonschema, referencing, rpds)",
+    "referencing": "schema validation (jsonschema, referencing, rpds)",
+    "rpds": "schema validation (jsonschema, referencing, rpds)",
+    "jsonschema_specifications": "schema validation (jsonschema, referencing, rpds)",
+    "sqlalchemy": "SQLAlchemy",
+    "aiosqlite": "store driver (aiosqlite, asyncpg)",
+    "asyncpg": "store driver (aiosqlite, asyncpg)",
+    "sqlite3": "store driver (aiosqlite, asyncpg)",
+    "aio_pika": "AMQP client (aio-pika, aiormq, pamqp)",
+    "aiormq": "AMQP client (aio-pika, aiormq, pamqp)",
+    "pamqp": "AMQP client (aio-pika, aiormq, pamqp)",
+    "defusedxml": "XML parsing (defusedxml, ElementTree)",
+    "xml": "XML parsing (defusedxml, ElementTree)",
+    "dataclasses": "dataclasses.asdict / copy (Alert.to_json)",
+    "copy": "dataclasses.asdict / copy (Alert.to_json)",
+    "json": "json encode/decode",
+    "asyncio": "event loop (uvloop C code: polling, idle, callbacks)",
+    "uvloop": "event loop (uvloop C code: polling, idle, callbacks)",
+    "dissemination": "dissemination (own code)",
+    "bench": "benchmark harness (ledger polling)",
+    "pyinstrument": "profiler",
+}
+
+
+def _frame_key(frame: Frame) -> str:
+    where = frame.file_path_short or frame.file_path or "?"
+    return f"{frame.function}  {where}:{frame.line_no or 0}"
+
+
+def _library(frame: Frame, inherited: str) -> str:
+    """The library group a frame's self time belongs to; built-ins count for their caller."""
+    short = frame.file_path_short or ""
+    if not short or short.startswith("<"):
+        return inherited
+    head = Path(short).parts[0].removesuffix(".py")
+    return LIBRARY_GROUPS.get(head, f"other ({head})")
+
+
+@dataclass(slots=True)
+class ProfileTables:
+    """Aggregates of one profile: self time per frame, self time per library group, and
+    inclusive time per dissemination function (counted once per stack however deep)."""
+
+    by_frame: dict[str, float] = field(default_factory=dict)
+    by_library: dict[str, float] = field(default_factory=dict)
+    by_function: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def top(table: Mapping[str, float], limit: int) -> list[tuple[str, float]]:
+        return sorted(table.items(), key=lambda item: item[1], reverse=True)[:limit]
+
+
+def profile_tables(root: Frame) -> ProfileTables:
+    tables = ProfileTables()
+    stack: list[tuple[Frame, frozenset[str], str]] = [(root, frozenset(), "other")]
+    visited = 0
+    while stack and visited < 10_000_000:
+        frame, ancestors, inherited = stack.pop()
+        visited += 1
+        if frame.is_synthetic:
+            continue
+        key = _frame_key(frame)
+        library = _library(frame, inherited)
+        own = frame.total_self_time
+        tables.by_frame[key] = tables.by_frame.get(key, 0.0) + own
+        tables.by_library[library] = tables.by_library.get(library, 0.0) + own
+        if "dissemination" in Path(frame.file_path or "").parts and key not in ancestors:
+            tables.by_function[key] = tables.by_function.get(key, 0.0) + frame.time
+        below = ancestors | {key}
+        stack.extend((child, below, library) for child in frame.children)
+    return tables
+
+
+def write_profile(profiler: Profiler, store: str) -> list[str]:
+    """Write the HTML and text profiles; return the lines to print."""
+    from pyinstrument.renderers import HTMLRenderer
+
+    session = profiler.last_session
+    root = session.root_frame() if session is not None else None
+    if session is None or root is None:
+        return ["profile: no samples were taken"]
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    html = RESULTS_DIR / f"intake-{store}.html"
+    text = RESULTS_DIR / f"intake-{store}-profile.txt"
+    # pyinstrument resamples only past 100,000 samples; a 1 ms profile of a minute is ~100 MB.
+    html.write_text(HTMLRenderer().render(session.resample(HTML_RESAMPLE_SECONDS)), "utf-8")
+    text.write_text(profiler.output_text(unicode=True, color=False), encoding="utf-8")
+    total = root.time or 1.0
+    tables = profile_tables(root)
+
+    def rows(table: Mapping[str, float], limit: int) -> list[str]:
+        return [
+            f"    {secs:7.2f}s {secs / total:6.1%}  {key}"
+            for key, secs in ProfileTables.top(table, limit)
+        ]
+
+    shown = ProfileTables.top(tables.by_library, LIBRARY_ROWS)
+    rest = sum(tables.by_library.values()) - sum(secs for _, secs in shown)
+    return [
+        f"profile of the service legs: {session.duration:.1f}s wall, {session.cpu_time:.1f}s "
+        f"process CPU, {session.sample_count} samples. Main thread only: aiosqlite runs SQLite "
+        "on its own threads, so SQLite execution and fsync appear as event-loop idle time.",
+        f"  wrote {html} and {text.name}",
+        f"  top {TOP_FRAMES} frames by self time:",
+        *rows(tables.by_frame, TOP_FRAMES),
+        "  self time by library (built-ins count for their caller):",
+        *rows(tables.by_library, LIBRARY_ROWS),
+        f"    {rest:7.2f}s {rest / total:6.1%}  everything else",
+        f"  top {TOP_FRAMES} dissemination functions by inclusive time:",
+        *rows(tables.by_function, TOP_FRAMES),
+    ]
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+
+def bench_env(vhost: str, store_url: str, data_dir: Path, names: str) -> dict[str, str]:
+    """Settings environment like tests/conftest.py `settings_env`: our own vhost and names,
+    the given store, HTTP on an ephemeral port; other DISSEMINATION_* variables pass through."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("DISSEMINATION_") and k not in OWNED_SETTINGS
+    }
+    env.setdefault("DISSEMINATION_SERVICE_SHUTDOWN_GRACE_SECONDS", "10")
+    env.update(
+        {
+            "DISSEMINATION_SERVICE_DATA_DIR": str(data_dir),
+            "DISSEMINATION_BROKER_URL": f"amqp://127.0.0.1:5672/{vhost}",
+            "DISSEMINATION_BROKER_EXCHANGE": f"alerts.{names}",
+            "DISSEMINATION_BROKER_INBOUND_QUEUE": f"alerts.inbound.{names}",
+            "DISSEMINATION_BROKER_DEAD_LETTER_EXCHANGE": f"alerts.dead.{names}",
+            "DISSEMINATION_BROKER_DEAD_LETTER_QUEUE": f"alerts.dead.{names}",
+            "DISSEMINATION_STORE_URL": store_url,
+            "DISSEMINATION_HTTP_HOST": "127.0.0.1",
+            "DISSEMINATION_HTTP_PORT": "0",
+        }
+    )
+    return env
+
+
+@contextlib.contextmanager
+def store(kind: str, resources: Resources, parent: Path | None) -> Iterator[tuple[str, Path]]:
+    """A fresh, empty store of `kind` and a scratch data directory: (store URL, data dir)."""
+    with tempfile.TemporaryDirectory(prefix="fd-bench-", dir=parent) as scratch:
+        data_dir = Path(scratch) / "data"
+        data_dir.mkdir()
+        if kind == "sqlite":
+            yield f"sqlite+aiosqlite:///{data_dir / 'ledger.db'}", data_dir
+        else:
+            with resources.pg_database() as url:
+                yield url, data_dir
+
+
+async def run_legs(
+    run: int,
+    env: dict[str, str],
+    bodies: Sequence[bytes],
+    deadline: Deadline,
+    report: Report,
+    profiler: Profiler | None,
+    with_stages: bool,
+) -> None:
+    """Both legs of one run (raw first), then, if asked, the stage costs."""
+    raw_settings = load_settings(
+        env
+        | {
+            "DISSEMINATION_BROKER_EXCHANGE": env["DISSEMINATION_BROKER_EXCHANGE"] + ".raw",
+            "DISSEMINATION_BROKER_INBOUND_QUEUE": env["DISSEMINATION_BROKER_INBOUND_QUEUE"]
+            + ".raw",
+        }
+    )
+    settings = load_settings(env)
+    async with asyncio.timeout(deadline.remaining() + BACKSTOP_SECONDS):
+        if run == 1:
+            report.context["rabbitmq"] = await _broker_version_of(settings)
+            print(f"  broker: RabbitMQ {report.context['rabbitmq']} at {settings.broker.url}")
+        raw = await raw_leg(run, raw_settings, bodies, deadline)
+        report.raw.append(raw)
+        print(f"  run {run} raw:     {raw.rate:10.1f} msg/s ({raw.messages} in {raw.seconds:.2f}s)")
+        if not raw.complete:
+            report.problems.append(f"run {run} raw leg incomplete: {raw.note}")
+            return
+        served = await service_leg(run, settings, bodies, deadline, profiler)
+        report.service.append(served)
+        print(
+            f"  run {run} service: {served.rate:10.1f} msg/s "
+            f"({served.messages} in {served.seconds:.2f}s, "
+            f"start-up {served.startup_seconds or 0:.2f}s)"
+        )
+        if not served.complete:
+            report.problems.append(f"run {run} service leg incomplete: {served.note}")
+            return
+        if with_stages and not deadline.expired():
+            report.stages = await stage_costs(settings, min(STAGE_SAMPLE, len(bodies)))
+
+
+async def _broker_version_of(settings: Settings) -> str:
+    connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
+    try:
+        return await broker_version(await connection.channel())
+    finally:
+        await connection.close()
+
+
+def describe_settings(settings: Settings, bodies: Sequence[bytes]) -> dict[str, Any]:
+    return {
+        "prefetch": settings.broker.prefetch,
+        "concurrency": settings.broker.concurrency,
+        "delivery_limit": settings.broker.delivery_limit,
+        "store_pool_size": settings.store.pool_size,
+        "message_bytes_mean": round(sum(map(len, bodies)) / len(bodies)),
+        "content_type": CAP_CONTENT_TYPE,
+        "passed_through_env": sorted(
+            k for k in os.environ if k.startswith("DISSEMINATION_") and k not in OWNED_SETTINGS
+        ),
+    }
+
+
+def print_context(report: Report) -> None:
+    context = report.context
+    print(
+        f"intake benchmark: store={report.store} N={report.count} runs={report.runs}"
+        f"{' (profiled)' if report.profile else ''}"
+    )
+    print(
+        f"  machine: {context['cores']} cores ({context['usable_cores']} usable), "
+        f"{context['cpu_model']}, {context['memory_gib']} GiB, "
+        f"load {context['load_average_1_5_15']}"
+    )
+    print(
+        f"  {context['python']}, {context['event_loop']}, sqlite {context['sqlite_library']}, "
+        f"store data on {context.get('data_filesystem', '?')}"
+        + (f", {context['postgresql']}" if "postgresql" in context else "")
+    )
+    print(
+        "  service settings: "
+        + ", ".join(f"{k}={v}" for k, v in report.settings.items() if k != "passed_through_env")
+    )
+
+
+def print_table(report: Report) -> None:
+    width = max(report.runs, 1)
+    header = "leg       " + "".join(f"{'run ' + str(i + 1):>12}" for i in range(width))
+    print()
+    print(header + f"{'median':>12}   (messages/s; * = incomplete run)")
+    for name, runs in (("raw", report.raw), ("service", report.service)):
+        cells = []
+        for index in range(width):
+            match = [r for r in runs if r.run == index + 1]
+            if not match:
+                cells.append(f"{'-':>12}")
+            else:
+                mark = "" if match[0].complete else "*"
+                cells.append(f"{match[0].rate:>11.1f}{mark or ' '}")
+        middle = median(report.rates(runs))
+        median_cell = f"{middle:>12.1f}" if middle is not None else f"{'-':>12}"
+        print(f"{name:<10}" + "".join(cells) + median_cell)
+    ratio = report.ratio()
+    if ratio is not None:
+        print(f"ratio service/raw (median/median): {ratio:.4f}  (raw is {1 / ratio:.1f}x faster)")
+    else:
+        print("ratio service/raw: not available (a leg has no complete run)")
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}")
+
+
+def print_stages(stages: Mapping[str, Any]) -> None:
+    if not stages:
+        return
+    print(f"\nstage costs, serial, per message (sample of {stages['sample']} alerts):")
+    implied = stages["implied_rate_per_s"]
+    for name, micros in stages["per_message_us"].items():
+        print(f"  {name:<28} {micros:10.1f} µs   ({implied.get(name, 0):>9.1f}/s alone)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.intake",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    parser.add_argument("--count", type=int, default=10_000, help="messages per leg per run")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="hard overall limit in seconds"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="parent of the scratch directory (SQLite file); default: the system temp dir",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="run the service legs under pyinstrument"
+    )
+    return parser
+
+
+def run_all(args: argparse.Namespace, report: Report, deadline: Deadline) -> Profiler | None:
+    """Every run, each with a fresh vhost and store, until done or out of time."""
+    profiler: Profiler | None = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001, async_mode="disabled")
+    bodies = cap_alert_bodies(args.count)
+    resources = Resources()
+    try:
+        for run in range(1, args.runs + 1):
+            if deadline.remaining() < MIN_RUN_SECONDS:
+                report.problems.append(f"overall timeout reached before run {run}")
+                break
+            with (
+                resources.vhost() as vhost,
+                store(args.store, resources, args.data_dir) as (url, data_dir),
+            ):
+                env = bench_env(vhost, url, data_dir, f"bench-{uuid.uuid4().hex[:6]}")
+                if run == 1:
+                    report.settings = describe_settings(load_settings(env), bodies)
+                    report.context["data_filesystem"] = filesystem_of(data_dir)
+                    print_context(report)
+                last = run == args.runs
+                run_loop(
+                    run_legs(run, env, bodies, deadline, report, profiler, args.profile and last)
+                )
+            if report.problems:
+                break
+    except TimeoutError:
+        report.problems.append("hard overall timeout: a leg did not finish")
+    except BenchError as error:
+        report.problems.append(str(error))
+    except Exception as error:
+        log.exception("benchmark failed")
+        report.problems.append(f"{type(error).__name__}: {error}")
+    except KeyboardInterrupt:
+        report.problems.append("interrupted")
+    finally:
+        resources.release_all()
+    return profiler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not 1 <= args.count <= 1_000_000 or not 1 <= args.runs <= 20 or args.timeout <= 0:
+        print("need 1 <= --count <= 1000000, 1 <= --runs <= 20, --timeout > 0", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    deadline = Deadline.after(args.timeout)
+    report = Report(args.store, args.count, args.runs, args.profile, machine_context())
+    if args.store == "postgresql":
+        with contextlib.suppress(BenchError):
+            report.context["postgresql"] = "PostgreSQL " + psql("SHOW server_version").strip()
+    if os.environ.get("DISSEMINATION_FAILPOINTS"):
+        report.problems.append("DISSEMINATION_FAILPOINTS is set: unset it to benchmark")
+        print(report.problems[-1], file=sys.stderr)
+        return 2
+    profiler = run_all(args, report, deadline)
+    report.context["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    print_table(report)
+    print_stages(report.stages)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    suffix = "-profile" if args.profile else ""
+    result_file = RESULTS_DIR / f"intake-{args.store}{suffix}.json"
+    result_file.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {result_file}")
+    if profiler is not None:
+        print()
+        print("\n".join(write_profile(profiler, args.store)))
+    return 0 if report.as_dict()["complete"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
