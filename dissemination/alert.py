@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -171,7 +171,7 @@ class Alert:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of the normalized alert (datetimes as ISO 8601)."""
-        document: dict[str, Any] = _jsonable(asdict(self))
+        document: dict[str, Any] = _jsonable(self)
         return document | {"id": self.id}
 
     def content_hash(self) -> str:
@@ -191,11 +191,25 @@ def alert_id_for(sender: str, identifier: str, sent: str) -> str:
     return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{sender},{identifier},{sent}"))
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _jsonable(value: Any) -> Any:
+    """Plain JSON values for a tree of our frozen dataclasses (what `dataclasses.asdict` gives,
+    without its deep copies, which cost most of the time on the intake path)."""
+    if value is None or isinstance(value, str | int | float):
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    return value
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return {name: _jsonable(getattr(value, name)) for name in _field_names(type(value))}

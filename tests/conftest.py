@@ -12,13 +12,16 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+from aio_pika.abc import AbstractChannel
 from sqlalchemy import text
 
 from dissemination.broker import broker_url
 from dissemination.database import Database
 from dissemination.dispatch import CHANNELS, delivery_queue
+from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
 from dissemination.tables import metadata
+from tests.brokerutil import open_connection
 from tests.pg import psql
 
 _names = itertools.count(1)
@@ -132,3 +135,20 @@ async def delete_topology(settings: Settings) -> None:
 @pytest.fixture
 def settings(service_env: dict[str, str]) -> Settings:
     return load_settings(service_env)
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[Service]:
+    """The whole service, started in this test's event loop and stopped after it."""
+    running = Service(settings)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def channel(settings: Settings, service: Service) -> AsyncIterator[AbstractChannel]:
+    """A publisher-confirms channel on the test's virtual host, once the service is up."""
+    connection = await open_connection(settings)
+    yield await connection.channel(publisher_confirms=True)
+    await connection.close()

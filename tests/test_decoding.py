@@ -3,6 +3,7 @@ with handling marks applied (fail-closed default, CAP scope Public, legacy WHITE
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -147,3 +148,11 @@ def test_public_valid_samples_normalize(path: Path) -> None:
 def test_public_nws_samples_normalize(path: Path) -> None:
     features = json.loads(path.read_bytes())["features"]
     assert len(_decode(path.read_bytes())) == len(features)
+
+
+@pytest.mark.parametrize("path", sample_params("valid-1.2")[:3] + sample_params("valid-1.1")[:3])
+def test_to_json_equals_the_dataclasses_rendering(path: Path) -> None:
+    """The fast serializer must give exactly what dataclasses.asdict gives (hashes depend on it)."""
+    (alert,) = _decode(path.read_bytes())
+    reference = json.loads(json.dumps(dataclasses.asdict(alert), default=lambda t: t.isoformat()))
+    assert json.loads(json.dumps(alert.to_json())) == reference | {"id": alert.id}

@@ -29,14 +29,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def service(settings: Settings) -> AsyncIterator[Service]:
-    running = Service(settings)
-    await running.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
 def base_url(service: Service) -> str:
     assert service.http is not None
     host, port = service.http.addresses[0][:2]

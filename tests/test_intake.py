@@ -4,10 +4,9 @@ acked, what is not is dead-lettered with a named reason, and nothing is lost or 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel
 
 from dissemination.ledger import Ledger, Payload
 from dissemination.service import Service
@@ -26,21 +25,6 @@ from tests.pg import psql
 from tests.samples import FIXTURES_DIR, SAMPLES_DIR, sample_files
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def service(settings: Settings) -> AsyncIterator[Service]:
-    running = Service(settings)
-    await running.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def channel(settings: Settings, service: Service) -> AsyncIterator[AbstractChannel]:
-    connection: AbstractRobustConnection = await open_connection(settings)
-    yield await connection.channel(publisher_confirms=True)
-    await connection.close()
 
 
 def ledger_of(service: Service) -> Ledger:

@@ -5,7 +5,6 @@ row ids; an Update reaches the earlier recipients even after their rule is gone.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,25 +23,10 @@ from subscriptions.codec import validate_stakeholder, validate_subscription
 from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
 from subscriptions.sync import apply_change
 from tests.alerts import cap_json
-from tests.brokerutil import get_all, open_connection, publish, wait_until
+from tests.brokerutil import get_all, publish, wait_until
 
 pytestmark = pytest.mark.slow
 ACTOR = Actor(None, "test")
-
-
-@pytest.fixture
-async def service(settings: Settings) -> AsyncIterator[Service]:
-    running = Service(settings)
-    await running.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def channel(settings: Settings, service: Service) -> AsyncIterator[AbstractChannel]:
-    connection = await open_connection(settings)
-    yield await connection.channel(publisher_confirms=True)
-    await connection.close()
 
 
 async def _create(service: Service, spec: EntitySpec, fields: dict[str, Any]) -> str:
