@@ -52,7 +52,7 @@ def address_allowed(address: IPAddress, allowed: Sequence[IPNetwork]) -> bool:
     return inner.is_global and address.is_global and not inner.is_multicast
 
 
-def _literal_address(host: str) -> IPAddress | None:
+def literal_address(host: str) -> IPAddress | None:
     """An IP literal in any spelling a resolver accepts (e.g. 2130706433, 0x7f.1, 0177.0.0.1)."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -82,7 +82,7 @@ def check_url_shape(url: str) -> tuple[str, int]:
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address `host` resolves to (A and AAAA)."""
-    literal = _literal_address(host)
+    literal = literal_address(host)
     if literal is not None:
         return [literal]
     loop = asyncio.get_running_loop()

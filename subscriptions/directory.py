@@ -4,7 +4,6 @@ API field names to columns."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,11 +13,10 @@ from typing import Any
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from channels.webhook import new_secret as new_webhook_secret
 from dissemination.audit import Actor, write_audit
 from dissemination.database import Database
 from dissemination.tables import contacts, stakeholders, subscriptions
-
-WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +118,7 @@ class Directory:
         values = _columns(spec, fields) | {"id": entity_id, "created_at": now, "updated_at": now}
         secret = None
         if spec is CONTACT and fields["channel"] == "webhook":
-            secret = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+            secret = new_webhook_secret()
             values["secret"] = secret
         await conn.execute(spec.table.insert().values(**values))
         record = record_of(spec, values)

@@ -1,0 +1,182 @@
+"""Webhook delivery, signed per the Standard Webhooks specification.
+
+Each request carries `webhook-id` (the ledger row id, so it is the same on every retry and
+receivers can deduplicate), `webhook-timestamp` and `webhook-signature`
+(`v1,` + base64 HMAC-SHA256 over `id.timestamp.body`, keyed with the endpoint's `whsec_`
+secret). Redirects are not followed, the response read is capped, and the address actually
+dialled is checked against private and internal ranges at connect time, so a DNS answer that
+changed since the URL was saved gains nothing.
+
+Status mapping: 2xx sent; 410 permanent and the endpoint is disabled; 429 and 5xx transient
+(honouring Retry-After); timeouts and connection errors transient; other 3xx/4xx permanent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from channels.base import Outcome, SendResult
+from channels.destinations import (
+    DestinationRejected,
+    IPNetwork,
+    address_allowed,
+    check_url_shape,
+    literal_address,
+)
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the specification's prefix, not a secret
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value for one request."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def new_secret() -> str:
+    """A fresh endpoint secret: 32 random bytes, base64, with the `whsec_` prefix."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class ForbiddenAddress(OSError):
+    """Every address of the host is one webhooks may not reach."""
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves like the default resolver, then keeps only addresses webhooks may reach."""
+
+    def __init__(self, allowed: Sequence[IPNetwork]) -> None:
+        self.allowed = tuple(allowed)
+        self.inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self.inner.resolve(host, port, family)
+        kept = [
+            a for a in answers if address_allowed(ipaddress.ip_address(a["host"]), self.allowed)
+        ]
+        if not kept:
+            message = f"{host} resolves only to forbidden addresses"
+            raise ForbiddenAddress(message)
+        return kept
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookMessage:
+    """One webhook request: the row id (also the idempotency key), where, with what secret."""
+
+    delivery_id: str
+    url: str
+    secret: str
+    body: bytes
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class WebhookChannel:
+    """Sends signed JSON over a pooled aiohttp session."""
+
+    name = "webhook"
+    max_response_bytes = 64 * 1024
+
+    def __init__(
+        self,
+        allowed: Sequence[IPNetwork],
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        total_timeout: float = 30.0,
+        pool_size: int = 100,
+    ) -> None:
+        self.allowed = tuple(allowed)
+        self.timeout = aiohttp.ClientTimeout(
+            total=total_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self.pool_size = pool_size
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.pool_size, resolver=GuardedResolver(self.allowed)
+            )
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+        return self._session
+
+    def _check_destination(self, url: str) -> None:
+        host, _port = check_url_shape(url)
+        literal = literal_address(host)
+        # aiohttp does not resolve IP literals, so the resolver never sees them: check here.
+        if literal is not None and not address_allowed(literal, self.allowed):
+            raise DestinationRejected("forbidden_destination", f"{host} is not a public address")
+
+    async def send(self, message: WebhookMessage) -> SendResult:
+        try:
+            self._check_destination(message.url)
+        except DestinationRejected as rejected:
+            return SendResult(Outcome.PERMANENT, f"{rejected.code}: {rejected}")
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message.delivery_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(message.secret, message.delivery_id, timestamp, message.body),
+        }
+        try:
+            async with self._client().post(
+                message.url, data=message.body, headers=headers, allow_redirects=False
+            ) as response:
+                await response.content.read(self.max_response_bytes)
+                return self._classify(response.status, response.headers)
+        except TimeoutError:
+            return SendResult(Outcome.TRANSIENT, "timed out")
+        except aiohttp.ClientConnectorError as error:
+            if isinstance(error.os_error, ForbiddenAddress):
+                return SendResult(Outcome.PERMANENT, f"forbidden_destination: {error.os_error}")
+            return SendResult(Outcome.TRANSIENT, f"connection failed: {type(error).__name__}")
+        except aiohttp.ClientError as error:
+            return SendResult(Outcome.TRANSIENT, f"connection failed: {type(error).__name__}")
+
+    @staticmethod
+    def _classify(status: int, headers: Any) -> SendResult:
+        detail = f"HTTP {status}"
+        if 200 <= status < 300:
+            return SendResult(Outcome.SENT, detail, provider_id=str(status))
+        if status == 410:
+            return SendResult(Outcome.PERMANENT, detail + " (endpoint gone)", disable_address=True)
+        if status == 429 or status >= 500:
+            retry_after = _retry_after(headers.get("Retry-After"))
+            return SendResult(Outcome.TRANSIENT, detail, retry_after_seconds=retry_after)
+        return SendResult(Outcome.PERMANENT, detail)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

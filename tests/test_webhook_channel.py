@@ -1,0 +1,180 @@
+"""The webhook channel against real aiohttp receivers on loopback: Standard Webhooks
+signatures checked by an independent implementation, the status table, timeouts, redirects,
+capped reads and destination checks at connect time."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from channels.base import Outcome
+from channels.destinations import parse_networks
+from channels.webhook import WebhookChannel, WebhookMessage, new_secret, sign
+
+LOOPBACK = parse_networks(["127.0.0.1/32"])
+
+
+@dataclass
+class Receiver:
+    base: str
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    never = asyncio.Event()
+    received = Receiver("")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        received.requests.append((dict(request.headers), await request.read()))
+        name = request.match_info["name"]
+        if name == "stall":
+            await never.wait()
+        if name == "huge":
+            response = web.StreamResponse(status=200)
+            await response.prepare(request)
+            for _ in range(80):
+                await response.write(b"x" * 65536)
+            return response
+        statuses = {
+            "ok": 200,
+            "accepted": 202,
+            "gone": 410,
+            "busy": 429,
+            "broken": 503,
+            "missing": 404,
+        }
+        if name == "redirect":
+            raise web.HTTPFound("/hook/ok")
+        headers = {"Retry-After": "7"} if name == "busy" else {}
+        return web.Response(status=statuses[name], headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/hook/{name}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    received.base = f"http://{host}:{port}/hook/"
+    yield received
+    never.set()
+    await runner.cleanup()
+
+
+def independent_signature(secret: str, headers: dict[str, str], body: bytes) -> str:
+    """Standard Webhooks verification written from the specification, not from our code."""
+    key = base64.b64decode(secret[len("whsec_") :])
+    content = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+
+
+def test_signature_matches_the_specification_vector() -> None:
+    assert (
+        sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            b'{"test": 2432232314}',
+        )
+        == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
+
+
+async def test_a_signed_delivery_verifies_and_keeps_its_id_on_retry(receiver: Receiver) -> None:
+    channel = WebhookChannel(LOOPBACK)
+    secret = new_secret()
+    body = json.dumps({"alert": {"id": "a-1"}}).encode()
+    try:
+        message = WebhookMessage("delivery-1", receiver.base + "ok", secret, body)
+        first = await channel.send(message)
+        again = await channel.send(message)
+    finally:
+        await channel.close()
+    assert (first.outcome, again.outcome) == (Outcome.SENT, Outcome.SENT)
+    assert first.provider_id == "200"
+    for headers, received in receiver.requests:
+        assert received == body
+        assert headers["webhook-id"] == "delivery-1"
+        assert headers["webhook-signature"] == independent_signature(secret, headers, received)
+        assert headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("path", "outcome", "disable", "retry_after"),
+    [
+        ("accepted", Outcome.SENT, False, None),
+        ("gone", Outcome.PERMANENT, True, None),
+        ("busy", Outcome.TRANSIENT, False, 7.0),
+        ("broken", Outcome.TRANSIENT, False, None),
+        ("missing", Outcome.PERMANENT, False, None),
+        ("redirect", Outcome.PERMANENT, False, None),
+        ("huge", Outcome.SENT, False, None),
+    ],
+)
+async def test_status_table(
+    receiver: Receiver, path: str, outcome: Outcome, disable: bool, retry_after: float | None
+) -> None:
+    channel = WebhookChannel(LOOPBACK)
+    try:
+        result = await channel.send(
+            WebhookMessage("d-2", receiver.base + path, new_secret(), b"{}")
+        )
+    finally:
+        await channel.close()
+    assert (result.outcome, result.disable_address, result.retry_after_seconds) == (
+        outcome,
+        disable,
+        retry_after,
+    )
+    if path == "redirect":
+        assert len(receiver.requests) == 1  # the redirect was not followed
+
+
+async def test_a_stalled_receiver_is_a_transient_timeout(receiver: Receiver) -> None:
+    channel = WebhookChannel(LOOPBACK, total_timeout=0.3, read_timeout=0.3)
+    try:
+        result = await channel.send(
+            WebhookMessage("d-3", receiver.base + "stall", new_secret(), b"{}")
+        )
+    finally:
+        await channel.close()
+    assert (result.outcome, result.detail) == (Outcome.TRANSIENT, "timed out")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::ffff:127.0.0.1]:9/hook",
+        "ftp://127.0.0.1/x",
+    ],
+)
+async def test_forbidden_destinations_are_refused_at_connect_time(url: str) -> None:
+    channel = WebhookChannel(allowed=())
+    try:
+        result = await channel.send(WebhookMessage("d-4", url, new_secret(), b"{}"))
+    finally:
+        await channel.close()
+    assert result.outcome is Outcome.PERMANENT
+    assert "forbidden_destination" in result.detail or "unsupported_scheme" in result.detail
+
+
+async def test_a_refused_connection_is_transient() -> None:
+    channel = WebhookChannel(LOOPBACK, connect_timeout=1)
+    try:
+        result = await channel.send(
+            WebhookMessage("d-5", "http://127.0.0.1:9/hook", new_secret(), b"{}")
+        )
+    finally:
+        await channel.close()
+    assert result.outcome is Outcome.TRANSIENT
