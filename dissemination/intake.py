@@ -72,7 +72,7 @@ def initial_state(alert: Alert, now: datetime) -> AlertState:
 
 
 class IntakeProcessor:
-    """Decode + validate + store, independent of how the bytes arrived (AMQP or a test)."""
+    """Decode, validate, plan and store, whatever way the bytes arrived (AMQP or a test)."""
 
     def __init__(self, ledger: Ledger, settings: IntakeSettings, clock: Clock = utc_now) -> None:
         self.ledger = ledger
@@ -110,7 +110,8 @@ class IntakeProcessor:
 
 
 class Backoff:
-    """Exponential backoff with full jitter, shared by all handlers so an outage slows all."""
+    """Exponential backoff, capped, with jitter (a random half to all of the delay), shared by
+    all handlers so an outage slows them all."""
 
     def __init__(self, settings: StoreSettings) -> None:
         self.initial = settings.retry_initial_seconds
