@@ -24,6 +24,12 @@ def delivery_queue(settings: BrokerSettings, channel: str) -> str:
     return f"{settings.delivery_queue_prefix}{channel}"
 
 
+def retry_queue(settings: BrokerSettings, channel: str) -> str:
+    """Where a channel's transient failures wait `retry_delay_seconds` before their ids
+    dead-letter back onto the channel's queue."""
+    return f"{settings.delivery_queue_prefix}{channel}.retry"
+
+
 async def declare_deliveries(
     channel: AbstractChannel, settings: BrokerSettings
 ) -> AbstractExchange:
@@ -36,6 +42,15 @@ async def declare_deliveries(
             delivery_queue(settings, name), durable=True, arguments={"x-queue-type": "quorum"}
         )
         await queue.bind(exchange, routing_key=name)
+        await channel.declare_queue(
+            retry_queue(settings, name),
+            durable=True,
+            arguments={
+                "x-message-ttl": int(settings.retry_delay_seconds * 1000),
+                "x-dead-letter-exchange": settings.delivery_exchange,
+                "x-dead-letter-routing-key": name,
+            },
+        )
     return exchange
 
 

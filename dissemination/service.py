@@ -12,12 +12,19 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
 from channels.destinations import parse_networks
+from channels.webhook import WebhookChannel
 from dissemination.admin_api import Admin, add_admin_routes, load_matcher
 from dissemination.app import Runtime, create_app
 from dissemination.audit import AuditLog
 from dissemination.broker import connect, declare_intake
 from dissemination.database import Database, head_revision
-from dissemination.dispatch import DeliveryDispatcher, declare_deliveries
+from dissemination.delivery import DeliveryStore, RetryPolicy, WebhookWorker
+from dissemination.dispatch import (
+    DeliveryDispatcher,
+    declare_deliveries,
+    delivery_queue,
+    retry_queue,
+)
 from dissemination.errors import DisseminationError
 from dissemination.intake import Backoff, Clock, IntakeConsumer, IntakeProcessor, utc_now
 from dissemination.ledger import Ledger
@@ -47,6 +54,7 @@ class Service:
     consumer: IntakeConsumer | None = None
     http: web.AppRunner | None = None
     follower_task: asyncio.Task[None] | None = None
+    webhook_worker: WebhookWorker | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -74,6 +82,7 @@ class Service:
             ),
             settings.broker.task_batch_size,
         )
+        self.webhook_worker = await self._webhook_worker()
         self.consumer = IntakeConsumer(
             processor, topology, settings.broker.concurrency, Backoff(settings.store), dispatcher
         )
@@ -95,6 +104,7 @@ class Service:
         self.http = web.AppRunner(app, access_log=None)
         await self.http.setup()
         await web.TCPSite(self.http, settings.http.host, settings.http.port).start()
+        await self.webhook_worker.start()
         await self.consumer.start()
         log.info(
             "service started: consuming %s, HTTP on %s:%s",
@@ -103,10 +113,33 @@ class Service:
             settings.http.port,
         )
 
+    async def _webhook_worker(self) -> WebhookWorker:
+        assert self.broker is not None
+        assert self.database is not None
+        settings = self.settings
+        channel = await self.broker.channel(publisher_confirms=True, on_return_raises=True)
+        await channel.set_qos(prefetch_count=settings.broker.prefetch)
+        queue = await channel.declare_queue(
+            delivery_queue(settings.broker, "webhook"),
+            durable=True,
+            arguments={"x-queue-type": "quorum"},
+        )
+        return WebhookWorker(
+            DeliveryStore(self.database),
+            WebhookChannel(parse_networks(settings.webhook.allowed_networks)),
+            queue,
+            channel.default_exchange,
+            retry_queue(settings.broker, "webhook"),
+            RetryPolicy(settings.broker.max_attempts),
+            self.clock,
+        )
+
     async def stop(self) -> None:
         """Drain in-flight messages (or requeue them), then close everything."""
         if self.follower_task is not None:
             self.follower_task.cancel()
+        if self.webhook_worker is not None:
+            await self.webhook_worker.stop()
         if self.consumer is not None:
             await self.consumer.stop(self.settings.service.shutdown_grace_seconds)
         if self.http is not None:

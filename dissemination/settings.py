@@ -76,6 +76,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "broker.delivery_limit": _positive,
     "broker.connect_timeout_seconds": _positive,
     "broker.task_batch_size": _positive,
+    "broker.retry_delay_seconds": _positive,
+    "broker.max_attempts": _positive,
     "store.url": _url("sqlite+aiosqlite", "postgresql+asyncpg"),
     "store.pool_size": _positive,
     "store.retry_initial_seconds": _positive,
@@ -120,6 +122,8 @@ class BrokerSettings:
     delivery_exchange: str
     delivery_queue_prefix: str
     task_batch_size: int
+    retry_delay_seconds: float
+    max_attempts: int
     password: str = field(default="guest", repr=False)
 
 

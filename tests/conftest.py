@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from dissemination.broker import broker_url
 from dissemination.database import Database
-from dissemination.dispatch import CHANNELS, delivery_queue
+from dissemination.dispatch import CHANNELS, delivery_queue, retry_queue
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
 from dissemination.tables import metadata
@@ -98,6 +98,8 @@ def settings_env(vhost: str, store_url: str, data_dir: Path, **overrides: str) -
         "DISSEMINATION_STORE_RETRY_INITIAL_SECONDS": "0.05",
         "DISSEMINATION_STORE_RETRY_MAX_SECONDS": "0.2",
         "DISSEMINATION_HTTP_PORT": "0",
+        "DISSEMINATION_BROKER_RETRY_DELAY_SECONDS": "0.2",
+        "DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
     }
     env.update({f"DISSEMINATION_{k.upper()}": v for k, v in overrides.items()})
     return env
@@ -120,6 +122,7 @@ async def delete_topology(settings: Settings) -> None:
             broker.inbound_queue,
             broker.dead_letter_queue,
             *(delivery_queue(broker, channel) for channel in CHANNELS),
+            *(retry_queue(broker, channel) for channel in CHANNELS),
         ):
             channel = await connection.channel()
             await channel.queue_delete(queue)

@@ -1,0 +1,206 @@
+"""Delivery workers: a worker consumes `deliveries.<channel>`. For every row id in a task it
+claims the row (`pending` -> `sending`, a conditional update, so two workers never both send
+it), sends it, and records the outcome with the provider's id. The task is acked once every
+row in it is settled. A transient failure puts the row back to `pending` and its id on the
+channel's retry queue, which hands it back after `broker.retry_delay_seconds`; after
+`broker.max_attempts` the row fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from sqlalchemy import select, update
+
+from channels.base import Outcome, SendResult
+from channels.webhook import WebhookChannel, WebhookMessage
+from dissemination.database import Database
+from dissemination.errors import StoreUnavailable
+from dissemination.intake import Clock
+from dissemination.planning import DeliveryState
+from dissemination.publisher import PublishFailed
+from dissemination.tables import alerts, contacts, deliveries
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryStore:
+    """The ledger operations a worker needs: claim, finish, put back for a retry."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def claim(self, delivery_id: str, now: datetime) -> dict[str, Any] | None:
+        """Take a pending row for sending; None if another worker has it or it is settled."""
+        async with self.database.transaction() as conn:
+            claimed = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.id == delivery_id,
+                    deliveries.c.state == DeliveryState.PENDING.value,
+                )
+                .values(
+                    state=DeliveryState.SENDING.value,
+                    attempts=deliveries.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            if claimed.rowcount != 1:
+                return None
+            row = (
+                (
+                    await conn.execute(
+                        select(deliveries, alerts.c.document, contacts.c.secret)
+                        .select_from(
+                            deliveries.join(alerts, alerts.c.id == deliveries.c.alert_id).outerjoin(
+                                contacts, contacts.c.id == deliveries.c.contact_id
+                            )
+                        )
+                        .where(deliveries.c.id == delivery_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            return dict(row)
+
+    async def finish(
+        self,
+        delivery_id: str,
+        state: DeliveryState,
+        result: SendResult,
+        now: datetime,
+    ) -> None:
+        """Record a settled outcome (only from `sending`: a late writer never moves it back)."""
+        async with self.database.transaction() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.id == delivery_id,
+                    deliveries.c.state == DeliveryState.SENDING.value,
+                )
+                .values(
+                    state=state.value,
+                    reason=result.detail,
+                    provider_id=result.provider_id,
+                    updated_at=now,
+                )
+            )
+
+    async def disable_contact(self, contact_id: str, now: datetime) -> None:
+        async with self.database.transaction() as conn:
+            await conn.execute(
+                update(contacts)
+                .where(contacts.c.id == contact_id)
+                .values(active=False, updated_at=now)
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a row may be tried; the delay itself is the retry queue's TTL."""
+
+    max_attempts: int
+
+
+def webhook_body(row: dict[str, Any]) -> bytes:
+    """The JSON a webhook receiver gets: the delivery id and the normalized alert."""
+    return json.dumps(
+        {"type": "alert", "deliveryId": row["id"], "alert": row["document"]},
+        separators=(",", ":"),
+    ).encode()
+
+
+class WebhookWorker:
+    """Sends the webhook rows named by tasks on `deliveries.webhook`."""
+
+    def __init__(
+        self,
+        store: DeliveryStore,
+        channel: WebhookChannel,
+        queue: AbstractQueue,
+        retry_exchange: AbstractExchange,
+        retry_routing_key: str,
+        policy: RetryPolicy,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.channel = channel
+        self.queue = queue
+        self.retry_exchange = retry_exchange
+        self.retry_routing_key = retry_routing_key
+        self.policy = policy
+        self.clock = clock
+        self._consumer_tag: str | None = None
+
+    async def start(self) -> None:
+        self._consumer_tag = await self.queue.consume(self._on_task, no_ack=False)
+
+    async def stop(self) -> None:
+        if self._consumer_tag is not None:
+            try:
+                await self.queue.cancel(self._consumer_tag)
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+                log.warning("could not cancel the delivery consumer: %r", error)
+        await self.channel.close()
+
+    async def _on_task(self, message: AbstractIncomingMessage) -> None:
+        try:
+            ids = [str(i) for i in json.loads(message.body)["deliveries"]]
+        except (ValueError, KeyError, TypeError):
+            log.error("malformed delivery task %s: rejected", message.message_id)
+            await message.reject(requeue=False)
+            return
+        try:
+            retry = [i for i in ids if await self._deliver(i) is Outcome.TRANSIENT]
+            if retry:
+                await self._schedule_retry(retry)
+        except (StoreUnavailable, PublishFailed) as error:
+            # Rows already settled stay settled; the rest are still pending or sending.
+            log.warning("delivery task requeued: %s", error)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    async def _deliver(self, delivery_id: str) -> Outcome | None:
+        row = await self.store.claim(delivery_id, self.clock())
+        if row is None:
+            return None
+        if not row["secret"]:
+            result = SendResult(Outcome.PERMANENT, "the webhook contact has no signing secret")
+        else:
+            result = await self.channel.send(
+                WebhookMessage(row["id"], row["address"], row["secret"], webhook_body(row))
+            )
+        now = self.clock()
+        if result.outcome is Outcome.SENT:
+            await self.store.finish(delivery_id, DeliveryState.SENT, result, now)
+        elif result.outcome is Outcome.TRANSIENT and row["attempts"] < self.policy.max_attempts:
+            await self.store.finish(delivery_id, DeliveryState.PENDING, result, now)
+            return Outcome.TRANSIENT
+        else:
+            await self.store.finish(delivery_id, DeliveryState.FAILED, result, now)
+            if result.disable_address and row["contact_id"]:
+                await self.store.disable_contact(row["contact_id"], now)
+        return result.outcome
+
+    async def _schedule_retry(self, ids: list[str]) -> None:
+        body = json.dumps({"deliveries": ids}).encode()
+        try:
+            await self.retry_exchange.publish(
+                aio_pika.Message(
+                    body,
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=self.retry_routing_key,
+                mandatory=True,
+            )
+        except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError) as error:
+            raise PublishFailed(f"retry not confirmed: {error!r}") from error

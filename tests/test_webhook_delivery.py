@@ -1,0 +1,141 @@
+"""End to end through the webhook worker: an alert published on the broker reaches a real
+receiver on loopback, signed; transient failures are retried, and the ledger records each
+outcome with the provider's id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aio_pika.abc import AbstractChannel
+from aiohttp import web
+from sqlalchemy import select
+
+from dissemination.admin_api import ADMIN
+from dissemination.audit import Actor
+from dissemination.service import Service
+from dissemination.settings import Settings
+from dissemination.tables import contacts, deliveries
+from subscriptions.codec import validate_stakeholder, validate_subscription
+from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
+from subscriptions.sync import apply_change
+from tests.alerts import cap_json
+from tests.brokerutil import publish, wait_until
+from tests.test_webhook_channel import independent_signature
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Receiver:
+    base: str = ""
+    calls: dict[str, int] = field(default_factory=dict)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    state = Receiver()
+
+    async def handle(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        state.calls[name] = state.calls.get(name, 0) + 1
+        state.requests.append((dict(request.headers), await request.read()))
+        if name == "flaky" and state.calls[name] == 1:
+            return web.Response(status=503)
+        return web.Response(status={"gone": 410, "missing": 404}.get(name, 200))
+
+    app = web.Application()
+    app.router.add_post("/{name}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    state.base = f"http://{host}:{port}/"
+    yield state
+    await runner.cleanup()
+
+
+async def _create(
+    service: Service, spec: EntitySpec, fields: dict[str, Any]
+) -> tuple[str, str | None]:
+    assert service.database is not None
+    assert service.http is not None
+    record, secret = await Directory(service.database).create(
+        spec, fields, Actor(None, "test"), datetime.now(UTC)
+    )
+    apply_change(service.http.app[ADMIN].matcher, spec, record, record["id"])
+    return str(record["id"]), secret
+
+
+async def _endpoint(service: Service, name: str, url: str) -> tuple[str, str]:
+    stakeholder = validate_stakeholder(
+        {
+            "name": name,
+            "organization": "Partner",
+            "sector": "government",
+            "kind": "individual",
+            "clearance": {"maxTlp": "AMBER"},
+        }
+    )
+    sid, _ = await _create(service, STAKEHOLDER, stakeholder)
+    contact_id, secret = await _create(
+        service,
+        CONTACT,
+        {"stakeholderId": sid, "channel": "webhook", "address": url, "label": "", "active": True},
+    )
+    assert secret is not None
+    await _create(
+        service,
+        SUBSCRIPTION,
+        validate_subscription({"stakeholderId": sid, "rule": {}, "channels": ["webhook"]}),
+    )
+    return contact_id, secret
+
+
+async def _rows(service: Service) -> dict[str, dict[str, Any]]:
+    assert service.database is not None
+    async with service.database.reading() as conn:
+        result = await conn.execute(select(deliveries))
+        return {r["address"].rsplit("/", 1)[1]: dict(r) for r in result.mappings()}
+
+
+async def test_alerts_reach_webhooks_signed_with_retries_and_outcomes(
+    service: Service, channel: AbstractChannel, settings: Settings, receiver: Receiver
+) -> None:
+    secrets = {}
+    contact_ids = {}
+    for name in ("ok", "flaky", "gone", "missing"):
+        contact_ids[name], secrets[name] = await _endpoint(service, name, receiver.base + name)
+    await publish(
+        channel, settings, json.dumps(cap_json("HOOK-1", handling={"tlp": "GREEN"})).encode()
+    )
+
+    async def settled() -> bool:
+        rows = await _rows(service)
+        return len(rows) == 4 and all(r["state"] in ("sent", "failed") for r in rows.values())
+
+    await wait_until(settled, timeout=30, what="every webhook row settled")
+    rows = await _rows(service)
+    summary = {name: (r["state"], r["attempts"], r["provider_id"]) for name, r in rows.items()}
+    assert summary == {
+        "ok": ("sent", 1, "200"),
+        "flaky": ("sent", 2, "200"),
+        "gone": ("failed", 1, None),
+        "missing": ("failed", 1, None),
+    }
+    for headers, body in receiver.requests:
+        name = next(n for n in secrets if headers["webhook-id"] == rows[n]["id"])
+        assert headers["webhook-signature"] == independent_signature(secrets[name], headers, body)
+        assert json.loads(body)["alert"]["identifier"] == "HOOK-1"
+    assert receiver.calls == {"ok": 1, "flaky": 2, "gone": 1, "missing": 1}
+    assert service.database is not None
+    async with service.database.reading() as conn:
+        active = await conn.scalar(
+            select(contacts.c.active).where(contacts.c.id == contact_ids["gone"])
+        )
+    assert active is False  # a 410 disables the endpoint
