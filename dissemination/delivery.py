@@ -20,14 +20,17 @@ from sqlalchemy import select, update
 
 from channels.base import Outcome, SendResult
 from channels.webhook import WebhookChannel, WebhookMessage
+from dissemination.audit import Actor, write_audit
 from dissemination.database import Database
 from dissemination.errors import StoreUnavailable
 from dissemination.intake import Clock
 from dissemination.planning import DeliveryState
 from dissemination.publisher import PublishFailed
 from dissemination.tables import alerts, contacts, deliveries
+from subscriptions.directory import CONTACT, record_of
 
 log = logging.getLogger(__name__)
+DELIVERY_ACTOR = Actor(None, "delivery worker")
 
 
 class DeliveryStore:
@@ -93,12 +96,33 @@ class DeliveryStore:
                 )
             )
 
-    async def disable_contact(self, contact_id: str, now: datetime) -> None:
+    async def disable_contact(self, contact_id: str, reason: str, now: datetime) -> None:
+        """Deactivate an endpoint that said it is gone. Audited like any directory change,
+        which is also how every instance's matcher learns of it."""
         async with self.database.transaction() as conn:
+            row = (
+                (await conn.execute(select(contacts).where(contacts.c.id == contact_id)))
+                .mappings()
+                .first()
+            )
+            if row is None or not row["active"]:
+                return
             await conn.execute(
                 update(contacts)
                 .where(contacts.c.id == contact_id)
                 .values(active=False, updated_at=now)
+            )
+            before = record_of(CONTACT, row)
+            await write_audit(
+                conn,
+                at=now,
+                actor=DELIVERY_ACTOR,
+                action="update",
+                entity=CONTACT.name,
+                entity_id=contact_id,
+                before=before,
+                after=before | {"active": False, "updatedAt": now.isoformat()},
+                reason=reason,
             )
 
 
@@ -187,7 +211,7 @@ class WebhookWorker:
         else:
             await self.store.finish(delivery_id, DeliveryState.FAILED, result, now)
             if result.disable_address and row["contact_id"]:
-                await self.store.disable_contact(row["contact_id"], now)
+                await self.store.disable_contact(row["contact_id"], result.detail, now)
         return result.outcome
 
     async def _schedule_retry(self, ids: list[str]) -> None:

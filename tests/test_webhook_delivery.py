@@ -16,7 +16,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from dissemination.admin_api import ADMIN
-from dissemination.audit import Actor
+from dissemination.audit import Actor, AuditLog
 from dissemination.service import Service
 from dissemination.settings import Settings
 from dissemination.tables import contacts, deliveries
@@ -138,4 +138,10 @@ async def test_alerts_reach_webhooks_signed_with_retries_and_outcomes(
         active = await conn.scalar(
             select(contacts.c.active).where(contacts.c.id == contact_ids["gone"])
         )
-    assert active is False  # a 410 disables the endpoint
+    assert active is False  # a 410 disables the endpoint, audited, and the matcher follows
+    entries = await AuditLog(service.database).entries(
+        entity="contact", entity_id=contact_ids["gone"]
+    )
+    assert [e["action"] for e in entries] == ["create", "update"]
+    assert entries[-1]["actor"]["name"] == "delivery worker"
+    assert entries[-1]["after"]["active"] is False
