@@ -4,14 +4,19 @@ it), sends it, and records the outcome with the provider's id. The task is acked
 row in it is settled. A transient failure puts the row back to `pending` and its id on the
 channel's retry queue, which hands it back after `broker.retry_delay_seconds`; after
 `broker.max_attempts` the row fails.
+
+A row left in `sending` (its worker died mid-send, so whether it went is unknown) is, after
+`broker.stuck_after_seconds`, resent once and flagged `resent` (it may be a duplicate); if it
+is stuck again it fails, never silently lost and never resent in a loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -96,6 +101,40 @@ class DeliveryStore:
                 )
             )
 
+    async def reclaim_stuck(self, channel: str, older_than: datetime, now: datetime) -> list[str]:
+        """Resend-once policy for rows stuck in `sending`; returns the ids to send again."""
+        stuck = (deliveries.c.channel == channel) & (
+            deliveries.c.state == DeliveryState.SENDING.value
+        )
+        stuck &= deliveries.c.updated_at < older_than
+        async with self.database.transaction() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(stuck, deliveries.c.resent.is_(True))
+                .values(
+                    state=DeliveryState.FAILED.value,
+                    reason="stuck in sending again after one resend",
+                    updated_at=now,
+                )
+            )
+            ids = list(
+                await conn.scalars(
+                    select(deliveries.c.id).where(stuck, deliveries.c.resent.is_(False))
+                )
+            )
+            if ids:
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(ids))
+                    .values(
+                        state=DeliveryState.PENDING.value,
+                        resent=True,
+                        reason="a worker stopped mid-send: resent once, may be a duplicate",
+                        updated_at=now,
+                    )
+                )
+            return ids
+
     async def disable_contact(self, contact_id: str, reason: str, now: datetime) -> None:
         """Deactivate an endpoint that said it is gone. Audited like any directory change,
         which is also how every instance's matcher learns of it."""
@@ -153,7 +192,11 @@ class WebhookWorker:
         retry_routing_key: str,
         policy: RetryPolicy,
         clock: Clock,
+        resend_routing_key: str = "",
+        stuck_after_seconds: float = 300.0,
     ) -> None:
+        self.resend_routing_key = resend_routing_key or queue.name
+        self.stuck_after_seconds = stuck_after_seconds
         self.store = store
         self.channel = channel
         self.queue = queue
@@ -162,11 +205,24 @@ class WebhookWorker:
         self.policy = policy
         self.clock = clock
         self._consumer_tag: str | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.sweep()
         self._consumer_tag = await self.queue.consume(self._on_task, no_ack=False)
+        self._sweeper = asyncio.create_task(self._sweep_periodically(), name="stuck-row-sweeper")
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.stuck_after_seconds)
+            try:
+                await self.sweep()
+            except (StoreUnavailable, PublishFailed) as error:
+                log.warning("stuck-row sweep failed, will try again: %s", error)
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._consumer_tag is not None:
             try:
                 await self.queue.cancel(self._consumer_tag)
@@ -214,7 +270,20 @@ class WebhookWorker:
                 await self.store.disable_contact(row["contact_id"], result.detail, now)
         return result.outcome
 
+    async def sweep(self) -> list[str]:
+        """Apply the resend-once policy to rows stuck in `sending`; returns the resent ids."""
+        now = self.clock()
+        older_than = now - timedelta(seconds=self.stuck_after_seconds)
+        ids = await self.store.reclaim_stuck(WebhookChannel.name, older_than, now)
+        if ids:
+            log.warning("%d webhook rows were stuck in sending: resending them once", len(ids))
+            await self._publish(ids, self.resend_routing_key)
+        return ids
+
     async def _schedule_retry(self, ids: list[str]) -> None:
+        await self._publish(ids, self.retry_routing_key)
+
+    async def _publish(self, ids: list[str], routing_key: str) -> None:
         body = json.dumps({"deliveries": ids}).encode()
         try:
             await self.retry_exchange.publish(
@@ -223,7 +292,7 @@ class WebhookWorker:
                     content_type="application/json",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
-                routing_key=self.retry_routing_key,
+                routing_key=routing_key,
                 mandatory=True,
             )
         except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError) as error:

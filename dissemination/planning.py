@@ -76,6 +76,7 @@ class PlannedRow:
             "ack_required": self.ack_required,
             "subscriptions": list(self.subscriptions),
             "origin": self.origin,
+            "resent": False,
         }
 
 

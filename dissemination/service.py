@@ -132,6 +132,7 @@ class Service:
             retry_queue(settings.broker, "webhook"),
             RetryPolicy(settings.broker.max_attempts),
             self.clock,
+            stuck_after_seconds=settings.broker.stuck_after_seconds,
         )
 
     async def stop(self) -> None:

@@ -78,6 +78,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "broker.task_batch_size": _positive,
     "broker.retry_delay_seconds": _positive,
     "broker.max_attempts": _positive,
+    "broker.stuck_after_seconds": _positive,
     "store.url": _url("sqlite+aiosqlite", "postgresql+asyncpg"),
     "store.pool_size": _positive,
     "store.retry_initial_seconds": _positive,
@@ -124,6 +125,7 @@ class BrokerSettings:
     task_batch_size: int
     retry_delay_seconds: float
     max_attempts: int
+    stuck_after_seconds: float
     password: str = field(default="guest", repr=False)
 
 

@@ -139,6 +139,7 @@ deliveries = Table(
     Column("subscriptions", JSON, nullable=False),
     Column("detail", Text),
     Column("origin", String(20), nullable=False),
+    Column("resent", Boolean, nullable=False, default=False),
     UniqueConstraint(
         "alert_id", "stakeholder_id", "channel", "address", name="uq_deliveries_target"
     ),

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractChannel
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from dissemination.admin_api import ADMIN
 from dissemination.audit import Actor, AuditLog
@@ -145,3 +145,42 @@ async def test_alerts_reach_webhooks_signed_with_retries_and_outcomes(
     assert [e["action"] for e in entries] == ["create", "update"]
     assert entries[-1]["actor"]["name"] == "delivery worker"
     assert entries[-1]["after"]["active"] is False
+
+
+async def _age_into_sending(service: Service, delivery_id: str) -> None:
+    """What a worker that died mid-send leaves behind: a row in `sending`, long untouched."""
+    assert service.database is not None
+    async with service.database.transaction() as conn:
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(state="sending", updated_at=datetime.now(UTC) - timedelta(hours=1))
+        )
+
+
+async def test_a_row_stuck_in_sending_is_resent_once_flagged_then_failed(
+    service: Service, channel: AbstractChannel, settings: Settings, receiver: Receiver
+) -> None:
+    await _endpoint(service, "ok", receiver.base + "ok")
+    await publish(channel, settings, json.dumps(cap_json("STUCK-1")).encode())
+
+    async def state_is(expected: str, calls: int) -> bool:
+        row = (await _rows(service)).get("ok")
+        return row is not None and row["state"] == expected and receiver.calls.get("ok") == calls
+
+    await wait_until(lambda: state_is("sent", 1), what="first delivery")
+    row = (await _rows(service))["ok"]
+    worker = service.webhook_worker
+    assert worker is not None
+    await _age_into_sending(service, row["id"])
+    assert await worker.sweep() == [row["id"]]
+    await wait_until(lambda: state_is("sent", 2), what="the one resend")
+    assert (await _rows(service))["ok"]["resent"] is True
+    await _age_into_sending(service, row["id"])
+    assert await worker.sweep() == []
+    failed = (await _rows(service))["ok"]
+    assert (failed["state"], failed["reason"]) == (
+        "failed",
+        "stuck in sending again after one resend",
+    )
+    assert receiver.calls["ok"] == 2
