@@ -14,6 +14,7 @@ from dissemination.alert import Tlp
 from dissemination.broker import connect
 from dissemination.database import Database
 from dissemination.decoding import DecodeLimits, decode_alerts
+from dissemination.dispatch import CHANNELS
 from dissemination.errors import DisseminationError, RejectedInput
 from dissemination.intake import utc_now
 from dissemination.normalize import HandlingDefaults
@@ -42,8 +43,8 @@ def _run_loop(coro: object) -> int:
         return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
-    await run_until_signalled(Service(settings))
+async def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    await run_until_signalled(Service(settings, only=args.only))
     return 0
 
 
@@ -118,10 +119,26 @@ async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _channel_list(text: str) -> tuple[str, ...]:
+    channels = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [c for c in channels if c not in CHANNELS]
+    if not channels or unknown:
+        message = f"expected channels among {', '.join(CHANNELS)}, got {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return channels
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dissemination", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="run the service until SIGTERM/SIGINT")
+    run = commands.add_parser("run", help="run the service until SIGTERM/SIGINT")
+    run.add_argument(
+        "--only",
+        type=_channel_list,
+        metavar="CHANNELS",
+        help="run only the delivery workers of these channels (comma-separated: "
+        "email,sms,webhook), without intake or HTTP",
+    )
     commands.add_parser("migrate", help="apply pending database migrations")
     validate = commands.add_parser("validate", help="check alert files offline")
     validate.add_argument("files", nargs="+", type=Path)

@@ -1,13 +1,15 @@
-"""Delivery workers: a worker consumes `deliveries.<channel>`. For every row id in a task it
-claims the row (`pending` -> `sending`, a conditional update, so two workers never both send
-it), sends it, and records the outcome with the provider's id. The task is acked once every
-row in it is settled. A transient failure puts the row back to `pending` and its id on the
-channel's retry queue, which hands it back after `broker.retry_delay_seconds`; after
-`broker.max_attempts` the row fails.
+"""Delivery workers: one per channel, consuming `deliveries.<channel>`. For each task (a batch
+of row ids) a worker claims the rows that are due in chunks, sends them concurrently (bounded
+in all and per destination host, behind that host's circuit breaker), records every outcome
+in one transaction, and only then acks the task.
 
-A row left in `sending` (its worker died mid-send, so whether it went is unknown) is, after
-`broker.stuck_after_seconds`, resent once and flagged `resent` (it may be a duplicate); if it
-is stuck again it fails, never silently lost and never resent in a loop.
+- sent: the provider accepted it; its id (Message-ID, Twilio SID, HTTP status) is kept.
+- transient failure: the row goes back to `pending` with `not_before` set by the backoff and
+  its id onto a retry queue; after `broker.max_attempts` tries it fails.
+- permanent failure (or an SMS opt-out): the row fails (or is suppressed) and the
+  subscription's next channel gets a row, if the stakeholder has a contact there.
+- a row left in `sending` (its worker died mid-send, so whether it went is unknown) is, after
+  `broker.stuck_after_seconds`, resent once and flagged `resent`; stuck again, it fails.
 """
 
 from __future__ import annotations
@@ -15,202 +17,77 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
-from sqlalchemy import select, update
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from channels.base import Outcome, SendResult
-from channels.webhook import WebhookChannel, WebhookMessage
-from dissemination.audit import Actor, write_audit
-from dissemination.database import Database
+from dissemination.breaker import CircuitBreakers
+from dissemination.deliverystore import DeliveryStore, Settlement
+from dissemination.dispatch import DeliveryDispatcher
 from dissemination.errors import StoreUnavailable
 from dissemination.intake import Clock
 from dissemination.planning import DeliveryState
 from dissemination.publisher import PublishFailed
-from dissemination.tables import alerts, contacts, deliveries
-from subscriptions.directory import CONTACT, record_of
+from dissemination.retrying import RetrySchedule
+from dissemination.senders import Sender
 
 log = logging.getLogger(__name__)
-DELIVERY_ACTOR = Actor(None, "delivery worker")
+CLAIM_CHUNK = 64
+"""Rows claimed at once: bounds what a crash leaves in `sending` (and so may resend)."""
 
 
-class DeliveryStore:
-    """The ledger operations a worker needs: claim, finish, put back for a retry."""
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-
-    async def claim(self, delivery_id: str, now: datetime) -> dict[str, Any] | None:
-        """Take a pending row for sending; None if another worker has it or it is settled."""
-        async with self.database.transaction() as conn:
-            claimed = await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.id == delivery_id,
-                    deliveries.c.state == DeliveryState.PENDING.value,
-                )
-                .values(
-                    state=DeliveryState.SENDING.value,
-                    attempts=deliveries.c.attempts + 1,
-                    updated_at=now,
-                )
-            )
-            if claimed.rowcount != 1:
-                return None
-            row = (
-                (
-                    await conn.execute(
-                        select(deliveries, alerts.c.document, contacts.c.secret)
-                        .select_from(
-                            deliveries.join(alerts, alerts.c.id == deliveries.c.alert_id).outerjoin(
-                                contacts, contacts.c.id == deliveries.c.contact_id
-                            )
-                        )
-                        .where(deliveries.c.id == delivery_id)
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            return dict(row)
-
-    async def finish(
-        self,
-        delivery_id: str,
-        state: DeliveryState,
-        result: SendResult,
-        now: datetime,
-    ) -> None:
-        """Record a settled outcome (only from `sending`: a late writer never moves it back)."""
-        async with self.database.transaction() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.id == delivery_id,
-                    deliveries.c.state == DeliveryState.SENDING.value,
-                )
-                .values(
-                    state=state.value,
-                    reason=result.detail,
-                    provider_id=result.provider_id,
-                    updated_at=now,
-                )
-            )
-
-    async def reclaim_stuck(self, channel: str, older_than: datetime, now: datetime) -> list[str]:
-        """Resend-once policy for rows stuck in `sending`; returns the ids to send again."""
-        stuck = (deliveries.c.channel == channel) & (
-            deliveries.c.state == DeliveryState.SENDING.value
-        )
-        stuck &= deliveries.c.updated_at < older_than
-        async with self.database.transaction() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(stuck, deliveries.c.resent.is_(True))
-                .values(
-                    state=DeliveryState.FAILED.value,
-                    reason="stuck in sending again after one resend",
-                    updated_at=now,
-                )
-            )
-            ids = list(
-                await conn.scalars(
-                    select(deliveries.c.id).where(stuck, deliveries.c.resent.is_(False))
-                )
-            )
-            if ids:
-                await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(ids))
-                    .values(
-                        state=DeliveryState.PENDING.value,
-                        resent=True,
-                        reason="a worker stopped mid-send: resent once, may be a duplicate",
-                        updated_at=now,
-                    )
-                )
-            return ids
-
-    async def disable_contact(self, contact_id: str, reason: str, now: datetime) -> None:
-        """Deactivate an endpoint that said it is gone. Audited like any directory change,
-        which is also how every instance's matcher learns of it."""
-        async with self.database.transaction() as conn:
-            row = (
-                (await conn.execute(select(contacts).where(contacts.c.id == contact_id)))
-                .mappings()
-                .first()
-            )
-            if row is None or not row["active"]:
-                return
-            await conn.execute(
-                update(contacts)
-                .where(contacts.c.id == contact_id)
-                .values(active=False, updated_at=now)
-            )
-            before = record_of(CONTACT, row)
-            await write_audit(
-                conn,
-                at=now,
-                actor=DELIVERY_ACTOR,
-                action="update",
-                entity=CONTACT.name,
-                entity_id=contact_id,
-                before=before,
-                after=before | {"active": False, "updatedAt": now.isoformat()},
-                reason=reason,
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often a row may be tried; the delay itself is the retry queue's TTL."""
-
-    max_attempts: int
-
-
-def webhook_body(row: dict[str, Any]) -> bytes:
-    """The JSON a webhook receiver gets: the delivery id and the normalized alert."""
-    return json.dumps(
-        {"type": "alert", "deliveryId": row["id"], "alert": row["document"]},
-        separators=(",", ":"),
-    ).encode()
-
-
-class WebhookWorker:
-    """Sends the webhook rows named by tasks on `deliveries.webhook`."""
+class DeliveryWorker:
+    """Sends one channel's rows named by tasks on its queue."""
 
     def __init__(
         self,
+        sender: Sender,
         store: DeliveryStore,
-        channel: WebhookChannel,
         queue: AbstractQueue,
-        retry_exchange: AbstractExchange,
-        retry_routing_key: str,
-        policy: RetryPolicy,
+        dispatcher: DeliveryDispatcher,
+        schedule: RetrySchedule,
+        breakers: CircuitBreakers,
         clock: Clock,
-        resend_routing_key: str = "",
+        *,
+        concurrency: int = 128,
+        per_host_concurrency: int = 32,
         stuck_after_seconds: float = 300.0,
     ) -> None:
-        self.resend_routing_key = resend_routing_key or queue.name
-        self.stuck_after_seconds = stuck_after_seconds
+        self.sender = sender
+        self.channel = sender.channel
         self.store = store
-        self.channel = channel
         self.queue = queue
-        self.retry_exchange = retry_exchange
-        self.retry_routing_key = retry_routing_key
-        self.policy = policy
+        self.dispatcher = dispatcher
+        self.schedule = schedule
+        self.breakers = breakers
         self.clock = clock
+        self.stuck_after_seconds = stuck_after_seconds
+        self.slots = asyncio.Semaphore(concurrency)
+        self.per_host_concurrency = per_host_concurrency
+        self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._consumer_tag: str | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.sweep()
         self._consumer_tag = await self.queue.consume(self._on_task, no_ack=False)
-        self._sweeper = asyncio.create_task(self._sweep_periodically(), name="stuck-row-sweeper")
+        self._sweeper = asyncio.create_task(
+            self._sweep_periodically(), name=f"{self.channel}-stuck-row-sweeper"
+        )
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._consumer_tag is not None:
+            try:
+                await self.queue.cancel(self._consumer_tag)
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+                log.warning("could not cancel the %s consumer: %r", self.channel, error)
+        await self.sender.close()
 
     async def _sweep_periodically(self) -> None:
         while True:
@@ -220,15 +97,16 @@ class WebhookWorker:
             except (StoreUnavailable, PublishFailed) as error:
                 log.warning("stuck-row sweep failed, will try again: %s", error)
 
-    async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self._consumer_tag is not None:
-            try:
-                await self.queue.cancel(self._consumer_tag)
-            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-                log.warning("could not cancel the delivery consumer: %r", error)
-        await self.channel.close()
+    async def sweep(self) -> list[str]:
+        """Apply the resend-once policy to rows stuck in `sending`, and republish pending rows
+        whose task was lost; returns the ids published."""
+        now = self.clock()
+        older_than = now - timedelta(seconds=self.stuck_after_seconds)
+        ids = await self.store.reclaim_stuck(self.channel, older_than, now)
+        if ids:
+            log.warning("%d %s rows were stuck: publishing them again", len(ids), self.channel)
+            await self.dispatcher.dispatch({self.channel: ids})
+        return ids
 
     async def _on_task(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -238,62 +116,92 @@ class WebhookWorker:
             await message.reject(requeue=False)
             return
         try:
-            retry = [i for i in ids if await self._deliver(i) is Outcome.TRANSIENT]
-            if retry:
-                await self._schedule_retry(retry)
+            for start in range(0, len(ids), CLAIM_CHUNK):
+                await self.deliver(ids[start : start + CLAIM_CHUNK])
         except (StoreUnavailable, PublishFailed) as error:
-            # Rows already settled stay settled; the rest are still pending or sending.
-            log.warning("delivery task requeued: %s", error)
+            # Settled rows stay settled; the rest are pending (redelivered with the task) or
+            # sending (the stuck-row policy resolves them).
+            log.warning("%s task requeued: %s", self.channel, error)
             await message.nack(requeue=True)
             return
         await message.ack()
 
-    async def _deliver(self, delivery_id: str) -> Outcome | None:
-        row = await self.store.claim(delivery_id, self.clock())
-        if row is None:
-            return None
-        if not row["secret"]:
-            result = SendResult(Outcome.PERMANENT, "the webhook contact has no signing secret")
-        else:
-            result = await self.channel.send(
-                WebhookMessage(row["id"], row["address"], row["secret"], webhook_body(row))
-            )
+    async def deliver(self, ids: Sequence[str]) -> None:
+        """Claim, send and settle one chunk of rows."""
+        claim = await self.store.claim(ids, self.clock())
+        await self._delay(claim.held)
+        settlements = await asyncio.gather(*(self._attempt(row) for row in claim.rows))
+        settled = await self.store.settle(settlements, self.clock())
+        await self._delay(
+            [
+                (s.row["id"], s.not_before)
+                for s in settlements
+                if s.state is DeliveryState.PENDING and s.not_before is not None
+            ]
+        )
+        if settled.fallbacks:
+            await self.dispatcher.dispatch(settled.fallbacks)
+
+    async def _delay(self, waiting: Sequence[tuple[str, datetime]]) -> None:
+        """One delayed task per retry tier, due when the earliest of its rows is; a row that
+        comes back before its own time is delayed again."""
         now = self.clock()
+        by_tier: dict[float, tuple[float, list[str]]] = {}
+        for row_id, not_before in waiting:
+            seconds = max(0.0, (not_before - now).total_seconds())
+            tier = self.schedule.tier_for(seconds)
+            earliest, ids = by_tier.get(tier, (seconds, []))
+            ids.append(row_id)
+            by_tier[tier] = (min(earliest, seconds), ids)
+        for seconds, ids in by_tier.values():
+            await self.dispatcher.delay(self.channel, ids, seconds)
+
+    async def _attempt(self, row: dict[str, Any]) -> Settlement:
+        now = self.clock()
+        if row["opted_out"]:
+            return Settlement(row, DeliveryState.SUPPRESSED, "opted_out", fall_back=True)
+        host = self.sender.host(row)
+        if not self.breakers.allow(host, now):
+            return Settlement(
+                row,
+                DeliveryState.PENDING,
+                "circuit open for this destination",
+                not_before=self.breakers.retry_at(host, now),
+                uncount_attempt=True,
+            )
+        host_slots = self._host_slots.setdefault(host, asyncio.Semaphore(self.per_host_concurrency))
+        async with self.slots, host_slots:
+            try:
+                result = await self.sender.send(row)
+            except Exception as error:  # a bug in a channel must not strand the row in sending
+                log.exception("%s send raised", self.channel)
+                result = SendResult(Outcome.TRANSIENT, f"internal error: {type(error).__name__}")
+        now = self.clock()
+        self.breakers.record(host, failed=result.outcome is Outcome.TRANSIENT, now=now)
+        return self._settlement(row, result, now)
+
+    def _settlement(self, row: dict[str, Any], result: SendResult, now: datetime) -> Settlement:
         if result.outcome is Outcome.SENT:
-            await self.store.finish(delivery_id, DeliveryState.SENT, result, now)
-        elif result.outcome is Outcome.TRANSIENT and row["attempts"] < self.policy.max_attempts:
-            await self.store.finish(delivery_id, DeliveryState.PENDING, result, now)
-            return Outcome.TRANSIENT
-        else:
-            await self.store.finish(delivery_id, DeliveryState.FAILED, result, now)
-            if result.disable_address and row["contact_id"]:
-                await self.store.disable_contact(row["contact_id"], result.detail, now)
-        return result.outcome
-
-    async def sweep(self) -> list[str]:
-        """Apply the resend-once policy to rows stuck in `sending`; returns the resent ids."""
-        now = self.clock()
-        older_than = now - timedelta(seconds=self.stuck_after_seconds)
-        ids = await self.store.reclaim_stuck(WebhookChannel.name, older_than, now)
-        if ids:
-            log.warning("%d webhook rows were stuck in sending: resending them once", len(ids))
-            await self._publish(ids, self.resend_routing_key)
-        return ids
-
-    async def _schedule_retry(self, ids: list[str]) -> None:
-        await self._publish(ids, self.retry_routing_key)
-
-    async def _publish(self, ids: list[str], routing_key: str) -> None:
-        body = json.dumps({"deliveries": ids}).encode()
-        try:
-            await self.retry_exchange.publish(
-                aio_pika.Message(
-                    body,
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=routing_key,
-                mandatory=True,
+            return Settlement(row, DeliveryState.SENT, result.detail, result.provider_id)
+        if result.outcome is Outcome.TRANSIENT and not self.schedule.gives_up_after(
+            row["attempts"]
+        ):
+            delay = self.schedule.delay(row["attempts"], result.retry_after_seconds)
+            return Settlement(
+                row,
+                DeliveryState.PENDING,
+                result.detail,
+                not_before=now + timedelta(seconds=delay),
             )
-        except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError) as error:
-            raise PublishFailed(f"retry not confirmed: {error!r}") from error
+        if result.detail.startswith("opted_out"):
+            return Settlement(row, DeliveryState.SUPPRESSED, result.detail, fall_back=True)
+        reason = result.detail
+        if result.outcome is Outcome.TRANSIENT:
+            reason = f"gave up after {row['attempts']} attempts: {reason}"
+        return Settlement(
+            row,
+            DeliveryState.FAILED,
+            reason,
+            fall_back=True,
+            disable_contact=result.disable_address,
+        )

@@ -11,10 +11,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dissemination.alert import Alert, content_hash_of
+from dissemination.alert import Alert, MsgType, content_hash_of
 from dissemination.database import Database
 from dissemination.errors import ErrorDetail
 from dissemination.planning import DeliveryState, PlannedRow, Planner
@@ -149,6 +149,10 @@ class Ledger:
             if not planning:
                 return Recorded(RecordOutcome.STORED)
             rows = await self._with_prior_recipients(conn, planned, known)
+            if self.planner is not None:
+                rows = self.planner.hold_for_quiet_hours(alert, rows, now)
+            if alert.msg_type is MsgType.CANCEL and known:
+                await self._stop_pending(conn, alert, known, now)
             return Recorded(RecordOutcome.STORED, await self._write_rows(conn, alert.id, rows, now))
         existing = await conn.scalar(select(alerts.c.content_hash).where(alerts.c.id == alert.id))
         if existing == content_hash:
@@ -182,6 +186,25 @@ class Ledger:
             .order_by(deliveries.c.id)
         )
         return self.planner.add_prior_recipients(planned.alert, rows, prior.mappings())
+
+    @staticmethod
+    async def _stop_pending(
+        conn: AsyncConnection, cancel: Alert, cancelled: list[str], now: datetime
+    ) -> None:
+        """A Cancel stops what the cancelled alerts still had waiting: pending rows (retries,
+        quiet-hours holds, not yet sent) are suppressed. Rows mid-send finish normally."""
+        await conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.alert_id.in_(cancelled),
+                deliveries.c.state == DeliveryState.PENDING.value,
+            )
+            .values(
+                state=DeliveryState.SUPPRESSED.value,
+                reason=f"cancelled by {cancel.identifier}",
+                updated_at=now,
+            )
+        )
 
     async def _write_rows(
         self, conn: AsyncConnection, alert_id: str, rows: Sequence[PlannedRow], now: datetime

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -15,6 +16,7 @@ from dissemination.alert import Alert, MsgType
 from subscriptions.clearance import withheld_reason
 from subscriptions.matcher import Matcher, MatchResult
 from subscriptions.model import Channel
+from subscriptions.quiethours import overrides_quiet_hours, quiet_until
 
 DELIVERY_ID_NAMESPACE = uuid.UUID("5b0f7c2e-3a7d-5e61-9c4b-0d2e8f1a6b73")
 
@@ -54,6 +56,7 @@ class PlannedRow:
     ack_required: bool = False
     subscriptions: tuple[str, ...] = field(default=())
     origin: str = "match"
+    not_before: datetime | None = None
 
     def key(self) -> tuple[str, str, str]:
         return (self.stakeholder_id, self.channel, self.address)
@@ -77,6 +80,7 @@ class PlannedRow:
             "subscriptions": list(self.subscriptions),
             "origin": self.origin,
             "resent": False,
+            "not_before": self.not_before,
         }
 
 
@@ -140,6 +144,22 @@ class Planner:
             seen.add(key)
             rows.append(self._prior_row(alert, earlier))
         return rows
+
+    def hold_for_quiet_hours(
+        self, alert: Alert, rows: list[PlannedRow], now: datetime
+    ) -> list[PlannedRow]:
+        """Pending rows of stakeholders inside their quiet hours wait until the window ends,
+        unless the alert is severe or urgent enough to override it."""
+        if overrides_quiet_hours(alert):
+            return rows
+        held = []
+        for row in rows:
+            stakeholder = self.matcher.stakeholder(row.stakeholder_id)
+            until = None
+            if row.state is DeliveryState.PENDING and stakeholder is not None:
+                until = quiet_until(stakeholder.quiet_hours, stakeholder.timezone, now)
+            held.append(replace(row, not_before=until, reason="quiet_hours") if until else row)
+        return held
 
     def _prior_row(self, alert: Alert, earlier: Mapping[str, Any]) -> PlannedRow:
         stakeholder = self.matcher.stakeholder(earlier["stakeholder_id"])

@@ -6,32 +6,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
 from channels.destinations import parse_networks
+from channels.email import EmailChannel, SmtpConfig
+from channels.sms import SmsChannel, TwilioConfig
 from channels.webhook import WebhookChannel
 from dissemination.admin_api import Admin, add_admin_routes, load_matcher
 from dissemination.app import Runtime, create_app
 from dissemination.audit import AuditLog
+from dissemination.breaker import CircuitBreakers
 from dissemination.broker import connect, declare_intake
 from dissemination.database import Database, head_revision
-from dissemination.delivery import DeliveryStore, RetryPolicy, WebhookWorker
+from dissemination.delivery import DeliveryWorker
+from dissemination.deliverystore import DeliveryStore
 from dissemination.dispatch import (
     DeliveryDispatcher,
     declare_deliveries,
     delivery_queue,
-    retry_queue,
+    retry_schedule,
 )
 from dissemination.errors import DisseminationError
 from dissemination.intake import Backoff, Clock, IntakeConsumer, IntakeProcessor, utc_now
 from dissemination.ledger import Ledger
 from dissemination.planning import Planner
 from dissemination.publisher import AlertPublisher
+from dissemination.senders import EmailSender, Sender, SmsSender, WebhookSender
 from dissemination.settings import Settings
 from dissemination.tokens import TokenStore
+from dissemination.twilio_hooks import STATUS_HOOK, TwilioHooks, add_twilio_hooks
 from subscriptions.directory import Directory
 from subscriptions.matcher import Matcher
 from subscriptions.sync import DirectoryFollower
@@ -54,9 +60,12 @@ class Service:
     consumer: IntakeConsumer | None = None
     http: web.AppRunner | None = None
     follower_task: asyncio.Task[None] | None = None
-    webhook_worker: WebhookWorker | None = None
+    workers: list[DeliveryWorker] = field(default_factory=list)
+    only: tuple[str, ...] | None = None
 
     async def start(self) -> None:
+        """Start everything, or with `only` set, just the delivery workers of those channels
+        (no intake, no HTTP): a worker process that shares the load of other instances."""
         settings = self.settings
         self.database = Database.from_settings(settings.store, settings.data_path)
         revision, head = await self.database.revision(), head_revision()
@@ -65,24 +74,40 @@ class Service:
                 f"database schema is at revision {revision or 'none'}, this version needs {head}: "
                 "run `dissemination migrate`"
             )
+        self.broker = await connect(settings.broker, "dissemination")
+        tasks_channel = await self.broker.channel(publisher_confirms=True, on_return_raises=True)
+        dispatcher = DeliveryDispatcher(
+            tasks_channel,
+            await declare_deliveries(tasks_channel, settings.broker),
+            settings.broker,
+        )
+        channels = self.only if self.only is not None else settings.delivery.channels
+        self.workers = [await self._worker(self._sender(name), dispatcher) for name in channels]
+        if self.only is None:
+            await self._start_intake_and_http(dispatcher)
+        for worker in self.workers:
+            await worker.start()
+        if self.consumer is not None:
+            await self.consumer.start()
+        log.info(
+            "service started: delivering %s%s",
+            ", ".join(channels) or "nothing",
+            "" if self.only is not None else f"; consuming {settings.broker.inbound_queue}",
+        )
+
+    async def _start_intake_and_http(self, dispatcher: DeliveryDispatcher) -> None:
+        assert self.broker is not None
+        assert self.database is not None
+        settings = self.settings
         directory = Directory(self.database)
         follower = DirectoryFollower(directory, Matcher(), settings.service.directory_poll_seconds)
         await follower.start_from_now()
         follower.matcher = await load_matcher(directory)
         ledger = Ledger(self.database, Planner(follower.matcher))
         processor = IntakeProcessor(ledger, settings.intake, self.clock)
-        self.broker = await connect(settings.broker, "dissemination")
         channel = await self.broker.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=settings.broker.prefetch)
         topology = await declare_intake(channel, settings.broker)
-        dispatcher = DeliveryDispatcher(
-            await declare_deliveries(
-                await self.broker.channel(publisher_confirms=True, on_return_raises=True),
-                settings.broker,
-            ),
-            settings.broker.task_batch_size,
-        )
-        self.webhook_worker = await self._webhook_worker()
         self.consumer = IntakeConsumer(
             processor, topology, settings.broker.concurrency, Backoff(settings.store), dispatcher
         )
@@ -101,37 +126,68 @@ class Service:
                 parse_networks(settings.webhook.allowed_networks),
             ),
         )
+        add_twilio_hooks(app, TwilioHooks(self.database, settings, self.clock))
         self.http = web.AppRunner(app, access_log=None)
         await self.http.setup()
         await web.TCPSite(self.http, settings.http.host, settings.http.port).start()
-        await self.webhook_worker.start()
-        await self.consumer.start()
-        log.info(
-            "service started: consuming %s, HTTP on %s:%s",
-            settings.broker.inbound_queue,
-            settings.http.host,
-            settings.http.port,
-        )
 
-    async def _webhook_worker(self) -> WebhookWorker:
+    def _sender(self, channel: str) -> Sender:
+        settings = self.settings
+        if channel == "webhook":
+            return WebhookSender(WebhookChannel(parse_networks(settings.webhook.allowed_networks)))
+        if channel == "email":
+            email = settings.email
+            config = SmtpConfig(
+                host=email.host,
+                port=email.port,
+                security=email.security,
+                username=email.username or None,
+                password=email.password,
+                from_address=email.from_address,
+                pool_size=email.pool_size,
+                timeout_seconds=email.timeout_seconds,
+                validate_certs=email.validate_certs,
+                message_id_domain=email.message_id_domain,
+            )
+            return EmailSender(EmailChannel(config), email.from_address, email.message_id_domain)
+        sms = settings.sms
+        twilio = None
+        if sms.account_sid:
+            twilio = SmsChannel(
+                TwilioConfig(
+                    account_sid=sms.account_sid,
+                    auth_token=sms.auth_token or "",
+                    messaging_service_sid=sms.messaging_service_sid or None,
+                    from_number=sms.from_number or None,
+                    api_base=sms.api_base or None,
+                    status_callback_url=settings.http.public_url.rstrip("/") + STATUS_HOOK,
+                    timeout_seconds=sms.timeout_seconds,
+                )
+            )
+        return SmsSender(twilio, sms.messages_per_second)
+
+    async def _worker(self, sender: Sender, dispatcher: DeliveryDispatcher) -> DeliveryWorker:
         assert self.broker is not None
         assert self.database is not None
         settings = self.settings
         channel = await self.broker.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.set_qos(prefetch_count=settings.broker.prefetch)
+        await channel.set_qos(prefetch_count=settings.broker.delivery_prefetch)
         queue = await channel.declare_queue(
-            delivery_queue(settings.broker, "webhook"),
+            delivery_queue(settings.broker, sender.channel),
             durable=True,
             arguments={"x-queue-type": "quorum"},
         )
-        return WebhookWorker(
+        delivery = settings.delivery
+        return DeliveryWorker(
+            sender,
             DeliveryStore(self.database),
-            WebhookChannel(parse_networks(settings.webhook.allowed_networks)),
             queue,
-            channel.default_exchange,
-            retry_queue(settings.broker, "webhook"),
-            RetryPolicy(settings.broker.max_attempts),
+            dispatcher,
+            retry_schedule(settings.broker),
+            CircuitBreakers(delivery.breaker_failures, delivery.breaker_cooldown_seconds),
             self.clock,
+            concurrency=delivery.concurrency,
+            per_host_concurrency=delivery.per_host_concurrency,
             stuck_after_seconds=settings.broker.stuck_after_seconds,
         )
 
@@ -139,8 +195,8 @@ class Service:
         """Drain in-flight messages (or requeue them), then close everything."""
         if self.follower_task is not None:
             self.follower_task.cancel()
-        if self.webhook_worker is not None:
-            await self.webhook_worker.stop()
+        for worker in self.workers:
+            await worker.stop()
         if self.consumer is not None:
             await self.consumer.stop(self.settings.service.shutdown_grace_seconds)
         if self.http is not None:

@@ -21,7 +21,7 @@ from dissemination.alert import Tlp
 from dissemination.errors import ConfigError
 
 ENV_PREFIX = "DISSEMINATION_"
-SECRET_KEYS = frozenset({"broker.password", "store.password"})
+SECRET_KEYS = frozenset({"broker.password", "store.password", "email.password", "sms.auth_token"})
 
 
 def _positive(value: float) -> str | None:
@@ -66,6 +66,26 @@ def _networks(values: tuple[str, ...]) -> str | None:
     return None
 
 
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _optional_url(*schemes: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return _url(*schemes)(value) if value else None
+
+    return check
+
+
+def _channels(values: tuple[str, ...]) -> str | None:
+    known = ("email", "sms", "webhook")
+    unknown = [v for v in values if v not in known]
+    return f"unknown channel {unknown[0]!r}; known: {', '.join(known)}" if unknown else None
+
+
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "service.log_level": _log_level,
     "service.shutdown_grace_seconds": _positive,
@@ -79,6 +99,20 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "broker.retry_delay_seconds": _positive,
     "broker.max_attempts": _positive,
     "broker.stuck_after_seconds": _positive,
+    "broker.retry_max_delay_seconds": _positive,
+    "broker.delivery_prefetch": _positive,
+    "delivery.channels": _channels,
+    "delivery.concurrency": _positive,
+    "delivery.per_host_concurrency": _positive,
+    "delivery.breaker_failures": _positive,
+    "delivery.breaker_cooldown_seconds": _positive,
+    "email.port": _port,
+    "email.security": _one_of("none", "starttls", "tls"),
+    "email.pool_size": _positive,
+    "email.timeout_seconds": _positive,
+    "sms.api_base": _optional_url("http", "https"),
+    "sms.timeout_seconds": _positive,
+    "sms.messages_per_second": _positive,
     "store.url": _url("sqlite+aiosqlite", "postgresql+asyncpg"),
     "store.pool_size": _positive,
     "store.retry_initial_seconds": _positive,
@@ -126,6 +160,8 @@ class BrokerSettings:
     retry_delay_seconds: float
     max_attempts: int
     stuck_after_seconds: float
+    retry_max_delay_seconds: float
+    delivery_prefetch: int
     password: str = field(default="guest", repr=False)
 
 
@@ -168,6 +204,48 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """Delivery workers: which channels this process sends, how many sends run at once (in
+    all, and to one destination host), and when a failing host's circuit opens."""
+
+    channels: tuple[str, ...]
+    concurrency: int
+    per_host_concurrency: int
+    breaker_failures: int
+    breaker_cooldown_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class EmailSettings:
+    """The SMTP relay that email deliveries go through."""
+
+    host: str
+    port: int
+    security: str
+    username: str
+    from_address: str
+    pool_size: int
+    timeout_seconds: float
+    validate_certs: bool
+    message_id_domain: str
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSettings:
+    """Twilio: the account, the sender (messaging service or number), and the API base
+    (empty for Twilio itself; tests point it at a loopback fake)."""
+
+    account_sid: str
+    messaging_service_sid: str
+    from_number: str
+    api_base: str
+    timeout_seconds: float
+    messages_per_second: float
+    auth_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -177,6 +255,9 @@ class Settings:
     intake: IntakeSettings
     http: HttpSettings
     webhook: WebhookSettings
+    delivery: DeliverySettings
+    email: EmailSettings
+    sms: SmsSettings
 
     @property
     def data_path(self) -> Path:
@@ -273,6 +354,9 @@ SECTIONS: dict[str, type[Any]] = {
     "intake": IntakeSettings,
     "http": HttpSettings,
     "webhook": WebhookSettings,
+    "delivery": DeliverySettings,
+    "email": EmailSettings,
+    "sms": SmsSettings,
 }
 
 

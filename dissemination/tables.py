@@ -140,9 +140,19 @@ deliveries = Table(
     Column("detail", Text),
     Column("origin", String(20), nullable=False),
     Column("resent", Boolean, nullable=False, default=False),
+    Column("not_before", UtcDateTime),
+    Column("fallback_of", String(36)),
     UniqueConstraint(
         "alert_id", "stakeholder_id", "channel", "address", name="uq_deliveries_target"
     ),
+)
+
+sms_opt_outs = Table(
+    "sms_opt_outs",
+    metadata,
+    Column("address", Text, primary_key=True),
+    Column("keyword", String(20), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
 )
 
 api_tokens = Table(

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from dissemination.broker import broker_url
 from dissemination.database import Database
-from dissemination.dispatch import CHANNELS, delivery_queue, retry_queue
+from dissemination.dispatch import CHANNELS, delivery_queue, retry_queues
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
 from dissemination.tables import metadata
@@ -122,7 +122,7 @@ async def delete_topology(settings: Settings) -> None:
             broker.inbound_queue,
             broker.dead_letter_queue,
             *(delivery_queue(broker, channel) for channel in CHANNELS),
-            *(retry_queue(broker, channel) for channel in CHANNELS),
+            *(name for channel in CHANNELS for name in retry_queues(broker, channel)),
         ):
             channel = await connection.channel()
             await channel.queue_delete(queue)

@@ -17,7 +17,7 @@ from dissemination.alert import alert_id_for
 from dissemination.audit import Actor
 from dissemination.dispatch import delivery_queue
 from dissemination.service import Service
-from dissemination.settings import Settings
+from dissemination.settings import Settings, load_settings
 from dissemination.tables import alerts, deliveries
 from subscriptions.codec import validate_stakeholder, validate_subscription
 from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
@@ -27,6 +27,12 @@ from tests.brokerutil import get_all, publish, wait_until
 
 pytestmark = pytest.mark.slow
 ACTOR = Actor(None, "test")
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str]) -> Settings:
+    """No delivery workers: the tasks stay on their queues for the tests to read."""
+    return load_settings(service_env | {"DISSEMINATION_DELIVERY_CHANNELS": ""})
 
 
 async def _create(service: Service, spec: EntitySpec, fields: dict[str, Any]) -> str:

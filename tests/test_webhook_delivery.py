@@ -170,8 +170,7 @@ async def test_a_row_stuck_in_sending_is_resent_once_flagged_then_failed(
 
     await wait_until(lambda: state_is("sent", 1), what="first delivery")
     row = (await _rows(service))["ok"]
-    worker = service.webhook_worker
-    assert worker is not None
+    worker = next(w for w in service.workers if w.channel == "webhook")
     await _age_into_sending(service, row["id"])
     assert await worker.sweep() == [row["id"]]
     await wait_until(lambda: state_is("sent", 2), what="the one resend")

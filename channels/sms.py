@@ -1,0 +1,308 @@
+"""SMS through the Twilio REST API (the official SDK on one pooled aiohttp session), the text
+an alert becomes in at most two GSM-7 segments, and pure helpers for Twilio's webhooks.
+
+Status mapping: accepted is sent (provider_id is the message SID); 429 or 20429 and 5xx are
+transient (honouring Retry-After); timeouts and connection errors transient; 21610 (the
+recipient replied STOP) permanent with detail "opted_out: ..."; other 4xx permanent, and
+21211/21614 (not a valid mobile number) also disable the address. Twilio has no idempotency
+key for messages, so a retried timeout may deliver twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import unicodedata
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from channels.base import Outcome, SendResult
+from channels.content import AlertContent, Rendering
+
+_GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXTENSION = frozenset("\f^{}\\[~]|€")  # each sent as escape + character: two septets
+_SUBSTITUTES = str.maketrans(
+    dict.fromkeys("\u2018\u2019\u201a\u201b`\u00b4", "'")
+    | dict.fromkeys("\u201c\u201d\u201e\u00ab\u00bb", '"')
+    | dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2212", "-")
+    | {"\u2026": "...", "\u2022": "*", "\u00b7": "."}
+)
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%-._~"  # everything else (non-ASCII, `, {, |) is escaped
+_BAD_NUMBER = {21211: "invalid 'To' number", 21614: "'To' is not a mobile number"}
+_UNDELIVERABLE = frozenset({30003, 30004, 30005, 30006})
+_response_headers: ContextVar[list[Mapping[str, str]] | None] = ContextVar(
+    "twilio_response_headers", default=None
+)
+
+
+def gsm7_septets(text: str) -> int | None:
+    """Septets `text` takes in the GSM-7 alphabet, or None when it cannot be encoded."""
+    total = 0
+    for char in text:
+        if char not in _GSM_BASIC and char not in _GSM_EXTENSION:
+            return None
+        total += 2 if char in _GSM_EXTENSION else 1
+    return total
+
+
+def segments(text: str) -> int:
+    """SMS segments `text` is sent in: GSM-7 (160, or 153 per part) when it encodes, else UCS-2
+    (70, or 67 per part); an escape pair or surrogate pair is never split across parts."""
+    gsm = gsm7_septets(text) is not None
+    sizes = [
+        (2 if c in _GSM_EXTENSION else 1) if gsm else len(c.encode("utf-16-le")) // 2 for c in text
+    ]
+    if sum(sizes) <= (160 if gsm else 70):
+        return 1
+    count, used, limit = 1, 0, 153 if gsm else 67
+    for size in sizes:
+        if used + size > limit:
+            count, used = count + 1, 0
+        used += size
+    return count
+
+
+def to_gsm7(text: str) -> str:
+    """`text` on one line in GSM-7: look-alikes replaced, accents dropped, the rest "?"."""
+    out = []
+    for char in " ".join(text.split()).translate(_SUBSTITUTES):
+        if char in _GSM_BASIC or char in _GSM_EXTENSION:
+            out.append(char)
+            continue
+        decomposed = unicodedata.normalize("NFKD", char)
+        plain = "".join(c for c in decomposed if c in _GSM_BASIC or c in _GSM_EXTENSION)
+        out.append(plain or "?")
+    return "".join(out)
+
+
+def _fit(text: str, budget: int) -> str:
+    """GSM-7 `text`, or as much of its start as fits in `budget` septets with "..."."""
+    if (gsm7_septets(text) or 0) <= budget:
+        return text
+    kept, used = [], 3
+    for char in text:
+        used += 2 if char in _GSM_EXTENSION else 1
+        if used > budget:
+            break
+        kept.append(char)
+    start = "".join(kept)
+    if (space := start.rfind(" ", max(0, len(start) - 20))) > 0:
+        start = start[:space]  # end on a word when one ends nearby
+    return start.rstrip() + "..." if start.strip() else ""
+
+
+def _compose(content: AlertContent, rendering: Rendering, budget: int) -> str:
+    link = rendering.ack_url or rendering.portal_url or ("" if content.restricted else content.web)
+    ack = f"Reply ACK {to_gsm7(rendering.ack_code)}" if rendering.ack_code else ""
+    tail = [part for part in (ack, quote(link, safe=_URL_SAFE)) if part]
+    parts = [to_gsm7(content.marking)]
+    if content.restricted:
+        middle = [content.headline]
+    else:
+        headline = content.headline if content.headline != content.event else ""
+        areas = "Area: " + ", ".join(content.areas) if any(content.areas) else ""
+        middle = [f"{content.severity} {content.event}", headline, areas, content.instruction]
+    room = budget - (gsm7_septets("\n".join(parts + tail)) or 0)
+    if room < 0:
+        raise ValueError("the marking, ack code and link alone exceed two SMS segments")
+    for text in middle:
+        piece = _fit(to_gsm7(text), room - 1)  # one septet for the newline before it
+        if piece:
+            parts.append(piece)
+            room -= (gsm7_septets(piece) or 0) + 1
+    return "\n".join(parts + tail)
+
+
+def compose_sms(content: AlertContent, rendering: Rendering) -> str:
+    """The SMS for one delivery: GSM-7, at most two segments, marking first and the ack code
+    and link whole; restricted alerts carry only marking, headline, ack code and link."""
+    text = _compose(content, rendering, 306)
+    # 305 septets always fit two parts even when an escape pair would straddle the boundary
+    return text if segments(text) <= 2 else _compose(content, rendering, 305)
+
+
+@dataclass(frozen=True)
+class TwilioConfig:
+    """Twilio credentials and sender; `api_base` ("http://127.0.0.1:PORT") replaces the
+    *.twilio.com hosts, for tests."""
+
+    account_sid: str
+    auth_token: str
+    messaging_service_sid: str | None = None
+    from_number: str | None = None
+    api_base: str | None = None
+    status_callback_url: str | None = None
+    timeout_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not (self.messaging_service_sid or self.from_number):
+            raise ValueError("either messaging_service_sid or from_number is required")
+        if self.timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+
+
+def rewrite_url(url: str, api_base: str | None) -> str:
+    """`url` with a *.twilio.com scheme and host replaced by `api_base`'s."""
+    parts, host = urlsplit(url), urlsplit(url).hostname or ""
+    if api_base is None or not (host == "twilio.com" or host.endswith(".twilio.com")):
+        return url
+    base = urlsplit(api_base)
+    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
+
+
+class TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The SDK's aiohttp client: session opened lazily on the running loop, URLs rewritten to
+    `api_base`, and each response's headers kept for the caller's context."""
+
+    def __init__(self, api_base: str | None = None) -> None:
+        super().__init__(pool_connections=False)
+        self.api_base = api_base
+        self.session: aiohttp.ClientSession | None = None
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> Response:
+        if self.session is None or self.session.closed:
+            self.session = aiohttp.ClientSession()
+        if auth := kwargs.pop("auth", None):  # aiohttp 3.14 deprecates its BasicAuth
+            login = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": f"Basic {login}"}
+        response: Response = await super().request(
+            method, rewrite_url(url, self.api_base), **kwargs
+        )
+        seen = _response_headers.get()
+        if seen is not None and response.headers is not None:
+            seen.append(response.headers)
+        return response
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+@dataclass(frozen=True)
+class SmsMessage:
+    """One SMS: the ledger row id, the E.164 recipient and the composed text."""
+
+    delivery_id: str
+    to: str
+    body: str
+
+
+def _retry_after(headers: list[Mapping[str, str]]) -> float | None:
+    value = (headers[-1].get("Retry-After") or "").strip() if headers else ""
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _classify(status: int, code: int | None, retry_after: float | None) -> SendResult:
+    detail = f"HTTP {status} Twilio {code}"
+    if status == 429 or code == 20429:
+        return SendResult(Outcome.TRANSIENT, detail, retry_after_seconds=retry_after)
+    if code == 21610:
+        return SendResult(Outcome.PERMANENT, f"opted_out: {detail} (recipient replied STOP)")
+    if code in _BAD_NUMBER:
+        return SendResult(
+            Outcome.PERMANENT, f"{detail} ({_BAD_NUMBER[code]})", disable_address=True
+        )
+    if code in _UNDELIVERABLE:
+        return SendResult(Outcome.PERMANENT, f"{detail} (undeliverable)")
+    if status >= 500:
+        return SendResult(Outcome.TRANSIENT, detail, retry_after_seconds=retry_after)
+    return SendResult(Outcome.PERMANENT, detail)
+
+
+class SmsChannel:
+    """Sends each message with `messages.create_async` within `timeout_seconds`."""
+
+    name = "sms"
+
+    def __init__(self, config: TwilioConfig) -> None:
+        self.config = config
+        self.http = TwilioHttp(config.api_base)
+        self.client = Client(config.account_sid, config.auth_token, http_client=self.http)
+
+    async def send(self, message: SmsMessage) -> SendResult:
+        config = self.config
+        options: dict[str, str] = {}
+        if config.messaging_service_sid:
+            options["messaging_service_sid"] = config.messaging_service_sid
+        else:
+            options["from_"] = config.from_number or ""
+        if config.status_callback_url:
+            options["status_callback"] = config.status_callback_url
+        seen: list[Mapping[str, str]] = []
+        token = _response_headers.set(seen)
+        try:
+            async with asyncio.timeout(config.timeout_seconds):
+                created = await self.client.messages.create_async(
+                    to=message.to, body=message.body, **options
+                )
+        except TimeoutError:
+            return SendResult(Outcome.TRANSIENT, "timed out")
+        except (TwilioRestException, TwilioServiceException) as error:
+            return _classify(int(error.status), error.code, _retry_after(seen))
+        except aiohttp.ClientError as error:
+            return SendResult(Outcome.TRANSIENT, f"connection failed: {type(error).__name__}")
+        finally:
+            _response_headers.reset(token)
+        return SendResult(Outcome.SENT, f"accepted: {created.status}", provider_id=str(created.sid))
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def valid_twilio_signature(
+    auth_token: str, url: str, params: Mapping[str, str], signature: str
+) -> bool:
+    """Whether `X-Twilio-Signature` is Twilio's for this URL and form (HMAC-SHA1, auth token)."""
+    return bool(signature) and bool(RequestValidator(auth_token).validate(url, params, signature))
+
+
+class Keyword(StrEnum):
+    STOP = "stop"
+    START = "start"
+    HELP = "help"
+
+
+_KEYWORDS = {
+    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"), Keyword.STOP),
+    **dict.fromkeys(("REVOKE", "OPTOUT"), Keyword.STOP),
+    **dict.fromkeys(("START", "YES", "UNSTOP"), Keyword.START),
+    **dict.fromkeys(("HELP", "INFO"), Keyword.HELP),
+}
+
+
+def opt_keyword(body: str) -> Keyword | None:
+    """The opt-out, opt-in or help keyword an inbound SMS consists of, if it is one."""
+    return _KEYWORDS.get(body.strip().upper())
+
+
+_FINAL_STATES = {"delivered": "delivered", "undelivered": "undelivered", "failed": "failed"}
+
+
+def status_update(params: Mapping[str, str]) -> tuple[str, str, str | None] | None:
+    """(MessageSid, final state, ErrorCode) from a status callback form; None if not final."""
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    state = _FINAL_STATES.get(params.get("MessageStatus") or params.get("SmsStatus") or "")
+    if not sid or state is None:
+        return None
+    return sid, state, params.get("ErrorCode") or None

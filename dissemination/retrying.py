@@ -1,0 +1,58 @@
+"""When a row that failed transiently is tried again: exponential backoff with jitter, capped,
+never sooner than the destination's Retry-After.
+
+Delays are served by RabbitMQ: a few retry queues per channel (tiers: the base delay, four
+times it, ... up to the cap), each with its own TTL, dead-lettering back onto the channel's
+queue. A delayed task goes to the smallest tier at least as long as its delay, with the delay
+itself as the message's expiration, so it waits between the delay and the tier's TTL. A delay
+longer than the largest tier (a long Retry-After, the end of quiet hours) comes back early,
+finds its row's `not_before` still ahead, and is delayed again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+TIER_FACTOR = 4
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySchedule:
+    """Backoff for attempt n: uniform in [d/2, d] with d = min(cap, base * 2**(n-1))."""
+
+    base_seconds: float
+    cap_seconds: float
+    max_attempts: int
+
+    def tiers(self) -> tuple[float, ...]:
+        """The retry queues' TTLs, shortest first."""
+        tiers: list[float] = []
+        tier = self.base_seconds
+        while tier < self.cap_seconds:
+            tiers.append(tier)
+            tier *= TIER_FACTOR
+        tiers.append(self.cap_seconds)
+        return tuple(tiers)
+
+    def delay(
+        self,
+        attempt: int,
+        retry_after: float | None = None,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> float:
+        """Seconds to wait after the `attempt`-th try failed."""
+        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        delay = uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    def tier_for(self, delay: float) -> float:
+        """The shortest tier that holds `delay`, or the longest (the task comes back early)."""
+        tiers = self.tiers()
+        return next((tier for tier in tiers if tier >= delay), tiers[-1])
+
+    def gives_up_after(self, attempt: int) -> bool:
+        return attempt >= self.max_attempts

@@ -1,0 +1,512 @@
+"""The SMS channel through the real twilio SDK against a loopback Twilio fake: senders, the
+error-to-outcome table, timeouts, auth, signed status callbacks; and the SMS text itself:
+markings, what restricted alerts leave out, GSM-7 and the two-segment limit."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from channels.base import Outcome
+from channels.content import AlertContent, Rendering
+from channels.sms import (
+    Keyword,
+    SmsChannel,
+    SmsMessage,
+    TwilioConfig,
+    compose_sms,
+    gsm7_septets,
+    opt_keyword,
+    rewrite_url,
+    segments,
+    status_update,
+    to_gsm7,
+    valid_twilio_signature,
+)
+from tests.twiliofake import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    BROKEN_NUMBER,
+    FROM_NUMBER,
+    HANGING_NUMBER,
+    INVALID_NUMBER,
+    NOT_MOBILE_NUMBER,
+    OPTED_OUT_NUMBER,
+    RATE_LIMITED_NUMBER,
+    SERVICE_SID,
+    TwilioFake,
+)
+
+RECIPIENT = "+15558675310"
+SID = re.compile(r"^SM[0-9a-f]{32}$")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[TwilioFake]:
+    async with TwilioFake() as running:
+        yield running
+
+
+def config(fake: TwilioFake, **overrides: Any) -> TwilioConfig:
+    values: dict[str, Any] = {
+        "account_sid": ACCOUNT_SID,
+        "auth_token": AUTH_TOKEN,
+        "messaging_service_sid": SERVICE_SID,
+        "api_base": fake.base_url,
+        "timeout_seconds": 5.0,
+    }
+    return TwilioConfig(**(values | overrides))
+
+
+async def send_one(cfg: TwilioConfig, to: str = RECIPIENT, body: str = "hello") -> Any:
+    channel = SmsChannel(cfg)
+    try:
+        return await channel.send(SmsMessage("d-1", to, body))
+    finally:
+        await channel.close()
+
+
+@dataclass
+class Receiver:
+    url: str = ""
+    posts: list[tuple[dict[str, str], str]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """Where status callbacks land: records each form and its X-Twilio-Signature."""
+    received = Receiver()
+
+    async def handle(request: web.Request) -> web.Response:
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        received.posts.append((form, request.headers.get("X-Twilio-Signature", "")))
+        received.arrived.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks/sms/status", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    received.url = f"http://{host}:{port}/hooks/sms/status?tenant=a"
+    yield received
+    await runner.cleanup()
+
+
+def test_a_sender_is_required() -> None:
+    with pytest.raises(ValueError, match="messaging_service_sid or from_number"):
+        TwilioConfig(ACCOUNT_SID, AUTH_TOKEN)
+
+
+async def test_sent_through_a_messaging_service(fake: TwilioFake, receiver: Receiver) -> None:
+    result = await send_one(config(fake, status_callback_url=receiver.url), body="TLP:CLEAR hi")
+    assert result.outcome is Outcome.SENT
+    assert result.provider_id is not None
+    assert SID.match(result.provider_id)
+    [form] = fake.attempts
+    assert form["MessagingServiceSid"] == SERVICE_SID
+    assert "From" not in form
+    assert (form["To"], form["Body"], form["StatusCallback"]) == (
+        RECIPIENT,
+        "TLP:CLEAR hi",
+        receiver.url,
+    )
+    assert [m["sid"] for m in fake.messages] == [result.provider_id]
+
+
+async def test_sent_from_a_number(fake: TwilioFake) -> None:
+    result = await send_one(config(fake, messaging_service_sid=None, from_number=FROM_NUMBER))
+    assert result.outcome is Outcome.SENT
+    [form] = fake.attempts
+    assert form["From"] == FROM_NUMBER
+    assert "MessagingServiceSid" not in form
+    assert "StatusCallback" not in form
+    assert fake.messages[0]["sid"] == result.provider_id
+    assert fake.messages[0]["num_segments"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("to", "outcome", "detail", "retry_after", "disable"),
+    [
+        (RATE_LIMITED_NUMBER, Outcome.TRANSIENT, "HTTP 429 Twilio 20429", 7.0, False),
+        (INVALID_NUMBER, Outcome.PERMANENT, "HTTP 400 Twilio 21211", None, True),
+        (NOT_MOBILE_NUMBER, Outcome.PERMANENT, "HTTP 400 Twilio 21614", None, True),
+        (OPTED_OUT_NUMBER, Outcome.PERMANENT, "opted_out: HTTP 400 Twilio 21610", None, False),
+        (BROKEN_NUMBER, Outcome.TRANSIENT, "HTTP 500 Twilio 20500", None, False),
+    ],
+)
+async def test_errors_by_recipient(
+    fake: TwilioFake,
+    to: str,
+    outcome: Outcome,
+    detail: str,
+    retry_after: float | None,
+    disable: bool,
+) -> None:
+    result = await send_one(config(fake), to=to)
+    assert (result.outcome, result.retry_after_seconds, result.disable_address) == (
+        outcome,
+        retry_after,
+        disable,
+    )
+    assert result.detail.startswith(detail)
+    assert to not in result.detail  # no phone numbers in ledger details
+    assert fake.messages == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retry_after", "outcome", "expected_retry"),
+    [
+        (429, 20429, "2", Outcome.TRANSIENT, 2.0),
+        (429, None, None, Outcome.TRANSIENT, None),
+        (400, 20429, None, Outcome.TRANSIENT, None),
+        (503, 20503, "30", Outcome.TRANSIENT, 30.0),
+        (400, 30006, None, Outcome.PERMANENT, None),
+        (400, 21408, None, Outcome.PERMANENT, None),
+        (404, 20404, None, Outcome.PERMANENT, None),
+    ],
+)
+async def test_scripted_errors(
+    fake: TwilioFake,
+    status: int,
+    code: int | None,
+    retry_after: str | None,
+    outcome: Outcome,
+    expected_retry: float | None,
+) -> None:
+    fake.fail_next(1, status, code, retry_after=retry_after)
+    result = await send_one(config(fake))
+    assert (result.outcome, result.retry_after_seconds) == (outcome, expected_retry)
+    assert (await send_one(config(fake))).outcome is Outcome.SENT  # the script is used up
+
+
+async def test_retry_after_belongs_to_its_own_send(fake: TwilioFake) -> None:
+    channel = SmsChannel(config(fake))
+    try:
+        results = await asyncio.gather(
+            *(
+                channel.send(SmsMessage(f"d-{i}", to, "x"))
+                for i, to in enumerate([RECIPIENT, RATE_LIMITED_NUMBER, BROKEN_NUMBER] * 3)
+            )
+        )
+    finally:
+        await channel.close()
+    assert [r.retry_after_seconds for r in results] == [None, 7.0, None] * 3
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.TRANSIENT, Outcome.TRANSIENT] * 3
+
+
+async def test_a_hanging_api_is_a_transient_timeout(fake: TwilioFake) -> None:
+    result = await send_one(config(fake, timeout_seconds=0.2), to=HANGING_NUMBER)
+    assert (result.outcome, result.detail) == (Outcome.TRANSIENT, "timed out")
+    assert fake.hung == 1
+
+
+async def test_hang_next_then_recovers(fake: TwilioFake) -> None:
+    fake.hang_next()
+    channel = SmsChannel(config(fake, timeout_seconds=0.2))
+    try:
+        first = await channel.send(SmsMessage("d-1", RECIPIENT, "x"))
+        second = await channel.send(SmsMessage("d-1", RECIPIENT, "x"))
+    finally:
+        await channel.close()
+    assert (first.outcome, second.outcome) == (Outcome.TRANSIENT, Outcome.SENT)
+
+
+async def test_a_refused_connection_is_transient() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = TwilioConfig(ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID, api_base=f"http://127.0.0.1:{port}")
+    result = await send_one(cfg)
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.detail.startswith("connection failed")
+
+
+async def test_wrong_credentials_are_permanent(fake: TwilioFake) -> None:
+    result = await send_one(config(fake, auth_token="not-the-token"))
+    assert (result.outcome, result.detail) == (Outcome.PERMANENT, "HTTP 401 Twilio 20003")
+    assert fake.attempts == []
+
+
+async def test_close_closes_the_session(fake: TwilioFake) -> None:
+    channel = SmsChannel(config(fake))
+    await channel.send(SmsMessage("d-1", RECIPIENT, "x"))
+    session = channel.http.session
+    assert session is not None
+    assert not session.closed
+    await channel.close()
+    assert session.closed
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json?a=1",
+            "http://127.0.0.1:8/2010-04-01/Accounts/AC1/Messages.json?a=1",
+        ),
+        ("https://messaging.twilio.com/v1/Services", "http://127.0.0.1:8/v1/Services"),
+        ("https://api.dublin.ie1.twilio.com/x", "http://127.0.0.1:8/x"),
+        ("https://eviltwilio.com/x", "https://eviltwilio.com/x"),
+        ("https://example.org/x", "https://example.org/x"),
+    ],
+)
+def test_only_twilio_hosts_are_rewritten(url: str, expected: str) -> None:
+    assert rewrite_url(url, "http://127.0.0.1:8") == expected
+    assert rewrite_url(url, None) == url
+
+
+async def test_status_callbacks_are_signed(fake: TwilioFake, receiver: Receiver) -> None:
+    sent = await send_one(config(fake, status_callback_url=receiver.url))
+    assert sent.provider_id is not None
+    status = await fake.send_status_callback(sent.provider_id, "undelivered", 30003)
+    await receiver.arrived.wait()
+    assert status == 204
+    [(form, signature)] = receiver.posts
+    assert valid_twilio_signature(AUTH_TOKEN, receiver.url, form, signature)
+    assert status_update(form) == (sent.provider_id, "undelivered", "30003")
+    tampered = form | {"MessageStatus": "delivered"}
+    assert not valid_twilio_signature(AUTH_TOKEN, receiver.url, tampered, signature)
+    assert not valid_twilio_signature("another-token", receiver.url, form, signature)
+    assert not valid_twilio_signature(AUTH_TOKEN, receiver.url + "&b=2", form, signature)
+    assert not valid_twilio_signature(AUTH_TOKEN, receiver.url, form, "")
+
+
+def test_inbound_forms_are_signed(fake: TwilioFake) -> None:
+    url = "https://dissemination.example.gov/hooks/sms/inbound"
+    form, headers = fake.inbound_sms(url, from_=RECIPIENT, body=" Stop ")
+    assert valid_twilio_signature(AUTH_TOKEN, url, form, headers["X-Twilio-Signature"])
+    assert opt_keyword(form["Body"]) is Keyword.STOP
+    assert not valid_twilio_signature(
+        AUTH_TOKEN, url, form | {"Body": "START"}, headers["X-Twilio-Signature"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "keyword"),
+    [
+        *[(w, Keyword.STOP) for w in ("STOP", "stopall", "Unsubscribe", "cancel", "END", "quit")],
+        *[(w, Keyword.START) for w in ("START", "yes", "Unstop")],
+        *[(w, Keyword.HELP) for w in ("HELP", "info")],
+        ("  stop\n", Keyword.STOP),
+        ("STOP please", None),
+        ("please stop", None),
+        ("S T O P", None),
+        ("ACK 4821", None),
+        ("", None),
+    ],
+)
+def test_opt_keywords(body: str, keyword: Keyword | None) -> None:
+    assert opt_keyword(body) is keyword
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"MessageSid": "SM1", "MessageStatus": "delivered"}, ("SM1", "delivered", None)),
+        (
+            {"MessageSid": "SM1", "MessageStatus": "undelivered", "ErrorCode": "30003"},
+            ("SM1", "undelivered", "30003"),
+        ),
+        (
+            {"MessageSid": "SM1", "MessageStatus": "failed", "ErrorCode": "30005"},
+            ("SM1", "failed", "30005"),
+        ),
+        (
+            {"MessageSid": "SM1", "MessageStatus": "delivered", "ErrorCode": ""},
+            ("SM1", "delivered", None),
+        ),
+        *[
+            ({"MessageSid": "SM1", "MessageStatus": s}, None)
+            for s in ("queued", "accepted", "sending", "sent", "unknown")
+        ],
+        ({"MessageStatus": "delivered"}, None),
+        ({}, None),
+    ],
+)
+def test_status_updates(
+    params: dict[str, str], expected: tuple[str, str, str | None] | None
+) -> None:
+    assert status_update(params) == expected
+
+
+# ---- the text ----------------------------------------------------------------------------
+
+SECRETS = {
+    "description": "DESCRIPTIONSECRET",
+    "instruction": "INSTRUCTIONSECRET",
+    "sender_name": "SENDERSECRET",
+}
+LINK = "https://portal.example.gov/a/1?k=xyz"
+
+
+def alert(tlp: str, caveats: tuple[str, ...] = (), **info: Any) -> AlertContent:
+    fields: dict[str, Any] = {
+        "event": "Flash Flood Warning",
+        "severity": "Severe",
+        "headline": "Flooding on River Road",
+        "areas": [{"description": "AREASECRET North"}, {"description": "AREASECRET South"}],
+        "web": "https://web.example.org/WEBSECRET",
+        **SECRETS,
+    }
+    fields.update(info)
+    return AlertContent.from_document(
+        {
+            "id": "a-1",
+            "sender": "SENDERSECRET@example.gov",
+            "handling": {"tlp": tlp, "caveats": list(caveats)},
+            "infos": [fields],
+        }
+    )
+
+
+RENDERING = Rendering("d-1", ack_url=LINK, ack_code="4821")
+
+
+@pytest.mark.parametrize("tlp", ["AMBER", "AMBER+STRICT", "RED"])
+def test_restricted_alerts_carry_only_marking_headline_code_and_link(tlp: str) -> None:
+    text = compose_sms(alert(tlp, ("LES",)), RENDERING)
+    assert text == f"TLP:{tlp} LES\nFlooding on River Road\nReply ACK 4821\n{LINK}"
+    assert "SECRET" not in text
+    assert "Flash Flood" not in text
+
+
+def test_restricted_without_an_ack_url_uses_the_portal_never_the_alert_web() -> None:
+    text = compose_sms(alert("RED"), Rendering("d-1", portal_url="https://portal.example.gov/p"))
+    assert text.endswith("\nhttps://portal.example.gov/p")
+    assert "SECRET" not in text
+
+
+@pytest.mark.parametrize("tlp", ["CLEAR", "GREEN"])
+def test_shareable_alerts_carry_severity_event_headline_area_and_instruction(tlp: str) -> None:
+    text = compose_sms(alert(tlp, instruction="Move to higher ground."), RENDERING)
+    assert text.splitlines() == [
+        f"TLP:{tlp}",
+        "Severe Flash Flood Warning",
+        "Flooding on River Road",
+        "Area: AREASECRET North, AREASECRET South",
+        "Move to higher ground.",
+        "Reply ACK 4821",
+        LINK,
+    ]
+    assert "DESCRIPTIONSECRET" not in text
+    assert "SENDERSECRET" not in text
+
+
+def test_long_parts_are_cut_in_the_middle_never_the_marking_code_or_link() -> None:
+    content = alert("GREEN", ("PII",), headline="Levee breach " * 40, instruction="Go " * 200)
+    text = compose_sms(content, RENDERING)
+    lines = text.splitlines()
+    assert lines[0] == "TLP:GREEN PII"
+    assert lines[2].startswith("Levee breach Levee")
+    assert lines[2].endswith(" breach...")
+    assert lines[-2:] == ["Reply ACK 4821", LINK]
+    assert segments(text) == 2
+    assert gsm7_septets(text) is not None
+
+
+@pytest.mark.parametrize("lead", range(4))
+def test_an_escape_pair_on_the_segment_boundary_still_fits(lead: int) -> None:
+    # for some leads 306 septets would put an escape pair across the boundary: three parts
+    content = alert("CLEAR", headline="a" * lead + "€" * 400)
+    text = compose_sms(content, Rendering("d-1", ack_code="1", portal_url="https://p.example/"))
+    assert segments(text) == 2
+    assert (gsm7_septets(text) or 0) > 300
+
+
+def test_a_link_that_cannot_fit_is_refused() -> None:
+    with pytest.raises(ValueError, match="exceed two SMS segments"):
+        compose_sms(alert("RED"), Rendering("d-1", ack_url="https://x.example/" + "a" * 400))
+
+
+@pytest.mark.parametrize(
+    ("text", "septets"),
+    [("", 0), ("abc", 3), ("€", 2), ("[x]", 5), ("é Ä ß", 5), ("ç", None), ("😀", None)],
+)
+def test_gsm7_septets(text: str, septets: int | None) -> None:
+    assert gsm7_septets(text) == septets
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("a" * 160, 1),
+        ("a" * 161, 2),
+        ("a" * 306, 2),
+        ("a" * 307, 3),
+        ("€" * 80, 1),
+        ("a" * 152 + "€" + "a" * 152, 3),  # the escape pair cannot straddle the boundary
+        ("ç" * 70, 1),
+        ("ç" * 71, 2),
+        ("😀" * 35, 1),
+        ("😀" * 36, 2),
+    ],
+)
+def test_segments(text: str, count: int) -> None:
+    assert segments(text) == count
+
+
+@pytest.mark.parametrize(
+    ("raw", "gsm"),
+    [
+        ("\u201cEvacuate\u201d \u2013 now\u2026", '"Evacuate" - now...'),
+        ("Café crème, façade", "Café crème, facade"),
+        ("Zürich Ñandú", "Zürich Ñandu"),
+        ("fire 🔥  \n here", "fire ? here"),
+        ("①②", "12"),
+    ],
+)
+def test_to_gsm7(raw: str, gsm: str) -> None:
+    assert to_gsm7(raw) == gsm
+
+
+SENT_LINKS = {
+    LINK: LINK,
+    "https://portal.example.gov/ü/é?x=`|{}^~[]": (
+        "https://portal.example.gov/%C3%BC/%C3%A9?x=%60%7C%7B%7D%5E~[]"
+    ),
+}
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(
+    tlp=st.sampled_from(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]),
+    caveats=st.lists(st.sampled_from(["LES", "PII", "FOUO"]), max_size=2, unique=True),
+    texts=st.fixed_dictionaries(
+        {
+            key: st.text(max_size=400)
+            for key in ("event", "severity", "headline", "instruction", "description")
+        }
+    ),
+    areas=st.lists(st.text(max_size=80), max_size=6),
+    ack_code=st.one_of(st.none(), st.from_regex(r"[0-9]{4,8}", fullmatch=True)),
+    link=st.sampled_from([*SENT_LINKS, None]),
+)
+def test_every_text_is_gsm7_in_two_segments(
+    tlp: str,
+    caveats: list[str],
+    texts: dict[str, str],
+    areas: list[str],
+    ack_code: str | None,
+    link: str | None,
+) -> None:
+    content = alert(tlp, tuple(caveats), areas=[{"description": a} for a in areas], **texts)
+    text = compose_sms(content, Rendering("d-1", ack_url=link, ack_code=ack_code))
+    assert gsm7_septets(text) is not None
+    assert segments(text) <= 2
+    assert text == content.marking or text.startswith(content.marking + "\n")
+    if ack_code is not None:
+        assert f"\nReply ACK {ack_code}" in text
+    if link is not None:
+        assert text.endswith("\n" + SENT_LINKS[link])
