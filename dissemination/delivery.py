@@ -38,6 +38,9 @@ from dissemination.senders import Sender
 log = logging.getLogger(__name__)
 CLAIM_CHUNK = 64
 """Rows claimed at once: bounds what a crash leaves in `sending` (and so may resend)."""
+SETTLE_INTERVAL = 0.05
+"""Sends that finished within this long of each other are recorded in one transaction; a
+slow destination's rows are recorded when they finish, never holding up the others'."""
 
 
 class DeliveryWorker:
@@ -66,7 +69,10 @@ class DeliveryWorker:
         self.breakers = breakers
         self.clock = clock
         self.stuck_after_seconds = stuck_after_seconds
+        self.concurrency = concurrency
         self.slots = asyncio.Semaphore(concurrency)
+        self._unsettled = 0
+        self._room = asyncio.Condition()
         self.per_host_concurrency = per_host_concurrency
         self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._consumer_tag: str | None = None
@@ -116,8 +122,7 @@ class DeliveryWorker:
             await message.reject(requeue=False)
             return
         try:
-            for start in range(0, len(ids), CLAIM_CHUNK):
-                await self.deliver(ids[start : start + CLAIM_CHUNK])
+            await self.deliver(ids)
         except (StoreUnavailable, PublishFailed) as error:
             # Settled rows stay settled; the rest are pending (redelivered with the task) or
             # sending (the stuck-row policy resolves them).
@@ -127,11 +132,49 @@ class DeliveryWorker:
         await message.ack()
 
     async def deliver(self, ids: Sequence[str]) -> None:
-        """Claim, send and settle one chunk of rows."""
-        claim = await self.store.claim(ids, self.clock())
-        await self._delay(claim.held)
-        settlements = await asyncio.gather(*(self._attempt(row) for row in claim.rows))
-        settled = await self.store.settle(settlements, self.clock())
+        """Claim the rows in chunks while there is room, send them concurrently, and record
+        outcomes in waves as sends finish."""
+        sending: set[asyncio.Task[Settlement]] = set()
+        try:
+            for start in range(0, len(ids), CLAIM_CHUNK):
+                async with self._room:
+                    await self._room.wait_for(lambda: self._unsettled < 2 * self.concurrency)
+                claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
+                await self._delay(claim.held)
+                self._unsettled += len(claim.rows)
+                sending |= {asyncio.create_task(self._attempt(row)) for row in claim.rows}
+                sending = await self._settle_finished(sending, 0)
+            while sending:
+                sending = await self._settle_finished(sending, SETTLE_INTERVAL)
+        finally:
+            if sending:  # only on a store or broker failure: the task is redone
+                for task in sending:
+                    task.cancel()
+                async with self._room:
+                    self._unsettled -= len(sending)
+                    self._room.notify_all()
+
+    async def _settle_finished(
+        self, sending: set[asyncio.Task[Settlement]], wait: float
+    ) -> set[asyncio.Task[Settlement]]:
+        if wait > 0:
+            done, still = await asyncio.wait(sending, timeout=wait)
+            if not done:
+                done, still = await asyncio.wait(still, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            done = {task for task in sending if task.done()}
+            still = sending - done
+        if done:
+            await self._settle([task.result() for task in done])
+        return still
+
+    async def _settle(self, settlements: list[Settlement]) -> None:
+        try:
+            settled = await self.store.settle(settlements, self.clock())
+        finally:
+            async with self._room:
+                self._unsettled -= len(settlements)
+                self._room.notify_all()
         await self._delay(
             [
                 (s.row["id"], s.not_before)
@@ -170,7 +213,7 @@ class DeliveryWorker:
                 uncount_attempt=True,
             )
         host_slots = self._host_slots.setdefault(host, asyncio.Semaphore(self.per_host_concurrency))
-        async with self.slots, host_slots:
+        async with host_slots, self.slots:  # wait for the host first: hold no shared slot
             try:
                 result = await self.sender.send(row)
             except Exception as error:  # a bug in a channel must not strand the row in sending

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dissemination.audit import Actor, write_audit
 from dissemination.database import Database
 from dissemination.planning import DeliveryState, PlannedRow
-from dissemination.tables import alerts, contacts, deliveries, sms_opt_outs
+from dissemination.alert import MsgType
+from dissemination.tables import alert_references, alerts, contacts, deliveries, sms_opt_outs
 from subscriptions.directory import CONTACT, record_of
 
 DELIVERY_ACTOR = Actor(None, "delivery worker")
@@ -144,6 +145,9 @@ class DeliveryStore:
                     for s in settlements
                 ],
             )
+            retrying = [s.row["id"] for s in settlements if s.state is DeliveryState.PENDING]
+            if retrying:
+                await self._stop_if_cancelled(conn, retrying, now)
             for s in settlements:
                 if s.disable_contact and s.row["contact_id"]:
                     await self._disable_contact(conn, s.row["contact_id"], s.reason or "", now)
@@ -152,6 +156,25 @@ class DeliveryStore:
                     if created is not None:
                         result.fallbacks.setdefault(created[0], []).append(created[1])
         return result
+
+    @staticmethod
+    async def _stop_if_cancelled(conn: AsyncConnection, ids: list[str], now: datetime) -> None:
+        """A Cancel that arrived while these rows were being sent stops their retries too (the
+        ledger suppressed the alert's other pending rows when it recorded the Cancel)."""
+        cancels = (
+            select(alert_references.c.ref_alert_id)
+            .join(alerts, alerts.c.id == alert_references.c.alert_id)
+            .where(alerts.c.msg_type == MsgType.CANCEL.value)
+        )
+        await conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id.in_(ids),
+                deliveries.c.state == DeliveryState.PENDING.value,
+                deliveries.c.alert_id.in_(cancels),
+            )
+            .values(state=DeliveryState.SUPPRESSED.value, reason="cancelled", updated_at=now)
+        )
 
     async def _fall_back(
         self, conn: AsyncConnection, row: dict[str, Any], now: datetime

@@ -134,7 +134,16 @@ class Service:
     def _sender(self, channel: str) -> Sender:
         settings = self.settings
         if channel == "webhook":
-            return WebhookSender(WebhookChannel(parse_networks(settings.webhook.allowed_networks)))
+            webhook = settings.webhook
+            timeout = webhook.timeout_seconds
+            return WebhookSender(
+                WebhookChannel(
+                    parse_networks(webhook.allowed_networks),
+                    connect_timeout=timeout / 3,
+                    read_timeout=timeout,
+                    total_timeout=timeout,
+                )
+            )
         if channel == "email":
             email = settings.email
             config = SmtpConfig(

@@ -125,6 +125,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "http.public_url": _url("http", "https"),
     "http.max_body_bytes": _positive,
     "webhook.allowed_networks": _networks,
+    "webhook.timeout_seconds": _positive,
 }
 
 
@@ -198,9 +199,11 @@ class HttpSettings:
 
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
-    """Webhook destinations: networks allowed despite being private (empty in production)."""
+    """Webhook destinations: networks allowed despite being private (empty in production),
+    and how long one request may take in all (connecting takes at most a third of it)."""
 
     allowed_networks: tuple[str, ...]
+    timeout_seconds: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,457 @@
+"""Delivery end to end, the same suite over all three channels: an alert published on the
+broker is planned, and its rows are sent by the running service's workers to real loopback
+servers (aiosmtpd, the Twilio fake through the real twilio SDK, aiohttp receivers). Success,
+retry then success, permanent failure with fallback to the next channel, timeouts; then
+Twilio's callbacks, opt-out, quiet hours, Cancel, circuit breakers and slow hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiohttp import web
+from sqlalchemy import select
+
+from dissemination.alert import alert_id_for
+from dissemination.service import Service
+from dissemination.settings import Settings, load_settings
+from dissemination.tables import contacts, deliveries
+from dissemination.twilio_hooks import INBOUND_HOOK
+from tests.alerts import cap_json
+from tests.brokerutil import open_connection, publish, wait_until
+from tests.people import enrol
+from tests.serviceproc import free_port
+from tests.smtpsink import SmtpSink, start_smtp_sink
+from tests.test_webhook_channel import independent_signature
+from tests.twiliofake import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FROM_NUMBER,
+    HANGING_NUMBER,
+    INVALID_NUMBER,
+    TwilioFake,
+)
+
+pytestmark = pytest.mark.slow
+TERMINAL = {"sent", "delivered", "failed", "withheld", "suppressed"}
+
+
+@dataclass
+class Hooks:
+    """Webhook receivers by path: ok, flaky (503 once), missing (404), broken (503), stall."""
+
+    base: str = ""
+    calls: dict[str, int] = field(default_factory=dict)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.calls[name] = self.calls.get(name, 0) + 1
+        self.requests.append((dict(request.headers), await request.read()))
+        if name == "stall":
+            await self.release.wait()
+        if name == "flaky" and self.calls[name] == 1:
+            return web.Response(status=503)
+        return web.Response(status={"missing": 404, "broken": 503}.get(name, 200))
+
+
+@dataclass
+class Sinks:
+    smtp: SmtpSink
+    twilio: TwilioFake
+    hooks: Hooks
+    port: int
+
+    @property
+    def public_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def start_hooks() -> tuple[Hooks, web.AppRunner]:
+    hooks = Hooks()
+    app = web.Application()
+    app.router.add_post("/{name}", hooks.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    hooks.base = f"http://{host}:{port}/"
+    return hooks, runner
+
+
+@pytest.fixture
+async def sinks() -> AsyncIterator[Sinks]:
+    hooks, runner = await start_hooks()
+    async with start_smtp_sink() as smtp, TwilioFake() as twilio:
+        yield Sinks(smtp, twilio, hooks, free_port())
+        smtp.release.set()
+        hooks.release.set()
+    await runner.cleanup()
+
+
+def delivery_env(service_env: dict[str, str], sinks: Sinks) -> dict[str, str]:
+    return service_env | {
+        "DISSEMINATION_EMAIL_HOST": "127.0.0.1",
+        "DISSEMINATION_EMAIL_PORT": str(sinks.smtp.port),
+        "DISSEMINATION_EMAIL_TIMEOUT_SECONDS": "1",
+        "DISSEMINATION_SMS_ACCOUNT_SID": ACCOUNT_SID,
+        "DISSEMINATION_SMS_AUTH_TOKEN": AUTH_TOKEN,
+        "DISSEMINATION_SMS_FROM_NUMBER": FROM_NUMBER,
+        "DISSEMINATION_SMS_API_BASE": sinks.twilio.base_url,
+        "DISSEMINATION_SMS_TIMEOUT_SECONDS": "1",
+        "DISSEMINATION_SMS_MESSAGES_PER_SECOND": "1000",
+        "DISSEMINATION_WEBHOOK_TIMEOUT_SECONDS": "1",
+        "DISSEMINATION_HTTP_PORT": str(sinks.port),
+        "DISSEMINATION_HTTP_PUBLIC_URL": sinks.public_url,
+        "DISSEMINATION_BROKER_MAX_ATTEMPTS": "2",
+        "DISSEMINATION_BROKER_RETRY_DELAY_SECONDS": "0.1",
+        "DISSEMINATION_BROKER_RETRY_MAX_DELAY_SECONDS": "1",
+        "DISSEMINATION_DELIVERY_BREAKER_FAILURES": "1000",
+    }
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str], sinks: Sinks) -> Settings:
+    return load_settings(delivery_env(service_env, sinks))
+
+
+async def rows_of(service: Service, alert_id: str) -> list[dict[str, Any]]:
+    assert service.database is not None
+    async with service.database.reading() as conn:
+        result = await conn.execute(
+            select(deliveries).where(deliveries.c.alert_id == alert_id).order_by(deliveries.c.id)
+        )
+        return [dict(r) for r in result.mappings()]
+
+
+async def publish_alert(
+    channel: AbstractChannel, settings: Settings, identifier: str, **overrides: Any
+) -> str:
+    document = cap_json(identifier, **({"handling": {"tlp": "GREEN"}} | overrides))
+    await publish(channel, settings, json.dumps(document).encode())
+    return alert_id_for(document["sender"], identifier, document["sent"])
+
+
+async def settled(service: Service, alert_id: str, count: int, timeout: float = 30) -> list[Any]:
+    async def done() -> bool:
+        rows = await rows_of(service, alert_id)
+        return len(rows) == count and all(r["state"] in TERMINAL for r in rows)
+
+    await wait_until(done, timeout=timeout, what=f"{count} settled rows")
+    return await rows_of(service, alert_id)
+
+
+def addresses(sinks: Sinks) -> dict[str, dict[str, str]]:
+    hooks = sinks.hooks.base
+    return {
+        "email": {
+            "ok": "ok@example.org",
+            "flaky": "flaky@example.org",
+            "permanent": "reject@example.org",
+            "timeout": "hang@example.org",
+        },
+        "sms": {
+            "ok": "+12025550100",
+            "flaky": "+12025550101",
+            "permanent": INVALID_NUMBER,
+            "timeout": HANGING_NUMBER,
+        },
+        "webhook": {
+            "ok": hooks + "ok",
+            "flaky": hooks + "flaky",
+            "permanent": hooks + "missing",
+            "timeout": hooks + "stall",
+        },
+    }
+
+
+FALLBACK = {"email": "webhook", "sms": "webhook", "webhook": "email"}
+
+
+def check_provider_id(channel: str, row: dict[str, Any]) -> None:
+    provider_id = row["provider_id"]
+    if channel == "email":
+        assert provider_id == f"<{row['id']}@dissemination.invalid>"
+    elif channel == "sms":
+        assert provider_id.startswith("SM")
+        assert len(provider_id) == 34
+    else:
+        assert provider_id == "200"
+
+
+@pytest.mark.parametrize("channel_name", ["email", "sms", "webhook"])
+@pytest.mark.parametrize("case", ["ok", "flaky", "permanent", "timeout"])
+async def test_channel_conformance(
+    service: Service,
+    channel: AbstractChannel,
+    settings: Settings,
+    sinks: Sinks,
+    channel_name: str,
+    case: str,
+) -> None:
+    fallback = FALLBACK[channel_name]
+    own = addresses(sinks)
+    contacts = {channel_name: own[channel_name][case], fallback: own[fallback]["ok"]}
+    if case == "flaky" and channel_name == "sms":
+        sinks.twilio.fail_next(1, 500)
+    await enrol(service, f"{channel_name}-{case}", contacts)
+    alert_id = await publish_alert(channel, settings, f"CONF-{channel_name}-{case}")
+    expected_rows = 2 if case in ("permanent", "timeout") else 1
+    rows = {r["channel"]: r for r in await settled(service, alert_id, expected_rows)}
+    primary = rows[channel_name]
+    if case in ("ok", "flaky"):
+        assert (primary["state"], primary["attempts"]) == ("sent", 1 if case == "ok" else 2)
+        check_provider_id(channel_name, primary)
+    else:
+        if case == "permanent":
+            assert (primary["state"], primary["attempts"]) == ("failed", 1)
+        else:  # retried until max_attempts, then given up on
+            assert (primary["state"], primary["attempts"]) == ("failed", 2)
+            assert primary["reason"].startswith("gave up after 2 attempts")
+        second = rows[fallback]
+        assert (second["state"], second["origin"], second["fallback_of"]) == (
+            "sent",
+            "fallback",
+            primary["id"],
+        )
+        check_provider_id(fallback, second)
+    if primary["state"] == "sent":
+        await check_received(sinks, channel_name, primary)
+
+
+async def check_received(sinks: Sinks, channel_name: str, row: dict[str, Any]) -> None:
+    """What the far end got: parsed back, signature verified, marking present."""
+    if channel_name == "email":
+        received = (await sinks.smtp.message(0)).parsed()
+        assert received["Message-ID"] == row["provider_id"]
+        assert "TLP:GREEN" in str(received["Subject"])
+        assert received.get_content_type() == "multipart/alternative"
+    elif channel_name == "sms":
+        (message,) = sinks.twilio.messages
+        assert (message["sid"], message["to"]) == (row["provider_id"], row["address"])
+        assert message["body"].startswith("TLP:GREEN")
+    else:
+        headers, body = sinks.hooks.requests[-1]
+        assert headers["webhook-id"] == row["id"]
+        assert json.loads(body)["deliveryId"] == row["id"]
+
+
+async def test_twilio_status_callbacks_only_move_rows_forward(
+    service: Service, channel: AbstractChannel, settings: Settings, sinks: Sinks
+) -> None:
+    await enrol(service, "phone", {"sms": "+12025550100"})
+    alert_id = await publish_alert(channel, settings, "STATUS-1")
+    (row,) = await settled(service, alert_id, 1)
+    sid = row["provider_id"]
+    assert await sinks.twilio.send_status_callback(sid, "sent") == 204
+    assert (await rows_of(service, alert_id))[0]["state"] == "sent"
+    assert await sinks.twilio.send_status_callback(sid, "delivered") == 204
+    assert (await rows_of(service, alert_id))[0]["state"] == "delivered"
+    assert await sinks.twilio.send_status_callback(sid, "undelivered", 30003) == 204
+    assert (await rows_of(service, alert_id))[0]["state"] == "delivered"  # never backwards
+    async with aiohttp.ClientSession() as session:
+        url = sinks.public_url + "/hooks/twilio/status"
+        form = {"MessageSid": sid, "MessageStatus": "failed"}
+        headers = {"X-Twilio-Signature": "forged"}
+        async with session.post(url, data=form, headers=headers) as response:
+            assert response.status == 403
+
+
+async def test_undelivered_callback_fails_the_row_with_the_error_code(
+    service: Service, channel: AbstractChannel, settings: Settings, sinks: Sinks
+) -> None:
+    await enrol(service, "phone", {"sms": "+12025550100"})
+    alert_id = await publish_alert(channel, settings, "STATUS-2")
+    (row,) = await settled(service, alert_id, 1)
+    assert await sinks.twilio.send_status_callback(row["provider_id"], "undelivered", 30003) == 204
+    (row,) = await rows_of(service, alert_id)
+    assert (row["state"], row["reason"]) == ("failed", "undelivered: Twilio error 30003")
+
+
+async def post_inbound(sinks: Sinks, number: str, body: str, *, forged: bool = False) -> str:
+    url = sinks.public_url + INBOUND_HOOK
+    form, headers = sinks.twilio.inbound_sms(url, from_=number, body=body)
+    if forged:
+        headers = {"X-Twilio-Signature": headers["X-Twilio-Signature"][:-4] + "AAA="}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=form, headers=headers) as response,
+    ):
+        text = await response.text()
+        assert response.status == (403 if forged else 200), text
+        return text
+
+
+async def test_stop_suppresses_sms_and_falls_back_start_resumes(
+    service: Service, channel: AbstractChannel, settings: Settings, sinks: Sinks
+) -> None:
+    number = "+12025550142"
+    await enrol(service, "phone", {"sms": number, "email": "phone-owner@example.org"})
+    await post_inbound(sinks, number, "stop", forged=True)  # unsigned: changes nothing
+    help_reply = await post_inbound(sinks, number, "HELP")
+    assert "Reply STOP" in help_reply
+    assert "<Response" in await post_inbound(sinks, number, " Stop ")
+    alert_id = await publish_alert(channel, settings, "OPTOUT-1")
+    rows = {r["channel"]: r for r in await settled(service, alert_id, 2)}
+    assert (rows["sms"]["state"], rows["sms"]["reason"]) == ("suppressed", "opted_out")
+    assert (rows["email"]["state"], rows["email"]["origin"]) == ("sent", "fallback")
+    assert sinks.twilio.messages == []
+    await post_inbound(sinks, number, "START")
+    alert_id = await publish_alert(channel, settings, "OPTOUT-2")
+    (row,) = await settled(service, alert_id, 1)
+    assert (row["channel"], row["state"]) == ("sms", "sent")
+
+
+def minor(identifier: str) -> dict[str, Any]:
+    document = cap_json(identifier, handling={"tlp": "GREEN"})
+    info = copy.deepcopy(document["info"][0])
+    info.update(severity="Minor", urgency="Expected")
+    return {"info": [info]}
+
+
+async def test_quiet_hours_hold_minor_alerts_and_let_severe_ones_through(
+    service: Service, channel: AbstractChannel, settings: Settings, sinks: Sinks
+) -> None:
+    now = datetime.now(UTC)
+    window = {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
+    }
+    await enrol(service, "sleeper", {"webhook": sinks.hooks.base + "ok"}, quiet_hours=window)
+    held_id = await publish_alert(channel, settings, "QUIET-1", **minor("QUIET-1"))
+    severe_id = await publish_alert(channel, settings, "QUIET-2")
+    (severe,) = await settled(service, severe_id, 1)
+    assert severe["state"] == "sent"
+    (held,) = await rows_of(service, held_id)
+    assert (held["state"], held["reason"], held["attempts"]) == ("pending", "quiet_hours", 0)
+    assert held["not_before"] > now + timedelta(minutes=100)
+    assert sinks.hooks.calls == {"ok": 1}
+
+
+@pytest.fixture
+async def custom_service(
+    service_env: dict[str, str], sinks: Sinks
+) -> AsyncIterator[Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]]]:
+    """Start a service with this test's own settings on top of the delivery settings."""
+    started: list[tuple[Service, AbstractRobustConnection]] = []
+
+    async def start(**overrides: str) -> tuple[Service, Settings, AbstractChannel]:
+        env = delivery_env(service_env, sinks)
+        env |= {f"DISSEMINATION_{k.upper()}": v for k, v in overrides.items()}
+        settings = load_settings(env)
+        service = Service(settings)
+        await service.start()
+        connection = await open_connection(settings)
+        started.append((service, connection))
+        return service, settings, await connection.channel(publisher_confirms=True)
+
+    yield start
+    for service, connection in started:
+        await connection.close()
+        await service.stop()
+
+
+async def test_cancel_stops_pending_retries_of_the_original(
+    custom_service: Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]],
+    sinks: Sinks,
+) -> None:
+    service, settings, channel = await custom_service(
+        broker_max_attempts="20",
+        broker_retry_delay_seconds="0.5",
+        broker_retry_max_delay_seconds="1",
+    )
+    await enrol(service, "dead-end", {"webhook": sinks.hooks.base + "broken"})
+    original = cap_json("CANCEL-ME", handling={"tlp": "GREEN"})
+    alert_id = await publish_alert(channel, settings, "CANCEL-ME")
+
+    async def tried() -> bool:
+        return sinks.hooks.calls.get("broken", 0) >= 1
+
+    await wait_until(tried, what="the first attempt")
+    reference = f"{original['sender']},CANCEL-ME,{original['sent']}"
+    cancel_id = await publish_alert(
+        channel, settings, "CANCEL-1", msgType="Cancel", references=reference
+    )
+    (row,) = await settled(service, alert_id, 1)
+    assert row["state"] == "suppressed"
+    assert row["reason"].startswith("cancel")
+    assert row["attempts"] < 20
+    (cancel_row,) = await rows_of(service, cancel_id)  # the Cancel reaches the same endpoint
+    assert cancel_row["address"] == row["address"]
+
+
+async def test_an_open_circuit_defers_rows_without_spending_their_attempts(
+    custom_service: Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]],
+    sinks: Sinks,
+) -> None:
+    service, settings, channel = await custom_service(
+        delivery_breaker_failures="3",
+        delivery_breaker_cooldown_seconds="3600",
+        broker_max_attempts="5",
+    )
+    for n in range(6):
+        await enrol(service, f"dead-{n}", {"webhook": sinks.hooks.base + f"broken?n={n}"})
+    alert_id = await publish_alert(channel, settings, "BREAKER-1")
+
+    async def deferred() -> bool:
+        rows = await rows_of(service, alert_id)
+        circuit = [r for r in rows if r["reason"] == "circuit open for this destination"]
+        return len(rows) == 6 and len(circuit) == 6
+
+    await wait_until(deferred, what="every row waiting on the open circuit")
+    rows = await rows_of(service, alert_id)
+    assert {(r["state"], r["attempts"]) for r in rows} == {("pending", 1)}
+    assert sinks.hooks.calls["broken"] == 6  # the first wave only; no retry reached the host
+
+
+async def test_a_stalled_host_does_not_hold_up_the_others(
+    custom_service: Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]],
+    sinks: Sinks,
+) -> None:
+    service, settings, channel = await custom_service(
+        webhook_timeout_seconds="60", delivery_per_host_concurrency="4"
+    )
+    other, runner = await start_hooks()
+    try:
+        for n in range(4):
+            await enrol(service, f"stalled-{n}", {"webhook": sinks.hooks.base + f"stall?n={n}"})
+        for n in range(20):
+            await enrol(service, f"live-{n}", {"webhook": other.base + f"ok?n={n}"})
+        alert_id = await publish_alert(channel, settings, "STALL-1")
+
+        async def live_sent() -> bool:
+            rows = await rows_of(service, alert_id)
+            return sum(r["state"] == "sent" for r in rows) == 20
+
+        await wait_until(live_sent, what="every live endpoint")
+        rows = await rows_of(service, alert_id)
+        stalled = [r for r in rows if "stall" in r["address"]]
+        assert {r["state"] for r in stalled} == {"sending"}  # still hanging meanwhile
+        sinks.hooks.release.set()
+        rows = await settled(service, alert_id, 24)
+        assert {r["state"] for r in rows} == {"sent"}
+        for headers, body in other.requests:
+            (secret,) = await _secrets(service, headers["webhook-id"])
+            assert headers["webhook-signature"] == independent_signature(secret, headers, body)
+    finally:
+        await runner.cleanup()
+
+
+async def _secrets(service: Service, delivery_id: str) -> list[str]:
+    assert service.database is not None
+    async with service.database.reading() as conn:
+        result = await conn.scalars(
+            select(contacts.c.secret)
+            .join(deliveries, deliveries.c.contact_id == contacts.c.id)
+            .where(deliveries.c.id == delivery_id)
+        )
+        return [s for s in result if s]
