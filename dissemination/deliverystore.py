@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dissemination.alert import MsgType
 from dissemination.audit import Actor, write_audit
 from dissemination.database import Database
 from dissemination.planning import DeliveryState, PlannedRow
-from dissemination.alert import MsgType
 from dissemination.tables import alert_references, alerts, contacts, deliveries, sms_opt_outs
 from subscriptions.directory import CONTACT, record_of
 

@@ -430,7 +430,7 @@ async def test_a_stalled_host_does_not_hold_up_the_others(
 
         async def live_sent() -> bool:
             rows = await rows_of(service, alert_id)
-            return sum(r["state"] == "sent" for r in rows) == 20
+            return len([r for r in rows if r["state"] == "sent"]) == 20
 
         await wait_until(live_sent, what="every live endpoint")
         rows = await rows_of(service, alert_id)
