@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -104,13 +105,28 @@ class DeliveryWorker:
                 log.warning("stuck-row sweep failed, will try again: %s", error)
 
     async def sweep(self) -> list[str]:
-        """Apply the resend-once policy to rows stuck in `sending`, and republish pending rows
-        whose task was lost; returns the ids published."""
+        """Apply the resend-once policy to rows stuck in `sending`, and, when the channel's
+        queue is empty, republish overdue pending rows (their task was lost); returns the ids
+        published."""
         now = self.clock()
         older_than = now - timedelta(seconds=self.stuck_after_seconds)
-        ids = await self.store.reclaim_stuck(self.channel, older_than, now)
+        ids = await self.store.resend_stuck(self.channel, older_than, now)
         if ids:
-            log.warning("%d %s rows were stuck: publishing them again", len(ids), self.channel)
+            log.warning("%d %s rows were stuck in sending: resending once", len(ids), self.channel)
+        declared = await self.queue.declare()
+        if not declared.message_count:
+            resent = set(ids)
+            overdue = [
+                i
+                for i in await self.store.overdue_pending(self.channel, older_than)
+                if i not in resent
+            ]
+            if overdue:
+                log.warning(
+                    "%d %s rows had lost their task: publishing again", len(overdue), self.channel
+                )
+            ids += overdue
+        if ids:
             await self.dispatcher.dispatch({self.channel: ids})
         return ids
 
@@ -122,7 +138,7 @@ class DeliveryWorker:
             await message.reject(requeue=False)
             return
         try:
-            await self.deliver(ids)
+            outcomes = await self.deliver(ids)
         except (StoreUnavailable, PublishFailed) as error:
             # Settled rows stay settled; the rest are pending (redelivered with the task) or
             # sending (the stuck-row policy resolves them).
@@ -130,22 +146,34 @@ class DeliveryWorker:
             await message.nack(requeue=True)
             return
         await message.ack()
+        log.info(
+            "%s task of %d rows done: %s",
+            self.channel,
+            len(ids),
+            ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items())) or "nothing due",
+        )
 
-    async def deliver(self, ids: Sequence[str]) -> None:
+    async def deliver(self, ids: Sequence[str]) -> Counter[str]:
         """Claim the rows in chunks while there is room, send them concurrently, and record
-        outcomes in waves as sends finish."""
+        outcomes in waves as sends finish; returns how many rows ended in which state."""
+        outcomes: Counter[str] = Counter()
         sending: set[asyncio.Task[Settlement]] = set()
         try:
             for start in range(0, len(ids), CLAIM_CHUNK):
-                async with self._room:
-                    await self._room.wait_for(lambda: self._unsettled < 2 * self.concurrency)
+                while self._unsettled >= 2 * self.concurrency:
+                    if sending:  # record our own finished sends while we wait for room
+                        sending = await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
+                        continue
+                    async with self._room:
+                        await self._room.wait_for(lambda: self._unsettled < 2 * self.concurrency)
                 claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
                 await self._delay(claim.held)
                 self._unsettled += len(claim.rows)
                 sending |= {asyncio.create_task(self._attempt(row)) for row in claim.rows}
-                sending = await self._settle_finished(sending, 0)
+                sending = await self._settle_finished(sending, 0, outcomes)
             while sending:
-                sending = await self._settle_finished(sending, SETTLE_INTERVAL)
+                sending = await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
+            return outcomes
         finally:
             if sending:  # only on a store or broker failure: the task is redone
                 for task in sending:
@@ -155,7 +183,7 @@ class DeliveryWorker:
                     self._room.notify_all()
 
     async def _settle_finished(
-        self, sending: set[asyncio.Task[Settlement]], wait: float
+        self, sending: set[asyncio.Task[Settlement]], wait: float, outcomes: Counter[str]
     ) -> set[asyncio.Task[Settlement]]:
         if wait > 0:
             done, still = await asyncio.wait(sending, timeout=wait)
@@ -165,7 +193,9 @@ class DeliveryWorker:
             done = {task for task in sending if task.done()}
             still = sending - done
         if done:
-            await self._settle([task.result() for task in done])
+            settlements = [task.result() for task in done]
+            await self._settle(settlements)
+            outcomes.update(s.state.value for s in settlements)
         return still
 
     async def _settle(self, settlements: list[Settlement]) -> None:

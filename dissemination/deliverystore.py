@@ -225,11 +225,10 @@ class DeliveryStore:
             return (channel, values["id"]) if inserted.rowcount == 1 else None
         return None
 
-    async def reclaim_stuck(self, channel: str, older_than: datetime, now: datetime) -> list[str]:
+    async def resend_stuck(self, channel: str, older_than: datetime, now: datetime) -> list[str]:
         """The resend-once policy for rows stuck in `sending` (their worker died mid-send, so
         whether they went is unknown): back to `pending` flagged `resent`, or `failed` if that
-        happened before. Also returns pending rows whose task seems lost (a crash between
-        commit and publish), which are simply published again. Returns the ids to publish."""
+        happened before. Returns the ids to publish again."""
         stuck = and_(
             deliveries.c.channel == channel,
             deliveries.c.state == DeliveryState.SENDING.value,
@@ -261,15 +260,22 @@ class DeliveryStore:
                         updated_at=now,
                     )
                 )
-            orphaned = await conn.scalars(
-                select(deliveries.c.id).where(
-                    deliveries.c.channel == channel,
-                    deliveries.c.state == DeliveryState.PENDING.value,
-                    func.coalesce(deliveries.c.not_before, deliveries.c.updated_at) < older_than,
+            return ids
+
+    async def overdue_pending(self, channel: str, older_than: datetime) -> list[str]:
+        """Pending rows that have been due since before `older_than`: their task was lost if
+        the channel's queue holds nothing (a crash between commit and publish)."""
+        async with self.database.reading() as conn:
+            return list(
+                await conn.scalars(
+                    select(deliveries.c.id).where(
+                        deliveries.c.channel == channel,
+                        deliveries.c.state == DeliveryState.PENDING.value,
+                        func.coalesce(deliveries.c.not_before, deliveries.c.updated_at)
+                        < older_than,
+                    )
                 )
             )
-            resent = set(ids)
-            return ids + [i for i in orphaned if i not in resent]
 
     async def _disable_contact(
         self, conn: AsyncConnection, contact_id: str, reason: str, now: datetime

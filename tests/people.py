@@ -4,12 +4,14 @@ directory follower."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from dissemination.admin_api import ADMIN
 from dissemination.audit import Actor
+from dissemination.database import Database
 from dissemination.service import Service
 from subscriptions.codec import validate_stakeholder, validate_subscription
 from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
@@ -77,3 +79,38 @@ async def enrol(
     }
     await create(service, SUBSCRIPTION, validate_subscription(subscription))
     return enrolled
+
+
+async def enrol_many(
+    database: Database, count: int, channel: str, address_of: Callable[[int], str]
+) -> None:
+    """`count` stakeholders, each with one contact on `channel` and a subscription to every
+    alert, created in one transaction (with their audit entries) before a service starts."""
+    stakeholder = validate_stakeholder(
+        {
+            "name": "bulk",
+            "organization": "Partner",
+            "sector": "government",
+            "kind": "individual",
+            "clearance": {"maxTlp": "AMBER"},
+        }
+    )
+    directory = Directory(database)
+    now = datetime.now(UTC)
+    async with database.transaction() as conn:
+        for n in range(count):
+            record, _ = await directory.create_in(
+                conn, STAKEHOLDER, stakeholder | {"name": f"bulk-{n}"}, ACTOR, now
+            )
+            contact = {
+                "stakeholderId": record["id"],
+                "channel": channel,
+                "address": address_of(n),
+                "label": "",
+                "active": True,
+            }
+            await directory.create_in(conn, CONTACT, contact, ACTOR, now)
+            subscription = {"stakeholderId": record["id"], "rule": {}, "channels": [channel]}
+            await directory.create_in(
+                conn, SUBSCRIPTION, validate_subscription(subscription), ACTOR, now
+            )

@@ -4,11 +4,14 @@ tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
@@ -42,20 +45,45 @@ class ServiceProcess:
     process: asyncio.subprocess.Process
     port: int
 
+    log_path: Path | None = None
+
     @classmethod
     async def start(
-        cls, env: dict[str, str], failpoints: str = "", *, wait_ready: bool = True
+        cls,
+        env: dict[str, str],
+        failpoints: str = "",
+        *,
+        wait_ready: bool = True,
+        args: Sequence[str] = (),
+        log_path: Path | None = None,
     ) -> ServiceProcess:
+        """`dissemination run *args`; with `log_path`, its log goes to that file."""
         port = free_port()
         child_env = {**os.environ, **env, "DISSEMINATION_HTTP_PORT": str(port)}
         child_env["DISSEMINATION_FAILPOINTS"] = failpoints
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dissemination", "run", env=child_env
-        )
-        running = cls(process, port)
-        if wait_ready:
+        with log_path.open("wb") if log_path else contextlib.nullcontext() as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "dissemination", "run", *args, env=child_env, stderr=log
+            )
+        running = cls(process, port, log_path)
+        if wait_ready and not args:
             await running.wait_ready()
+        elif wait_ready:
+            await running.wait_logged("service started")
         return running
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path else ""
+
+    async def wait_logged(self, text: str, timeout: float = 30) -> None:
+        """Wait for `text` in the process's log (for processes without an HTTP server)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.process.returncode is not None:
+                raise AssertionError(f"service exited early: {self.log()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged: {self.log()[-2000:]}")
+            await asyncio.sleep(0.05)
 
     async def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
