@@ -1,0 +1,391 @@
+"""Fan-out benchmark: one alert to N targets on one channel, from publish to the last outcome
+recorded, against the raw leg of the same channel to the same loopback sink, in one run.
+
+    .venv/bin/python -m bench.fanout [--targets 10000] [--channel webhook|email|sms|all]
+                                     [--store sqlite|postgresql] [--runs 3] [--timeout 1800]
+                                     [--profile]
+
+  service  N stakeholders, each with one contact on the channel and a subscription to every
+           alert, are created before the service starts (not timed). The real Service runs
+           in-process; one CAP alert is published with confirms, and the clock stops when the
+           ledger holds N rows in a terminal state (polled every 50 ms): planning, tasks on the
+           broker, claims, rendering, signing, sending and recording every outcome.
+  raw      the same number of sends with the bare client at the concurrency the service is
+           allowed towards one host: aiohttp POSTs of a body of the same size (webhook),
+           aiosmtplib on `email.pool_size` connections (email), the twilio SDK's
+           `messages.create_async` (sms). Nothing is rendered, signed or recorded.
+
+The sinks (webhook receiver, aiosmtpd, the Twilio fake) run in a child process
+(`bench.sinks`). Prints per-run rates, medians and the service/raw ratio, and writes
+bench/results/fanout-<channel>-<store>.json. `--profile` runs the service legs under
+pyinstrument and writes bench/results/fanout-<channel>-<store>.html. Every wait is bounded by
+the overall timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import aiosmtplib
+from sqlalchemy import func, select
+from twilio.rest import Client
+
+from bench.common import (
+    RESULTS_DIR,
+    BenchError,
+    Deadline,
+    Resources,
+    machine_context,
+    median,
+    rate,
+    run_loop,
+)
+from bench.intake import bench_env, store
+from channels.sms import TwilioHttp
+from dissemination.broker import broker_url, declare_intake
+from dissemination.database import Database
+from dissemination.planning import DeliveryState
+from dissemination.service import Service
+from dissemination.settings import Settings, load_settings
+from dissemination.tables import deliveries
+from tests.alerts import cap_json
+from tests.people import enrol_many
+from tests.twiliofake import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+
+log = logging.getLogger("bench.fanout")
+CHANNELS = ("webhook", "email", "sms")
+POLL_SECONDS = 0.05
+TERMINAL = [
+    s.value for s in DeliveryState if s not in (DeliveryState.PENDING, DeliveryState.SENDING)
+]
+BODY = json.dumps({"type": "alert", "alert": cap_json("RAW")}).encode()
+
+
+@dataclass(slots=True)
+class Leg:
+    """One timed leg: how many sends finished in how long."""
+
+    sends: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return rate(self.sends, self.seconds)
+
+
+@dataclass(slots=True)
+class ChannelReport:
+    channel: str
+    raw: list[Leg] = field(default_factory=list)
+    service: list[Leg] = field(default_factory=list)
+
+    def medians(self) -> tuple[float | None, float | None, float | None]:
+        raw = median([leg.rate for leg in self.raw if not leg.note])
+        service = median([leg.rate for leg in self.service if not leg.note])
+        ratio = service / raw if raw and service is not None else None
+        return raw, service, ratio
+
+
+@dataclass(frozen=True, slots=True)
+class SinkPorts:
+    webhook: int
+    smtp: int
+    twilio: str
+
+
+@contextlib.asynccontextmanager
+async def sinks_process() -> Any:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.sinks",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        if not line:
+            raise BenchError("bench.sinks exited before listening")
+        ports = json.loads(line)
+        yield SinkPorts(ports["webhook"], ports["smtp"], ports["twilio"])
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+def address_of(channel: str, sinks: SinkPorts) -> Callable[[int], str]:
+    if channel == "webhook":
+        return lambda n: f"http://127.0.0.1:{sinks.webhook}/hook/{n}"
+    if channel == "email":
+        return lambda n: f"person{n}@example.org"
+    return lambda n: f"+1202555{n % 10000:04d}"
+
+
+def service_env(base: dict[str, str], sinks: SinkPorts) -> dict[str, str]:
+    names = uuid.uuid4().hex[:6]
+    return base | {
+        "DISSEMINATION_BROKER_DELIVERY_EXCHANGE": f"deliveries.{names}",
+        "DISSEMINATION_BROKER_DELIVERY_QUEUE_PREFIX": f"deliveries.{names}.",
+        "DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "DISSEMINATION_EMAIL_HOST": "127.0.0.1",
+        "DISSEMINATION_EMAIL_PORT": str(sinks.smtp),
+        "DISSEMINATION_SMS_ACCOUNT_SID": ACCOUNT_SID,
+        "DISSEMINATION_SMS_AUTH_TOKEN": AUTH_TOKEN,
+        "DISSEMINATION_SMS_FROM_NUMBER": FROM_NUMBER,
+        "DISSEMINATION_SMS_API_BASE": sinks.twilio,
+        "DISSEMINATION_SMS_MESSAGES_PER_SECOND": "1000000",
+    }
+
+
+async def terminal_rows(database: Database) -> int:
+    async with database.reading() as conn:
+        count = await conn.scalar(
+            select(func.count()).select_from(deliveries).where(deliveries.c.state.in_(TERMINAL))
+        )
+        return int(count or 0)
+
+
+async def service_leg(
+    settings: Settings,
+    channel: str,
+    targets: int,
+    sinks: SinkPorts,
+    deadline: Deadline,
+    profiler: Any,
+) -> Leg:
+    database = Database.from_settings(settings.store, settings.data_path)
+    try:
+        await database.migrate()
+        await enrol_many(database, targets, channel, address_of(channel, sinks))
+        service = Service(settings)
+        await service.start()
+        connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
+        try:
+            topology = await declare_intake(
+                await connection.channel(publisher_confirms=True), settings.broker
+            )
+            document = cap_json(f"FANOUT-{uuid.uuid4().hex[:8]}", handling={"tlp": "GREEN"})
+            if profiler is not None:
+                profiler.start()
+            started = time.perf_counter()
+            await topology.exchange.publish(
+                aio_pika.Message(json.dumps(document).encode(), content_type="application/json"),
+                routing_key="bench.fanout",
+                mandatory=True,
+            )
+            done = 0
+            while done < targets and not deadline.expired():
+                await asyncio.sleep(POLL_SECONDS)
+                done = await terminal_rows(database)
+            seconds = time.perf_counter() - started
+            if profiler is not None:
+                profiler.stop()
+        finally:
+            await connection.close()
+            await service.stop()
+        async with database.reading() as conn:
+            sent = await conn.scalar(
+                select(func.count()).select_from(deliveries).where(deliveries.c.state == "sent")
+            )
+        note = "" if sent == targets else f"{sent} of {targets} sent"
+        return Leg(done, seconds, note)
+    finally:
+        await database.close()
+
+
+async def _parallel(count: int, concurrency: int, send: Callable[[int], Awaitable[None]]) -> float:
+    """Run `send(i)` for i in range(count) on `concurrency` workers; return the seconds."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await send(queue.get_nowait())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def raw_webhook(count: int, concurrency: int, sinks: SinkPorts) -> Leg:
+    url = f"http://127.0.0.1:{sinks.webhook}/raw"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def send(i: int) -> None:
+            async with session.post(url, data=BODY) as response:
+                await response.read()
+                if response.status != 204:
+                    raise BenchError(f"raw webhook got HTTP {response.status}")
+
+        return Leg(count, await _parallel(count, concurrency, send))
+
+
+async def raw_email(count: int, pool_size: int, sinks: SinkPorts) -> Leg:
+    clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=sinks.smtp) for _ in range(pool_size)]
+    for client in clients:
+        await client.connect()
+    idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+    for client in clients:
+        idle.put_nowait(client)
+
+    async def send(i: int) -> None:
+        message = EmailMessage()
+        message["From"] = "alerts@dissemination.invalid"
+        message["To"] = f"raw{i}@example.org"
+        message["Subject"] = "[TLP:GREEN] Severe: Flash Flood Warning"
+        message.set_content(BODY.decode())
+        message.add_alternative(f"<p>{BODY.decode()}</p>", subtype="html")
+        client = await idle.get()
+        try:
+            await client.send_message(message)
+        finally:
+            idle.put_nowait(client)
+
+    try:
+        return Leg(count, await _parallel(count, pool_size, send))
+    finally:
+        for client in clients:
+            with contextlib.suppress(aiosmtplib.SMTPException):
+                await client.quit()
+
+
+async def raw_sms(count: int, concurrency: int, sinks: SinkPorts) -> Leg:
+    http = TwilioHttp(sinks.twilio)
+    client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http)
+
+    async def send(i: int) -> None:
+        await client.messages.create_async(
+            to=f"+1202555{i % 10000:04d}", from_=FROM_NUMBER, body="TLP:GREEN Severe: raw leg"
+        )
+
+    try:
+        return Leg(count, await _parallel(count, concurrency, send))
+    finally:
+        await http.close()
+
+
+async def raw_leg(channel: str, settings: Settings, count: int, sinks: SinkPorts) -> Leg:
+    if channel == "webhook":
+        return await raw_webhook(count, settings.delivery.per_host_concurrency, sinks)
+    if channel == "email":
+        return await raw_email(count, settings.email.pool_size, sinks)
+    return await raw_sms(count, settings.delivery.per_host_concurrency, sinks)
+
+
+async def run(args: argparse.Namespace) -> list[ChannelReport]:
+    deadline = Deadline.after(args.timeout)
+    channels = CHANNELS if args.channel == "all" else (args.channel,)
+    reports = [ChannelReport(c) for c in channels]
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(async_mode="disabled")
+    resources = Resources()
+    try:
+        async with sinks_process() as sinks:
+            for report in reports:
+                for number in range(1, args.runs + 1):
+                    with (
+                        resources.vhost() as vhost,
+                        store(args.store, resources, None) as (url, data_dir),
+                    ):
+                        env = service_env(
+                            bench_env(vhost, url, data_dir, f"bench-{uuid.uuid4().hex[:6]}"), sinks
+                        )
+                        settings = load_settings(env)
+                        raw = await raw_leg(report.channel, settings, args.targets, sinks)
+                        report.raw.append(raw)
+                        service = await service_leg(
+                            settings, report.channel, args.targets, sinks, deadline, profiler
+                        )
+                        report.service.append(service)
+                        print(
+                            f"{report.channel} run {number}: service {service.rate:,.0f}/s "
+                            f"{service.note}  raw {raw.rate:,.0f}/s",
+                            flush=True,
+                        )
+                    if deadline.expired():
+                        break
+    finally:
+        resources.release_all()
+    if profiler is not None:
+        name = f"fanout-{args.channel}-{args.store}"
+        RESULTS_DIR.mkdir(exist_ok=True)
+        (RESULTS_DIR / f"{name}.html").write_text(profiler.output_html())
+        print(profiler.output_text(unicode=False, color=False, show_all=False)[:6000])
+    return reports
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--targets", type=int, default=10_000)
+    parser.add_argument("--channel", choices=[*CHANNELS, "all"], default="all")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--profile", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not 1 <= args.targets <= 100_000 or not 1 <= args.runs <= 10 or args.timeout <= 0:
+        print("need 1 <= --targets <= 100000, 1 <= --runs <= 10, --timeout > 0", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    context = machine_context()
+    reports = run_loop(run(args))
+    print(f"\nfan-out of one alert to {args.targets:,} targets, store {args.store}, medians:")
+    print(f"{'channel':<8} {'service/s':>10} {'raw/s':>10} {'ratio':>7}")
+    results: dict[str, Any] = {
+        "benchmark": "fanout",
+        "targets": args.targets,
+        "store": args.store,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "context": context,
+        "channels": {},
+    }
+    for report in reports:
+        raw, service, ratio = report.medians()
+        print(f"{report.channel:<8} {service or 0:>10,.0f} {raw or 0:>10,.0f} {(ratio or 0):>7.3f}")
+        results["channels"][report.channel] = {
+            "service_rates": [round(leg.rate, 1) for leg in report.service],
+            "service_notes": [leg.note for leg in report.service],
+            "raw_rates": [round(leg.rate, 1) for leg in report.raw],
+            "service_median": service,
+            "raw_median": raw,
+            "ratio": ratio,
+        }
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"fanout-{args.channel}-{args.store}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

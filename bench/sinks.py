@@ -1,0 +1,64 @@
+"""The loopback sinks both legs of the fan-out benchmark send to, in a process of their own so
+that they do not compete with the sender for one interpreter: a webhook receiver (204), an
+aiosmtpd SMTP server and the Twilio-compatible fake from the tests.
+
+    python -m bench.sinks
+
+Prints one JSON line with the ports once all three listen, then serves until stdin closes
+(the parent exits or closes the pipe) or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+from aiohttp import web
+
+from bench.common import run_loop
+from tests.smtpsink import start_smtp_sink
+from tests.twiliofake import TwilioFake
+
+
+class Counts:
+    """What each sink has accepted (the Twilio fake and the SMTP sink keep their own)."""
+
+    webhooks = 0
+
+
+async def _webhook(request: web.Request) -> web.Response:
+    await request.read()
+    Counts.webhooks += 1
+    return web.Response(status=204)
+
+
+async def _stdin_closed() -> None:
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+
+
+async def serve() -> None:
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", _webhook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
+    webhook_port = runner.addresses[0][1]
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with start_smtp_sink() as smtp, TwilioFake() as twilio:
+        print(
+            json.dumps({"webhook": webhook_port, "smtp": smtp.port, "twilio": twilio.base_url}),
+            flush=True,
+        )
+        waiter = asyncio.create_task(_stdin_closed())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    run_loop(serve())
