@@ -37,6 +37,7 @@ from channels.destinations import (
     literal_address,
 )
 
+VERDICT_CACHE_SIZE = 100_000
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the specification's prefix, not a secret
 
 
@@ -122,6 +123,7 @@ class WebhookChannel:
         )
         self._session: aiohttp.ClientSession | None = None
         self.pool_size = pool_size
+        self._verdicts: dict[str, DestinationRejected | None] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -132,11 +134,26 @@ class WebhookChannel:
         return self._session
 
     def _check_destination(self, url: str) -> None:
-        host, _port = check_url_shape(url)
+        # A fan-out sends many rows to few URLs: remember each URL's verdict (the resolver
+        # still checks the addresses that host names resolve to on every connection).
+        if url not in self._verdicts:
+            if len(self._verdicts) >= VERDICT_CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[url] = self._verdict(url)
+        rejected = self._verdicts[url]
+        if rejected is not None:
+            raise rejected
+
+    def _verdict(self, url: str) -> DestinationRejected | None:
+        try:
+            host, _port = check_url_shape(url)
+        except DestinationRejected as rejected:
+            return rejected
         literal = literal_address(host)
         # aiohttp does not resolve IP literals, so the resolver never sees them: check here.
         if literal is not None and not address_allowed(literal, self.allowed):
-            raise DestinationRejected("forbidden_destination", f"{host} is not a public address")
+            return DestinationRejected("forbidden_destination", f"{host} is not a public address")
+        return None
 
     async def send(self, message: WebhookMessage) -> SendResult:
         try:

@@ -22,6 +22,7 @@ from dissemination.tables import alert_references, alerts, contacts, deliveries,
 from subscriptions.directory import CONTACT, record_of
 
 DELIVERY_ACTOR = Actor(None, "delivery worker")
+DOCUMENT_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,8 @@ class DeliveryStore:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        # Alert documents never change once stored; a fan-out reads one for many rows.
+        self._documents: dict[str, dict[str, Any]] = {}
 
     async def claim(self, ids: Sequence[str], now: datetime) -> Claim:
         """Take the pending rows among `ids` whose time has come; report the ones still held."""
@@ -86,19 +89,32 @@ class DeliveryStore:
             rows = await self._rows(conn, claimed) if claimed else []
         return Claim(rows, held)
 
+    async def _rows(self, conn: AsyncConnection, ids: list[str]) -> list[dict[str, Any]]:
+        rows = await self._rows_without_documents(conn, ids)
+        missing = {row["alert_id"] for row in rows} - set(self._documents)
+        if missing:
+            if len(self._documents) + len(missing) > DOCUMENT_CACHE_SIZE:
+                self._documents.clear()
+            result = await conn.execute(
+                select(alerts.c.id, alerts.c.document).where(alerts.c.id.in_(missing))
+            )
+            self._documents.update({alert.id: alert.document for alert in result})
+        for row in rows:
+            row["document"] = self._documents[row["alert_id"]]
+        return rows
+
     @staticmethod
-    async def _rows(conn: AsyncConnection, ids: list[str]) -> list[dict[str, Any]]:
+    async def _rows_without_documents(
+        conn: AsyncConnection, ids: list[str]
+    ) -> list[dict[str, Any]]:
         query = (
             select(
                 deliveries,
-                alerts.c.document,
                 contacts.c.secret,
                 sms_opt_outs.c.keyword.label("opted_out"),
             )
             .select_from(
-                deliveries.join(alerts, alerts.c.id == deliveries.c.alert_id)
-                .outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
-                .outerjoin(
+                deliveries.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id).outerjoin(
                     sms_opt_outs,
                     and_(
                         deliveries.c.channel == "sms",

@@ -3,12 +3,15 @@ tiers), the per-host circuit breaker, and quiet hours."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
+from channels.webhook import WebhookChannel
 from dissemination.breaker import CircuitBreakers
 from dissemination.retrying import RetrySchedule
+from dissemination.senders import WebhookSender, webhook_body
 from subscriptions.model import QuietHours
 from subscriptions.quiethours import quiet_until
 
@@ -112,3 +115,12 @@ def test_no_quiet_hours_or_an_unknown_zone() -> None:
     assert quiet_until(QuietHours(time(11), time(13)), "Nowhere/Atlantis", T0) == T0.replace(
         hour=13
     )
+
+
+def test_the_cached_webhook_body_is_exactly_the_plain_serialization() -> None:
+    sender = WebhookSender(WebhookChannel(()))
+    document = {"id": "a-1", "headline": 'quote " and \\u2028 and ü', "n": [1, 2.5, None]}
+    for row_id in ("row-1", 'row-"2"'):
+        row = {"id": row_id, "alert_id": "a-1", "document": document}
+        assert sender.body(row) == webhook_body(row)
+        assert json.loads(sender.body(row))["deliveryId"] == row_id
