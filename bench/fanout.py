@@ -1,7 +1,7 @@
 """Fan-out benchmark: one alert to N targets on one channel, from publish to the last outcome
 recorded, against the raw leg of the same channel to the same loopback sink, in one run.
 
-    .venv/bin/python -m bench.fanout [--targets 10000] [--channel webhook|email|sms|all]
+    .venv/bin/python -m bench.fanout [--targets 10000] [--channel webhook|email|sms|mixed|all]
                                      [--store sqlite|postgresql] [--runs 3] [--timeout 1800]
                                      [--profile]
 
@@ -14,6 +14,8 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
            allowed towards one host: aiohttp POSTs of a body of the same size (webhook),
            aiosmtplib on `email.pool_size` connections (email), the twilio SDK's
            `messages.create_async` (sms). Nothing is rendered, signed or recorded.
+  mixed    a third of the targets on each channel, one alert; the raw leg runs the three
+           raw legs at once. `all` runs each channel alone, then mixed.
 
 The sinks (webhook receiver, aiosmtpd, the Twilio fake) run in a child process
 (`bench.sinks`). Prints per-run rates, medians and the service/raw ratio, and writes
@@ -176,7 +178,8 @@ async def service_leg(
     database = Database.from_settings(settings.store, settings.data_path)
     try:
         await database.migrate()
-        await enrol_many(database, targets, channel, address_of(channel, sinks))
+        for part, count in split(channel, targets):
+            await enrol_many(database, count, part, address_of(part, sinks))
         service = Service(settings)
         await service.start()
         connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
@@ -285,7 +288,21 @@ async def raw_sms(count: int, concurrency: int, sinks: SinkPorts) -> Leg:
         await http.close()
 
 
+def split(channel: str, targets: int) -> list[tuple[str, int]]:
+    """The channels a run sends on, with their share of the targets ("mixed": a third each)."""
+    if channel != "mixed":
+        return [(channel, targets)]
+    third = targets // 3
+    return [("webhook", targets - 2 * third), ("email", third), ("sms", third)]
+
+
 async def raw_leg(channel: str, settings: Settings, count: int, sinks: SinkPorts) -> Leg:
+    if channel == "mixed":  # the three raw legs at once, each with its share
+        started = time.perf_counter()
+        legs = await asyncio.gather(
+            *(raw_leg(part, settings, n, sinks) for part, n in split("mixed", count))
+        )
+        return Leg(sum(leg.sends for leg in legs), time.perf_counter() - started)
     if channel == "webhook":
         return await raw_webhook(count, settings.delivery.per_host_concurrency, sinks)
     if channel == "email":
@@ -295,7 +312,7 @@ async def raw_leg(channel: str, settings: Settings, count: int, sinks: SinkPorts
 
 async def run(args: argparse.Namespace) -> list[ChannelReport]:
     deadline = Deadline.after(args.timeout)
-    channels = CHANNELS if args.channel == "all" else (args.channel,)
+    channels = (*CHANNELS, "mixed") if args.channel == "all" else (args.channel,)
     reports = [ChannelReport(c) for c in channels]
     profiler = None
     if args.profile:
@@ -341,7 +358,7 @@ async def run(args: argparse.Namespace) -> list[ChannelReport]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--targets", type=int, default=10_000)
-    parser.add_argument("--channel", choices=[*CHANNELS, "all"], default="all")
+    parser.add_argument("--channel", choices=[*CHANNELS, "mixed", "all"], default="all")
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=1800.0)
