@@ -162,7 +162,7 @@ class DeliveryWorker:
             for start in range(0, len(ids), CLAIM_CHUNK):
                 while self._unsettled >= 2 * self.concurrency:
                     if sending:  # record our own finished sends while we wait for room
-                        sending = await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
+                        await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
                         continue
                     async with self._room:
                         await self._room.wait_for(lambda: self._unsettled < 2 * self.concurrency)
@@ -170,12 +170,12 @@ class DeliveryWorker:
                 await self._delay(claim.held)
                 self._unsettled += len(claim.rows)
                 sending |= {asyncio.create_task(self._attempt(row)) for row in claim.rows}
-                sending = await self._settle_finished(sending, 0, outcomes)
+                await self._settle_finished(sending, 0, outcomes)
             while sending:
-                sending = await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
+                await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
             return outcomes
         finally:
-            if sending:  # only on a store or broker failure: the task is redone
+            if sending:  # only on a store or broker failure: unsettled rows are redone
                 for task in sending:
                     task.cancel()
                 async with self._room:
@@ -184,19 +184,20 @@ class DeliveryWorker:
 
     async def _settle_finished(
         self, sending: set[asyncio.Task[Settlement]], wait: float, outcomes: Counter[str]
-    ) -> set[asyncio.Task[Settlement]]:
+    ) -> None:
+        """Record the sends that have finished (waiting up to `wait` for more to finish, and
+        for at least one), taking them out of `sending`."""
         if wait > 0:
-            done, still = await asyncio.wait(sending, timeout=wait)
+            done, _ = await asyncio.wait(sending, timeout=wait)
             if not done:
-                done, still = await asyncio.wait(still, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
         else:
             done = {task for task in sending if task.done()}
-            still = sending - done
         if done:
+            sending.difference_update(done)
             settlements = [task.result() for task in done]
             await self._settle(settlements)
             outcomes.update(s.state.value for s in settlements)
-        return still
 
     async def _settle(self, settlements: list[Settlement]) -> None:
         try:
