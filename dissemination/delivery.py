@@ -73,6 +73,7 @@ class DeliveryWorker:
         self.concurrency = concurrency
         self.slots = asyncio.Semaphore(concurrency)
         self._unsettled = 0
+        self._in_flight: set[str] = set()  # row ids this worker holds in `sending`
         self._room = asyncio.Condition()
         self.per_host_concurrency = per_host_concurrency
         self._host_slots: dict[str, asyncio.Semaphore] = {}
@@ -110,7 +111,7 @@ class DeliveryWorker:
         published."""
         now = self.clock()
         older_than = now - timedelta(seconds=self.stuck_after_seconds)
-        ids = await self.store.resend_stuck(self.channel, older_than, now)
+        ids = await self.store.resend_stuck(self.channel, older_than, now, set(self._in_flight))
         if ids:
             log.warning("%d %s rows were stuck in sending: resending once", len(ids), self.channel)
         declared = await self.queue.declare()
@@ -158,6 +159,7 @@ class DeliveryWorker:
         outcomes in waves as sends finish; returns how many rows ended in which state."""
         outcomes: Counter[str] = Counter()
         sending: set[asyncio.Task[Settlement]] = set()
+        claimed: set[str] = set()
         try:
             for start in range(0, len(ids), CLAIM_CHUNK):
                 while self._unsettled >= 2 * self.concurrency:
@@ -169,6 +171,9 @@ class DeliveryWorker:
                 claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
                 await self._delay(claim.held)
                 self._unsettled += len(claim.rows)
+                new_ids = {row["id"] for row in claim.rows}
+                claimed |= new_ids
+                self._in_flight |= new_ids
                 sending |= {asyncio.create_task(self._attempt(row)) for row in claim.rows}
                 await self._settle_finished(sending, 0, outcomes)
             while sending:
@@ -178,6 +183,7 @@ class DeliveryWorker:
             if sending:  # only on a store or broker failure: unsettled rows are redone
                 for task in sending:
                     task.cancel()
+                self._in_flight.difference_update(claimed)  # left for the stuck-row policy
                 async with self._room:
                     self._unsettled -= len(sending)
                     self._room.notify_all()
@@ -203,6 +209,7 @@ class DeliveryWorker:
         try:
             settled = await self.store.settle(settlements, self.clock())
         finally:
+            self._in_flight.difference_update(s.row["id"] for s in settlements)
             async with self._room:
                 self._unsettled -= len(settlements)
                 self._room.notify_all()

@@ -6,7 +6,7 @@ next channel, and the stuck-row policy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -241,15 +241,24 @@ class DeliveryStore:
             return (channel, values["id"]) if inserted.rowcount == 1 else None
         return None
 
-    async def resend_stuck(self, channel: str, older_than: datetime, now: datetime) -> list[str]:
+    async def resend_stuck(
+        self,
+        channel: str,
+        older_than: datetime,
+        now: datetime,
+        in_flight: Collection[str] = (),
+    ) -> list[str]:
         """The resend-once policy for rows stuck in `sending` (their worker died mid-send, so
         whether they went is unknown): back to `pending` flagged `resent`, or `failed` if that
-        happened before. Returns the ids to publish again."""
+        happened before. `in_flight` are rows the caller itself is still sending (slow, not
+        stuck). Returns the ids to publish again."""
         stuck = and_(
             deliveries.c.channel == channel,
             deliveries.c.state == DeliveryState.SENDING.value,
             deliveries.c.updated_at < older_than,
         )
+        if in_flight:
+            stuck = and_(stuck, deliveries.c.id.not_in(list(in_flight)))
         async with self.database.transaction() as conn:
             await conn.execute(
                 update(deliveries)

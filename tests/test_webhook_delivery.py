@@ -183,3 +183,27 @@ async def test_a_row_stuck_in_sending_is_resent_once_flagged_then_failed(
         "stuck in sending again after one resend",
     )
     assert receiver.calls["ok"] == 2
+
+
+async def test_the_sweep_leaves_alone_rows_its_own_worker_is_still_sending(
+    service: Service, channel: AbstractChannel, settings: Settings, receiver: Receiver
+) -> None:
+    await _endpoint(service, "ok", receiver.base + "ok")
+    await publish(channel, settings, json.dumps(cap_json("SLOW-1")).encode())
+
+    async def sent() -> bool:
+        row = (await _rows(service)).get("ok")
+        return row is not None and row["state"] == "sent"
+
+    await wait_until(sent, what="the delivery")
+    row = (await _rows(service))["ok"]
+    worker = next(w for w in service.workers if w.channel == "webhook")
+    await _age_into_sending(service, row["id"])
+    worker._in_flight.add(row["id"])  # as if this worker were still waiting on a slow host
+    try:
+        assert await worker.sweep() == []
+    finally:
+        worker._in_flight.discard(row["id"])
+    assert (await _rows(service))["ok"]["resent"] is False
+    assert await worker.sweep() == [row["id"]]  # once it is not ours, it is stuck
+    await wait_until(sent, what="the one resend")
