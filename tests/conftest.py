@@ -99,6 +99,8 @@ def settings_env(vhost: str, store_url: str, data_dir: Path, **overrides: str) -
         "DISSEMINATION_STORE_RETRY_MAX_SECONDS": "0.2",
         "DISSEMINATION_HTTP_PORT": "0",
         "DISSEMINATION_BROKER_RETRY_DELAY_SECONDS": "0.2",
+        # few retry tiers (0.2, 0.8, 2 s): each service a test starts declares them all
+        "DISSEMINATION_BROKER_RETRY_MAX_DELAY_SECONDS": "2",
         "DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
     }
     env.update({f"DISSEMINATION_{k.upper()}": v for k, v in overrides.items()})
