@@ -27,7 +27,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from channels.base import Outcome, SendResult
 from dissemination.breaker import CircuitBreakers
-from dissemination.deliverystore import DeliveryStore, Settlement
+from dissemination.deliverystore import DeliveryStore, Settlement, SettleResult
 from dissemination.dispatch import DeliveryDispatcher
 from dissemination.errors import StoreUnavailable
 from dissemination.intake import Clock
@@ -39,6 +39,7 @@ from dissemination.senders import Sender
 log = logging.getLogger(__name__)
 CLAIM_CHUNK = 64
 """Rows claimed at once: bounds what a crash leaves in `sending` (and so may resend)."""
+SETTLE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 SETTLE_INTERVAL = 0.05
 """Sends that finished within this long of each other are recorded in one transaction; a
 slow destination's rows are recorded when they finish, never holding up the others'."""
@@ -207,7 +208,7 @@ class DeliveryWorker:
 
     async def _settle(self, settlements: list[Settlement]) -> None:
         try:
-            settled = await self.store.settle(settlements, self.clock())
+            settled = await self._settle_with_retries(settlements)
         finally:
             self._in_flight.difference_update(s.row["id"] for s in settlements)
             async with self._room:
@@ -222,6 +223,17 @@ class DeliveryWorker:
         )
         if settled.fallbacks:
             await self.dispatcher.dispatch(settled.fallbacks)
+
+    async def _settle_with_retries(self, settlements: list[Settlement]) -> SettleResult:
+        """The outcomes are known here and nowhere else: a busy or briefly unavailable store
+        gets a few more tries before the rows are left to the stuck-row policy."""
+        for delay in SETTLE_RETRY_DELAYS:
+            try:
+                return await self.store.settle(settlements, self.clock())
+            except StoreUnavailable as error:
+                log.warning("recording %d outcomes failed, retrying: %s", len(settlements), error)
+                await asyncio.sleep(delay)
+        return await self.store.settle(settlements, self.clock())
 
     async def _delay(self, waiting: Sequence[tuple[str, datetime]]) -> None:
         """One delayed task per retry tier, due when the earliest of its rows is; a row that
