@@ -7,7 +7,7 @@ followed by any caveats ("LES", "PII"), ready to print in a subject line or an S
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 RESTRICTED_TLPS = frozenset({"AMBER", "AMBER+STRICT", "RED"})
@@ -79,9 +79,48 @@ class AlertContent:
 @dataclass(frozen=True, slots=True)
 class Rendering:
     """Per-delivery values that templates need besides the alert: the ledger row id (stable
-    across retries), and where the recipient acknowledges or reads the alert."""
+    across retries), and how the recipient acknowledges (link, SMS reply code, token for
+    webhook receivers) or reads the alert."""
 
     delivery_id: str
     ack_url: str | None = None
     ack_code: str | None = None
     portal_url: str | None = None
+    ack_token: str | None = None
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def notice_content(content: AlertContent, notice: dict[str, Any]) -> AlertContent:
+    """What a supervisor is told when someone has not acknowledged the alert: the alert itself
+    when the supervisor is cleared for its marks, otherwise only that an alert with those
+    marks is unacknowledged."""
+    about = str(notice.get("about") or "A stakeholder")
+    after = _duration(int(notice.get("afterSeconds") or 0))
+    if notice.get("cleared"):
+        return replace(
+            content,
+            headline=f"Not acknowledged: {content.headline}",
+            description=(
+                f"{about} has not acknowledged this alert {after} after it was delivered."
+                + (f"\n\n{content.description}" if content.description else "")
+            ),
+        )
+    return replace(
+        content,
+        event="Unacknowledged alert",
+        headline=f"Not acknowledged: an alert marked {content.marking}",
+        description=(
+            f"{about} has not acknowledged an alert marked {content.marking} {after} after it "
+            "was delivered. Its content is withheld: your clearance does not admit its marks."
+        ),
+        instruction="",
+        areas=(),
+        web="",
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 import unicodedata
 from collections.abc import Mapping
@@ -294,6 +295,28 @@ _KEYWORDS = {
 def opt_keyword(body: str) -> Keyword | None:
     """The opt-out, opt-in or help keyword an inbound SMS consists of, if it is one."""
     return _KEYWORDS.get(body.strip().upper())
+
+
+_ACK_REPLY = re.compile(
+    r"(?:(?:ACK|ACKNOWLEDGE|ACKNOWLEDGED|CONFIRM|CONFIRMED|RECEIVED|YES|Y|OK|1)"
+    r"(?:\s*#?\s*(?P<code>\d{4}|\d{6}))?|#?(?P<bare>\d{4}|\d{6}))[.!]*"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AckReply:
+    """An inbound text that acknowledges: with the code it quotes, or None for "the newest"."""
+
+    code: str | None
+
+
+def ack_reply(body: str) -> AckReply | None:
+    """The acknowledgment an inbound SMS makes, if it is one: `ACK`, `ACK 4821`, `1`, `YES`,
+    `4821` (case and surrounding spaces ignored)."""
+    match = _ACK_REPLY.fullmatch(body.strip().upper())
+    if match is None:
+        return None
+    return AckReply(match["code"] or match["bare"])
 
 
 _FINAL_STATES = {"delivered": "delivered", "undelivered": "undelivered", "failed": "failed"}

@@ -1,6 +1,7 @@
-"""The admin API: stakeholders, contacts and subscriptions (create, read, list, update, delete,
-bulk import and export), the audit log, and the matching dry run. Every change is validated,
-audited in its own transaction, then applied to the in-process matcher."""
+"""The admin API: stakeholders, contacts, subscriptions and escalation policies (create, read,
+list, update, delete; bulk import and export of the first three), the audit log, and the
+matching dry run. Every change is validated, audited in its own transaction, then applied to
+the in-process matcher."""
 
 from __future__ import annotations
 
@@ -29,10 +30,18 @@ from subscriptions.codec import (
     stakeholder_model,
     subscription_model,
     validate_contact,
+    validate_escalation,
     validate_stakeholder,
     validate_subscription,
 )
-from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
+from subscriptions.directory import (
+    CONTACT,
+    ESCALATION,
+    STAKEHOLDER,
+    SUBSCRIPTION,
+    Directory,
+    EntitySpec,
+)
 from subscriptions.matcher import Matcher
 from subscriptions.sync import apply_change
 
@@ -69,7 +78,7 @@ async def _actor(request: web.Request, *roles: Role) -> Actor:
     return Actor(token.id, token.name)
 
 
-async def _json_body(request: web.Request) -> Any:
+async def json_body(request: web.Request) -> Any:
     """The body parsed as strictly as alert intake parses it (no duplicate keys, NaN, lone
     surrogates or runaway nesting), and without NUL, which PostgreSQL text cannot hold."""
     limits = request.app[RUNTIME].processor.limits
@@ -144,6 +153,10 @@ async def _validated(admin: Admin, spec: EntitySpec, document: Mapping[str, Any]
     try:
         if spec is STAKEHOLDER:
             return validate_stakeholder(document)
+        if spec is ESCALATION:
+            fields = validate_escalation(document)
+            await _check_supervisors(admin, fields)
+            return fields
         if spec is CONTACT:
             fields = await validate_contact(document, admin.allowed_networks)
         else:
@@ -157,7 +170,32 @@ async def _validated(admin: Admin, spec: EntitySpec, document: Mapping[str, Any]
             "no such stakeholder",
             [ErrorDetail("$.stakeholderId", f"no stakeholder {fields['stakeholderId']!r}")],
         )
+    escalation_id = fields.get("escalationId") if spec is SUBSCRIPTION else None
+    if escalation_id and not await admin.directory.exists(ESCALATION, escalation_id):
+        raise ApiError(
+            422,
+            "unknown_escalation",
+            "no such escalation policy",
+            [ErrorDetail("$.escalationId", f"no escalation policy {escalation_id!r}")],
+        )
     return fields
+
+
+async def _check_supervisors(admin: Admin, fields: Mapping[str, Any]) -> None:
+    for index, step in enumerate(fields["steps"]):
+        for position, supervisor in enumerate(step.get("supervisors", ())):
+            if not await admin.directory.exists(STAKEHOLDER, supervisor):
+                raise ApiError(
+                    422,
+                    "unknown_stakeholder",
+                    "no such stakeholder",
+                    [
+                        ErrorDetail(
+                            f"$.steps[{index}].supervisors[{position}]",
+                            f"no stakeholder {supervisor!r}",
+                        )
+                    ],
+                )
 
 
 def _stored_fields(spec: EntitySpec, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,7 +211,7 @@ def _bool_param(name: str, value: str) -> bool:
     raise ApiError(400, "invalid_parameter", f"{name} must be true or false")
 
 
-def _limit(request: web.Request) -> int:
+def limit_param(request: web.Request) -> int:
     raw = request.query.get("limit", "100")
     if not _digits(raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise ApiError(400, "invalid_parameter", f"limit must be an integer from 1 to {MAX_PAGE}")
@@ -186,7 +224,7 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
     async def create(request: web.Request) -> web.Response:
         actor = await _actor(request, Role.ADMIN)
         admin = _admin(request)
-        fields = await _validated(admin, spec, _object(await _json_body(request)))
+        fields = await _validated(admin, spec, _object(await json_body(request)))
         with _unique_contacts("$.address"):
             record, secret = await admin.directory.create(spec, fields, actor, utc_now())
         apply_change(admin.matcher, spec, record, record["id"])
@@ -215,14 +253,14 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
                 else _text_param(name, value)
             )
         after = _text_param("after", request.query.get("after", ""))
-        page = await _admin(request).directory.page(spec, filters, after, _limit(request))
+        page = await _admin(request).directory.page(spec, filters, after, limit_param(request))
         return web.json_response({"items": page.items, "next": page.next_cursor})
 
     async def patch(request: web.Request) -> web.Response:
         actor = await _actor(request, Role.ADMIN)
         admin = _admin(request)
         entity_id = _entity_id(request, spec)
-        changes = _object(await _json_body(request))
+        changes = _object(await json_body(request))
         current = await admin.directory.get(spec, entity_id)
         if current is None:
             raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
@@ -261,7 +299,7 @@ async def import_directory(request: web.Request) -> web.Response:
     Takes what /api/v1/export gives: ids and timestamps in it are ignored, new ones are made."""
     actor = await _actor(request, Role.ADMIN)
     admin = _admin(request)
-    document = _object(await _json_body(request))
+    document = _object(await json_body(request))
     items = document.get("stakeholders")
     if set(document) != {"stakeholders"} or not isinstance(items, list):
         raise ApiError(422, "schema_violation", 'the body must be {"stakeholders": [...]}')
@@ -385,11 +423,11 @@ async def export_contacts_csv(request: web.Request) -> web.Response:
     writer = csv.writer(out)
     writer.writerow(("id", *CONTACT_CSV_COLUMNS))
     for record in await _admin(request).directory.all(CONTACT):
-        writer.writerow([record["id"], *(_csv_cell(record[c]) for c in CONTACT_CSV_COLUMNS)])
+        writer.writerow([record["id"], *(csv_cell(record[c]) for c in CONTACT_CSV_COLUMNS)])
     return web.Response(text=out.getvalue(), content_type="text/csv")
 
 
-def _csv_cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
     text = "true" if value is True else "false" if value is False else str(value)
     # Neutralize spreadsheet formulas: a cell must never execute when opened. An E.164
     # number ("+" and digits) is data, not a formula, and must round-trip unchanged.
@@ -436,7 +474,7 @@ async def audit_entries(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_parameter", "after must be an audit entry id")
     entries = await _admin(request).audit.entries(
         after_id=int(after),
-        limit=_limit(request),
+        limit=limit_param(request),
         entity=_optional_text(request, "entity"),
         entity_id=_optional_text(request, "entityId"),
     )
@@ -515,6 +553,7 @@ def add_admin_routes(app: web.Application, admin: Admin) -> None:
         ("stakeholders", STAKEHOLDER),
         ("contacts", CONTACT),
         ("subscriptions", SUBSCRIPTION),
+        ("escalations", ESCALATION),
     ):
         handlers = crud_handlers(spec)
         app.router.add_get(f"/api/v1/{path}", handlers["list"])

@@ -17,8 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dissemination.alert import MsgType
 from dissemination.audit import Actor, write_audit
 from dissemination.database import Database
+from dissemination.escalation import start_escalations
 from dissemination.planning import DeliveryState, PlannedRow
-from dissemination.tables import alert_references, alerts, contacts, deliveries, sms_opt_outs
+from dissemination.tables import (
+    acks,
+    alert_references,
+    alerts,
+    contacts,
+    deliveries,
+    sms_opt_outs,
+)
 from subscriptions.directory import CONTACT, record_of
 
 DELIVERY_ACTOR = Actor(None, "delivery worker")
@@ -112,13 +120,24 @@ class DeliveryStore:
                 deliveries,
                 contacts.c.secret,
                 sms_opt_outs.c.keyword.label("opted_out"),
+                acks.c.token_id.label("ack_token_id"),
+                acks.c.code.label("ack_code"),
+                acks.c.expires_at.label("ack_expires_at"),
             )
             .select_from(
-                deliveries.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id).outerjoin(
+                deliveries.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
+                .outerjoin(
                     sms_opt_outs,
                     and_(
                         deliveries.c.channel == "sms",
                         sms_opt_outs.c.address == deliveries.c.address,
+                    ),
+                )
+                .outerjoin(
+                    acks,
+                    and_(
+                        acks.c.alert_id == deliveries.c.alert_id,
+                        acks.c.stakeholder_id == deliveries.c.stakeholder_id,
                     ),
                 )
             )
@@ -160,6 +179,17 @@ class DeliveryStore:
                     }
                     for s in settlements
                 ],
+            )
+            await start_escalations(
+                conn,
+                [
+                    (s.row["alert_id"], s.row["stakeholder_id"])
+                    for s in settlements
+                    if s.state is DeliveryState.SENT
+                    and s.row["ack_required"]
+                    and s.row["origin"] != "notice"
+                ],
+                now,
             )
             retrying = [s.row["id"] for s in settlements if s.state is DeliveryState.PENDING]
             if retrying:

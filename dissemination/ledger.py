@@ -14,9 +14,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dissemination.acks import AckIssuer
 from dissemination.alert import Alert, MsgType, content_hash_of
 from dissemination.database import Database
 from dissemination.errors import ErrorDetail
+from dissemination.escalation import EscalationState, end_escalations, plan_escalations
 from dissemination.planning import DeliveryState, PlannedRow, Planner
 from dissemination.tables import (
     alert_references,
@@ -88,9 +90,15 @@ class Recorded:
 class Ledger:
     """Reads and writes of the alert ledger."""
 
-    def __init__(self, database: Database, planner: Planner | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        planner: Planner | None = None,
+        acks: AckIssuer | None = None,
+    ) -> None:
         self.database = database
         self.planner = planner
+        self.acks = acks or AckIssuer()
 
     async def record_alert(
         self, alert: Alert, payload: Payload, state: AlertState, now: datetime
@@ -153,7 +161,7 @@ class Ledger:
                 rows = self.planner.hold_for_quiet_hours(alert, rows, now)
             if alert.msg_type is MsgType.CANCEL and known:
                 await self._stop_pending(conn, alert, known, now)
-            return Recorded(RecordOutcome.STORED, await self._write_rows(conn, alert.id, rows, now))
+            return Recorded(RecordOutcome.STORED, await self._write_rows(conn, alert, rows, now))
         existing = await conn.scalar(select(alerts.c.content_hash).where(alerts.c.id == alert.id))
         if existing == content_hash:
             return Recorded(RecordOutcome.DUPLICATE, await self._pending_of(conn, alert.id))
@@ -192,7 +200,8 @@ class Ledger:
         conn: AsyncConnection, cancel: Alert, cancelled: list[str], now: datetime
     ) -> None:
         """A Cancel stops what the cancelled alerts still had waiting: pending rows (retries,
-        quiet-hours holds, not yet sent) are suppressed. Rows mid-send finish normally."""
+        quiet-hours holds, not yet sent) are suppressed and escalations end. Rows mid-send
+        finish normally."""
         await conn.execute(
             update(deliveries)
             .where(
@@ -205,14 +214,17 @@ class Ledger:
                 updated_at=now,
             )
         )
+        await end_escalations(conn, EscalationState.CANCELLED, now, alert_ids=cancelled)
 
     async def _write_rows(
-        self, conn: AsyncConnection, alert_id: str, rows: Sequence[PlannedRow], now: datetime
+        self, conn: AsyncConnection, alert: Alert, rows: Sequence[PlannedRow], now: datetime
     ) -> dict[str, list[str]]:
         if not rows:
             return {}
-        values = [row.values(alert_id) | {"created_at": now, "updated_at": now} for row in rows]
+        values = [row.values(alert.id) | {"created_at": now, "updated_at": now} for row in rows]
         await conn.execute(self.database.insert_ignoring_conflicts(deliveries), values)
+        await self.acks.issue(conn, self.database, alert.id, alert.expires, values, now)
+        await plan_escalations(conn, self.database, alert, values, now)
         pending: dict[str, list[str]] = {}
         for value in values:
             if value["state"] == DeliveryState.PENDING.value:

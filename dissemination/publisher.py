@@ -16,11 +16,15 @@ class PublishFailed(DisseminationError):
 
 
 class AlertPublisher:
-    """Confirmed, persistent, mandatory publishes to the alerts exchange."""
+    """Confirmed, persistent publishes to an exchange: mandatory (unroutable is a failure) for
+    the alerts exchange, optional for outbound notifications nobody may be bound to yet."""
 
-    def __init__(self, exchange: AbstractExchange, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, exchange: AbstractExchange, timeout_seconds: float = 10.0, mandatory: bool = True
+    ) -> None:
         self.exchange = exchange
         self.timeout_seconds = timeout_seconds
+        self.mandatory = mandatory
 
     @classmethod
     async def open(
@@ -44,7 +48,10 @@ class AlertPublisher:
         )
         try:
             await self.exchange.publish(
-                message, routing_key=routing_key, mandatory=True, timeout=self.timeout_seconds
+                message,
+                routing_key=routing_key,
+                mandatory=self.mandatory,
+                timeout=self.timeout_seconds,
             )
         except aio_pika.exceptions.DeliveryError as error:
             raise PublishFailed(f"broker refused the message: {error}") from error

@@ -15,10 +15,14 @@ from urllib.parse import urlsplit
 from aiolimiter import AsyncLimiter
 
 from channels.base import Outcome, SendResult
-from channels.content import AlertContent, Rendering
+from channels.content import AlertContent, Rendering, notice_content
 from channels.email import EmailChannel, compose_email
 from channels.sms import SmsChannel, SmsMessage, compose_sms
 from channels.webhook import WebhookChannel, WebhookMessage
+from dissemination.acktokens import AckSigner
+
+ACK_PATH_PREFIX = "/ack/"
+NOTICE = "notice"
 
 ALERT_CACHE_SIZE = 64
 
@@ -35,16 +39,63 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
 
-def rendering_of(row: dict[str, Any]) -> Rendering:
-    return Rendering(delivery_id=row["id"])
+class AckLinks:
+    """Per-row rendering values: the signed ack token of the row's (alert, stakeholder), the
+    link that acknowledges with it, and the SMS reply code. Rows owing no acknowledgment, or
+    a service without a signer, get neither."""
+
+    def __init__(self, signer: AckSigner | None = None, public_url: str = "") -> None:
+        self.signer = signer
+        self.ack_base = public_url.rstrip("/") + ACK_PATH_PREFIX
+
+    def rendering(self, row: dict[str, Any]) -> Rendering:
+        token_id = row.get("ack_token_id")
+        if self.signer is None or not token_id or row.get("origin") == NOTICE:
+            return Rendering(delivery_id=row["id"])
+        token = self.signer.sign(token_id, row["ack_expires_at"])
+        return Rendering(
+            delivery_id=row["id"],
+            ack_url=self.ack_base + token,
+            ack_code=row["ack_code"],
+            ack_token=token,
+        )
 
 
-def webhook_body(row: dict[str, Any]) -> bytes:
-    """The JSON a webhook receiver gets: the delivery id and the normalized alert."""
-    return json.dumps(
-        {"type": "alert", "deliveryId": row["id"], "alert": row["document"]},
-        separators=(",", ":"),
-    ).encode()
+def content_of(row: dict[str, Any]) -> AlertContent:
+    """The alert as this row presents it: the alert itself, or a supervisor's notice."""
+    content = AlertContent.from_document(row["document"])
+    if row.get("origin") == NOTICE:
+        return notice_content(content, json.loads(row["detail"] or "{}"))
+    return content
+
+
+def notice_body(row: dict[str, Any]) -> bytes:
+    """A supervisor's notice as webhook JSON; the alert only if the supervisor is cleared."""
+    notice = json.loads(row["detail"] or "{}")
+    document = row["document"]
+    alert = (
+        document
+        if notice.get("cleared")
+        else {"id": document.get("id"), "handling": document.get("handling")}
+    )
+    body = {
+        "type": "unacknowledged",
+        "deliveryId": row["id"],
+        "notAcknowledgedBy": notice.get("about"),
+        "afterSeconds": notice.get("afterSeconds"),
+        "alert": alert,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def webhook_body(row: dict[str, Any], rendering: Rendering) -> bytes:
+    """The JSON a webhook receiver gets: the delivery id, the ack token and link when the
+    alert must be acknowledged (POST the token to /api/v1/acks), and the normalized alert."""
+    body: dict[str, Any] = {"type": "alert", "deliveryId": row["id"]}
+    if rendering.ack_token:
+        body["ack"] = {"token": rendering.ack_token, "url": rendering.ack_url}
+    body["alert"] = row["document"]
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 @functools.lru_cache(maxsize=65536)
@@ -57,23 +108,31 @@ class WebhookSender:
 
     channel = "webhook"
 
-    def __init__(self, webhook: WebhookChannel) -> None:
+    def __init__(self, webhook: WebhookChannel, links: AckLinks | None = None) -> None:
         self.webhook = webhook
+        self.links = links or AckLinks()
         self._alert_json: dict[str, bytes] = {}
 
     def host(self, row: dict[str, Any]) -> str:
         return _netloc(str(row["address"]))
 
     def body(self, row: dict[str, Any]) -> bytes:
-        """`webhook_body(row)`, with the alert serialized once per alert, not once per row."""
+        """`webhook_body(row, rendering)`, with the alert serialized once per alert, not once
+        per row (or a supervisor's notice)."""
+        if row.get("origin") == NOTICE:
+            return notice_body(row)
         alert_json = self._alert_json.get(row["alert_id"])
         if alert_json is None:
             if len(self._alert_json) >= ALERT_CACHE_SIZE:
                 self._alert_json.clear()
             alert_json = json.dumps(row["document"], separators=(",", ":")).encode()
             self._alert_json[row["alert_id"]] = alert_json
-        delivery_id = json.dumps(row["id"]).encode()
-        return b'{"type":"alert","deliveryId":' + delivery_id + b',"alert":' + alert_json + b"}"
+        rendering = self.links.rendering(row)
+        head = b'{"type":"alert","deliveryId":' + json.dumps(row["id"]).encode()
+        if rendering.ack_token:
+            ack = {"token": rendering.ack_token, "url": rendering.ack_url}
+            head += b',"ack":' + json.dumps(ack, separators=(",", ":")).encode()
+        return head + b',"alert":' + alert_json + b"}"
 
     async def send(self, row: dict[str, Any]) -> SendResult:
         if not row["secret"]:
@@ -90,10 +149,17 @@ class EmailSender:
 
     channel = "email"
 
-    def __init__(self, email: EmailChannel, from_address: str, message_id_domain: str) -> None:
+    def __init__(
+        self,
+        email: EmailChannel,
+        from_address: str,
+        message_id_domain: str,
+        links: AckLinks | None = None,
+    ) -> None:
         self.email = email
         self.from_address = from_address
         self.message_id_domain = message_id_domain
+        self.links = links or AckLinks()
 
     def host(self, row: dict[str, Any]) -> str:
         return "smtp relay"
@@ -101,8 +167,8 @@ class EmailSender:
     async def send(self, row: dict[str, Any]) -> SendResult:
         try:
             message = compose_email(
-                AlertContent.from_document(row["document"]),
-                rendering_of(row),
+                content_of(row),
+                self.links.rendering(row),
                 row["address"],
                 self.from_address,
                 self.message_id_domain,
@@ -120,8 +186,11 @@ class SmsSender:
 
     channel = "sms"
 
-    def __init__(self, sms: SmsChannel | None, messages_per_second: float) -> None:
+    def __init__(
+        self, sms: SmsChannel | None, messages_per_second: float, links: AckLinks | None = None
+    ) -> None:
         self.sms = sms
+        self.links = links or AckLinks()
         if messages_per_second >= 1:
             self.limiter = AsyncLimiter(messages_per_second, 1.0)
         else:
@@ -134,7 +203,7 @@ class SmsSender:
         if self.sms is None:
             return SendResult(Outcome.PERMANENT, "sms is not configured (sms.account_sid)")
         try:
-            body = compose_sms(AlertContent.from_document(row["document"]), rendering_of(row))
+            body = compose_sms(content_of(row), self.links.rendering(row))
         except ValueError as error:
             return SendResult(Outcome.PERMANENT, f"cannot compose the text: {error}")
         async with self.limiter:

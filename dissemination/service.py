@@ -7,7 +7,9 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
@@ -15,11 +17,15 @@ from channels.destinations import parse_networks
 from channels.email import EmailChannel, SmtpConfig
 from channels.sms import SmsChannel, TwilioConfig
 from channels.webhook import WebhookChannel
+from dissemination.ack_api import AckEndpoints, add_ack_routes
+from dissemination.acks import AckIssuer, AckStore
+from dissemination.acktokens import AckSigner, signing_keys
 from dissemination.admin_api import Admin, add_admin_routes, load_matcher
 from dissemination.app import Runtime, create_app
 from dissemination.audit import AuditLog
 from dissemination.breaker import CircuitBreakers
 from dissemination.broker import connect, declare_intake
+from dissemination.capack import CapAcks
 from dissemination.database import Database, head_revision
 from dissemination.delivery import DeliveryWorker
 from dissemination.deliverystore import DeliveryStore
@@ -30,11 +36,15 @@ from dissemination.dispatch import (
     retry_schedule,
 )
 from dissemination.errors import DisseminationError
+from dissemination.escalator import EscalationEngine
 from dissemination.intake import Backoff, Clock, IntakeConsumer, IntakeProcessor, utc_now
 from dissemination.ledger import Ledger
+from dissemination.periodic import PeriodicTask
 from dissemination.planning import Planner
+from dissemination.progress import ProgressStore
+from dissemination.progress_api import ProgressEndpoints, add_progress_routes
 from dissemination.publisher import AlertPublisher
-from dissemination.senders import EmailSender, Sender, SmsSender, WebhookSender
+from dissemination.senders import AckLinks, EmailSender, Sender, SmsSender, WebhookSender
 from dissemination.settings import Settings
 from dissemination.tokens import TokenStore
 from dissemination.twilio_hooks import STATUS_HOOK, TwilioHooks, add_twilio_hooks
@@ -60,6 +70,9 @@ class Service:
     consumer: IntakeConsumer | None = None
     http: web.AppRunner | None = None
     follower_task: asyncio.Task[None] | None = None
+    escalator: EscalationEngine | None = None
+    cap_acks: CapAcks | None = None
+    periodic: list[PeriodicTask] = field(default_factory=list)
     workers: list[DeliveryWorker] = field(default_factory=list)
     only: tuple[str, ...] | None = None
 
@@ -81,21 +94,30 @@ class Service:
             await declare_deliveries(tasks_channel, settings.broker),
             settings.broker,
         )
+        keys = await signing_keys(self.database, settings.ack.signing_keys, self.clock())
+        signer = AckSigner(keys, settings.ack.retired_keys_deadline)
+        links = AckLinks(signer, settings.http.public_url)
         channels = self.only if self.only is not None else settings.delivery.channels
-        self.workers = [await self._worker(self._sender(name), dispatcher) for name in channels]
+        self.workers = [
+            await self._worker(self._sender(name, links), dispatcher) for name in channels
+        ]
         if self.only is None:
-            await self._start_intake_and_http(dispatcher)
+            await self._start_intake_and_http(dispatcher, signer)
         for worker in self.workers:
             await worker.start()
         if self.consumer is not None:
             await self.consumer.start()
+        for task in self.periodic:
+            task.start()
         log.info(
             "service started: delivering %s%s",
             ", ".join(channels) or "nothing",
             "" if self.only is not None else f"; consuming {settings.broker.inbound_queue}",
         )
 
-    async def _start_intake_and_http(self, dispatcher: DeliveryDispatcher) -> None:
+    async def _start_intake_and_http(
+        self, dispatcher: DeliveryDispatcher, signer: AckSigner
+    ) -> None:
         assert self.broker is not None
         assert self.database is not None
         settings = self.settings
@@ -103,7 +125,8 @@ class Service:
         follower = DirectoryFollower(directory, Matcher(), settings.service.directory_poll_seconds)
         await follower.start_from_now()
         follower.matcher = await load_matcher(directory)
-        ledger = Ledger(self.database, Planner(follower.matcher))
+        lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
+        ledger = Ledger(self.database, Planner(follower.matcher), AckIssuer(lifetime))
         processor = IntakeProcessor(ledger, settings.intake, self.clock)
         channel = await self.broker.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=settings.broker.prefetch)
@@ -116,6 +139,22 @@ class Service:
             self.database, ledger, TokenStore(self.database), processor, publisher, self.broker
         )
         self.follower_task = asyncio.create_task(follower.run(), name="directory-follower")
+        self.escalator = EscalationEngine(self.database, dispatcher, self.clock)
+        ack_channel = await self.broker.channel(publisher_confirms=True)
+        ack_exchange = await ack_channel.declare_exchange(
+            settings.cap_ack.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self.cap_acks = CapAcks(
+            self.database,
+            AlertPublisher(ack_exchange, mandatory=False),
+            settings.cap_ack,
+            self.clock,
+        )
+        poll = settings.escalation.poll_seconds
+        self.periodic = [
+            PeriodicTask("escalation", self.escalator.run_due, poll),
+            PeriodicTask("cap-acks", self.cap_acks.run_due, poll),
+        ]
         app = create_app(runtime, settings.http)
         add_admin_routes(
             app,
@@ -127,11 +166,13 @@ class Service:
             ),
         )
         add_twilio_hooks(app, TwilioHooks(self.database, settings, self.clock))
+        add_ack_routes(app, AckEndpoints(signer, AckStore(self.database), self.clock))
+        add_progress_routes(app, ProgressEndpoints(ProgressStore(self.database), self.clock))
         self.http = web.AppRunner(app, access_log=None)
         await self.http.setup()
         await web.TCPSite(self.http, settings.http.host, settings.http.port).start()
 
-    def _sender(self, channel: str) -> Sender:
+    def _sender(self, channel: str, links: AckLinks) -> Sender:
         settings = self.settings
         if channel == "webhook":
             webhook = settings.webhook
@@ -142,7 +183,8 @@ class Service:
                     connect_timeout=timeout / 3,
                     read_timeout=timeout,
                     total_timeout=timeout,
-                )
+                ),
+                links,
             )
         if channel == "email":
             email = settings.email
@@ -158,7 +200,9 @@ class Service:
                 validate_certs=email.validate_certs,
                 message_id_domain=email.message_id_domain,
             )
-            return EmailSender(EmailChannel(config), email.from_address, email.message_id_domain)
+            return EmailSender(
+                EmailChannel(config), email.from_address, email.message_id_domain, links
+            )
         sms = settings.sms
         twilio = None
         if sms.account_sid:
@@ -173,7 +217,7 @@ class Service:
                     timeout_seconds=sms.timeout_seconds,
                 )
             )
-        return SmsSender(twilio, sms.messages_per_second)
+        return SmsSender(twilio, sms.messages_per_second, links)
 
     async def _worker(self, sender: Sender, dispatcher: DeliveryDispatcher) -> DeliveryWorker:
         assert self.broker is not None
@@ -204,6 +248,8 @@ class Service:
         """Drain in-flight messages (or requeue them), then close everything."""
         if self.follower_task is not None:
             self.follower_task.cancel()
+        for task in self.periodic:
+            await task.stop()
         for worker in self.workers:
             await worker.stop()
         if self.consumer is not None:

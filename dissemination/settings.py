@@ -12,6 +12,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +22,9 @@ from dissemination.alert import Tlp
 from dissemination.errors import ConfigError
 
 ENV_PREFIX = "DISSEMINATION_"
-SECRET_KEYS = frozenset({"broker.password", "store.password", "email.password", "sms.auth_token"})
+SECRET_KEYS = frozenset(
+    {"broker.password", "store.password", "email.password", "sms.auth_token", "ack.signing_keys"}
+)
 
 
 def _positive(value: float) -> str | None:
@@ -71,6 +74,22 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
         return None if value in choices else f"must be one of {', '.join(choices)}"
 
     return check
+
+
+def _optional_timestamp(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return "must be an ISO 8601 date and time such as 2026-12-01T00:00:00+00:00"
+    return None if moment.tzinfo is not None else "must carry a UTC offset"
+
+
+def _signing_keys(values: tuple[str, ...]) -> str | None:
+    if any(len(value) < 32 for value in values):
+        return "each key must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+    return None
 
 
 def _optional_url(*schemes: str) -> Callable[[str], str | None]:
@@ -126,6 +145,10 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "http.max_body_bytes": _positive,
     "webhook.allowed_networks": _networks,
     "webhook.timeout_seconds": _positive,
+    "ack.default_lifetime_hours": _positive,
+    "escalation.poll_seconds": _positive,
+    "ack.retired_keys_until": _optional_timestamp,
+    "ack.signing_keys": _signing_keys,
 }
 
 
@@ -249,6 +272,39 @@ class SmsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AckSettings:
+    """Acknowledgment tokens: the keys that sign them (the first signs, the others still
+    verify until `retired_keys_until`), and how long a token lives when its alert sets no
+    expiry."""
+
+    default_lifetime_hours: float
+    retired_keys_until: str
+    signing_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def retired_keys_deadline(self) -> datetime | None:
+        return datetime.fromisoformat(self.retired_keys_until) if self.retired_keys_until else None
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationSettings:
+    """How often the escalation engine looks for steps that have come due."""
+
+    poll_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CapAckSettings:
+    """CAP Ack messages for originators that ask for them: which alert senders, the exchange
+    and routing key they are published to, and the `sender` the Acks carry."""
+
+    senders: tuple[str, ...]
+    exchange: str
+    routing_key: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -261,6 +317,9 @@ class Settings:
     delivery: DeliverySettings
     email: EmailSettings
     sms: SmsSettings
+    ack: AckSettings
+    escalation: EscalationSettings
+    cap_ack: CapAckSettings
 
     @property
     def data_path(self) -> Path:
@@ -360,6 +419,9 @@ SECTIONS: dict[str, type[Any]] = {
     "delivery": DeliverySettings,
     "email": EmailSettings,
     "sms": SmsSettings,
+    "ack": AckSettings,
+    "escalation": EscalationSettings,
+    "cap_ack": CapAckSettings,
 }
 
 

@@ -142,9 +142,6 @@ deliveries = Table(
     Column("resent", Boolean, nullable=False, default=False),
     Column("not_before", UtcDateTime),
     Column("fallback_of", String(36)),
-    UniqueConstraint(
-        "alert_id", "stakeholder_id", "channel", "address", name="uq_deliveries_target"
-    ),
 )
 
 sms_opt_outs = Table(
@@ -153,6 +150,64 @@ sms_opt_outs = Table(
     Column("address", Text, primary_key=True),
     Column("keyword", String(20), nullable=False),
     Column("at", UtcDateTime, nullable=False),
+)
+
+acks = Table(
+    "acks",
+    metadata,
+    Column("alert_id", String(36), ForeignKey("alerts.id"), primary_key=True),
+    Column("stakeholder_id", String(36), primary_key=True),
+    Column("token_id", String(32), nullable=False, unique=True),
+    Column("code", String(8), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("acknowledged_at", UtcDateTime),
+    Column("channel", String(20)),
+    Column("actor_id", String(36)),
+    Column("actor_name", Text),
+    Column("comment", Text),
+    Column("reason", Text),
+)
+
+service_secrets = Table(
+    "service_secrets",
+    metadata,
+    Column("name", String(60), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+escalation_policies = Table(
+    "escalation_policies",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("steps", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+escalations = Table(
+    "escalations",
+    metadata,
+    Column("alert_id", String(36), ForeignKey("alerts.id"), primary_key=True),
+    Column("stakeholder_id", String(36), primary_key=True),
+    Column("policy_id", String(36), nullable=False),
+    Column("steps", JSON, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("next_step", Integer, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("next_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+cap_acks = Table(
+    "cap_acks",
+    metadata,
+    Column("alert_id", String(36), ForeignKey("alerts.id"), primary_key=True),
+    Column("identifier", Text, nullable=False),
+    Column("claimed_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime),
 )
 
 api_tokens = Table(

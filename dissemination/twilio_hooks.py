@@ -4,9 +4,12 @@ validator against the configured public URL (what Twilio signed), never the Host
 - `POST /hooks/twilio/status`: message status callbacks move an SMS row from `sent` to
   `delivered`, or to `failed` when Twilio reports it undelivered or failed. Only forward: a
   late or repeated callback changes nothing.
-- `POST /hooks/twilio/sms`: inbound messages. STOP (and Twilio's other opt-out words) puts
-  the number on the opt-out list, START takes it off, HELP answers with who we are; every
-  change is audited. SMS rows to an opted-out number are suppressed.
+- `POST /hooks/twilio/sms`: inbound messages. Replies such as `ACK`, `ACK 4821`, `1` or
+  `YES` acknowledge: with a code, that alert; without, the newest unacknowledged alert texted
+  to the number. A code issued to another number acknowledges nothing and is audited. STOP
+  (and Twilio's other opt-out words) puts the number on the opt-out list, START takes it off
+  (so does YES from an opted-out number), HELP answers with who we are; every change is
+  audited. SMS rows to an opted-out number are suppressed. Each reply is TwiML.
 
 Unsigned or wrongly signed requests get 403 and change nothing. With SMS not configured the
 hooks answer 404.
@@ -21,7 +24,14 @@ from aiohttp import web
 from sqlalchemy import delete, select, update
 from twilio.twiml.messaging_response import MessagingResponse
 
-from channels.sms import Keyword, opt_keyword, status_update, valid_twilio_signature
+from channels.sms import (
+    Keyword,
+    ack_reply,
+    opt_keyword,
+    status_update,
+    valid_twilio_signature,
+)
+from dissemination.acks import AckChannel, AckStore
 from dissemination.apierrors import ApiError
 from dissemination.audit import Actor, write_audit
 from dissemination.database import Database
@@ -34,8 +44,10 @@ STATUS_HOOK = "/hooks/twilio/status"
 INBOUND_HOOK = "/hooks/twilio/sms"
 OPT_OUT_ACTOR = Actor(None, "sms keyword")
 HELP_TEXT = (
-    "Alert notifications from {name}. Reply STOP to stop receiving alerts by SMS, START to resume."
+    "Alert notifications from {name}. Reply ACK to acknowledge the latest alert (ACK and its "
+    "code for another). Reply STOP to stop receiving alerts by SMS, START to resume."
 )
+HEADLINE_IN_REPLY = 100
 
 
 class TwilioHooks:
@@ -43,6 +55,7 @@ class TwilioHooks:
 
     def __init__(self, database: Database, settings: Settings, clock: Clock) -> None:
         self.database = database
+        self.acks = AckStore(database)
         self.auth_token = settings.sms.auth_token if settings.sms.account_sid else None
         self.public_url = settings.http.public_url.rstrip("/")
         self.sender_name = settings.email.from_address
@@ -88,13 +101,43 @@ class TwilioHooks:
 
     async def inbound(self, request: web.Request) -> web.Response:
         form = await self._signed_form(request)
-        number, keyword = form.get("From", ""), opt_keyword(form.get("Body", ""))
+        number, body = form.get("From", ""), form.get("Body", "")
+        keyword, ack = opt_keyword(body), ack_reply(body)
         reply = MessagingResponse()
         if keyword is Keyword.HELP:
             reply.message(HELP_TEXT.format(name=self.sender_name))
-        elif keyword is not None and number:
+        elif not number:
+            pass
+        elif ack is not None and not (keyword is Keyword.START and await self._opted_out(number)):
+            reply.message(await self._acknowledge(number, ack.code))
+        elif keyword is not None:
             await self._set_opt_out(number, keyword, self.clock())
         return web.Response(text=str(reply), content_type="text/xml")
+
+    async def _acknowledge(self, number: str, code: str | None) -> str:
+        """Acknowledge what the reply refers to; the text that answers it."""
+        now = self.clock()
+        open_ack, elsewhere = await self.acks.for_sms_reply(number, code, now)
+        if open_ack is None:
+            if elsewhere and code is not None:
+                await self.acks.audit_foreign_code(number, code, now)
+            if code is None:
+                return "There is no alert waiting for your acknowledgment."
+            return f"No alert with code {code} was sent to this number."
+        outcome = await self.acks.acknowledge(
+            open_ack["alert_id"], open_ack["stakeholder_id"], AckChannel.SMS, now
+        )
+        headline = _shortened(str(open_ack["headline"] or "the alert"))
+        if outcome is None or outcome.new:
+            return f"Acknowledged: {headline}. Thank you."
+        return f"Already acknowledged: {headline}."
+
+    async def _opted_out(self, number: str) -> bool:
+        async with self.database.reading() as conn:
+            keyword = await conn.scalar(
+                select(sms_opt_outs.c.keyword).where(sms_opt_outs.c.address == number)
+            )
+        return keyword is not None
 
     async def _set_opt_out(self, number: str, keyword: Keyword, now: datetime) -> None:
         async with self.database.transaction() as conn:
@@ -121,6 +164,10 @@ class TwilioHooks:
                 after={"address": number, "keyword": keyword.value},
                 reason=f"{keyword.value} received by SMS",
             )
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= HEADLINE_IN_REPLY else text[: HEADLINE_IN_REPLY - 3] + "..."
 
 
 def add_twilio_hooks(app: web.Application, hooks: TwilioHooks) -> None:

@@ -54,6 +54,21 @@ def _invalid(path: str, message: str) -> RejectedInput:
     return RejectedInput("invalid_field", [ErrorDetail(path, message)])
 
 
+def validate_escalation(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy fields with step defaults applied, or RejectedInput with JSON paths."""
+    validate("escalation", document)
+    steps = []
+    previous = 0
+    for index, step in enumerate(document["steps"]):
+        if step["afterSeconds"] < previous:
+            raise _invalid(f"$.steps[{index}].afterSeconds", "steps must be in order of time")
+        previous = step["afterSeconds"]
+        if step["action"] == "notify":
+            step = {"channels": ["email"]} | dict(step)
+        steps.append(dict(step))
+    return {"name": document["name"], "steps": steps}
+
+
 def validate_stakeholder(document: Mapping[str, Any]) -> dict[str, Any]:
     """The stakeholder fields with defaults applied, or RejectedInput with JSON paths."""
     validate("stakeholder", document)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from channels.webhook import new_secret as new_webhook_secret
 from dissemination.audit import Actor, write_audit
 from dissemination.database import Database
-from dissemination.tables import contacts, stakeholders, subscriptions
+from dissemination.tables import contacts, escalation_policies, stakeholders, subscriptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,13 @@ SUBSCRIPTION = EntitySpec(
         "includeExercises": "include_exercises",
     },
     {"stakeholderId": "stakeholder_id", "enabled": "enabled"},
+)
+
+ESCALATION = EntitySpec(
+    "escalation",
+    escalation_policies,
+    {"name": "name", "steps": "steps"},
+    {"name": "name"},
 )
 
 

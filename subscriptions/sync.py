@@ -20,7 +20,14 @@ from sqlalchemy import func, select
 from dissemination.errors import StoreUnavailable
 from dissemination.tables import audit_log
 from subscriptions.codec import contact_model, stakeholder_model, subscription_model
-from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
+from subscriptions.directory import (
+    CONTACT,
+    ESCALATION,
+    STAKEHOLDER,
+    SUBSCRIPTION,
+    Directory,
+    EntitySpec,
+)
 from subscriptions.matcher import Matcher
 
 log = logging.getLogger(__name__)
@@ -34,7 +41,10 @@ REPLAY_WINDOW = 1000
 def apply_change(
     matcher: Matcher, spec: EntitySpec, record: Mapping[str, Any] | None, entity_id: str
 ) -> None:
-    """Bring the matcher up to date with one entity (`record` None: it no longer exists)."""
+    """Bring the matcher up to date with one entity (`record` None: it no longer exists).
+    Escalation policies do not take part in matching."""
+    if spec is ESCALATION:
+        return
     if spec is STAKEHOLDER:
         if record is None:
             matcher.remove_stakeholder(entity_id)

@@ -51,6 +51,8 @@ async def enrol(
     quiet_hours: dict[str, str] | None = None,
     timezone: str = "UTC",
     rule: dict[str, Any] | None = None,
+    ack_required: bool = False,
+    escalation_id: str | None = None,
 ) -> Enrolled:
     """A named individual with one contact per channel in `addresses`, subscribed to `rule`
     (everything by default) on `channels` in that order (default: the address order)."""
@@ -76,16 +78,24 @@ async def enrol(
         "stakeholderId": sid,
         "rule": rule or {},
         "channels": channels or list(addresses),
+        "ackRequired": ack_required,
+        "escalationId": escalation_id,
     }
     await create(service, SUBSCRIPTION, validate_subscription(subscription))
     return enrolled
 
 
 async def enrol_many(
-    database: Database, count: int, channel: str, address_of: Callable[[int], str]
+    database: Database,
+    count: int,
+    channel: str,
+    address_of: Callable[[int], str],
+    *,
+    escalation_id: str | None = None,
 ) -> None:
     """`count` stakeholders, each with one contact on `channel` and a subscription to every
-    alert, created in one transaction (with their audit entries) before a service starts."""
+    alert (acknowledged, under the escalation policy, if one is given), created in one
+    transaction (with their audit entries) before a service starts."""
     stakeholder = validate_stakeholder(
         {
             "name": "bulk",
@@ -110,7 +120,13 @@ async def enrol_many(
                 "active": True,
             }
             await directory.create_in(conn, CONTACT, contact, ACTOR, now)
-            subscription = {"stakeholderId": record["id"], "rule": {}, "channels": [channel]}
+            subscription = {
+                "stakeholderId": record["id"],
+                "rule": {},
+                "channels": [channel],
+                "ackRequired": escalation_id is not None,
+                "escalationId": escalation_id,
+            }
             await directory.create_in(
                 conn, SUBSCRIPTION, validate_subscription(subscription), ACTOR, now
             )

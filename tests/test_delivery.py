@@ -6,148 +6,41 @@ Twilio's callbacks, opt-out, quiet hours, Cancel, circuit breakers and slow host
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from aiohttp import web
+from aio_pika.abc import AbstractChannel
 from sqlalchemy import select
 
-from dissemination.alert import alert_id_for
 from dissemination.service import Service
-from dissemination.settings import Settings, load_settings
+from dissemination.settings import Settings
 from dissemination.tables import contacts, deliveries
-from dissemination.twilio_hooks import INBOUND_HOOK
 from tests.alerts import cap_json
-from tests.brokerutil import open_connection, publish, wait_until
+from tests.brokerutil import wait_until
+from tests.deliveryrig import (  # noqa: F401 - fixtures
+    Sinks,
+    custom_service_fixture,
+    delivery_settings_fixture,
+    post_inbound,
+    publish_alert,
+    rows_of,
+    settled,
+    sinks_fixture,
+    start_hooks,
+)
 from tests.people import enrol
-from tests.serviceproc import free_port
-from tests.smtpsink import SmtpSink, start_smtp_sink
 from tests.test_webhook_channel import independent_signature
 from tests.twiliofake import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    FROM_NUMBER,
     HANGING_NUMBER,
     INVALID_NUMBER,
-    TwilioFake,
 )
 
 pytestmark = pytest.mark.slow
-TERMINAL = {"sent", "delivered", "failed", "withheld", "suppressed"}
-
-
-@dataclass
-class Hooks:
-    """Webhook receivers by path: ok, flaky (503 once), missing (404), broken (503), stall."""
-
-    base: str = ""
-    calls: dict[str, int] = field(default_factory=dict)
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        self.calls[name] = self.calls.get(name, 0) + 1
-        self.requests.append((dict(request.headers), await request.read()))
-        if name == "stall":
-            await self.release.wait()
-        if name == "flaky" and self.calls[name] == 1:
-            return web.Response(status=503)
-        return web.Response(status={"missing": 404, "broken": 503}.get(name, 200))
-
-
-@dataclass
-class Sinks:
-    smtp: SmtpSink
-    twilio: TwilioFake
-    hooks: Hooks
-    port: int
-
-    @property
-    def public_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-async def start_hooks() -> tuple[Hooks, web.AppRunner]:
-    hooks = Hooks()
-    app = web.Application()
-    app.router.add_post("/{name}", hooks.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    hooks.base = f"http://{host}:{port}/"
-    return hooks, runner
-
-
-@pytest.fixture
-async def sinks() -> AsyncIterator[Sinks]:
-    hooks, runner = await start_hooks()
-    async with start_smtp_sink() as smtp, TwilioFake() as twilio:
-        yield Sinks(smtp, twilio, hooks, free_port())
-        smtp.release.set()
-        hooks.release.set()
-    await runner.cleanup()
-
-
-def delivery_env(service_env: dict[str, str], sinks: Sinks) -> dict[str, str]:
-    return service_env | {
-        "DISSEMINATION_EMAIL_HOST": "127.0.0.1",
-        "DISSEMINATION_EMAIL_PORT": str(sinks.smtp.port),
-        "DISSEMINATION_EMAIL_TIMEOUT_SECONDS": "2",
-        "DISSEMINATION_SMS_ACCOUNT_SID": ACCOUNT_SID,
-        "DISSEMINATION_SMS_AUTH_TOKEN": AUTH_TOKEN,
-        "DISSEMINATION_SMS_FROM_NUMBER": FROM_NUMBER,
-        "DISSEMINATION_SMS_API_BASE": sinks.twilio.base_url,
-        "DISSEMINATION_SMS_TIMEOUT_SECONDS": "2",
-        "DISSEMINATION_SMS_MESSAGES_PER_SECOND": "1000",
-        "DISSEMINATION_WEBHOOK_TIMEOUT_SECONDS": "2",
-        "DISSEMINATION_HTTP_PORT": str(sinks.port),
-        "DISSEMINATION_HTTP_PUBLIC_URL": sinks.public_url,
-        "DISSEMINATION_BROKER_MAX_ATTEMPTS": "2",
-        "DISSEMINATION_BROKER_RETRY_DELAY_SECONDS": "0.1",
-        "DISSEMINATION_BROKER_RETRY_MAX_DELAY_SECONDS": "1",
-        "DISSEMINATION_DELIVERY_BREAKER_FAILURES": "1000",
-    }
-
-
-@pytest.fixture
-def settings(service_env: dict[str, str], sinks: Sinks) -> Settings:
-    return load_settings(delivery_env(service_env, sinks))
-
-
-async def rows_of(service: Service, alert_id: str) -> list[dict[str, Any]]:
-    assert service.database is not None
-    async with service.database.reading() as conn:
-        result = await conn.execute(
-            select(deliveries).where(deliveries.c.alert_id == alert_id).order_by(deliveries.c.id)
-        )
-        return [dict(r) for r in result.mappings()]
-
-
-async def publish_alert(
-    channel: AbstractChannel, settings: Settings, identifier: str, **overrides: Any
-) -> str:
-    document = cap_json(identifier, **({"handling": {"tlp": "GREEN"}} | overrides))
-    await publish(channel, settings, json.dumps(document).encode())
-    return alert_id_for(document["sender"], identifier, document["sent"])
-
-
-async def settled(service: Service, alert_id: str, count: int, timeout: float = 30) -> list[Any]:
-    async def done() -> bool:
-        rows = await rows_of(service, alert_id)
-        return len(rows) == count and all(r["state"] in TERMINAL for r in rows)
-
-    await wait_until(done, timeout=timeout, what=f"{count} settled rows")
-    return await rows_of(service, alert_id)
 
 
 def addresses(sinks: Sinks) -> dict[str, dict[str, str]]:
@@ -277,20 +170,6 @@ async def test_undelivered_callback_fails_the_row_with_the_error_code(
     assert (row["state"], row["reason"]) == ("failed", "undelivered: Twilio error 30003")
 
 
-async def post_inbound(sinks: Sinks, number: str, body: str, *, forged: bool = False) -> str:
-    url = sinks.public_url + INBOUND_HOOK
-    form, headers = sinks.twilio.inbound_sms(url, from_=number, body=body)
-    if forged:
-        headers = {"X-Twilio-Signature": headers["X-Twilio-Signature"][:-4] + "AAA="}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url, data=form, headers=headers) as response,
-    ):
-        text = await response.text()
-        assert response.status == (403 if forged else 200), text
-        return text
-
-
 async def test_stop_suppresses_sms_and_falls_back_start_resumes(
     service: Service, channel: AbstractChannel, settings: Settings, sinks: Sinks
 ) -> None:
@@ -335,29 +214,6 @@ async def test_quiet_hours_hold_minor_alerts_and_let_severe_ones_through(
     assert (held["state"], held["reason"], held["attempts"]) == ("pending", "quiet_hours", 0)
     assert held["not_before"] > now + timedelta(minutes=100)
     assert sinks.hooks.calls == {"ok": 1}
-
-
-@pytest.fixture
-async def custom_service(
-    service_env: dict[str, str], sinks: Sinks
-) -> AsyncIterator[Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]]]:
-    """Start a service with this test's own settings on top of the delivery settings."""
-    started: list[tuple[Service, AbstractRobustConnection]] = []
-
-    async def start(**overrides: str) -> tuple[Service, Settings, AbstractChannel]:
-        env = delivery_env(service_env, sinks)
-        env |= {f"DISSEMINATION_{k.upper()}": v for k, v in overrides.items()}
-        settings = load_settings(env)
-        service = Service(settings)
-        await service.start()
-        connection = await open_connection(settings)
-        started.append((service, connection))
-        return service, settings, await connection.channel(publisher_confirms=True)
-
-    yield start
-    for service, connection in started:
-        await connection.close()
-        await service.stop()
 
 
 async def test_cancel_stops_pending_retries_of_the_original(

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import pytest
 
 from channels.webhook import WebhookChannel
+from dissemination.acktokens import AckSigner
 from dissemination.breaker import CircuitBreakers
 from dissemination.retrying import RetrySchedule
-from dissemination.senders import WebhookSender, webhook_body
+from dissemination.senders import AckLinks, WebhookSender, webhook_body
 from subscriptions.model import QuietHours
 from subscriptions.quiethours import quiet_until
 
@@ -117,10 +119,18 @@ def test_no_quiet_hours_or_an_unknown_zone() -> None:
     )
 
 
-def test_the_cached_webhook_body_is_exactly_the_plain_serialization() -> None:
-    sender = WebhookSender(WebhookChannel(()))
+@pytest.mark.parametrize("owes_ack", [False, True])
+def test_the_cached_webhook_body_is_exactly_the_plain_serialization(owes_ack: bool) -> None:
+    links = AckLinks(AckSigner(("k" * 32,)), "https://alerts.example.org")
+    sender = WebhookSender(WebhookChannel(()), links)
     document = {"id": "a-1", "headline": 'quote " and \\u2028 and ü', "n": [1, 2.5, None]}
     for row_id in ("row-1", 'row-"2"'):
-        row = {"id": row_id, "alert_id": "a-1", "document": document}
-        assert sender.body(row) == webhook_body(row)
-        assert json.loads(sender.body(row))["deliveryId"] == row_id
+        row: dict[str, Any] = {"id": row_id, "alert_id": "a-1", "document": document}
+        if owes_ack:
+            row |= {"ack_token_id": "ab" * 16, "ack_code": "0042", "ack_expires_at": T0}
+        assert sender.body(row) == webhook_body(row, links.rendering(row))
+        body = json.loads(sender.body(row))
+        assert body["deliveryId"] == row_id
+        assert ("ack" in body) is owes_ack
+        if owes_ack:
+            assert body["ack"]["url"] == "https://alerts.example.org/ack/" + body["ack"]["token"]

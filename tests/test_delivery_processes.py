@@ -1,7 +1,8 @@
 """Delivery across real `dissemination run` processes sharing one broker and one database:
 two `--only webhook` workers share one fan-out without sending any row twice, and a service
 killed with SIGKILL in the middle of a fan-out of 5,000 loses nothing after a restart, its
-duplicates confined to the rows the resend-once policy flagged."""
+duplicates confined to the rows the resend-once policy flagged; and one killed in the middle
+of an escalation policy neither skips nor repeats a step."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,11 @@ from sqlalchemy import func, select
 from dissemination.broker import connect, declare_intake
 from dissemination.database import Database
 from dissemination.settings import Settings
-from dissemination.tables import deliveries
+from dissemination.tables import deliveries, escalations
+from subscriptions.directory import ESCALATION, Directory
 from tests.alerts import cap_json_bytes
 from tests.brokerutil import publish, wait_until
-from tests.people import enrol_many
+from tests.people import ACTOR, enrol_many
 from tests.serviceproc import ServiceProcess, run_cli
 
 pytestmark = pytest.mark.slow
@@ -172,4 +175,65 @@ async def test_kill_9_mid_fan_out_of_5000_loses_nothing_and_duplicates_only_flag
     print(
         f"\nkill -9 mid fan-out: {at_kill} of {total} received at the kill, {stuck} rows in "
         f"sending, {len(flagged)} resent (flagged), {len(duplicated)} duplicates received"
+    )
+
+
+def steps_fired(*processes: ServiceProcess) -> Counter[int]:
+    """Escalation steps fired, by step number, from the processes' logs."""
+    return Counter(
+        int(step)
+        for process in processes
+        for step in re.findall(r"escalation step (\d+) \(\w+\) fired", process.log())
+    )
+
+
+async def test_kill_9_mid_escalation_neither_skips_nor_repeats_a_step(
+    service_env: dict[str, str],
+    settings: Settings,
+    database: Database,
+    channel: AbstractChannel,
+    receiver: CountingReceiver,
+    tmp_path: Path,
+) -> None:
+    members, steps = 40, 3
+    record, _ = await Directory(database).create(
+        ESCALATION,
+        {
+            "name": "resend thrice",
+            "steps": [{"afterSeconds": 2 * n, "action": "resend"} for n in range(1, steps + 1)],
+        },
+        ACTOR,
+        datetime.now(UTC),
+    )
+    await enrol_many(
+        database, members, "webhook", lambda n: f"{receiver.base}{n}", escalation_id=record["id"]
+    )
+    env = service_env | {
+        "DISSEMINATION_ESCALATION_POLL_SECONDS": "0.1",
+        "DISSEMINATION_BROKER_STUCK_AFTER_SECONDS": "2",
+    }
+    doomed = await ServiceProcess.start(env, log_path=tmp_path / "doomed.log")
+    await publish(channel, settings, cap_json_bytes("ESCALATE-KILL"))
+    await doomed.wait_logged("escalation step 2", timeout=60)
+    doomed.process.send_signal(signal.SIGKILL)
+    assert await doomed.wait_exit() == -signal.SIGKILL
+    before = steps_fired(doomed)
+    restarted = await ServiceProcess.start(env, log_path=tmp_path / "restarted.log")
+
+    async def finished() -> bool:
+        async with database.reading() as conn:
+            done = await conn.scalar(select(func.count()).where(escalations.c.state == "done"))
+        return done == members and await all_settled(database, members * (steps + 1))
+
+    try:
+        await wait_until(finished, timeout=120, what="every escalation to finish")
+    finally:
+        assert await restarted.stop() == 0
+    fired = steps_fired(doomed, restarted)
+    assert fired == Counter(dict.fromkeys(range(1, steps + 1), members)), (before, fired)
+    assert await row_states(database) == Counter({"sent": members * (steps + 1)})
+    assert receiver.distinct == members * (steps + 1)  # every step reached every member
+    print(
+        f"\nkill -9 mid escalation: steps fired before the kill {dict(before)}, "
+        f"in all {dict(fired)}"
     )

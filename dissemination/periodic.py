@@ -1,0 +1,41 @@
+"""A job run every few seconds until stopped (escalation steps, CAP Acks): a store or broker
+outage only delays the next run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from dissemination.errors import StoreUnavailable
+from dissemination.publisher import PublishFailed
+
+log = logging.getLogger(__name__)
+
+
+class PeriodicTask:
+    """Runs `job` now and then every `seconds`, in its own task."""
+
+    def __init__(self, name: str, job: Callable[[], Awaitable[object]], seconds: float) -> None:
+        self.name = name
+        self.job = job
+        self.seconds = seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.job()
+            except (StoreUnavailable, PublishFailed) as error:
+                log.warning("%s failed, retrying in %.1f s: %s", self.name, self.seconds, error)
+            await asyncio.sleep(self.seconds)

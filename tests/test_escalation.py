@@ -1,0 +1,362 @@
+"""Escalation of overdue acknowledgments, against the running service with an injected clock
+(so ten-minute steps take milliseconds): the policy API, each step firing at its delay and
+not before (resend, next channel, supervisor notice), and nothing after an acknowledgment, a
+Cancel or the alert's expiry; two engines on one store firing each step once. The kill -9
+test is in test_delivery_processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aio_pika.abc import AbstractChannel
+from sqlalchemy import select
+
+from dissemination.database import Database
+from dissemination.escalator import EscalationEngine
+from dissemination.service import Service
+from dissemination.settings import Settings, load_settings
+from dissemination.tables import escalations
+from dissemination.tokens import Role, TokenStore
+from subscriptions.codec import validate_stakeholder
+from subscriptions.directory import CONTACT, STAKEHOLDER
+from tests.alerts import cap_json
+from tests.brokerutil import open_connection, publish, wait_until
+from tests.deliveryrig import (  # noqa: F401 - fixtures
+    Sinks,
+    delivery_env,
+    publish_alert,
+    rows_of,
+    settled,
+    sinks_fixture,
+)
+from tests.people import create, enrol
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class FakeClock:
+    """The service's clock, moved by the test."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Clocked:
+    service: Service
+    settings: Settings
+    channel: AbstractChannel
+    clock: FakeClock
+    admin: dict[str, str]
+
+    @property
+    def engine(self) -> EscalationEngine:
+        assert self.service.escalator is not None
+        return self.service.escalator
+
+
+@pytest.fixture
+async def clocked(service_env: dict[str, str], sinks: Sinks) -> AsyncIterator[Clocked]:
+    """The service on a fake clock; its engine's own polling is left idle (once an hour), so
+    the test decides when due steps are looked for."""
+    env = delivery_env(service_env, sinks) | {"DISSEMINATION_ESCALATION_POLL_SECONDS": "3600"}
+    settings = load_settings(env)
+    clock = FakeClock(datetime.now(UTC))
+    service = Service(settings, clock=clock)
+    await service.start()
+    connection = await open_connection(settings)
+    assert service.database is not None
+    _, secret = await TokenStore(service.database).create("esc-admin", Role.ADMIN, clock())
+    try:
+        yield Clocked(
+            service,
+            settings,
+            await connection.channel(publisher_confirms=True),
+            clock,
+            {"Authorization": f"Bearer {secret}"},
+        )
+    finally:
+        await connection.close()
+        await service.stop()
+
+
+async def api(
+    sinks: Sinks, method: str, path: str, headers: dict[str, str], body: Any = None
+) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, sinks.public_url + path, json=body, headers=headers) as response,
+    ):
+        return response.status, await response.json() if response.status != 204 else None
+
+
+async def supervisor(service: Service, name: str, email: str) -> str:
+    """A stakeholder with an email contact and no subscription of its own."""
+    fields = validate_stakeholder(
+        {
+            "name": name,
+            "organization": "Fusion center",
+            "sector": "government",
+            "clearance": {"maxTlp": "AMBER"},
+        }
+    )
+    stakeholder_id, _ = await create(service, STAKEHOLDER, fields)
+    contact = {"stakeholderId": stakeholder_id, "channel": "email", "address": email}
+    await create(service, CONTACT, contact | {"label": "", "active": True})
+    return stakeholder_id
+
+
+async def policy(run: Clocked, sinks: Sinks, steps: list[dict[str, Any]]) -> str:
+    status, body = await api(
+        sinks, "POST", "/api/v1/escalations", run.admin, {"name": "desk", "steps": steps}
+    )
+    assert status == 201, body
+    return str(body["id"])
+
+
+async def escalation_of(run: Clocked, alert_id: str) -> dict[str, Any]:
+    assert run.service.database is not None
+    async with run.service.database.reading() as conn:
+        row = (
+            (await conn.execute(select(escalations).where(escalations.c.alert_id == alert_id)))
+            .mappings()
+            .one()
+        )
+    return dict(row)
+
+
+async def test_the_policy_api_validates_steps_and_supervisors(
+    clocked: Clocked, sinks: Sinks
+) -> None:
+    run = clocked
+    boss = await supervisor(run.service, "Shift lead", "lead@example.org")
+    steps = [
+        {"afterSeconds": 600, "action": "resend"},
+        {"afterSeconds": 1200, "action": "notify", "supervisors": [boss]},
+    ]
+    status, created = await api(
+        sinks, "POST", "/api/v1/escalations", run.admin, {"name": "desk", "steps": steps}
+    )
+    assert status == 201
+    assert created["steps"][1]["channels"] == ["email"]  # the default applied
+    bad_bodies = {
+        "out of order": [steps[1], steps[0]],
+        "notify without supervisors": [{"afterSeconds": 60, "action": "notify"}],
+        "supervisors on a resend": [
+            {"afterSeconds": 60, "action": "resend", "supervisors": [boss]}
+        ],
+        "unknown action": [{"afterSeconds": 60, "action": "page"}],
+        "zero delay": [{"afterSeconds": 0, "action": "resend"}],
+        "no steps": [],
+    }
+    for what, bad in bad_bodies.items():
+        status, body = await api(
+            sinks, "POST", "/api/v1/escalations", run.admin, {"name": "x", "steps": bad}
+        )
+        assert status == 422, what
+    ghost = [{"afterSeconds": 60, "action": "notify", "supervisors": ["no-such-person"]}]
+    status, body = await api(
+        sinks, "POST", "/api/v1/escalations", run.admin, {"name": "x", "steps": ghost}
+    )
+    assert (status, body["error"]["code"]) == (422, "unknown_stakeholder")
+    person = await enrol(run.service, "Pat", {"email": "pat@example.org"})
+    subscription = {"stakeholderId": person.id, "rule": {}, "channels": ["email"]}
+    status, body = await api(
+        sinks,
+        "POST",
+        "/api/v1/subscriptions",
+        run.admin,
+        subscription | {"escalationId": "no-such-policy"},
+    )
+    assert (status, body["error"]["code"]) == (422, "unknown_escalation")
+    status, body = await api(
+        sinks,
+        "POST",
+        "/api/v1/subscriptions",
+        run.admin,
+        subscription | {"escalationId": created["id"]},
+    )
+    assert status == 201
+    path = f"/api/v1/escalations/{created['id']}"
+    status, body = await api(sinks, "PATCH", path, run.admin, {"name": "night desk"})
+    assert (status, body["name"]) == (200, "night desk")
+    status, listed = await api(sinks, "GET", "/api/v1/escalations", run.admin)
+    assert [item["id"] for item in listed["items"]] == [created["id"]]
+    assert (await api(sinks, "DELETE", path, run.admin))[0] == 204
+    assert (await api(sinks, "GET", path, run.admin))[0] == 404
+
+
+async def test_each_step_fires_at_its_delay_and_not_before(clocked: Clocked, sinks: Sinks) -> None:
+    run = clocked
+    boss = await supervisor(run.service, "Shift lead", "lead@example.org")
+    policy_id = await policy(
+        run,
+        sinks,
+        [
+            {"afterSeconds": 600, "action": "resend"},
+            {"afterSeconds": 1200, "action": "next_channel"},
+            {"afterSeconds": 1800, "action": "notify", "supervisors": [boss]},
+        ],
+    )
+    await enrol(
+        run.service,
+        "Riley Quinn",
+        {"webhook": sinks.hooks.base + "ok", "email": "riley@example.org"},
+        ack_required=True,
+        escalation_id=policy_id,
+    )
+    alert_id = await publish_alert(run.channel, run.settings, "ESC-STEPS")
+    await settled(run.service, alert_id, 1)
+    started = await escalation_of(run, alert_id)
+    assert (started["state"], started["next_at"]) == ("active", run.clock() + timedelta(minutes=10))
+
+    run.clock.advance(599)
+    assert await run.engine.run_due() == 0
+    run.clock.advance(1)
+    assert await run.engine.run_due() == 1
+    rows = await settled(run.service, alert_id, 2)
+    assert sorted((r["channel"], r["origin"], r["state"]) for r in rows) == [
+        ("webhook", "escalation", "sent"),
+        ("webhook", "match", "sent"),
+    ]
+    assert len({headers["webhook-id"] for headers, _ in sinks.hooks.requests}) == 2
+
+    run.clock.advance(599)
+    assert await run.engine.run_due() == 0
+    run.clock.advance(1)
+    assert await run.engine.run_due() == 1
+    rows = await settled(run.service, alert_id, 3)
+    (moved,) = [r for r in rows if r["channel"] == "email"]
+    assert (moved["origin"], moved["address"], moved["state"]) == (
+        "escalation",
+        "riley@example.org",
+        "sent",
+    )
+    mail = (await sinks.smtp.message(0)).parsed()
+    assert "/ack/" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+    run.clock.advance(600)
+    assert await run.engine.run_due() == 1
+    rows = await settled(run.service, alert_id, 4)
+    (notice,) = [r for r in rows if r["origin"] == "notice"]
+    assert (notice["stakeholder_id"], notice["address"]) == (boss, "lead@example.org")
+    told = (await sinks.smtp.message(1)).parsed()
+    text = told.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Riley Quinn has not acknowledged this alert 30 minutes after it was delivered" in text
+    assert "/ack/" not in text  # the supervisor is told, not asked to acknowledge
+    assert (await escalation_of(run, alert_id))["state"] == "done"
+    run.clock.advance(86400)
+    assert await run.engine.run_due() == 0
+
+
+async def test_an_acknowledgment_stops_the_escalation(clocked: Clocked, sinks: Sinks) -> None:
+    run = clocked
+    policy_id = await policy(
+        run,
+        sinks,
+        [
+            {"afterSeconds": 60, "action": "resend"},
+            {"afterSeconds": 120, "action": "resend"},
+        ],
+    )
+    await enrol(
+        run.service,
+        "Ack'd",
+        {"webhook": sinks.hooks.base + "ok"},
+        ack_required=True,
+        escalation_id=policy_id,
+    )
+    alert_id = await publish_alert(run.channel, run.settings, "ESC-ACK")
+    await settled(run.service, alert_id, 1)
+    run.clock.advance(60)
+    assert await run.engine.run_due() == 1
+    await settled(run.service, alert_id, 2)
+    token = json.loads(sinks.hooks.requests[-1][1])["ack"]["token"]
+    status, _ = await api(sinks, "POST", "/api/v1/acks", {}, {"token": token})
+    assert status == 201
+    run.clock.advance(600)
+    assert await run.engine.run_due() == 0
+    assert (await escalation_of(run, alert_id))["state"] == "acknowledged"
+    assert len(await rows_of(run.service, alert_id)) == 2
+
+
+async def test_a_cancel_or_the_alerts_expiry_ends_the_escalation(
+    clocked: Clocked, sinks: Sinks
+) -> None:
+    run = clocked
+    steps = [{"afterSeconds": 600, "action": "resend"}, {"afterSeconds": 1200, "action": "resend"}]
+    policy_id = await policy(run, sinks, steps)
+    await enrol(
+        run.service,
+        "Sam",
+        {"webhook": sinks.hooks.base + "ok"},
+        ack_required=True,
+        escalation_id=policy_id,
+    )
+    cancelled_id = await publish_alert(run.channel, run.settings, "ESC-CANCEL")
+    expires = (run.clock() + timedelta(minutes=15)).isoformat(timespec="seconds")
+    info = dict(cap_json("ESC-EXPIRES")["info"][0], expires=expires)
+    expiring_id = await publish_alert(run.channel, run.settings, "ESC-EXPIRES", info=[info])
+    await settled(run.service, cancelled_id, 1)
+    await settled(run.service, expiring_id, 1)
+    original = cap_json("ESC-CANCEL")
+    cancel = cap_json(
+        "ESC-CANCEL-2",
+        msgType="Cancel",
+        references=f"{original['sender']},ESC-CANCEL,{original['sent']}",
+        handling={"tlp": "GREEN"},
+    )
+    await publish(run.channel, run.settings, json.dumps(cancel).encode())
+
+    async def cancelled() -> bool:
+        return bool((await escalation_of(run, cancelled_id))["state"] == "cancelled")
+
+    await wait_until(cancelled, what="the Cancel to end the escalation")
+    run.clock.advance(600)
+    assert await run.engine.run_due() == 1  # the expiring alert's first step, not the other's
+    assert len(await rows_of(run.service, cancelled_id)) == 1
+    run.clock.advance(600)  # 20 minutes: past the expiry
+    assert await run.engine.run_due() == 0
+    assert (await escalation_of(run, expiring_id))["state"] == "expired"
+
+
+async def test_two_engines_on_one_store_fire_each_step_once(clocked: Clocked, sinks: Sinks) -> None:
+    run = clocked
+    policy_id = await policy(run, sinks, [{"afterSeconds": 60, "action": "resend"}])
+    count = 12
+    for n in range(count):
+        await enrol(
+            run.service,
+            f"member-{n}",
+            {"webhook": f"{sinks.hooks.base}m{n}"},
+            ack_required=True,
+            escalation_id=policy_id,
+        )
+    alert_id = await publish_alert(run.channel, run.settings, "ESC-TWO")
+    await settled(run.service, alert_id, count)
+    settings = run.settings
+    other_store = Database.from_settings(settings.store, settings.data_path)
+    try:
+        other = EscalationEngine(other_store, run.engine.dispatcher, run.clock)
+        run.clock.advance(60)
+        fired = await asyncio.gather(run.engine.run_due(), other.run_due())
+    finally:
+        await other_store.close()
+    assert sum(fired) == count
+    rows = await settled(run.service, alert_id, 2 * count)
+    assert sum(r["origin"] == "escalation" for r in rows) == count
+    ids = [headers["webhook-id"] for headers, _ in sinks.hooks.requests]
+    assert len(ids) == len(set(ids)) == 2 * count
