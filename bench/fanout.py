@@ -3,7 +3,7 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
 
     .venv/bin/python -m bench.fanout [--targets 10000] [--channel webhook|email|sms|mixed|all]
                                      [--store sqlite|postgresql] [--runs 3] [--timeout 1800]
-                                     [--profile]
+                                     [--ack | --escalate] [--profile]
 
   service  N stakeholders, each with one contact on the channel and a subscription to every
            alert, are created before the service starts (not timed). The real Service runs
@@ -16,11 +16,15 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
            `messages.create_async` (sms). Nothing is rendered, signed or recorded.
   mixed    a third of the targets on each channel, one alert; the raw leg runs the three
            raw legs at once. `all` runs each channel alone, then mixed.
+  --ack    the subscriptions require acknowledgment: every row also gets its ack token (issued
+           at planning, signed into each message).
+  --escalate  as --ack, under a policy that resends once, 1 s after the first delivery: the
+           service leg ends when all 2N rows are recorded, the raw leg sends 2N.
 
 The sinks (webhook receiver, aiosmtpd, the Twilio fake) run in a child process
 (`bench.sinks`). Prints per-run rates, medians and the service/raw ratio, and writes
-bench/results/fanout-<channel>-<store>.json. `--profile` runs the service legs under
-pyinstrument and writes bench/results/fanout-<channel>-<store>.html. Every wait is bounded by
+bench/results/fanout-<channel>-<store>-<mode>.json. `--profile` runs the service legs under
+pyinstrument and writes bench/results/fanout-<channel>-<store>-<mode>.html. Every wait is bounded by
 the overall timeout.
 """
 
@@ -65,8 +69,9 @@ from dissemination.planning import DeliveryState
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from dissemination.tables import deliveries
+from subscriptions.directory import ESCALATION, Directory
 from tests.alerts import cap_json
-from tests.people import enrol_many
+from tests.people import ACTOR, enrol_many
 from tests.twiliofake import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 
 log = logging.getLogger("bench.fanout")
@@ -156,6 +161,7 @@ def service_env(base: dict[str, str], sinks: SinkPorts) -> dict[str, str]:
         "DISSEMINATION_SMS_FROM_NUMBER": FROM_NUMBER,
         "DISSEMINATION_SMS_API_BASE": sinks.twilio,
         "DISSEMINATION_SMS_MESSAGES_PER_SECOND": "1000000",
+        "DISSEMINATION_ESCALATION_POLL_SECONDS": "0.2",
     }
 
 
@@ -167,6 +173,17 @@ async def terminal_rows(database: Database) -> int:
         return int(count or 0)
 
 
+async def escalation_policy(database: Database) -> str:
+    """A policy that resends once, a second after the first delivery."""
+    record, _ = await Directory(database).create(
+        ESCALATION,
+        {"name": "bench", "steps": [{"afterSeconds": 1, "action": "resend"}]},
+        ACTOR,
+        datetime.now(UTC),
+    )
+    return str(record["id"])
+
+
 async def service_leg(
     settings: Settings,
     channel: str,
@@ -174,12 +191,22 @@ async def service_leg(
     sinks: SinkPorts,
     deadline: Deadline,
     profiler: Any,
+    mode: str,
 ) -> Leg:
     database = Database.from_settings(settings.store, settings.data_path)
     try:
         await database.migrate()
+        policy = await escalation_policy(database) if mode == "escalate" else None
         for part, count in split(channel, targets):
-            await enrol_many(database, count, part, address_of(part, sinks))
+            await enrol_many(
+                database,
+                count,
+                part,
+                address_of(part, sinks),
+                ack_required=mode != "plain",
+                escalation_id=policy,
+            )
+        rows = targets * (2 if policy else 1)
         service = Service(settings)
         await service.start()
         connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
@@ -197,7 +224,7 @@ async def service_leg(
                 mandatory=True,
             )
             done = 0
-            while done < targets and not deadline.expired():
+            while done < rows and not deadline.expired():
                 await asyncio.sleep(POLL_SECONDS)
                 done = await terminal_rows(database)
             seconds = time.perf_counter() - started
@@ -210,7 +237,7 @@ async def service_leg(
             sent = await conn.scalar(
                 select(func.count()).select_from(deliveries).where(deliveries.c.state == "sent")
             )
-        note = "" if sent == targets else f"{sent} of {targets} sent"
+        note = "" if sent == rows else f"{sent} of {rows} sent"
         return Leg(done, seconds, note)
     finally:
         await database.close()
@@ -332,10 +359,17 @@ async def run(args: argparse.Namespace) -> list[ChannelReport]:
                             bench_env(vhost, url, data_dir, f"bench-{uuid.uuid4().hex[:6]}"), sinks
                         )
                         settings = load_settings(env)
-                        raw = await raw_leg(report.channel, settings, args.targets, sinks)
+                        sends = args.targets * (2 if args.mode == "escalate" else 1)
+                        raw = await raw_leg(report.channel, settings, sends, sinks)
                         report.raw.append(raw)
                         service = await service_leg(
-                            settings, report.channel, args.targets, sinks, deadline, profiler
+                            settings,
+                            report.channel,
+                            args.targets,
+                            sinks,
+                            deadline,
+                            profiler,
+                            args.mode,
                         )
                         report.service.append(service)
                         print(
@@ -348,7 +382,7 @@ async def run(args: argparse.Namespace) -> list[ChannelReport]:
     finally:
         resources.release_all()
     if profiler is not None:
-        name = f"fanout-{args.channel}-{args.store}"
+        name = f"fanout-{args.channel}-{args.store}-{args.mode}"
         RESULTS_DIR.mkdir(exist_ok=True)
         (RESULTS_DIR / f"{name}.html").write_text(profiler.output_html())
         print(profiler.output_text(unicode=False, color=False, show_all=False)[:6000])
@@ -363,6 +397,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--profile", action="store_true")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--ack", dest="mode", action="store_const", const="ack")
+    mode.add_argument("--escalate", dest="mode", action="store_const", const="escalate")
+    parser.set_defaults(mode="plain")
     return parser
 
 
@@ -398,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratio": ratio,
         }
     RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"fanout-{args.channel}-{args.store}.json"
+    path = RESULTS_DIR / f"fanout-{args.channel}-{args.store}-{args.mode}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 0

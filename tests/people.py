@@ -91,6 +91,7 @@ async def enrol_many(
     channel: str,
     address_of: Callable[[int], str],
     *,
+    ack_required: bool = False,
     escalation_id: str | None = None,
 ) -> None:
     """`count` stakeholders, each with one contact on `channel` and a subscription to every
@@ -124,7 +125,7 @@ async def enrol_many(
                 "stakeholderId": record["id"],
                 "rule": {},
                 "channels": [channel],
-                "ackRequired": escalation_id is not None,
+                "ackRequired": ack_required or escalation_id is not None,
                 "escalationId": escalation_id,
             }
             await directory.create_in(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,10 +19,12 @@ from sqlalchemy import select
 
 from channels.sms import AckReply, ack_reply
 from dissemination.acktokens import AckSigner, TokenRefused, new_token_id
+from dissemination.errors import ConfigError
 from dissemination.service import Service
-from dissemination.settings import Settings
+from dissemination.settings import Settings, load_settings
 from dissemination.tables import acks, audit_log, service_secrets
 from dissemination.tokens import Role, TokenStore
+from dissemination.twilio_hooks import INBOUND_HOOK
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     delivery_settings_fixture,
@@ -194,8 +197,16 @@ async def test_sms_replies_acknowledge_by_code_or_newest(
     assert "Acknowledged:" in reply
     assert (await ack_row(service, first, me.id))["channel"] == "sms"
     assert (await ack_row(service, second, me.id))["acknowledged_at"] is None
-    # Replayed: harmless.
+    # Repeated, and the very same signed request replayed: harmless.
     assert "Already acknowledged" in await post_inbound(sinks, mine, f"ACK {first_code}")
+    url = sinks.public_url + INBOUND_HOOK
+    form, headers = sinks.twilio.inbound_sms(url, from_=mine, body=f"ack {first_code}")
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):
+            async with session.post(url, data=form, headers=headers) as response:
+                assert response.status == 200
+                assert "Already acknowledged" in await response.text()
+    assert (await ack_row(service, first, me.id))["channel"] == "sms"
     # Without a code: the newest unacknowledged one.
     assert "Acknowledged:" in await post_inbound(sinks, mine, "yes")
     assert (await ack_row(service, second, me.id))["acknowledged_at"] is not None
@@ -345,3 +356,20 @@ def test_a_retired_key_verifies_only_during_its_grace_period() -> None:
 )
 def test_sms_reply_grammar(body: str, expected: AckReply | None) -> None:
     assert ack_reply(body) == expected
+
+
+def test_signing_keys_come_from_the_environment_and_are_checked(tmp_path: Path) -> None:
+    env = {"DISSEMINATION_ACK_SIGNING_KEYS": f"{KEY_B},{KEY_A}"}
+    until = "2026-12-31T00:00:00+00:00"
+    settings = load_settings(env | {"DISSEMINATION_ACK_RETIRED_KEYS_UNTIL": until})
+    assert settings.ack.signing_keys == (KEY_B, KEY_A)
+    assert settings.ack.retired_keys_deadline == datetime(2026, 12, 31, tzinfo=UTC)
+    assert KEY_A not in repr(settings)
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        load_settings({"DISSEMINATION_ACK_SIGNING_KEYS": "short"})
+    with pytest.raises(ConfigError, match="UTC offset"):
+        load_settings({"DISSEMINATION_ACK_RETIRED_KEYS_UNTIL": "2026-12-31T00:00:00"})
+    config = tmp_path / "keys.toml"
+    config.write_text(f'[ack]\nsigning_keys = ["{KEY_A}"]\n')
+    with pytest.raises(ConfigError, match="only from the environment"):
+        load_settings({}, config)
