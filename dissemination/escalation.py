@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.alert import Alert, MsgType
@@ -119,26 +119,36 @@ async def start_escalations(
     waiting = await conn.execute(
         select(escalations.c.alert_id, escalations.c.stakeholder_id, escalations.c.steps).where(
             escalations.c.alert_id.in_({alert for alert, _ in wanted}),
+            escalations.c.stakeholder_id.in_({stakeholder for _, stakeholder in wanted}),
             escalations.c.state == EscalationState.WAITING.value,
         )
     )
-    for alert_id, stakeholder_id, steps in waiting:
-        if (alert_id, stakeholder_id) not in wanted:
-            continue
-        await conn.execute(
-            update(escalations)
-            .where(
-                escalations.c.alert_id == alert_id,
-                escalations.c.stakeholder_id == stakeholder_id,
-                escalations.c.state == EscalationState.WAITING.value,
-            )
-            .values(
-                state=EscalationState.ACTIVE.value,
-                started_at=now,
-                next_at=now + timedelta(seconds=steps[0]["afterSeconds"]),
-                updated_at=now,
-            )
+    starting = [
+        {
+            "pair_alert": alert_id,
+            "pair_stakeholder": stakeholder_id,
+            "first_at": now + timedelta(seconds=steps[0]["afterSeconds"]),
+        }
+        for alert_id, stakeholder_id, steps in waiting
+        if (alert_id, stakeholder_id) in wanted
+    ]
+    if not starting:
+        return
+    await conn.execute(
+        update(escalations)
+        .where(
+            escalations.c.alert_id == bindparam("pair_alert"),
+            escalations.c.stakeholder_id == bindparam("pair_stakeholder"),
+            escalations.c.state == EscalationState.WAITING.value,
         )
+        .values(
+            state=EscalationState.ACTIVE.value,
+            started_at=now,
+            next_at=bindparam("first_at"),
+            updated_at=now,
+        ),
+        starting,
+    )
 
 
 async def end_escalations(

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.alert import Handling, MsgType, Tlp
@@ -41,7 +41,7 @@ from subscriptions.model import Channel
 
 log = logging.getLogger(__name__)
 
-DUE_BATCH = 200
+DUE_BATCH = 500
 REACHED = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
 ALERT_ORIGINS = ("match", "referenced", "fallback", "escalation")
 
@@ -60,127 +60,194 @@ class EscalationEngine:
         self.clock = clock
 
     async def run_due(self) -> int:
-        """Fire every step due by now; returns how many steps this instance fired."""
+        """Fire every step due by now, a batch per transaction; returns how many steps this
+        instance fired."""
         fired = 0
         while True:
             now = self.clock()
             async with self.database.reading() as conn:
-                due = list(
-                    await conn.execute(
-                        select(
-                            escalations.c.alert_id,
-                            escalations.c.stakeholder_id,
-                            escalations.c.next_step,
+                due = [
+                    dict(row)
+                    for row in (
+                        await conn.execute(
+                            select(escalations)
+                            .where(
+                                escalations.c.state == EscalationState.ACTIVE.value,
+                                escalations.c.next_at <= now,
+                            )
+                            .order_by(escalations.c.next_at)
+                            .limit(DUE_BATCH)
                         )
-                        .where(
-                            escalations.c.state == EscalationState.ACTIVE.value,
-                            escalations.c.next_at <= now,
-                        )
-                        .order_by(escalations.c.next_at)
-                        .limit(DUE_BATCH)
-                    )
-                )
-            for alert_id, stakeholder_id, step in due:
-                pending = await self._fire(alert_id, stakeholder_id, step, now)
-                if pending is not None:
-                    fired += 1
+                    ).mappings()
+                ]
+            if due:
+                count, pending = await self._fire_batch(due, now)
+                fired += count
+                if pending:
                     await self.dispatcher.dispatch(pending)
             if len(due) < DUE_BATCH:
                 return fired
 
-    async def _fire(
-        self, alert_id: str, stakeholder_id: str, step_index: int, now: datetime
-    ) -> dict[str, list[str]] | None:
-        """Fire one step, or end the escalation; the new pending rows by channel, or None if
-        nothing was fired here (ended, or another instance got there first)."""
-        pair = and_(
-            escalations.c.alert_id == alert_id, escalations.c.stakeholder_id == stakeholder_id
-        )
+    async def _fire_batch(
+        self, due: list[dict[str, Any]], now: datetime
+    ) -> tuple[int, dict[str, list[str]]]:
+        """In one transaction: end the escalations that are over, advance each other one by
+        compare-and-set (a step another instance fired first is skipped), and write the rows
+        of the steps fired here. Returns the steps fired and the new pending rows by channel."""
+        fired: list[tuple[dict[str, Any], int]] = []
+        values: list[dict[str, Any]] = []
         async with self.database.transaction() as conn:
-            row = (await conn.execute(select(escalations).where(pair))).mappings().first()
-            if row is None or row["state"] != EscalationState.ACTIVE.value:
-                return None
-            if row["next_step"] != step_index:
-                return None
-            ended = await self._ended(conn, alert_id, stakeholder_id, now)
-            if ended is not None:
+            ended = await self._ended(conn, due, now)
+            for (alert_id, stakeholder_id), state in ended.items():
                 await end_escalations(
-                    conn, ended, now, alert_ids=[alert_id], stakeholder_id=stakeholder_id
+                    conn, state, now, alert_ids=[alert_id], stakeholder_id=stakeholder_id
                 )
-                return None
-            steps = row["steps"]
-            following = step_index + 1
-            advanced = await conn.execute(
-                update(escalations)
-                .where(
-                    pair,
-                    escalations.c.next_step == step_index,
-                    escalations.c.state == EscalationState.ACTIVE.value,
-                )
-                .values(
-                    next_step=following,
-                    next_at=(
-                        row["started_at"] + timedelta(seconds=steps[following]["afterSeconds"])
-                        if following < len(steps)
-                        else None
-                    ),
-                    state=(
-                        EscalationState.ACTIVE if following < len(steps) else EscalationState.DONE
-                    ).value,
-                    updated_at=now,
-                )
-            )
-            if advanced.rowcount != 1:
-                return None
-            step = steps[step_index]
-            planned = await StepPlanner(conn, alert_id, stakeholder_id, step_index, step).rows()
-            values = [value | {"created_at": now, "updated_at": now} for value in planned]
+            earlier = await self._earlier(conn, due)
+            ours = await self._advance(conn, [r for r in due if _pair(r) not in ended], now)
+            for row in due:
+                pair = _pair(row)
+                if pair not in ours:
+                    continue
+                index = row["next_step"]
+                planner = StepPlanner(conn, *pair, index, row["steps"][index])
+                planned = await planner.rows(earlier.get(pair, []))
+                values += [value | {"created_at": now, "updated_at": now} for value in planned]
+                fired.append((row, len(planned)))
             if values:
                 await conn.execute(self.database.insert_ignoring_conflicts(deliveries), values)
-        log.info(
-            "escalation step %d (%s) fired for alert %s, stakeholder %s: %d rows",
-            following,
-            step["action"],
-            alert_id,
-            stakeholder_id,
-            len(values),
-        )
+        for row, count in fired:
+            log.info(
+                "escalation step %d (%s) fired for alert %s, stakeholder %s: %d rows",
+                row["next_step"] + 1,
+                row["steps"][row["next_step"]]["action"],
+                row["alert_id"],
+                row["stakeholder_id"],
+                count,
+            )
         pending: dict[str, list[str]] = {}
         for value in values:
             pending.setdefault(value["channel"], []).append(value["id"])
-        return pending
+        return len(fired), pending
+
+    @staticmethod
+    async def _advance(
+        conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime
+    ) -> set[tuple[str, str]]:
+        """Move each escalation past its due step unless that step was fired already (by
+        compare-and-set on the step number); the pairs moved here."""
+        if not rows:
+            return set()
+        keys = tuple_(escalations.c.alert_id, escalations.c.stakeholder_id, escalations.c.next_step)
+        result = await conn.execute(
+            update(escalations)
+            .where(
+                keys.in_([(r["alert_id"], r["stakeholder_id"], r["next_step"]) for r in rows]),
+                escalations.c.state == EscalationState.ACTIVE.value,
+            )
+            .values(next_step=escalations.c.next_step + 1, updated_at=now)
+            .returning(escalations.c.alert_id, escalations.c.stakeholder_id)
+        )
+        moved = {(str(alert_id), str(stakeholder_id)) for alert_id, stakeholder_id in result}
+        timings = []
+        for row in rows:
+            if _pair(row) not in moved:
+                continue
+            steps, following = row["steps"], row["next_step"] + 1
+            more = following < len(steps)
+            timings.append(
+                {
+                    "pair_alert": row["alert_id"],
+                    "pair_stakeholder": row["stakeholder_id"],
+                    "following_at": (
+                        row["started_at"] + timedelta(seconds=steps[following]["afterSeconds"])
+                        if more
+                        else None
+                    ),
+                    "following_state": (
+                        EscalationState.ACTIVE if more else EscalationState.DONE
+                    ).value,
+                }
+            )
+        if timings:
+            await conn.execute(
+                update(escalations)
+                .where(
+                    escalations.c.alert_id == bindparam("pair_alert"),
+                    escalations.c.stakeholder_id == bindparam("pair_stakeholder"),
+                )
+                .values(next_at=bindparam("following_at"), state=bindparam("following_state")),
+                timings,
+            )
+        return moved
 
     @staticmethod
     async def _ended(
-        conn: AsyncConnection, alert_id: str, stakeholder_id: str, now: datetime
-    ) -> EscalationState | None:
-        acknowledged = await conn.scalar(
-            select(acks.c.acknowledged_at).where(
-                acks.c.alert_id == alert_id, acks.c.stakeholder_id == stakeholder_id
-            )
+        conn: AsyncConnection, due: list[dict[str, Any]], now: datetime
+    ) -> dict[tuple[str, str], EscalationState]:
+        """The due escalations that are over: acknowledged, their alert cancelled or expired."""
+        alert_ids = {row["alert_id"] for row in due}
+        acknowledged = set(
+            (
+                await conn.execute(
+                    select(acks.c.alert_id, acks.c.stakeholder_id).where(
+                        acks.c.alert_id.in_(alert_ids), acks.c.acknowledged_at.is_not(None)
+                    )
+                )
+            ).all()
         )
-        if acknowledged is not None:
-            return EscalationState.ACKNOWLEDGED
-        cancelled = await conn.scalar(
-            select(
-                exists().where(
-                    alert_references.c.ref_alert_id == alert_id,
-                    alert_references.c.alert_id == alerts.c.id,
+        cancelled = set(
+            await conn.scalars(
+                select(alert_references.c.ref_alert_id)
+                .join(alerts, alerts.c.id == alert_references.c.alert_id)
+                .where(
+                    alert_references.c.ref_alert_id.in_(alert_ids),
                     alerts.c.msg_type == MsgType.CANCEL.value,
                 )
             )
         )
-        if cancelled:
-            return EscalationState.CANCELLED
-        expires_at = await conn.scalar(select(alerts.c.expires_at).where(alerts.c.id == alert_id))
-        if expires_at is not None and expires_at <= now:
-            return EscalationState.EXPIRED
-        return None
+        expired = set(
+            await conn.scalars(
+                select(alerts.c.id).where(alerts.c.id.in_(alert_ids), alerts.c.expires_at <= now)
+            )
+        )
+        ended: dict[tuple[str, str], EscalationState] = {}
+        for row in due:
+            pair = _pair(row)
+            if pair in acknowledged:
+                ended[pair] = EscalationState.ACKNOWLEDGED
+            elif row["alert_id"] in cancelled:
+                ended[pair] = EscalationState.CANCELLED
+            elif row["alert_id"] in expired:
+                ended[pair] = EscalationState.EXPIRED
+        return ended
+
+    @staticmethod
+    async def _earlier(
+        conn: AsyncConnection, due: list[dict[str, Any]]
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """The alert's delivery rows so far of each due (alert, stakeholder), oldest first."""
+        result = await conn.execute(
+            select(deliveries)
+            .where(
+                deliveries.c.alert_id.in_({row["alert_id"] for row in due}),
+                deliveries.c.stakeholder_id.in_({row["stakeholder_id"] for row in due}),
+                deliveries.c.origin.in_(ALERT_ORIGINS),
+            )
+            .order_by(deliveries.c.created_at, deliveries.c.id)
+        )
+        earlier: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in result.mappings():
+            earlier.setdefault((row["alert_id"], row["stakeholder_id"]), []).append(dict(row))
+        return earlier
+
+
+def _pair(row: Mapping[str, Any]) -> tuple[str, str]:
+    return (row["alert_id"], row["stakeholder_id"])
 
 
 class StepPlanner:
-    """The delivery rows one step writes, read from the ledger inside the firing
-    transaction."""
+    """The delivery rows one step writes, from the alert's rows so far to the stakeholder
+    (and, for the next channel and notices, contacts read inside the firing transaction)."""
 
     def __init__(
         self,
@@ -196,21 +263,7 @@ class StepPlanner:
         self.tag = f"escalation:{step_index + 1}"
         self.step = step
 
-    async def rows(self) -> list[dict[str, Any]]:
-        earlier = [
-            dict(r)
-            for r in (
-                await self.conn.execute(
-                    select(deliveries)
-                    .where(
-                        deliveries.c.alert_id == self.alert_id,
-                        deliveries.c.stakeholder_id == self.stakeholder_id,
-                        deliveries.c.origin.in_(ALERT_ORIGINS),
-                    )
-                    .order_by(deliveries.c.created_at, deliveries.c.id)
-                )
-            ).mappings()
-        ]
+    async def rows(self, earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
         action = self.step["action"]
         if action == "resend":
             return self._resend(earlier)
