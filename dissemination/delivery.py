@@ -34,6 +34,7 @@ from dissemination.intake import Clock
 from dissemination.planning import DeliveryState
 from dissemination.publisher import PublishFailed
 from dissemination.retrying import RetrySchedule
+from dissemination.sendcheck import send_time_refusal
 from dissemination.senders import Sender
 
 log = logging.getLogger(__name__)
@@ -251,6 +252,10 @@ class DeliveryWorker:
 
     async def _attempt(self, row: dict[str, Any]) -> Settlement:
         now = self.clock()
+        refusal = send_time_refusal(row)
+        if refusal is not None:
+            code, detail = refusal
+            return Settlement(row, DeliveryState.WITHHELD, code, detail=detail)
         if row["opted_out"]:
             return Settlement(row, DeliveryState.SUPPRESSED, "opted_out", fall_back=True)
         host = self.sender.host(row)

@@ -26,8 +26,10 @@ from dissemination.tables import (
     contacts,
     deliveries,
     sms_opt_outs,
+    stakeholders,
 )
-from subscriptions.directory import CONTACT, record_of
+from subscriptions.codec import stakeholder_model
+from subscriptions.directory import CONTACT, STAKEHOLDER, record_of
 
 DELIVERY_ACTOR = Actor(None, "delivery worker")
 DOCUMENT_CACHE_SIZE = 64
@@ -54,6 +56,7 @@ class Settlement:
     uncount_attempt: bool = False
     fall_back: bool = False
     disable_contact: bool = False
+    detail: str | None = None
 
 
 @dataclass(slots=True)
@@ -109,7 +112,23 @@ class DeliveryStore:
             self._documents.update({alert.id: alert.document for alert in result})
         for row in rows:
             row["document"] = self._documents[row["alert_id"]]
+        await self._attach_stakeholders(conn, rows)
         return rows
+
+    @staticmethod
+    async def _attach_stakeholders(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """Each row's stakeholder as it is now (None if removed), for the send-time check."""
+        result = await conn.execute(
+            select(stakeholders).where(
+                stakeholders.c.id.in_({row["stakeholder_id"] for row in rows})
+            )
+        )
+        current = {
+            found["id"]: stakeholder_model(record_of(STAKEHOLDER, found))
+            for found in result.mappings()
+        }
+        for row in rows:
+            row["stakeholder"] = current.get(row["stakeholder_id"])
 
     @staticmethod
     async def _rows_without_documents(
@@ -165,6 +184,7 @@ class DeliveryStore:
                         bindparam("new_provider_id"), deliveries.c.provider_id
                     ),
                     not_before=bindparam("new_not_before"),
+                    detail=func.coalesce(bindparam("new_detail"), deliveries.c.detail),
                     attempts=deliveries.c.attempts - bindparam("uncount"),
                     updated_at=now,
                 ),
@@ -176,6 +196,7 @@ class DeliveryStore:
                         "new_provider_id": s.provider_id,
                         "new_not_before": s.not_before,
                         "uncount": int(s.uncount_attempt),
+                        "new_detail": s.detail,
                     }
                     for s in settlements
                 ],

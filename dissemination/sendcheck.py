@@ -1,0 +1,36 @@
+"""The clearance check made again immediately before each send (defence in depth): a
+stakeholder whose clearance was lowered, or who was deactivated or removed, between planning
+and sending is withheld at send time, with the reason, like a row withheld at planning.
+Supervisor notices are exempt: they carry only what the supervisor's clearance admits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dissemination.alert import Handling, Tlp
+from subscriptions.clearance import withheld_reason
+from subscriptions.model import Channel
+
+INACTIVE = "stakeholder_inactive"
+
+
+def handling_of(document: dict[str, Any]) -> Handling:
+    """The marks of a stored alert document; an unmarked one counts as AMBER+STRICT."""
+    marks = document.get("handling") or {}
+    return Handling(
+        Tlp.parse(str(marks.get("tlp", "AMBER+STRICT"))), tuple(marks.get("caveats") or ())
+    )
+
+
+def send_time_refusal(row: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason code, detail) if the row may no longer be sent, else None. The row carries its
+    stakeholder as loaded at claim time (`row["stakeholder"]`, None if removed)."""
+    if row.get("origin") == "notice":
+        return None
+    stakeholder = row.get("stakeholder")
+    if stakeholder is None or not stakeholder.active:
+        return INACTIVE, "the stakeholder was removed or deactivated (checked again at send time)"
+    refused = withheld_reason(handling_of(row["document"]), stakeholder, Channel(row["channel"]))
+    if refused is None:
+        return None
+    return refused.code.value, f"{refused.detail} (checked again at send time)"
