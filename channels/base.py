@@ -21,13 +21,15 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """What one send attempt came to."""
+    """What one send attempt came to; `content_sha256` is the hash of the exact content sent,
+    for the dissemination record."""
 
     outcome: Outcome
     detail: str
     provider_id: str | None = None
     retry_after_seconds: float | None = None
     disable_address: bool = False
+    content_sha256: str | None = None
 
 
 class DeliveryChannel(Protocol):

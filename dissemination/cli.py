@@ -1,15 +1,18 @@
 """The `dissemination` command: run the service, migrate the store, validate and publish alert
-files, and manage API tokens."""
+files, manage API tokens, and verify and export the dissemination record."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
+from dissemination import record
 from dissemination.alert import Tlp
 from dissemination.broker import connect
 from dissemination.database import Database
@@ -119,6 +122,40 @@ async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    database = Database.from_settings(settings.store, settings.data_path)
+    try:
+        if args.audit_command == "verify":
+            result = await record.verify(database)
+            if result.intact:
+                print(f"dissemination record intact: {result.checked} entries verified")
+                return 0
+            print(
+                f"dissemination record BROKEN after {result.checked} good entries: {result.problem}"
+            )
+            return 1
+        entries = await record.export(
+            database, since=args.since, until=args.until, alert_id=args.alert
+        )
+        if args.format == "json":
+            print(json.dumps(entries, indent=2, ensure_ascii=False))
+        else:
+            sys.stdout.write(record.as_csv(entries))
+        return 0
+    finally:
+        await database.close()
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time with offset, got {text!r}")
+    return moment
+
+
 def _channel_list(text: str) -> tuple[str, ...]:
     channels = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = [c for c in channels if c not in CHANNELS]
@@ -153,6 +190,14 @@ def _parser() -> argparse.ArgumentParser:
     revoke = token_commands.add_parser("revoke", help="revoke a token by id or name")
     revoke.add_argument("token")
     token_commands.add_parser("list", help="list tokens (never their secrets)")
+    audit = commands.add_parser("audit", help="the dissemination record")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser("verify", help="check the hash chain; exit 1 if it is broken")
+    export = audit_commands.add_parser("export", help="entries as CSV or JSON on stdout")
+    export.add_argument("--since", type=_moment, help="from this time (ISO 8601 with offset)")
+    export.add_argument("--until", type=_moment, help="before this time")
+    export.add_argument("--alert", help="only this alert's entries")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
     return parser
 
 
@@ -161,6 +206,7 @@ COMMANDS = {
     "migrate": _cmd_migrate,
     "publish": _cmd_publish,
     "tokens": _cmd_tokens,
+    "audit": _cmd_audit,
 }
 
 

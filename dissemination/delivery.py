@@ -280,7 +280,13 @@ class DeliveryWorker:
 
     def _settlement(self, row: dict[str, Any], result: SendResult, now: datetime) -> Settlement:
         if result.outcome is Outcome.SENT:
-            return Settlement(row, DeliveryState.SENT, result.detail, result.provider_id)
+            return Settlement(
+                row,
+                DeliveryState.SENT,
+                result.detail,
+                result.provider_id,
+                content_sha256=result.content_sha256,
+            )
         if result.outcome is Outcome.TRANSIENT and not self.schedule.gives_up_after(
             row["attempts"]
         ):

@@ -19,6 +19,8 @@ from dissemination.audit import Actor, write_audit
 from dissemination.database import Database
 from dissemination.escalation import start_escalations
 from dissemination.planning import DeliveryState, PlannedRow
+from dissemination.record import RELEASED, WITHHELD, Entry, append_records
+from dissemination.sendcheck import release_justification
 from dissemination.tables import (
     acks,
     alert_references,
@@ -57,6 +59,7 @@ class Settlement:
     fall_back: bool = False
     disable_contact: bool = False
     detail: str | None = None
+    content_sha256: str | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +67,35 @@ class SettleResult:
     """Rows created by fallback, by channel, to be published as tasks."""
 
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
+
+
+def record_entries(settlements: Sequence[Settlement]) -> list[Entry]:
+    """The dissemination record's entries for these outcomes: each send, and each withholding
+    at send time."""
+    entries = []
+    for s in settlements:
+        if s.state is DeliveryState.SENT:
+            outcome, justification = RELEASED, release_justification(s.row)
+        elif s.state is DeliveryState.WITHHELD:
+            outcome, justification = WITHHELD, f"{s.reason}: {s.detail or ''}".rstrip(": ")
+        else:
+            continue
+        holder = s.row.get("stakeholder")
+        entries.append(
+            Entry(
+                alert_id=s.row["alert_id"],
+                delivery_id=s.row["id"],
+                stakeholder_id=s.row["stakeholder_id"],
+                organization=holder.organization if holder is not None else None,
+                channel=s.row["channel"],
+                address=s.row["address"],
+                outcome=outcome,
+                rule=tuple(s.row["subscriptions"] or ()),
+                justification=justification,
+                content_sha256=s.content_sha256,
+            )
+        )
+    return entries
 
 
 class DeliveryStore:
@@ -212,6 +244,7 @@ class DeliveryStore:
                 ],
                 now,
             )
+            await append_records(conn, record_entries(settlements), now)
             retrying = [s.row["id"] for s in settlements if s.state is DeliveryState.PENDING]
             if retrying:
                 await self._stop_if_cancelled(conn, retrying, now)

@@ -20,6 +20,7 @@ from dissemination.database import Database
 from dissemination.errors import ErrorDetail
 from dissemination.escalation import EscalationState, end_escalations, plan_escalations
 from dissemination.planning import DeliveryState, PlannedRow, Planner
+from dissemination.record import WITHHELD, Entry, append_records
 from dissemination.tables import (
     alert_references,
     alerts,
@@ -27,6 +28,7 @@ from dissemination.tables import (
     payloads,
     quarantine,
     rejections,
+    stakeholders,
 )
 
 
@@ -225,11 +227,49 @@ class Ledger:
         await conn.execute(self.database.insert_ignoring_conflicts(deliveries), values)
         await self.acks.issue(conn, self.database, alert.id, alert.expires, values, now)
         await plan_escalations(conn, self.database, alert, values, now)
+        await self._record_withheld(conn, values, now)
         pending: dict[str, list[str]] = {}
         for value in values:
             if value["state"] == DeliveryState.PENDING.value:
                 pending.setdefault(value["channel"], []).append(value["id"])
         return pending
+
+    @staticmethod
+    async def _record_withheld(
+        conn: AsyncConnection, values: Sequence[dict[str, Any]], now: datetime
+    ) -> None:
+        """Each withholding at planning goes into the dissemination record, with the reason."""
+        withheld = [v for v in values if v["state"] == DeliveryState.WITHHELD.value]
+        if not withheld:
+            return
+        organizations = dict(
+            (
+                await conn.execute(
+                    select(stakeholders.c.id, stakeholders.c.organization).where(
+                        stakeholders.c.id.in_({v["stakeholder_id"] for v in withheld})
+                    )
+                )
+            ).all()
+        )
+        await append_records(
+            conn,
+            [
+                Entry(
+                    alert_id=v["alert_id"],
+                    delivery_id=v["id"],
+                    stakeholder_id=v["stakeholder_id"],
+                    organization=organizations.get(v["stakeholder_id"]),
+                    channel=v["channel"],
+                    address=v["address"],
+                    outcome=WITHHELD,
+                    rule=tuple(v["subscriptions"]),
+                    justification=f"{v['reason']}: {v['detail'] or ''}".rstrip(": "),
+                    content_sha256=None,
+                )
+                for v in withheld
+            ],
+            now,
+        )
 
     async def _pending_of(self, conn: AsyncConnection, alert_id: str) -> dict[str, list[str]]:
         result = await conn.execute(

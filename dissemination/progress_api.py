@@ -5,6 +5,8 @@
 - `GET /api/v1/alerts/{id}`: counts by state, time to first delivery, the acknowledgment rate
   over time and who has not acknowledged.
 - `GET /api/v1/alerts/{id}/deliveries` and `.../deliveries.csv`: every delivery row.
+- `GET /api/v1/dissemination-records` (admin): the dissemination record for a time range or
+  an alert, as JSON or CSV (`format=csv`).
 - `GET /api/v1/alerts/{id}/events` and `GET /api/v1/events`: Server-Sent Events, a
   `progress` event whenever an alert's counts change (for one alert, or for any), until the
   client leaves or, with `?seconds=N`, for N seconds.
@@ -24,12 +26,14 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
+from dissemination import record
 from dissemination.admin_api import READERS, csv_cell, limit_param
 from dissemination.apierrors import ApiError
 from dissemination.app import authenticate
 from dissemination.errors import StoreUnavailable
 from dissemination.intake import Clock
 from dissemination.progress import DELIVERY_FIELDS, AlertFilter, ProgressStore
+from dissemination.tokens import Role
 
 HEARTBEAT_SECONDS = 15.0
 MAX_STREAM_SECONDS = 86400
@@ -139,6 +143,25 @@ class ProgressEndpoints:
             headers={"Content-Disposition": f'attachment; filename="deliveries-{alert_id}.csv"'},
         )
 
+    async def records(self, request: web.Request) -> web.Response:
+        await authenticate(request, Role.ADMIN)
+        known = {"since", "until", "alertId", "format"}
+        for name in request.query:
+            if name not in known:
+                raise ApiError(400, "invalid_parameter", f"unknown parameter {name!r}")
+        wanted = request.query.get("format", "json")
+        if wanted not in ("json", "csv"):
+            raise ApiError(400, "invalid_parameter", "format must be json or csv")
+        entries = await record.export(
+            self.store.database,
+            since=_moment("since", request.query.get("since")),
+            until=_moment("until", request.query.get("until")),
+            alert_id=_text(request, "alertId"),
+        )
+        if wanted == "csv":
+            return web.Response(text=record.as_csv(entries), content_type="text/csv")
+        return web.json_response({"items": entries})
+
     async def alert_events(self, request: web.Request) -> web.StreamResponse:
         await authenticate(request, *READERS)
         alert_id = _alert_id(request)
@@ -220,3 +243,4 @@ def add_progress_routes(app: web.Application, endpoints: ProgressEndpoints) -> N
     )
     app.router.add_get("/api/v1/alerts/{id}/events", endpoints.alert_events, allow_head=False)
     app.router.add_get("/api/v1/events", endpoints.all_events, allow_head=False)
+    app.router.add_get("/api/v1/dissemination-records", endpoints.records, allow_head=False)

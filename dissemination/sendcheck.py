@@ -34,3 +34,25 @@ def send_time_refusal(row: dict[str, Any]) -> tuple[str, str] | None:
     if refused is None:
         return None
     return refused.code.value, f"{refused.detail} (checked again at send time)"
+
+
+BASIS = {
+    "match": "matched by subscription",
+    "referenced": "earlier recipient of the alert this one updates or cancels",
+    "fallback": "next channel of the subscription after a failed one",
+    "escalation": "escalation of an unacknowledged alert",
+    "notice": "supervisor told of an unacknowledged alert (content only if cleared)",
+}
+
+
+def release_justification(row: dict[str, Any]) -> str:
+    """Why the row was released: its basis, and the clearance that admitted the marks."""
+    basis = BASIS.get(str(row.get("origin")), str(row.get("origin")))
+    handling = handling_of(row["document"])
+    marking = " ".join((f"TLP:{handling.tlp.value}", *handling.caveats))
+    stakeholder = row.get("stakeholder")
+    if stakeholder is None or row.get("origin") == "notice":
+        return basis
+    clearance = stakeholder.clearance
+    held = " ".join((f"TLP:{clearance.max_tlp.value}", *sorted(clearance.caveats)))
+    return f"{basis}; need to know: clearance {held} admits {marking}"

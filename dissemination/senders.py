@@ -8,7 +8,9 @@ validates against a schema again.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+from dataclasses import replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -37,6 +39,13 @@ class Sender(Protocol):
     async def send(self, row: dict[str, Any]) -> SendResult: ...
 
     async def close(self) -> None: ...
+
+
+def with_content_hash(result: SendResult, content: bytes) -> SendResult:
+    """`result`, carrying the hash of what was sent if it was sent."""
+    if result.outcome is not Outcome.SENT:
+        return result
+    return replace(result, content_sha256=hashlib.sha256(content).hexdigest())
 
 
 class AckLinks:
@@ -137,8 +146,11 @@ class WebhookSender:
     async def send(self, row: dict[str, Any]) -> SendResult:
         if not row["secret"]:
             return SendResult(Outcome.PERMANENT, "the webhook contact has no signing secret")
-        message = WebhookMessage(row["id"], row["address"], row["secret"], self.body(row))
-        return await self.webhook.send(message)
+        body = self.body(row)
+        result = await self.webhook.send(
+            WebhookMessage(row["id"], row["address"], row["secret"], body)
+        )
+        return with_content_hash(result, body)
 
     async def close(self) -> None:
         await self.webhook.close()
@@ -175,7 +187,12 @@ class EmailSender:
             )
         except ValueError as error:
             return SendResult(Outcome.PERMANENT, f"cannot address the message: {error}")
-        return await self.email.send(message)
+        result = await self.email.send(message)
+        return (
+            with_content_hash(result, message.as_bytes())
+            if result.outcome is Outcome.SENT
+            else result
+        )
 
     async def close(self) -> None:
         await self.email.close()
@@ -207,7 +224,8 @@ class SmsSender:
         except ValueError as error:
             return SendResult(Outcome.PERMANENT, f"cannot compose the text: {error}")
         async with self.limiter:
-            return await self.sms.send(SmsMessage(row["id"], row["address"], body))
+            result = await self.sms.send(SmsMessage(row["id"], row["address"], body))
+        return with_content_hash(result, body.encode())
 
     async def close(self) -> None:
         if self.sms is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -208,6 +209,33 @@ cap_acks = Table(
     Column("identifier", Text, nullable=False),
     Column("claimed_at", UtcDateTime, nullable=False),
     Column("published_at", UtcDateTime),
+)
+
+dissemination_records = Table(
+    "dissemination_records",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Text, nullable=False),
+    Column("alert_id", String(36), nullable=False),
+    Column("delivery_id", String(36)),
+    Column("stakeholder_id", String(36), nullable=False),
+    Column("organization", Text),
+    Column("channel", String(20), nullable=False),
+    Column("address", Text, nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("rule", JSON, nullable=False),
+    Column("justification", Text, nullable=False),
+    Column("content_sha256", String(64)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+dissemination_chain = Table(
+    "dissemination_chain",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
 )
 
 api_tokens = Table(

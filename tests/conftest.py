@@ -18,9 +18,10 @@ from sqlalchemy import text
 from dissemination.broker import broker_url
 from dissemination.database import Database
 from dissemination.dispatch import CHANNELS, delivery_queue, retry_queues
+from dissemination.record import GENESIS
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
-from dissemination.tables import metadata
+from dissemination.tables import dissemination_chain, metadata
 from tests.brokerutil import open_connection
 from tests.pg import psql
 
@@ -76,6 +77,7 @@ async def store_url(
     async with database.transaction() as conn:
         names = ", ".join(t.name for t in metadata.sorted_tables)
         await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        await conn.execute(dissemination_chain.insert().values(id=1, seq=0, last_hash=GENESIS))
     await database.close()
 
 

@@ -1,0 +1,148 @@
+"""The dissemination record: every release (with the hash of the exact content the recipient
+got) and every withholding is chained; `dissemination audit verify` finds the chain intact,
+and finds an altered, a deleted and a truncated entry; export by alert and time range, as CSV
+and JSON, through the CLI and the admin API."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+from aio_pika.abc import AbstractChannel
+from sqlalchemy import text
+
+from dissemination import record
+from dissemination.database import Database
+from dissemination.service import Service
+from dissemination.settings import Settings
+from dissemination.tokens import Role, TokenStore
+from tests.deliveryrig import (  # noqa: F401 - fixtures
+    Sinks,
+    delivery_settings_fixture,
+    publish_alert,
+    settled,
+    sinks_fixture,
+)
+from tests.people import enrol
+from tests.serviceproc import run_cli
+
+pytestmark = pytest.mark.slow
+SQLITE_TRIGGER = """CREATE TRIGGER dissemination_records_no_{op} BEFORE {op}
+ON dissemination_records BEGIN SELECT RAISE(ABORT, 'dissemination_records is append-only'); END"""
+TRIGGERS = {  # (drop, re-create)
+    "sqlite": [
+        (f"DROP TRIGGER dissemination_records_no_{op}", SQLITE_TRIGGER.format(op=op))
+        for op in ("UPDATE", "DELETE")
+    ],
+    "postgresql": [
+        (
+            "DROP TRIGGER dissemination_records_append_only ON dissemination_records",
+            "CREATE TRIGGER dissemination_records_append_only BEFORE UPDATE OR DELETE ON "
+            "dissemination_records FOR EACH ROW EXECUTE FUNCTION "
+            "dissemination_records_append_only()",
+        )
+    ],
+}
+
+
+async def tamper(database: Database, store_kind: str, statement: str) -> None:
+    """What an intruder with the database owner's rights could do: drop the append-only
+    triggers, change the entries, and put the triggers back (one transaction, so the shared
+    test database keeps them)."""
+    async with database.transaction() as conn:
+        for drop, _ in TRIGGERS[store_kind]:
+            await conn.execute(text(drop))
+        await conn.execute(text(statement))
+        for _, create in TRIGGERS[store_kind]:
+            await conn.execute(text(create))
+
+
+async def test_releases_and_withholdings_are_chained_with_the_content_hash(
+    service: Service,
+    channel: AbstractChannel,
+    settings: Settings,
+    sinks: Sinks,
+    store_kind: str,
+    service_env: dict[str, str],
+) -> None:
+    assert service.database is not None
+    await enrol(service, "Cleared", {"webhook": sinks.hooks.base + "ok"}, max_tlp="AMBER")
+    await enrol(service, "Not cleared", {"email": "nc@example.org"}, max_tlp="GREEN")
+    alert_id = await publish_alert(channel, settings, "RECORD-1", handling={"tlp": "AMBER"})
+    await settled(service, alert_id, 2)
+    entries = await record.export(service.database, alert_id=alert_id)
+    by_outcome = {entry["outcome"]: entry for entry in entries}
+    assert set(by_outcome) == {"released", "withheld"}
+    released = by_outcome["released"]
+    (_, body) = sinks.hooks.requests[-1]
+    assert released["content_sha256"] == hashlib.sha256(body).hexdigest()
+    assert released["organization"] == "Partner"
+    assert "need to know: clearance TLP:AMBER admits TLP:AMBER" in released["justification"]
+    assert released["rule"]
+    withheld = by_outcome["withheld"]
+    assert withheld["justification"].startswith("tlp_above_clearance")
+    assert withheld["content_sha256"] is None
+    assert (await record.verify(service.database)).intact
+
+    code, out, _ = await run_cli(service_env, "audit", "verify")
+    assert (code, out.strip()) == (0, "dissemination record intact: 2 entries verified")
+    code, out, _ = await run_cli(service_env, "audit", "export", "--alert", alert_id)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["seq"] for r in rows] == ["1", "2"]
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    code, out, _ = await run_cli(
+        service_env, "audit", "export", "--since", later, "--format", "json"
+    )
+    assert (code, json.loads(out)) == (0, [])
+
+    _, secret = await TokenStore(service.database).create("rec", Role.ADMIN, datetime.now(UTC))
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {secret}"}) as session:
+        url = f"{sinks.public_url}/api/v1/dissemination-records"
+        async with session.get(url, params={"alertId": alert_id}) as response:
+            assert response.status == 200
+            assert [e["seq"] for e in (await response.json())["items"]] == [1, 2]
+        async with session.get(url, params={"format": "csv"}) as response:
+            assert response.content_type == "text/csv"
+        async with session.get(url, params={"since": "yesterday"}) as response:
+            assert response.status == 400
+
+    await tamper(
+        service.database,
+        store_kind,
+        "UPDATE dissemination_records SET address = 'elsewhere@example.org' WHERE seq = 1",
+    )
+    found = await record.verify(service.database)
+    assert (found.checked, found.problem) == (0, "entry 1 was altered")
+    code, out, _ = await run_cli(service_env, "audit", "verify")
+    assert code == 1
+    assert "entry 1 was altered" in out
+
+
+async def test_a_deleted_entry_is_detected(
+    service: Service,
+    channel: AbstractChannel,
+    settings: Settings,
+    sinks: Sinks,
+    store_kind: str,
+) -> None:
+    assert service.database is not None
+    for n in range(3):
+        await enrol(service, f"member-{n}", {"webhook": f"{sinks.hooks.base}m{n}"})
+    alert_id = await publish_alert(channel, settings, "RECORD-2")
+    await settled(service, alert_id, 3)
+    assert (await record.verify(service.database)).checked == 3
+    with pytest.raises(Exception, match="append-only"):
+        async with service.database.transaction() as conn:
+            await conn.execute(text("DELETE FROM dissemination_records WHERE seq = 2"))
+    await tamper(service.database, store_kind, "DELETE FROM dissemination_records WHERE seq = 2")
+    found = await record.verify(service.database)
+    assert (found.checked, found.problem) == (1, "entry 2 is missing (found 3 next)")
+    await tamper(service.database, store_kind, "DELETE FROM dissemination_records WHERE seq = 3")
+    found = await record.verify(service.database)
+    assert found.problem == "the chain ends at entry 1 but its head says 3"
