@@ -71,6 +71,15 @@ class Handling:
     caveats: tuple[str, ...] = ()
     tlp_defaulted: bool = False
 
+    def at_least(self, other: Handling) -> Handling:
+        """These marks raised to `other`'s where `other` is stricter: the higher TLP, and
+        every caveat of either."""
+        tlp = other.tlp if other.tlp.rank > self.tlp.rank else self.tlp
+        added = tuple(sorted(set(other.caveats) - set(self.caveats)))
+        if tlp is self.tlp and not added:
+            return self
+        return Handling(tlp, self.caveats + added, self.tlp_defaulted and tlp is self.tlp)
+
 
 @dataclass(frozen=True, slots=True)
 class Reference:

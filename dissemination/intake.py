@@ -17,13 +17,13 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from dissemination.alert import Alert, Status, Tlp
+from dissemination.alert import Alert, MsgType, Status, Tlp
 from dissemination.broker import IntakeTopology
 from dissemination.decoding import DecodeLimits, decode_alerts
 from dissemination.dispatch import DeliveryDispatcher
@@ -88,7 +88,7 @@ class IntakeProcessor:
         return decode_alerts(payload.body, payload.content_type, self.limits, self.defaults)
 
     async def process(self, payload: Payload) -> IntakeResult:
-        alerts = self.parse(payload)
+        alerts = [await self._with_inherited_marks(alert) for alert in self.parse(payload)]
         now = self.clock()
         await failpoint("before_store")
         message = AlertMessage(payload, tuple(self._planned(alert, now) for alert in alerts), now)
@@ -100,6 +100,16 @@ class IntakeProcessor:
             for channel, ids in outcome.pending.items():
                 result.pending.setdefault(channel, []).extend(ids)
         return result
+
+    async def _with_inherited_marks(self, alert: Alert) -> Alert:
+        """An Update or Cancel carries at least the marks of the alerts it refers to (those
+        stored): the stricter TLP and every caveat, unless its own are stricter."""
+        if alert.msg_type not in (MsgType.UPDATE, MsgType.CANCEL) or not alert.references:
+            return alert
+        handling = alert.handling
+        for original in await self.ledger.marks_of([ref.alert_id for ref in alert.references]):
+            handling = handling.at_least(original)
+        return alert if handling is alert.handling else replace(alert, handling=handling)
 
     def _planned(self, alert: Alert, now: datetime) -> PlannedAlert:
         state = initial_state(alert, now)

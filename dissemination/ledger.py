@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.acks import AckIssuer
-from dissemination.alert import Alert, MsgType, content_hash_of
+from dissemination.alert import Alert, Handling, MsgType, Tlp, content_hash_of
 from dissemination.database import Database
 from dissemination.errors import ErrorDetail
 from dissemination.escalation import EscalationState, end_escalations, plan_escalations
@@ -340,6 +340,14 @@ class Ledger:
                 )
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    async def marks_of(self, alert_ids: Sequence[str]) -> list[Handling]:
+        """The handling marks of those of these alerts that are stored."""
+        async with self.database.reading() as conn:
+            result = await conn.execute(
+                select(alerts.c.tlp, alerts.c.caveats).where(alerts.c.id.in_(alert_ids))
+            )
+            return [Handling(Tlp.parse(tlp), tuple(caveats or ())) for tlp, caveats in result]
 
     async def alert_row(self, alert_id: str) -> dict[str, Any] | None:
         async with self.database.reading() as conn:

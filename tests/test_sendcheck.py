@@ -1,6 +1,7 @@
-"""Defence in depth: clearance is checked again immediately before each send. A stakeholder
-whose clearance is lowered, or who is deactivated, after planning is withheld at send time
-with the reason, and nothing reaches the far end."""
+"""Handling marks hold on every path. Defence in depth: clearance is checked again
+immediately before each send, so a stakeholder whose clearance is lowered, or who is
+deactivated, after planning is withheld at send time with the reason, and nothing reaches the
+far end. An Update carries at least the marks of the alert it updates."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractChannel
 
+from dissemination.alert import Handling, Tlp
+from dissemination.ledger import Ledger
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from subscriptions.directory import STAKEHOLDER, Directory
+from tests.alerts import cap_json
 from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
@@ -26,10 +30,10 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
 )
 from tests.people import ACTOR, enrol
 
-pytestmark = pytest.mark.slow
 Starter = Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
@@ -67,3 +71,38 @@ async def test_a_clearance_lowered_after_planning_withholds_the_send(
     assert (row["state"], row["reason"]) == ("withheld", reason)
     assert "send time" in row["detail"]
     assert sinks.hooks.requests == []
+
+
+@pytest.mark.slow
+async def test_an_update_inherits_the_stricter_marks_of_the_alert_it_updates(
+    custom_service: Starter, sinks: Sinks
+) -> None:
+    planner, settings, channel = await custom_service(delivery_channels="")
+    await enrol(planner, "Green only", {"webhook": sinks.hooks.base + "g"}, max_tlp="GREEN")
+    original = cap_json("MARKED", handling={"tlp": "AMBER", "caveats": ["LES"]})
+    first = await publish_alert(channel, settings, "MARKED", handling=original["handling"])
+    await settled(planner, first, 1)
+    reference = f"{original['sender']},MARKED,{original['sent']}"
+    update = await publish_alert(
+        channel,
+        settings,
+        "MARKED-UPDATE",
+        msgType="Update",
+        references=reference,
+        handling={"tlp": "GREEN"},
+    )
+    (row,) = await settled(planner, update, 1)
+    assert (row["state"], row["reason"]) == ("withheld", "tlp_above_clearance")
+    stored = await Ledger(planner.database).alert_row(update)  # type: ignore[arg-type]
+    assert stored is not None
+    assert (stored["tlp"], stored["caveats"]) == ("AMBER", ["LES"])
+    assert stored["document"]["handling"]["tlp"] == "AMBER"
+    assert [r["state"] for r in await rows_of(planner, first)] == ["withheld"]
+
+
+def test_marks_are_raised_never_lowered() -> None:
+    amber = Handling(Tlp.AMBER, ("LES",))
+    assert Handling(Tlp.GREEN).at_least(amber) == Handling(Tlp.AMBER, ("LES",))
+    assert Handling(Tlp.RED, ("PII",)).at_least(amber) == Handling(Tlp.RED, ("PII", "LES"))
+    strict = Handling(Tlp.AMBER_STRICT, ("LES",))
+    assert strict.at_least(amber) is strict
