@@ -53,6 +53,8 @@ async def enrol(
     rule: dict[str, Any] | None = None,
     ack_required: bool = False,
     escalation_id: str | None = None,
+    kind: str = "individual",
+    clearance: dict[str, Any] | None = None,
 ) -> Enrolled:
     """A named individual with one contact per channel in `addresses`, subscribed to `rule`
     (everything by default) on `channels` in that order (default: the address order)."""
@@ -60,8 +62,8 @@ async def enrol(
         "name": name,
         "organization": "Partner",
         "sector": "government",
-        "kind": "individual",
-        "clearance": {"maxTlp": max_tlp},
+        "kind": kind,
+        "clearance": clearance or {"maxTlp": max_tlp},
         "timezone": timezone,
     }
     if quiet_hours is not None:
