@@ -60,6 +60,15 @@ class ApiError(Exception):
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SECRET_PATHS = ("/ack/",)
+
+
+def loggable_path(path: str) -> str:
+    """The path without the credential some paths carry (an ack token)."""
+    for prefix in SECRET_PATHS:
+        if path.startswith(prefix):
+            return prefix + "..."
+    return path
 
 
 @web.middleware
@@ -82,5 +91,5 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response.headers["Allow"] = error.headers["Allow"]
         return response
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        log.exception("unhandled error in %s %s", request.method, loggable_path(request.path))
         return ApiError(500, "internal_error", "internal error").response()

@@ -218,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.service.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # The twilio SDK logs every request's URL and headers at INFO: noise, per message.
+        logging.getLogger("twilio").setLevel(max(logging.WARNING, logging.root.level))
         if args.command == "validate":
             return _validate_files(settings, args.files)
         return _run_loop(COMMANDS[args.command](settings, args))

@@ -56,20 +56,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(settings: StoreSettings, data_dir: Path) -> AsyncEngine:
-    """An async engine for the configured URL; relative SQLite paths live under `data_dir`."""
+    """An async engine for the configured URL; relative SQLite paths live under `data_dir`.
+    Statement parameters (addresses, message content) never appear in error messages, and so
+    never in logs."""
     url = make_url(settings.url)
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database and database != ":memory:" and not Path(database).is_absolute():
             data_dir.mkdir(parents=True, exist_ok=True)
             url = url.set(database=str(data_dir / database))
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if settings.password:
         url = url.set(password=settings.password)
     return create_async_engine(
-        url, pool_size=settings.pool_size, pool_pre_ping=True, pool_timeout=10
+        url,
+        pool_size=settings.pool_size,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        hide_parameters=True,
     )
 
 
