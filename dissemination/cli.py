@@ -1,5 +1,5 @@
 """The `dissemination` command: run the service, migrate the store, validate and publish alert
-files, manage API tokens, and verify and export the dissemination record."""
+files, manage API tokens, verify and export the dissemination record, and apply retention."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from dissemination import record
@@ -22,6 +22,7 @@ from dissemination.errors import DisseminationError, RejectedInput
 from dissemination.intake import utc_now
 from dissemination.normalize import HandlingDefaults
 from dissemination.publisher import AlertPublisher, PublishFailed
+from dissemination.retention import run_retention
 from dissemination.service import Service, run_until_signalled
 from dissemination.settings import Settings, load_settings
 from dissemination.tokens import Role, TokenStore
@@ -146,6 +147,23 @@ async def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         await database.close()
 
 
+async def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    database = Database.from_settings(settings.store, settings.data_path)
+    now = utc_now()
+    cutoff = now - timedelta(days=settings.retention.days)
+    try:
+        report = await run_retention(database, cutoff, now, dry_run=args.dry_run)
+    finally:
+        await database.close()
+    verb = "would purge" if args.dry_run else "purged"
+    print(
+        f"received before {cutoff.isoformat()}: {verb} {report.alerts} alerts, "
+        f"{report.payloads} payloads, {report.rejections} rejected and "
+        f"{report.quarantined} quarantined inputs"
+    )
+    return 0
+
+
 def _moment(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
@@ -198,6 +216,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--until", type=_moment, help="before this time")
     export.add_argument("--alert", help="only this alert's entries")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
+    retention = commands.add_parser("retention", help="purge content past the retention period")
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True)
+    retention_run = retention_commands.add_parser(
+        "run", help="purge alert content older than retention.days unless revalidated"
+    )
+    retention_run.add_argument("--dry-run", action="store_true", help="count, change nothing")
     return parser
 
 
@@ -207,6 +231,7 @@ COMMANDS = {
     "publish": _cmd_publish,
     "tokens": _cmd_tokens,
     "audit": _cmd_audit,
+    "retention": _cmd_retention,
 }
 
 

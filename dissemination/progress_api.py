@@ -7,6 +7,7 @@
 - `GET /api/v1/alerts/{id}/deliveries` and `.../deliveries.csv`: every delivery row.
 - `GET /api/v1/dissemination-records` (admin): the dissemination record for a time range or
   an alert, as JSON or CSV (`format=csv`).
+- `POST /api/v1/alerts/{id}/revalidate` (admin): keep an alert past the retention period.
 - `GET /api/v1/alerts/{id}/events` and `GET /api/v1/events`: Server-Sent Events, a
   `progress` event whenever an alert's counts change (for one alert, or for any), until the
   client leaves or, with `?seconds=N`, for N seconds.
@@ -27,12 +28,14 @@ from datetime import datetime, timedelta
 from aiohttp import web
 
 from dissemination import record
-from dissemination.admin_api import READERS, csv_cell, limit_param
+from dissemination.admin_api import READERS, csv_cell, json_body, limit_param
 from dissemination.apierrors import ApiError
 from dissemination.app import authenticate
+from dissemination.audit import Actor
 from dissemination.errors import StoreUnavailable
 from dissemination.intake import Clock
 from dissemination.progress import DELIVERY_FIELDS, AlertFilter, ProgressStore
+from dissemination.retention import revalidate
 from dissemination.tokens import Role
 
 HEARTBEAT_SECONDS = 15.0
@@ -162,6 +165,25 @@ class ProgressEndpoints:
             return web.Response(text=record.as_csv(entries), content_type="text/csv")
         return web.json_response({"items": entries})
 
+    async def revalidate(self, request: web.Request) -> web.Response:
+        """POST /api/v1/alerts/{id}/revalidate: keep the alert past the retention period."""
+        token = await authenticate(request, Role.ADMIN)
+        alert_id = _alert_id(request)
+        body = await json_body(request)
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if set(body if isinstance(body, dict) else ()) != {"reason"} or not (
+            isinstance(reason, str) and 3 <= len(reason.strip()) <= 500
+        ):
+            raise ApiError(
+                422, "schema_violation", 'the body must be {"reason": "..."} (3 to 500 characters)'
+            )
+        now = self.clock()
+        if not await revalidate(
+            self.store.database, alert_id, Actor(token.id, token.name), reason, now
+        ):
+            raise ApiError(404, "not_found", f"no alert {alert_id!r} with content to keep")
+        return web.json_response({"id": alert_id, "revalidatedAt": now.isoformat()})
+
     async def alert_events(self, request: web.Request) -> web.StreamResponse:
         await authenticate(request, *READERS)
         alert_id = _alert_id(request)
@@ -244,3 +266,4 @@ def add_progress_routes(app: web.Application, endpoints: ProgressEndpoints) -> N
     app.router.add_get("/api/v1/alerts/{id}/events", endpoints.alert_events, allow_head=False)
     app.router.add_get("/api/v1/events", endpoints.all_events, allow_head=False)
     app.router.add_get("/api/v1/dissemination-records", endpoints.records, allow_head=False)
+    app.router.add_post("/api/v1/alerts/{id}/revalidate", endpoints.revalidate)

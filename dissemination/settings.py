@@ -147,6 +147,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "webhook.timeout_seconds": _positive,
     "ack.default_lifetime_hours": _positive,
     "escalation.poll_seconds": _positive,
+    "retention.days": _positive,
     "ack.retired_keys_until": _optional_timestamp,
     "ack.signing_keys": _signing_keys,
 }
@@ -305,6 +306,13 @@ class CapAckSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long alert content is kept unless revalidated (28 CFR 23.20(h): five years)."""
+
+    days: int
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -320,6 +328,7 @@ class Settings:
     ack: AckSettings
     escalation: EscalationSettings
     cap_ack: CapAckSettings
+    retention: RetentionSettings
 
     @property
     def data_path(self) -> Path:
@@ -422,6 +431,7 @@ SECTIONS: dict[str, type[Any]] = {
     "ack": AckSettings,
     "escalation": EscalationSettings,
     "cap_ack": CapAckSettings,
+    "retention": RetentionSettings,
 }
 
 

@@ -55,6 +55,7 @@ payloads = Table(
     Column("content_type", String(200), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
+    Column("purged_at", UtcDateTime),
 )
 
 alerts = Table(
@@ -79,6 +80,8 @@ alerts = Table(
     Column("document", JSON, nullable=False),
     Column("payload_sha256", String(64), ForeignKey("payloads.sha256"), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
+    Column("revalidated_at", UtcDateTime),
+    Column("purged_at", UtcDateTime),
     UniqueConstraint("sender", "identifier", "sent", name="uq_alerts_key"),
 )
 
