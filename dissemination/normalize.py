@@ -244,12 +244,26 @@ def alert_from_local(document: Mapping[str, Any], defaults: HandlingDefaults) ->
         status=Status(document["status"]),
         msg_type=MsgType(document["msgType"]),
         scope=document["scope"],
-        handling=_handling(document.get("handling"), (), document["scope"], defaults),
+        handling=_sar_marks(
+            kind, document, _handling(document.get("handling"), (), document["scope"], defaults)
+        ),
         infos=(info,),
         references=references,
         source_format="json",
         details={k: v for k, v in document.items() if k not in _ENVELOPE_KEYS},
     )
+
+
+UNSANITIZED_SAR_CAVEATS = ("LES", "PII")
+
+
+def _sar_marks(kind: Kind, document: Mapping[str, Any], handling: Handling) -> Handling:
+    """A SAR not released in its sanitized form may carry personal data about people who are
+    not charged with anything: it goes only to law-enforcement recipients entitled to PII
+    (caveats LES and PII are added to whatever the originator marked)."""
+    if kind is not Kind.SAR or document.get("sanitized"):
+        return handling
+    return handling.at_least(Handling(handling.tlp, UNSANITIZED_SAR_CAVEATS))
 
 
 _ENVELOPE_KEYS = frozenset(

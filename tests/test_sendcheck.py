@@ -1,10 +1,12 @@
 """Handling marks hold on every path. Defence in depth: clearance is checked again
 immediately before each send, so a stakeholder whose clearance is lowered, or who is
 deactivated, after planning is withheld at send time with the reason, and nothing reaches the
-far end. An Update carries at least the marks of the alert it updates."""
+far end. An Update carries at least the marks of the alert it updates, and a SAR not released
+in its sanitized form goes only to law enforcement entitled to PII."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +15,9 @@ import pytest
 from aio_pika.abc import AbstractChannel
 
 from dissemination.alert import Handling, Tlp
+from dissemination.decoding import DecodeLimits, decode_alerts
 from dissemination.ledger import Ledger
+from dissemination.normalize import HandlingDefaults
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from subscriptions.directory import STAKEHOLDER, Directory
@@ -29,6 +33,7 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     sinks_fixture,
 )
 from tests.people import ACTOR, enrol
+from tests.samples import FIXTURES_DIR
 
 Starter = Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]]
 
@@ -106,3 +111,17 @@ def test_marks_are_raised_never_lowered() -> None:
     assert Handling(Tlp.RED, ("PII",)).at_least(amber) == Handling(Tlp.RED, ("PII", "LES"))
     strict = Handling(Tlp.AMBER_STRICT, ("LES",))
     assert strict.at_least(amber) is strict
+
+
+@pytest.mark.parametrize("sanitized", [False, True])
+def test_an_unsanitized_sar_goes_only_to_law_enforcement_entitled_to_pii(sanitized: bool) -> None:
+    document = json.loads((FIXTURES_DIR / "alerts" / "sar_minimal.json").read_text())
+    document |= {"sanitized": sanitized, "handling": {"tlp": "AMBER", "caveats": ["FOUO"]}}
+    (alert,) = decode_alerts(
+        json.dumps(document).encode(),
+        "application/json",
+        DecodeLimits(max_bytes=1_000_000, max_depth=32),
+        HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR),
+    )
+    expected = ("FOUO",) if sanitized else ("FOUO", "LES", "PII")
+    assert alert.handling == Handling(Tlp.AMBER, expected)
