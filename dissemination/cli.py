@@ -126,8 +126,12 @@ async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
 async def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     database = Database.from_settings(settings.store, settings.data_path)
     try:
+        if args.audit_command == "head":
+            seq, digest = await record.head(database)
+            print(f"{seq}:{digest}")
+            return 0
         if args.audit_command == "verify":
-            result = await record.verify(database)
+            result = await record.verify(database, args.anchor)
             if result.intact:
                 print(f"dissemination record intact: {result.checked} entries verified")
                 return 0
@@ -162,6 +166,13 @@ async def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
         f"{report.quarantined} quarantined inputs"
     )
     return 0
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not (seq.isascii() and seq.isdigit() and len(digest) == 64):
+        raise argparse.ArgumentTypeError(f"expected SEQ:HASH from `audit head`, got {text!r}")
+    return int(seq), digest
 
 
 def _moment(text: str) -> datetime:
@@ -210,7 +221,13 @@ def _parser() -> argparse.ArgumentParser:
     token_commands.add_parser("list", help="list tokens (never their secrets)")
     audit = commands.add_parser("audit", help="the dissemination record")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    audit_commands.add_parser("verify", help="check the hash chain; exit 1 if it is broken")
+    verify = audit_commands.add_parser("verify", help="check the hash chain; exit 1 if broken")
+    verify.add_argument(
+        "--anchor",
+        type=_anchor,
+        help="SEQ:HASH from an earlier `audit head`, kept outside the database",
+    )
+    audit_commands.add_parser("head", help="print the chain's head as SEQ:HASH, to anchor")
     export = audit_commands.add_parser("export", help="entries as CSV or JSON on stdout")
     export.add_argument("--since", type=_moment, help="from this time (ISO 8601 with offset)")
     export.add_argument("--until", type=_moment, help="before this time")

@@ -138,9 +138,11 @@ class Verification:
         return self.problem is None
 
 
-async def verify(database: Database) -> Verification:
+async def verify(database: Database, anchor: tuple[int, str] | None = None) -> Verification:
     """Walk the whole chain: consecutive sequence numbers, each entry's link to the one before,
-    each entry's own hash, and the head matching the last entry."""
+    each entry's own hash, and the head matching the last entry. An `anchor` (a sequence
+    number and hash noted outside the database earlier, see `head`) must still be in the
+    chain: that catches a tail cut off together with a rewritten head."""
     expected_seq, prev_hash, checked = 1, GENESIS, 0
     async with database.reading() as conn:
         async for row in _entries(conn):
@@ -152,13 +154,27 @@ async def verify(database: Database) -> Verification:
                 return Verification(checked, f"entry {row['seq']} does not follow the one before")
             if entry_hash(prev_hash, row) != row["hash"]:
                 return Verification(checked, f"entry {row['seq']} was altered")
+            if anchor is not None and row["seq"] == anchor[0] and row["hash"] != anchor[1]:
+                return Verification(checked, f"entry {row['seq']} differs from the anchor")
             prev_hash, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
         head = (await conn.execute(select(dissemination_chain))).mappings().one()
+    if anchor is not None and checked < anchor[0]:
+        return Verification(
+            checked, f"the chain ends at entry {checked}, before the anchored entry {anchor[0]}"
+        )
     if head["seq"] != checked or head["last_hash"] != prev_hash:
         return Verification(
             checked, f"the chain ends at entry {checked} but its head says {head['seq']}"
         )
     return Verification(checked)
+
+
+async def head(database: Database) -> tuple[int, str]:
+    """The chain's last sequence number and hash: note them outside the database (a ticket,
+    a log shipped elsewhere) to anchor later verifications."""
+    async with database.reading() as conn:
+        row = (await conn.execute(select(dissemination_chain))).mappings().one()
+    return int(row["seq"]), str(row["last_hash"])
 
 
 async def _entries(conn: AsyncConnection) -> AsyncIterator[dict[str, Any]]:

@@ -146,3 +146,35 @@ async def test_a_deleted_entry_is_detected(
     await tamper(service.database, store_kind, "DELETE FROM dissemination_records WHERE seq = 3")
     found = await record.verify(service.database)
     assert found.problem == "the chain ends at entry 1 but its head says 3"
+
+
+async def test_an_anchor_catches_a_cut_tail_with_a_rewritten_head(
+    service: Service,
+    channel: AbstractChannel,
+    settings: Settings,
+    sinks: Sinks,
+    store_kind: str,
+    service_env: dict[str, str],
+) -> None:
+    assert service.database is not None
+    for n in range(2):
+        await enrol(service, f"member-{n}", {"webhook": f"{sinks.hooks.base}a{n}"})
+    alert_id = await publish_alert(channel, settings, "RECORD-3")
+    await settled(service, alert_id, 2)
+    code, out, _ = await run_cli(service_env, "audit", "head")
+    anchor = out.strip()
+    assert code == 0
+    assert anchor == "{}:{}".format(*await record.head(service.database))
+    first = (await record.export(service.database))[0]
+    await tamper(service.database, store_kind, "DELETE FROM dissemination_records WHERE seq = 2")
+    async with service.database.transaction() as conn:  # the head rewritten to match
+        await conn.execute(
+            text("UPDATE dissemination_chain SET seq = 1, last_hash = :h"), {"h": first["hash"]}
+        )
+    assert (await record.verify(service.database)).intact  # undetectable from inside alone
+    code, out, _ = await run_cli(service_env, "audit", "verify", "--anchor", anchor)
+    assert code == 1
+    assert "the chain ends at entry 1, before the anchored entry 2" in out
+    code, _, err = await run_cli(service_env, "audit", "verify", "--anchor", "two:abc")
+    assert code == 2
+    assert "expected SEQ:HASH" in err
