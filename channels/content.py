@@ -36,10 +36,23 @@ class AlertContent:
     sender_name: str
     areas: tuple[str, ...]
     web: str
+    particulars: tuple[tuple[str, str], ...] = ()
+    withheld: tuple[str, ...] = ()
 
     @property
     def marking(self) -> str:
         return " ".join((f"TLP:{self.tlp}", *self.caveats))
+
+    @property
+    def withheld_note(self) -> str:
+        """What a recipient without PII entitlement is told of the personal data removed."""
+        if not self.withheld:
+            return ""
+        names = sorted({_label(path.rsplit(".", 1)[-1]).lower() for path in self.withheld})
+        return (
+            f"Personal data withheld ({', '.join(names)}): your entitlement does not include "
+            "PII. Ask the issuing agency if you have a need to know."
+        )
 
     @property
     def restricted(self) -> bool:
@@ -73,7 +86,74 @@ class AlertContent:
                 str(area.get("description", "")) for i in infos for area in i.get("areas") or ()
             ),
             web=str(info.get("web") or ""),
+            particulars=particulars(document.get("details") or {}),
+            withheld=tuple((document.get("redaction") or {}).get("withheld") or ()),
         )
+
+
+PARTICULARS = (
+    "armedAndDangerous",
+    "subjects",
+    "vehicles",
+    "property",
+    "lastSeen",
+    "location",
+    "observedAt",
+    "caseNumber",
+    "issuingAgency",
+    "reportingAgency",
+    "contactInstructions",
+)
+"""The structured details of a local alert shown besides its description, in this order."""
+
+_ITEM_LABELS = {"subjects": "Subject", "vehicles": "Vehicle", "property": "Property"}
+_LABELS = {
+    "armedAndDangerous": "Armed and dangerous",
+    "dateOfBirth": "Date of birth",
+    "identificationNumbers": "ID numbers",
+    "plateState": "Plate state",
+    "vin": "VIN",
+    "lastSeen": "Last seen",
+    "observedAt": "Observed",
+    "ori": "ORI",
+}
+
+
+def _label(key: str) -> str:
+    """A field name as words: "serialNumber" -> "Serial number"."""
+    if key in _LABELS:
+        return _LABELS[key]
+    words = "".join(f" {c.lower()}" if c.isupper() else c for c in key).strip()
+    return words[:1].upper() + words[1:]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return "; ".join(f"{_label(k)}: {_describe(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        if all(isinstance(v, dict) and set(v) == {"type", "number"} for v in value):
+            return ", ".join(f"{v['type']} {v['number']}" for v in value)
+        return ", ".join(_describe(v) for v in value)
+    return str(value)
+
+
+def particulars(details: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(label, text) lines for the structured details of a local alert (subjects, vehicles,
+    last seen, ...), each list item on its own line; nothing for other kinds."""
+    lines: list[tuple[str, str]] = []
+    for key in PARTICULARS:
+        value = details.get(key)
+        if value is None or value is False or value == {}:
+            continue
+        if key in _ITEM_LABELS and isinstance(value, list):
+            for number, item in enumerate(value, 1):
+                text = _describe(item)
+                lines.append((f"{_ITEM_LABELS[key]} {number}", text or "(details withheld)"))
+        else:
+            lines.append((_label(key), _describe(value)))
+    return tuple(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,4 +203,6 @@ def notice_content(content: AlertContent, notice: dict[str, Any]) -> AlertConten
         instruction="",
         areas=(),
         web="",
+        particulars=(),
+        withheld=(),
     )

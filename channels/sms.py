@@ -108,17 +108,27 @@ def _fit(text: str, budget: int) -> str:
     return start.rstrip() + "..." if start.strip() else ""
 
 
+WITHHELD_NOTE = "Personal data withheld (no PII entitlement)"
+
+
 def _compose(content: AlertContent, rendering: Rendering, budget: int) -> str:
     link = rendering.ack_url or rendering.portal_url or ("" if content.restricted else content.web)
     ack = f"Reply ACK {to_gsm7(rendering.ack_code)}" if rendering.ack_code else ""
     tail = [part for part in (ack, quote(link, safe=_URL_SAFE)) if part]
     parts = [to_gsm7(content.marking)]
+    withheld = WITHHELD_NOTE if content.withheld else ""
     if content.restricted:
-        middle = [content.headline]
+        middle = [content.headline, withheld]
     else:
         headline = content.headline if content.headline != content.event else ""
         areas = "Area: " + ", ".join(content.areas) if any(content.areas) else ""
-        middle = [f"{content.severity} {content.event}", headline, areas, content.instruction]
+        middle = [
+            f"{content.severity} {content.event}",
+            headline,
+            withheld,
+            areas,
+            content.instruction,
+        ]
     room = budget - (gsm7_septets("\n".join(parts + tail)) or 0)
     if room < 0:
         raise ValueError("the marking, ack code and link alone exceed two SMS segments")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from dissemination.alert import Handling, Tlp
+from dissemination.redaction import Redactions
 from subscriptions.clearance import withheld_reason
 from subscriptions.model import Channel
 
@@ -55,4 +56,11 @@ def release_justification(row: dict[str, Any]) -> str:
         return basis
     clearance = stakeholder.clearance
     held = " ".join((f"TLP:{clearance.max_tlp.value}", *sorted(clearance.caveats)))
-    return f"{basis}; need to know: clearance {held} admits {marking}"
+    justification = f"{basis}; need to know: clearance {held} admits {marking}"
+    redacted = _redactions.for_row(row)
+    if redacted is not None:
+        justification += f"; personal data withheld: {', '.join(redacted.withheld)}"
+    return justification
+
+
+_redactions = Redactions()

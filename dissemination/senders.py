@@ -22,6 +22,7 @@ from channels.email import EmailChannel, compose_email
 from channels.sms import SmsChannel, SmsMessage, compose_sms
 from channels.webhook import WebhookChannel, WebhookMessage
 from dissemination.acktokens import AckSigner
+from dissemination.redaction import Redactions
 
 ACK_PATH_PREFIX = "/ack/"
 NOTICE = "notice"
@@ -70,18 +71,25 @@ class AckLinks:
         )
 
 
-def content_of(row: dict[str, Any]) -> AlertContent:
+def document_of(row: dict[str, Any], redactions: Redactions) -> dict[str, Any]:
+    """The alert document as this row's recipient may see it: without the personal fields
+    unless the recipient is entitled to PII."""
+    redacted = redactions.for_row(row)
+    return row["document"] if redacted is None else redacted.document
+
+
+def content_of(row: dict[str, Any], redactions: Redactions) -> AlertContent:
     """The alert as this row presents it: the alert itself, or a supervisor's notice."""
-    content = AlertContent.from_document(row["document"])
+    content = AlertContent.from_document(document_of(row, redactions))
     if row.get("origin") == NOTICE:
         return notice_content(content, json.loads(row["detail"] or "{}"))
     return content
 
 
-def notice_body(row: dict[str, Any]) -> bytes:
-    """A supervisor's notice as webhook JSON; the alert only if the supervisor is cleared."""
+def notice_body(row: dict[str, Any], document: dict[str, Any]) -> bytes:
+    """A supervisor's notice as webhook JSON; the alert (`document`, as the supervisor may
+    see it) only if the supervisor is cleared."""
     notice = json.loads(row["detail"] or "{}")
-    document = row["document"]
     alert = (
         document
         if notice.get("cleared")
@@ -97,13 +105,14 @@ def notice_body(row: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def webhook_body(row: dict[str, Any], rendering: Rendering) -> bytes:
+def webhook_body(row: dict[str, Any], rendering: Rendering, document: dict[str, Any]) -> bytes:
     """The JSON a webhook receiver gets: the delivery id, the ack token and link when the
-    alert must be acknowledged (POST the token to /api/v1/acks), and the normalized alert."""
+    alert must be acknowledged (POST the token to /api/v1/acks), and the normalized alert
+    (`document`, as the recipient may see it)."""
     body: dict[str, Any] = {"type": "alert", "deliveryId": row["id"]}
     if rendering.ack_token:
         body["ack"] = {"token": rendering.ack_token, "url": rendering.ack_url}
-    body["alert"] = row["document"]
+    body["alert"] = document
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -120,22 +129,26 @@ class WebhookSender:
     def __init__(self, webhook: WebhookChannel, links: AckLinks | None = None) -> None:
         self.webhook = webhook
         self.links = links or AckLinks()
-        self._alert_json: dict[str, bytes] = {}
+        self.redactions = Redactions()
+        self._alert_json: dict[tuple[str, bool], bytes] = {}
 
     def host(self, row: dict[str, Any]) -> str:
         return _netloc(str(row["address"]))
 
     def body(self, row: dict[str, Any]) -> bytes:
-        """`webhook_body(row, rendering)`, with the alert serialized once per alert, not once
-        per row (or a supervisor's notice)."""
+        """`webhook_body(row, rendering, document)`, with the alert serialized once per alert
+        and entitlement, not once per row (or a supervisor's notice)."""
+        redacted = self.redactions.for_row(row)
+        document = row["document"] if redacted is None else redacted.document
         if row.get("origin") == NOTICE:
-            return notice_body(row)
-        alert_json = self._alert_json.get(row["alert_id"])
+            return notice_body(row, document)
+        key = (row["alert_id"], redacted is not None)
+        alert_json = self._alert_json.get(key)
         if alert_json is None:
             if len(self._alert_json) >= ALERT_CACHE_SIZE:
                 self._alert_json.clear()
-            alert_json = json.dumps(row["document"], separators=(",", ":")).encode()
-            self._alert_json[row["alert_id"]] = alert_json
+            alert_json = json.dumps(document, separators=(",", ":")).encode()
+            self._alert_json[key] = alert_json
         rendering = self.links.rendering(row)
         head = b'{"type":"alert","deliveryId":' + json.dumps(row["id"]).encode()
         if rendering.ack_token:
@@ -172,6 +185,7 @@ class EmailSender:
         self.from_address = from_address
         self.message_id_domain = message_id_domain
         self.links = links or AckLinks()
+        self.redactions = Redactions()
 
     def host(self, row: dict[str, Any]) -> str:
         return "smtp relay"
@@ -179,7 +193,7 @@ class EmailSender:
     async def send(self, row: dict[str, Any]) -> SendResult:
         try:
             message = compose_email(
-                content_of(row),
+                content_of(row, self.redactions),
                 self.links.rendering(row),
                 row["address"],
                 self.from_address,
@@ -208,6 +222,7 @@ class SmsSender:
     ) -> None:
         self.sms = sms
         self.links = links or AckLinks()
+        self.redactions = Redactions()
         if messages_per_second >= 1:
             self.limiter = AsyncLimiter(messages_per_second, 1.0)
         else:
@@ -220,7 +235,7 @@ class SmsSender:
         if self.sms is None:
             return SendResult(Outcome.PERMANENT, "sms is not configured (sms.account_sid)")
         try:
-            body = compose_sms(content_of(row), self.links.rendering(row))
+            body = compose_sms(content_of(row, self.redactions), self.links.rendering(row))
         except ValueError as error:
             return SendResult(Outcome.PERMANENT, f"cannot compose the text: {error}")
         async with self.limiter:

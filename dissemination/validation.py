@@ -24,7 +24,9 @@ SCHEMA_ID_PREFIX = "urn:fusion-dissemination:"
 MAX_REPORTED_ERRORS = 20
 
 
-def _load_schema_documents() -> dict[str, dict[str, Any]]:
+@cache
+def schema_documents() -> dict[str, dict[str, Any]]:
+    """Every schema of the schemas package by $id, loaded once per process."""
     documents: dict[str, dict[str, Any]] = {}
     for entry in resources.files("schemas").iterdir():
         if entry.name.endswith(".json"):
@@ -36,7 +38,7 @@ def _load_schema_documents() -> dict[str, dict[str, Any]]:
 
 @cache
 def _registry() -> tuple[Registry[Any], dict[str, dict[str, Any]]]:
-    documents = _load_schema_documents()
+    documents = schema_documents()
     registry: Registry[Any] = Registry().with_resources(
         (schema_id, Resource.from_contents(doc, default_specification=DRAFT202012))
         for schema_id, doc in documents.items()

@@ -128,7 +128,7 @@ def test_the_cached_webhook_body_is_exactly_the_plain_serialization(owes_ack: bo
         row: dict[str, Any] = {"id": row_id, "alert_id": "a-1", "document": document}
         if owes_ack:
             row |= {"ack_token_id": "ab" * 16, "ack_code": "0042", "ack_expires_at": T0}
-        assert sender.body(row) == webhook_body(row, links.rendering(row))
+        assert sender.body(row) == webhook_body(row, links.rendering(row), document)
         body = json.loads(sender.body(row))
         assert body["deliveryId"] == row_id
         assert ("ack" in body) is owes_ack
