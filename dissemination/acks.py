@@ -23,7 +23,7 @@ from dissemination.acktokens import new_token_id
 from dissemination.audit import Actor, write_audit
 from dissemination.database import Database
 from dissemination.escalation import EscalationState, end_escalations
-from dissemination.planning import DeliveryState
+from dissemination.planning import OWING_STATES, DeliveryState
 from dissemination.tables import acks, alerts, deliveries, stakeholders
 
 CODE_DIGITS = 4
@@ -91,7 +91,7 @@ class AckIssuer:
             {
                 row["stakeholder_id"]
                 for row in rows
-                if row["ack_required"] and row["state"] == DeliveryState.PENDING.value
+                if row["ack_required"] and row["state"] in OWING_STATES
             }
         )
         if not owing:

@@ -12,9 +12,11 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
 from dissemination.apierrors import ApiError, error_middleware
+from dissemination.approval import principal
+from dissemination.audit import Actor
 from dissemination.database import Database
 from dissemination.errors import RejectedInput, StoreUnavailable
-from dissemination.intake import IntakeProcessor
+from dissemination.intake import SUBMITTED_BY_HEADER, IntakeProcessor
 from dissemination.ledger import Ledger, Payload
 from dissemination.publisher import AlertPublisher, PublishFailed
 from dissemination.settings import HttpSettings
@@ -33,6 +35,7 @@ class Runtime:
     processor: IntakeProcessor
     publisher: AlertPublisher | None = None
     broker: AbstractRobustConnection | None = None
+    broker_user: str | None = None
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -80,7 +83,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def ingest_alert(request: web.Request) -> web.Response:
     """POST /api/v1/alerts: validate, publish with confirms, 202 with the alert ids."""
-    await authenticate(request, Role.PUBLISHER, Role.ADMIN)
+    token = await authenticate(request, Role.PUBLISHER, Role.ADMIN)
     runtime = request.app[RUNTIME]
     limit = runtime.processor.limits.max_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -96,7 +99,12 @@ async def ingest_alert(request: web.Request) -> web.Response:
     routing_key = f"{first.kind.value}.{first.msg_type.value.lower()}"
     try:
         await runtime.publisher.publish(
-            payload.body, payload.content_type or "application/json", routing_key, first.id
+            payload.body,
+            payload.content_type or "application/json",
+            routing_key,
+            first.id,
+            headers={SUBMITTED_BY_HEADER: principal(Actor(token.id, token.name))},
+            user_id=runtime.broker_user,
         )
     except PublishFailed as error:
         raise ApiError(503, "broker_unavailable", str(error)) from None

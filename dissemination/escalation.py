@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.alert import Alert, MsgType
 from dissemination.database import Database
-from dissemination.planning import DeliveryState
+from dissemination.planning import OWING_STATES
 from dissemination.tables import escalation_policies, escalations, subscriptions
 
 ESCALATION_NAMESPACE = uuid.UUID("0c9a4e55-51b7-4d3e-9d8e-3f2a6c1b7e90")
@@ -65,7 +65,7 @@ async def plan_escalations(
     alert_id = alert.id
     by_stakeholder: dict[str, str] = {}
     for row in rows:
-        owes = row["ack_required"] and row["state"] == DeliveryState.PENDING.value
+        owes = row["ack_required"] and row["state"] in OWING_STATES
         if owes and row["subscription_id"] and row["stakeholder_id"] not in by_stakeholder:
             by_stakeholder[row["stakeholder_id"]] = row["subscription_id"]
     if not by_stakeholder:

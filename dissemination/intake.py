@@ -24,6 +24,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from dissemination.alert import Alert, MsgType, Status, Tlp
+from dissemination.approvalrules import ApprovalPolicy
 from dissemination.broker import IntakeTopology
 from dissemination.decoding import DecodeLimits, decode_alerts
 from dissemination.dispatch import DeliveryDispatcher
@@ -74,9 +75,16 @@ def initial_state(alert: Alert, now: datetime) -> AlertState:
 class IntakeProcessor:
     """Decode, validate, plan and store, whatever way the bytes arrived (AMQP or a test)."""
 
-    def __init__(self, ledger: Ledger, settings: IntakeSettings, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings: IntakeSettings,
+        clock: Clock = utc_now,
+        approval: ApprovalPolicy | None = None,
+    ) -> None:
         self.ledger = ledger
         self.clock = clock
+        self.approval = approval
         self.writer: GroupCommit[AlertMessage, list[Recorded]] = GroupCommit(ledger.record_messages)
         self.limits = DecodeLimits(settings.max_body_bytes, settings.max_json_depth)
         self.defaults = HandlingDefaults(
@@ -87,11 +95,14 @@ class IntakeProcessor:
         """The validated alerts in `payload`, or RejectedInput."""
         return decode_alerts(payload.body, payload.content_type, self.limits, self.defaults)
 
-    async def process(self, payload: Payload) -> IntakeResult:
+    async def process(self, payload: Payload, submitted_by: str | None = None) -> IntakeResult:
+        """Store the payload's alerts and plan their deliveries; `submitted_by` is who
+        published it, as far as it is known (see `submitter_of`)."""
         alerts = [await self._with_inherited_marks(alert) for alert in self.parse(payload)]
         now = self.clock()
         await failpoint("before_store")
-        message = AlertMessage(payload, tuple(self._planned(alert, now) for alert in alerts), now)
+        planned = tuple(self._planned(alert, now) for alert in alerts)
+        message = AlertMessage(payload, planned, now, submitted_by)
         recorded = await self.writer.submit(message)
         await failpoint("after_store")
         result = IntakeResult()
@@ -116,7 +127,23 @@ class IntakeProcessor:
         planner = self.ledger.planner
         if state is not AlertState.RECEIVED or planner is None:
             return PlannedAlert(alert, state)
-        return PlannedAlert(alert, state, tuple(planner.plan(alert)))
+        hold_rule = self.approval.hold_rule(alert) if self.approval is not None else None
+        return PlannedAlert(alert, state, tuple(planner.plan(alert)), hold_rule)
+
+
+SUBMITTED_BY_HEADER = "x-submitted-by"
+
+
+def submitter_of(message: AbstractIncomingMessage, own_user: str | None) -> str | None:
+    """Who published `message`: the API token named in its x-submitted-by header when this
+    service's own broker user published it (HTTP ingest; the broker checks user_id against
+    the connection's user), else the publishing broker user, if the message names it."""
+    user_id = message.user_id
+    if own_user is not None and user_id == own_user:
+        submitted = message.headers.get(SUBMITTED_BY_HEADER)
+        if isinstance(submitted, str) and submitted:
+            return submitted
+    return f"amqp:{user_id}" if user_id else None
 
 
 class Backoff:
@@ -147,8 +174,10 @@ class IntakeConsumer:
         concurrency: int,
         backoff: Backoff,
         dispatcher: DeliveryDispatcher | None = None,
+        own_user: str | None = None,
     ) -> None:
         self.processor = processor
+        self.own_user = own_user
         self.dispatcher = dispatcher
         self.topology = topology
         self.backoff = backoff
@@ -181,7 +210,7 @@ class IntakeConsumer:
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         payload = Payload(message.body, message.content_type or "")
         try:
-            result = await self.processor.process(payload)
+            result = await self.processor.process(payload, submitter_of(message, self.own_user))
         except RejectedInput as rejected:
             await self._dead_letter(message, payload, rejected)
             return

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -14,12 +14,13 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dissemination import approval
 from dissemination.acks import AckIssuer
 from dissemination.alert import Alert, Handling, MsgType, Tlp, content_hash_of
 from dissemination.database import Database
 from dissemination.errors import ErrorDetail
 from dissemination.escalation import EscalationState, end_escalations, plan_escalations
-from dissemination.planning import DeliveryState, PlannedRow, Planner
+from dissemination.planning import OWING_STATES, DeliveryState, PlannedRow, Planner
 from dissemination.record import WITHHELD, Entry, append_records
 from dissemination.tables import (
     alert_references,
@@ -69,6 +70,7 @@ class PlannedAlert:
     alert: Alert
     state: AlertState
     rows: tuple[PlannedRow, ...] = ()
+    hold_rule: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,7 @@ class AlertMessage:
     payload: Payload
     alerts: tuple[PlannedAlert, ...]
     received_at: datetime
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,13 @@ class Recorded:
 
     outcome: RecordOutcome
     pending: dict[str, list[str]] = field(default_factory=dict)
+
+
+def held(row: PlannedRow) -> PlannedRow:
+    """A pending row of an alert held for approval: written `held`, sent once approved."""
+    if row.state is not DeliveryState.PENDING:
+        return row
+    return replace(row, state=DeliveryState.HELD)
 
 
 class Ledger:
@@ -117,14 +127,21 @@ class Ledger:
         async with self.database.transaction() as conn:
             return [
                 [
-                    await self._record_in(conn, planned, message.payload, message.received_at)
+                    await self._record_in(
+                        conn, planned, message.payload, message.received_at, message.submitted_by
+                    )
                     for planned in message.alerts
                 ]
                 for message in messages
             ]
 
     async def _record_in(
-        self, conn: AsyncConnection, planned: PlannedAlert, payload: Payload, now: datetime
+        self,
+        conn: AsyncConnection,
+        planned: PlannedAlert,
+        payload: Payload,
+        now: datetime,
+        submitted_by: str | None = None,
     ) -> Recorded:
         alert, state = planned.alert, planned.state
         planning = state is AlertState.RECEIVED and self.planner is not None
@@ -161,6 +178,9 @@ class Ledger:
             rows = await self._with_prior_recipients(conn, planned, known)
             if self.planner is not None:
                 rows = self.planner.hold_for_quiet_hours(alert, rows, now)
+            if planned.hold_rule is not None:
+                rows = [held(row) for row in rows]
+                await approval.hold(conn, alert.id, planned.hold_rule, submitted_by, now)
             if alert.msg_type is MsgType.CANCEL and known:
                 await self._stop_pending(conn, alert, known, now)
             return Recorded(RecordOutcome.STORED, await self._write_rows(conn, alert, rows, now))
@@ -202,13 +222,13 @@ class Ledger:
         conn: AsyncConnection, cancel: Alert, cancelled: list[str], now: datetime
     ) -> None:
         """A Cancel stops what the cancelled alerts still had waiting: pending rows (retries,
-        quiet-hours holds, not yet sent) are suppressed and escalations end. Rows mid-send
-        finish normally."""
+        quiet-hours holds, not yet sent) and rows held for approval are suppressed, held
+        alerts withdrawn, and escalations end. Rows mid-send finish normally."""
         await conn.execute(
             update(deliveries)
             .where(
                 deliveries.c.alert_id.in_(cancelled),
-                deliveries.c.state == DeliveryState.PENDING.value,
+                deliveries.c.state.in_(OWING_STATES),
             )
             .values(
                 state=DeliveryState.SUPPRESSED.value,
@@ -216,6 +236,7 @@ class Ledger:
                 updated_at=now,
             )
         )
+        await approval.withdraw(conn, cancelled, cancel.identifier, now)
         await end_escalations(conn, EscalationState.CANCELLED, now, alert_ids=cancelled)
 
     async def _write_rows(

@@ -22,15 +22,21 @@ DELIVERY_ID_NAMESPACE = uuid.UUID("5b0f7c2e-3a7d-5e61-9c4b-0d2e8f1a6b73")
 
 
 class DeliveryState(StrEnum):
-    """A ledger row's state; it only moves forward (see `dissemination.delivery`)."""
+    """A ledger row's state; it only moves forward (see `dissemination.delivery`). `held`
+    rows wait for a second administrator's approval (`dissemination.approval`)."""
 
     PENDING = "pending"
+    HELD = "held"
     SENDING = "sending"
     SENT = "sent"
     DELIVERED = "delivered"
     FAILED = "failed"
     WITHHELD = "withheld"
     SUPPRESSED = "suppressed"
+
+
+OWING_STATES = frozenset({DeliveryState.PENDING.value, DeliveryState.HELD.value})
+"""States of a row that will be sent (held ones once approved): it owes an acknowledgment."""
 
 
 def delivery_id(alert_id: str, stakeholder_id: str, channel: str, address: str) -> str:

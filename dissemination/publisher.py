@@ -5,7 +5,7 @@ replicas hold it), and raises otherwise."""
 from __future__ import annotations
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection, FieldValue
 
 from dissemination.errors import DisseminationError
 from dissemination.settings import BrokerSettings
@@ -37,14 +37,24 @@ class AlertPublisher:
         return cls(exchange)
 
     async def publish(
-        self, body: bytes, content_type: str, routing_key: str, message_id: str | None = None
+        self,
+        body: bytes,
+        content_type: str,
+        routing_key: str,
+        message_id: str | None = None,
+        *,
+        headers: dict[str, FieldValue] | None = None,
+        user_id: str | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirm; raise PublishFailed if none comes."""
+        """Publish and wait for the broker's confirm; raise PublishFailed if none comes.
+        `user_id`, when given, must be the connection's user: the broker checks it."""
         message = aio_pika.Message(
             body,
             content_type=content_type,
             message_id=message_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
+            user_id=user_id,
         )
         try:
             await self.exchange.publish(

@@ -1,7 +1,9 @@
 """The clearance check made again immediately before each send (defence in depth): a
 stakeholder whose clearance was lowered, or who was deactivated or removed, between planning
 and sending is withheld at send time, with the reason, like a row withheld at planning.
-Supervisor notices are exempt: they carry only what the supervisor's clearance admits."""
+Supervisor notices are exempt: they carry only what the supervisor's clearance admits; so are
+imminent-danger releases, made outside the rules on purpose (the stakeholder must still be
+active)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Any
 
 from dissemination.alert import Handling, Tlp
 from dissemination.redaction import Redactions
+from dissemination.specialrelease import ORIGIN as IMMINENT_DANGER
+from dissemination.specialrelease import justification_text
 from subscriptions.clearance import withheld_reason
 from subscriptions.model import Channel
 
@@ -31,6 +35,8 @@ def send_time_refusal(row: dict[str, Any]) -> tuple[str, str] | None:
     stakeholder = row.get("stakeholder")
     if stakeholder is None or not stakeholder.active:
         return INACTIVE, "the stakeholder was removed or deactivated (checked again at send time)"
+    if row.get("origin") == IMMINENT_DANGER:
+        return None  # released outside the rules on purpose, with a recorded justification
     refused = withheld_reason(handling_of(row["document"]), stakeholder, Channel(row["channel"]))
     if refused is None:
         return None
@@ -48,6 +54,8 @@ BASIS = {
 
 def release_justification(row: dict[str, Any]) -> str:
     """Why the row was released: its basis, and the clearance that admitted the marks."""
+    if row.get("origin") == IMMINENT_DANGER:
+        return justification_text(row)
     basis = BASIS.get(str(row.get("origin")), str(row.get("origin")))
     handling = handling_of(row["document"])
     marking = " ".join((f"TLP:{handling.tlp.value}", *handling.caveats))

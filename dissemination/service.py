@@ -22,10 +22,12 @@ from dissemination.acks import AckIssuer, AckStore
 from dissemination.acktokens import AckSigner, signing_keys
 from dissemination.admin_api import Admin, add_admin_routes, load_matcher
 from dissemination.app import Runtime, create_app
+from dissemination.approvalrules import ApprovalPolicy
 from dissemination.audit import AuditLog
 from dissemination.breaker import CircuitBreakers
 from dissemination.broker import connect, declare_intake
 from dissemination.capack import CapAcks
+from dissemination.controls_api import ControlEndpoints, add_control_routes
 from dissemination.database import Database, head_revision
 from dissemination.delivery import DeliveryWorker
 from dissemination.deliverystore import DeliveryStore
@@ -127,16 +129,29 @@ class Service:
         follower.matcher = await load_matcher(directory)
         lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
         ledger = Ledger(self.database, Planner(follower.matcher), AckIssuer(lifetime))
-        processor = IntakeProcessor(ledger, settings.intake, self.clock)
+        processor = IntakeProcessor(
+            ledger, settings.intake, self.clock, ApprovalPolicy(settings.approval.rules)
+        )
         channel = await self.broker.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=settings.broker.prefetch)
         topology = await declare_intake(channel, settings.broker)
         self.consumer = IntakeConsumer(
-            processor, topology, settings.broker.concurrency, Backoff(settings.store), dispatcher
+            processor,
+            topology,
+            settings.broker.concurrency,
+            Backoff(settings.store),
+            dispatcher,
+            own_user=settings.broker.username,
         )
         publisher = await AlertPublisher.open(self.broker, settings.broker)
         runtime = Runtime(
-            self.database, ledger, TokenStore(self.database), processor, publisher, self.broker
+            self.database,
+            ledger,
+            TokenStore(self.database),
+            processor,
+            publisher,
+            self.broker,
+            settings.broker.username,
         )
         self.follower_task = asyncio.create_task(follower.run(), name="directory-follower")
         self.escalator = EscalationEngine(self.database, dispatcher, self.clock)
@@ -168,6 +183,7 @@ class Service:
         add_twilio_hooks(app, TwilioHooks(self.database, settings, self.clock))
         add_ack_routes(app, AckEndpoints(signer, AckStore(self.database), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(self.database), self.clock))
+        add_control_routes(app, ControlEndpoints(self.database, dispatcher, self.clock))
         self.http = web.AppRunner(app, access_log=None)
         await self.http.setup()
         await web.TCPSite(self.http, settings.http.host, settings.http.port).start()

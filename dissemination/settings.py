@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from dissemination.alert import Tlp
+from dissemination.approvalrules import check_rules
 from dissemination.errors import ConfigError
 
 ENV_PREFIX = "DISSEMINATION_"
@@ -148,6 +149,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "ack.default_lifetime_hours": _positive,
     "escalation.poll_seconds": _positive,
     "retention.days": _positive,
+    "approval.rules": check_rules,
     "ack.retired_keys_until": _optional_timestamp,
     "ack.signing_keys": _signing_keys,
 }
@@ -313,6 +315,13 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalSettings:
+    """Which alerts wait for a second administrator's approval (see dissemination.approval)."""
+
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -329,6 +338,7 @@ class Settings:
     escalation: EscalationSettings
     cap_ack: CapAckSettings
     retention: RetentionSettings
+    approval: ApprovalSettings
 
     @property
     def data_path(self) -> Path:
@@ -432,6 +442,7 @@ SECTIONS: dict[str, type[Any]] = {
     "escalation": EscalationSettings,
     "cap_ack": CapAckSettings,
     "retention": RetentionSettings,
+    "approval": ApprovalSettings,
 }
 
 

@@ -205,6 +205,36 @@ escalations = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("alert_id", String(36), ForeignKey("alerts.id"), primary_key=True),
+    Column("state", String(20), nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("submitted_by", Text),
+    Column("held_at", UtcDateTime, nullable=False),
+    Column("decided_by", Text),
+    Column("decided_by_name", Text),
+    Column("decided_at", UtcDateTime),
+    Column("reason", Text),
+)
+
+special_releases = Table(
+    "special_releases",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("alert_id", String(36), ForeignKey("alerts.id"), nullable=False),
+    Column("stakeholder_id", String(36), nullable=False),
+    Column("justification", Text, nullable=False),
+    Column("released_by", Text, nullable=False),
+    Column("released_by_name", Text, nullable=False),
+    Column("released_at", UtcDateTime, nullable=False),
+    Column("deliveries", JSON, nullable=False),
+    Column("reviewed_by", Text),
+    Column("reviewed_at", UtcDateTime),
+    Column("review_note", Text),
+)
+
 cap_acks = Table(
     "cap_acks",
     metadata,

@@ -150,10 +150,13 @@ async def post_inbound(sinks: Sinks, number: str, body: str, *, forged: bool = F
         return text
 
 
+StartService = Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]]
+
+
 @pytest.fixture(name="custom_service")
 async def custom_service_fixture(
     service_env: dict[str, str], sinks: Sinks
-) -> AsyncIterator[Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]]]:
+) -> AsyncIterator[StartService]:
     """Start a service with this test's own settings on top of the delivery settings."""
     started: list[tuple[Service, AbstractRobustConnection]] = []
 

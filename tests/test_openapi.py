@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import hypothesis
@@ -41,6 +41,7 @@ from dissemination.admin_api import Admin, add_admin_routes
 from dissemination.alert import Tlp
 from dissemination.app import Runtime, create_app
 from dissemination.audit import AuditLog
+from dissemination.controls_api import ControlEndpoints, add_control_routes
 from dissemination.database import Database
 from dissemination.decoding import (
     JSON_TYPES,
@@ -49,6 +50,7 @@ from dissemination.decoding import (
     DecodeLimits,
     decode_alerts,
 )
+from dissemination.dispatch import DeliveryDispatcher
 from dissemination.intake import IntakeProcessor, utc_now
 from dissemination.ledger import Ledger
 from dissemination.normalize import HandlingDefaults
@@ -211,6 +213,8 @@ async def test_documented_operations_are_exactly_the_registered_routes(tmp_path:
         add_twilio_hooks(app, TwilioHooks(database, settings, utc_now))
         add_ack_routes(app, AckEndpoints(AckSigner(("k" * 32,)), AckStore(database), utc_now))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), utc_now))
+        no_dispatcher = cast(DeliveryDispatcher, None)  # routes only: nothing is dispatched
+        add_control_routes(app, ControlEndpoints(database, no_dispatcher, utc_now))
         registered = _routes(app)
     finally:
         await database.close()

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aio_pika.abc import AbstractChannel
 
 from channels.content import AlertContent, Rendering
 from channels.email import compose_email
@@ -27,14 +26,13 @@ from dissemination.alert import Tlp, alert_id_for
 from dissemination.normalize import HandlingDefaults, alert_from_local
 from dissemination.redaction import Redactions, pii_entitled, redact
 from dissemination.senders import AckLinks, WebhookSender, content_of
-from dissemination.service import Service
-from dissemination.settings import Settings
 from subscriptions.model import Clearance, Jurisdiction, Sector, Stakeholder, StakeholderKind
 from tests.alerts import fixture_document
 from tests.brokerutil import publish
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
-    delivery_settings_fixture,
+    StartService,
+    custom_service_fixture,
     settled,
     sinks_fixture,
 )
@@ -234,11 +232,13 @@ def test_every_particular_is_rendered_for_an_entitled_recipient() -> None:
 
 @pytest.mark.slow
 async def test_the_service_sends_each_recipient_what_its_entitlement_admits(
-    service: Service, channel: AbstractChannel, settings: Settings, sinks: Sinks
+    custom_service: StartService, sinks: Sinks
 ) -> None:
     """A BOLO at TLP:GREEN with personal fields, through the real broker, store and sinks:
     the recipients entitled to PII get every field, the others none, and the dissemination
-    record names what was withheld from whom."""
+    record names what was withheld from whom. (Approval is off here: tests/test_approval.py
+    covers holding such alerts.)"""
+    service, settings, channel = await custom_service(approval_rules="")
     assert service.database is not None
     pii = {"maxTlp": "AMBER", "caveats": ["PII"]}
     await enrol(service, "Entitled hook", {"webhook": sinks.hooks.base + "pii"}, clearance=pii)
