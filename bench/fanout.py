@@ -63,13 +63,13 @@ from bench.common import (
 )
 from bench.intake import bench_env, store
 from channels.sms import TwilioHttp
-from dissemination.broker import broker_url, declare_intake
-from dissemination.database import Database
-from dissemination.planning import DeliveryState
+from dissemination.broker.topology import broker_url, declare_intake
+from dissemination.directory.store import ESCALATION, Directory
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from dissemination.tables import deliveries
-from subscriptions.directory import ESCALATION, Directory
+from dissemination.store.database import Database
+from dissemination.store.rows import DeliveryState
+from dissemination.store.tables import deliveries
 from tests.alerts import cap_json
 from tests.people import ACTOR, enrol_many
 from tests.twiliofake import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER

@@ -58,11 +58,11 @@ from bench.common import (
     rate,
     run_loop,
 )
-from dissemination.broker import broker_url, declare_intake
-from dissemination.database import Database
-from dissemination.ledger import Ledger, PlannedAlert
+from dissemination.broker.topology import broker_url, declare_intake
+from dissemination.ledger.alerts import Ledger, PlannedAlert
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
+from dissemination.store.database import Database
 
 if TYPE_CHECKING:
     from pyinstrument import Profiler
@@ -369,12 +369,12 @@ async def stage_costs(settings: Settings, sample: int) -> dict[str, Any]:
     decode, validation, normalization, serialization + hashing, then the store written one
     transaction per alert and in batches of `concurrency` messages per transaction (what the
     service's group commit does under load)."""
-    from dissemination.alert import Tlp
-    from dissemination.decoding import DecodeLimits, decode_documents
-    from dissemination.intake import initial_state
-    from dissemination.ledger import AlertMessage, Payload
-    from dissemination.normalize import HandlingDefaults, alert_from_cap
-    from dissemination.validation import schema_errors
+    from core.alert import Tlp
+    from core.validation import schema_errors
+    from dissemination.intake.decoding import DecodeLimits, decode_documents
+    from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
+    from dissemination.intake.processor import initial_state
+    from dissemination.ledger.alerts import AlertMessage, Payload
 
     intake = settings.intake
     limits = DecodeLimits(intake.max_body_bytes, intake.max_json_depth)

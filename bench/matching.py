@@ -38,18 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dissemination.alert import (
-    Alert,
-    Area,
-    Circle,
-    Handling,
-    Info,
-    Kind,
-    MsgType,
-    NamedValue,
-    Status,
-    Tlp,
-)
+from core.alert import Alert, Area, Circle, Handling, Info, Kind, MsgType, NamedValue, Status, Tlp
 from subscriptions.geocodes import STATE_FIPS
 from subscriptions.matcher import Matcher, MatchResult, brute_force_match
 from subscriptions.model import (

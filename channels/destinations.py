@@ -14,18 +14,10 @@ import socket
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from dissemination.errors import DisseminationError
+from channels.errors import DestinationRejected
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class DestinationRejected(DisseminationError):
-    """A webhook URL or address that we will not send to; `code` is stable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def parse_networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:

@@ -29,13 +29,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from channels.base import Outcome, SendResult
-from channels.destinations import (
-    DestinationRejected,
-    IPNetwork,
-    address_allowed,
-    check_url_shape,
-    literal_address,
-)
+from channels.destinations import IPNetwork, address_allowed, check_url_shape, literal_address
+from channels.errors import DestinationRejected, ForbiddenAddress
 
 VERDICT_CACHE_SIZE = 100_000
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the specification's prefix, not a secret
@@ -52,10 +47,6 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
 def new_secret() -> str:
     """A fresh endpoint secret: 32 random bytes, base64, with the `whsec_` prefix."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-class ForbiddenAddress(OSError):
-    """Every address of the host is one webhooks may not reach."""
 
 
 class GuardedResolver(AbstractResolver):

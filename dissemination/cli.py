@@ -12,20 +12,21 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from dissemination import record
-from dissemination.alert import Tlp
-from dissemination.broker import connect
-from dissemination.database import Database
-from dissemination.decoding import DecodeLimits, decode_alerts
-from dissemination.dispatch import CHANNELS
-from dissemination.errors import DisseminationError, RejectedInput
-from dissemination.intake import utc_now
-from dissemination.normalize import HandlingDefaults
-from dissemination.publisher import AlertPublisher, PublishFailed
-from dissemination.retention import run_retention
+from core.alert import Tlp
+from core.clock import utc_now
+from core.errors import DisseminationError, RejectedInput
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.broker.dispatch import CHANNELS
+from dissemination.broker.publisher import AlertPublisher
+from dissemination.broker.topology import connect
+from dissemination.controls import record
+from dissemination.controls.retention import run_retention
+from dissemination.errors import PublishFailed
+from dissemination.intake.decoding import DecodeLimits, decode_alerts
+from dissemination.intake.normalize import HandlingDefaults
 from dissemination.service import Service, run_until_signalled
 from dissemination.settings import Settings, load_settings
-from dissemination.tokens import Role, TokenStore
+from dissemination.store.database import Database
 
 CONTENT_TYPES = {
     ".xml": "application/cap+xml",

@@ -1,61 +1,55 @@
-"""The service's error tree, one base class for the package.
+"""The service's own errors, on the base in `core.errors`.
 
-    DisseminationError
-     ├── ConfigError           a setting is missing or has a bad value (names key and value)
-     ├── RejectedInput         an alert can never be processed as sent: dead-lettered
-     │    (reason: a stable code such as "invalid_json" or "schema_violation";
-     │     errors: each problem with the JSON path where it was found)
-     └── StoreUnavailable      our own database failed: retry later, never reject the input
+    DisseminationError                     (core.errors)
+     ├── ConfigError, RejectedInput,       (core.errors: bad settings, bad input,
+     │   StoreUnavailable                   our database failing)
+     ├── BrokerUnavailable     RabbitMQ could not be reached at start-up
+     ├── PublishFailed         the broker did not confirm a publish: retry, never drop
+     ├── SchemaOutOfDate       the database needs `dissemination migrate`
+     ├── RecordBroken          the dissemination record cannot be appended to
+     ├── TokenRefused          an ack token that does not verify (status: 403, 404, 410)
+     └── ControlRefused        an approval, release or review that cannot be made
+                               (status and a stable code for the API)
 
-An input error is the publisher's to fix; a store error is ours. Intake treats the two
-oppositely (reject without requeue vs. nack with requeue), so they never share a branch.
+The HTTP API turns these into its own error format (`dissemination.api.errors`); the
+channels' errors are in `channels.errors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from core.errors import DisseminationError
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorDetail:
-    """One problem found in an input, at a JSON-path-like location ("$" is the whole)."""
-
-    path: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"path": self.path, "message": self.message}
+class PublishFailed(DisseminationError):
+    """The broker did not confirm a publish (nacked, unroutable, timed out or disconnected)."""
 
 
-class DisseminationError(Exception):
-    """Base of every error this package raises on purpose."""
+class BrokerUnavailable(DisseminationError):
+    """RabbitMQ could not be reached at start-up; the message says how to start one."""
 
 
-class ConfigError(DisseminationError):
-    """A setting is missing or invalid; raised at start-up, naming the key and the value."""
-
-    def __init__(self, key: str, value: object, problem: str) -> None:
-        super().__init__(f"setting {key}={value!r}: {problem}")
-        self.key = key
-        self.value = value
-        self.problem = problem
+class SchemaOutOfDate(DisseminationError):
+    """The database has not been migrated to the revision this code needs."""
 
 
-class RejectedInput(DisseminationError):
-    """An input that can never be processed as sent; `reason` is a stable machine code."""
+class TokenRefused(DisseminationError):
+    """Why a token does not verify; `status` is the HTTP answer (403 tampered, 410 expired)."""
 
-    def __init__(self, reason: str, errors: Sequence[ErrorDetail] | str) -> None:
-        if isinstance(errors, str):
-            errors = (ErrorDetail("$", errors),)
-        self.reason = reason
-        self.errors: tuple[ErrorDetail, ...] = tuple(errors)
-        first = self.errors[0].message if self.errors else ""
-        super().__init__(f"{reason}: {first}" if first else reason)
-
-    def errors_as_dicts(self) -> list[dict[str, str]]:
-        return [e.as_dict() for e in self.errors]
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-class StoreUnavailable(DisseminationError):
-    """Our database could not be reached or failed mid-transaction; the work must be retried."""
+class RecordBroken(DisseminationError):
+    """The dissemination record cannot be appended to (its chain head is gone)."""
+
+
+class ControlRefused(DisseminationError):
+    """An approval, rejection, release or review that cannot be made: `status` and `code`
+    for the API."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message

@@ -8,8 +8,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from dissemination.errors import StoreUnavailable
-from dissemination.publisher import PublishFailed
+from core.errors import StoreUnavailable
+from dissemination.errors import PublishFailed
 
 log = logging.getLogger(__name__)
 

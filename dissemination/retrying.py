@@ -1,5 +1,6 @@
-"""When a row that failed transiently is tried again: exponential backoff with jitter, capped,
-never sooner than the destination's Retry-After.
+"""The one retry policy: exponential backoff with jitter, capped. A row that failed
+transiently is tried again after it (never sooner than the destination's Retry-After), and
+intake waits it out between tries while the store is unavailable.
 
 Delays are served by RabbitMQ: a few retry queues per channel (tiers: the base delay, four
 times it, ... up to the cap), each with its own TTL, dead-lettering back onto the channel's
@@ -16,6 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 TIER_FACTOR = 4
+
+
+def backoff_delay(
+    attempt: int,
+    base_seconds: float,
+    cap_seconds: float,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """Seconds to wait after the `attempt`-th consecutive failure: uniform in [d/2, d] with
+    d = min(cap, base * 2**(attempt-1)), so many waiters do not retry in step."""
+    ceiling = min(cap_seconds, base_seconds * 2 ** max(0, attempt - 1))
+    return uniform(ceiling / 2, ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +56,7 @@ class RetrySchedule:
         uniform: Callable[[float, float], float] = random.uniform,
     ) -> float:
         """Seconds to wait after the `attempt`-th try failed."""
-        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
-        delay = uniform(ceiling / 2, ceiling)
+        delay = backoff_delay(attempt, self.base_seconds, self.cap_seconds, uniform)
         if retry_after is not None:
             delay = max(delay, retry_after)
         return delay
@@ -56,3 +68,20 @@ class RetrySchedule:
 
     def gives_up_after(self, attempt: int) -> bool:
         return attempt >= self.max_attempts
+
+
+class Backoff:
+    """The delay after each of a run of consecutive failures (`backoff_delay`), shared by all
+    intake handlers so a store outage slows them all; `reset` once a try succeeds."""
+
+    def __init__(self, initial_seconds: float, max_seconds: float) -> None:
+        self.initial = initial_seconds
+        self.maximum = max_seconds
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return backoff_delay(self.failures, self.initial, self.maximum)
+
+    def reset(self) -> None:
+        self.failures = 0

@@ -17,48 +17,47 @@ from channels.destinations import parse_networks
 from channels.email import EmailChannel, SmtpConfig
 from channels.sms import SmsChannel, TwilioConfig
 from channels.webhook import WebhookChannel
-from dissemination.ack_api import AckEndpoints, add_ack_routes
-from dissemination.acks import AckIssuer, AckStore
-from dissemination.acktokens import AckSigner, signing_keys
-from dissemination.admin_api import Admin, add_admin_routes, load_matcher
-from dissemination.app import Runtime, create_app
-from dissemination.approvalrules import ApprovalPolicy
-from dissemination.audit import AuditLog
-from dissemination.breaker import CircuitBreakers
-from dissemination.broker import connect, declare_intake
-from dissemination.capack import CapAcks
-from dissemination.controls_api import ControlEndpoints, add_control_routes
-from dissemination.database import Database, head_revision
-from dissemination.delivery import DeliveryWorker
-from dissemination.deliverystore import DeliveryStore
-from dissemination.dispatch import (
+from core.clock import Clock, utc_now
+from dissemination.acks.capack import CapAcks
+from dissemination.acks.escalator import EscalationEngine
+from dissemination.acks.tokens import AckSigner, signing_keys
+from dissemination.acks.tracking import AckIssuer, AckStore
+from dissemination.api.acks import AckEndpoints, add_ack_routes
+from dissemination.api.app import Runtime, create_app
+from dissemination.api.controls import ControlEndpoints, add_control_routes
+from dissemination.api.directory import Admin, add_admin_routes, load_matcher
+from dissemination.api.progress import ProgressEndpoints, add_progress_routes
+from dissemination.api.tokens import TokenStore
+from dissemination.api.twiliohooks import STATUS_HOOK, TwilioHooks, add_twilio_hooks
+from dissemination.broker.dispatch import (
     DeliveryDispatcher,
     declare_deliveries,
     delivery_queue,
     retry_schedule,
 )
-from dissemination.errors import DisseminationError
-from dissemination.escalator import EscalationEngine
-from dissemination.intake import Backoff, Clock, IntakeConsumer, IntakeProcessor, utc_now
-from dissemination.ledger import Ledger
+from dissemination.broker.publisher import AlertPublisher
+from dissemination.broker.topology import connect, declare_intake
+from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
+from dissemination.delivery.breaker import CircuitBreakers
+from dissemination.delivery.claims import DeliveryStore
+from dissemination.delivery.senders import AckLinks, EmailSender, Sender, SmsSender, WebhookSender
+from dissemination.delivery.worker import DeliveryWorker
+from dissemination.directory.store import Directory
+from dissemination.directory.sync import DirectoryFollower
+from dissemination.errors import SchemaOutOfDate
+from dissemination.intake.consumer import IntakeConsumer
+from dissemination.intake.processor import IntakeProcessor
+from dissemination.ledger.alerts import Ledger
+from dissemination.ledger.planning import Planner
+from dissemination.ledger.progress import ProgressStore
 from dissemination.periodic import PeriodicTask
-from dissemination.planning import Planner
-from dissemination.progress import ProgressStore
-from dissemination.progress_api import ProgressEndpoints, add_progress_routes
-from dissemination.publisher import AlertPublisher
-from dissemination.senders import AckLinks, EmailSender, Sender, SmsSender, WebhookSender
+from dissemination.retrying import Backoff
 from dissemination.settings import Settings
-from dissemination.tokens import TokenStore
-from dissemination.twilio_hooks import STATUS_HOOK, TwilioHooks, add_twilio_hooks
-from subscriptions.directory import Directory
+from dissemination.store.audit import AuditLog
+from dissemination.store.database import Database, head_revision
 from subscriptions.matcher import Matcher
-from subscriptions.sync import DirectoryFollower
 
 log = logging.getLogger(__name__)
-
-
-class SchemaOutOfDate(DisseminationError):
-    """The database has not been migrated to the revision this code needs."""
 
 
 @dataclass(slots=True)
@@ -82,6 +81,7 @@ class Service:
         """Start everything, or with `only` set, just the delivery workers of those channels
         (no intake, no HTTP): a worker process that shares the load of other instances."""
         settings = self.settings
+        approval = approval_policy(settings.approval.rules)
         self.database = Database.from_settings(settings.store, settings.data_path)
         revision, head = await self.database.revision(), head_revision()
         if revision != head:
@@ -104,7 +104,7 @@ class Service:
             await self._worker(self._sender(name, links), dispatcher) for name in channels
         ]
         if self.only is None:
-            await self._start_intake_and_http(dispatcher, signer)
+            await self._start_intake_and_http(dispatcher, signer, approval)
         for worker in self.workers:
             await worker.start()
         if self.consumer is not None:
@@ -118,7 +118,7 @@ class Service:
         )
 
     async def _start_intake_and_http(
-        self, dispatcher: DeliveryDispatcher, signer: AckSigner
+        self, dispatcher: DeliveryDispatcher, signer: AckSigner, approval: ApprovalPolicy
     ) -> None:
         assert self.broker is not None
         assert self.database is not None
@@ -129,9 +129,7 @@ class Service:
         follower.matcher = await load_matcher(directory)
         lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
         ledger = Ledger(self.database, Planner(follower.matcher), AckIssuer(lifetime))
-        processor = IntakeProcessor(
-            ledger, settings.intake, self.clock, ApprovalPolicy(settings.approval.rules)
-        )
+        processor = IntakeProcessor(ledger, settings.intake, self.clock, approval)
         channel = await self.broker.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=settings.broker.prefetch)
         topology = await declare_intake(channel, settings.broker)
@@ -139,7 +137,7 @@ class Service:
             processor,
             topology,
             settings.broker.concurrency,
-            Backoff(settings.store),
+            Backoff(settings.store.retry_initial_seconds, settings.store.retry_max_seconds),
             dispatcher,
             own_user=settings.broker.username,
         )

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from dissemination.alert import Tlp
-from dissemination.approvalrules import check_rules
-from dissemination.errors import ConfigError
+from core.alert import Tlp
+from core.errors import ConfigError
 
 ENV_PREFIX = "DISSEMINATION_"
 SECRET_KEYS = frozenset(
@@ -149,7 +148,6 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "ack.default_lifetime_hours": _positive,
     "escalation.poll_seconds": _positive,
     "retention.days": _positive,
-    "approval.rules": check_rules,
     "ack.retired_keys_until": _optional_timestamp,
     "ack.signing_keys": _signing_keys,
 }
@@ -316,7 +314,7 @@ class RetentionSettings:
 
 @dataclass(frozen=True, slots=True)
 class ApprovalSettings:
-    """Which alerts wait for a second administrator's approval (see dissemination.approval)."""
+    """Which alerts wait for a second administrator's approval (`controls.approval`)."""
 
     rules: tuple[str, ...]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dissemination.alert import Handling, Tlp
+from core.alert import Handling, Tlp
 from subscriptions.model import Channel, Stakeholder, StakeholderKind
 
 LES = "LES"

@@ -16,10 +16,11 @@ from typing import Any
 import email_validator
 import phonenumbers
 
-from channels.destinations import DestinationRejected, IPNetwork, check_webhook_url
-from dissemination.alert import NamedValue, Tlp
-from dissemination.errors import ErrorDetail, RejectedInput
-from dissemination.validation import validate
+from channels.destinations import IPNetwork, check_webhook_url
+from channels.errors import DestinationRejected
+from core.alert import NamedValue, Tlp
+from core.errors import ErrorDetail, RejectedInput
+from core.validation import validate
 from subscriptions.model import (
     Channel,
     Clearance,

@@ -38,7 +38,7 @@ import shapely
 from shapely import STRtree
 from shapely.geometry.base import BaseGeometry
 
-from dissemination.alert import Alert, Circle, Handling, Status
+from core.alert import Alert, Circle, Handling, Status
 from subscriptions.clearance import withheld_reason
 from subscriptions.model import Channel, Contact, Stakeholder, Subscription
 from subscriptions.rules import (

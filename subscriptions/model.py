@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import time
 from enum import StrEnum
 
-from dissemination.alert import NamedValue, Tlp
+from core.alert import NamedValue, Tlp
 from subscriptions.rules import Rule
 
 Ring = tuple[tuple[float, float], ...]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dissemination.alert import Alert
+from core.alert import Alert
 from subscriptions.model import QuietHours
 
 OVERRIDING_SEVERITIES = frozenset({"Severe", "Extreme"})

@@ -25,9 +25,9 @@ import shapely
 from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
 
-from dissemination.alert import Alert, Circle, Kind, MsgType, NamedValue, Status, Tlp
-from dissemination.errors import ErrorDetail, RejectedInput
-from dissemination.validation import validate
+from core.alert import Alert, Circle, Kind, MsgType, NamedValue, Status, Tlp
+from core.errors import ErrorDetail, RejectedInput
+from core.validation import validate
 from subscriptions.geocodes import canonical_key, parent_key
 
 if TYPE_CHECKING:  # model.py imports this module

@@ -16,7 +16,7 @@ from dissemination.settings import Settings
 
 
 async def open_connection(settings: Settings) -> AbstractRobustConnection:
-    from dissemination.broker import broker_url
+    from dissemination.broker.topology import broker_url
 
     return await aio_pika.connect_robust(broker_url(settings.broker))
 

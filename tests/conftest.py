@@ -15,13 +15,13 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy import text
 
-from dissemination.broker import broker_url
-from dissemination.database import Database
-from dissemination.dispatch import CHANNELS, delivery_queue, retry_queues
-from dissemination.record import GENESIS
+from dissemination.broker.dispatch import CHANNELS, delivery_queue, retry_queues
+from dissemination.broker.topology import broker_url
+from dissemination.controls.record import GENESIS
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
-from dissemination.tables import dissemination_chain, metadata
+from dissemination.store.database import Database
+from dissemination.store.tables import dissemination_chain, metadata
 from tests.brokerutil import open_connection
 from tests.pg import psql
 

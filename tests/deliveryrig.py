@@ -16,11 +16,11 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiohttp import web
 from sqlalchemy import select
 
-from dissemination.alert import alert_id_for
+from core.alert import alert_id_for
+from dissemination.api.twiliohooks import INBOUND_HOOK
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from dissemination.tables import deliveries
-from dissemination.twilio_hooks import INBOUND_HOOK
+from dissemination.store.tables import deliveries
 from tests.alerts import cap_json
 from tests.brokerutil import open_connection, publish, wait_until
 from tests.serviceproc import free_port

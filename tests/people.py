@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dissemination.admin_api import ADMIN
-from dissemination.audit import Actor
-from dissemination.database import Database
+from dissemination.api.directory import ADMIN
+from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
+from dissemination.directory.sync import apply_change
 from dissemination.service import Service
+from dissemination.store.audit import Actor
+from dissemination.store.database import Database
 from subscriptions.codec import validate_stakeholder, validate_subscription
-from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
-from subscriptions.sync import apply_change
 
 ACTOR = Actor(None, "test")
 

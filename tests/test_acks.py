@@ -18,13 +18,14 @@ from aio_pika.abc import AbstractChannel
 from sqlalchemy import select
 
 from channels.sms import AckReply, ack_reply
-from dissemination.acktokens import AckSigner, TokenRefused, new_token_id
-from dissemination.errors import ConfigError
+from core.errors import ConfigError
+from dissemination.acks.tokens import AckSigner, new_token_id
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.api.twiliohooks import INBOUND_HOOK
+from dissemination.errors import TokenRefused
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from dissemination.tables import acks, audit_log, service_secrets
-from dissemination.tokens import Role, TokenStore
-from dissemination.twilio_hooks import INBOUND_HOOK
+from dissemination.store.tables import acks, audit_log, service_secrets
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     delivery_settings_fixture,

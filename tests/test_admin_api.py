@@ -16,12 +16,12 @@ import aiohttp
 import pytest
 from sqlalchemy import text
 
-from dissemination.admin_api import ADMIN
-from dissemination.alert import Tlp
-from dissemination.normalize import HandlingDefaults, alert_from_cap
+from core.alert import Tlp
+from dissemination.api.directory import ADMIN
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from dissemination.tokens import Role, TokenStore
 from tests.alerts import cap_json
 from tests.brokerutil import wait_until
 

@@ -17,15 +17,15 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from dissemination import record
-from dissemination.alert import Tlp, alert_id_for
-from dissemination.approvalrules import ApprovalPolicy, parse_rule
-from dissemination.errors import ConfigError
-from dissemination.normalize import HandlingDefaults, alert_from_cap, alert_from_local
+from core.alert import Tlp, alert_id_for
+from core.errors import ConfigError
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.controls import record
+from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy, parse_rule
+from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
 from dissemination.service import Service
 from dissemination.settings import load_settings
-from dissemination.tables import approvals, audit_log
-from dissemination.tokens import Role, TokenStore
+from dissemination.store.tables import approvals, audit_log
 from tests.alerts import cap_json, fixture_document
 from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
@@ -95,8 +95,9 @@ def test_a_bad_rule_is_refused_with_what_is_wrong(text: str, problem: str) -> No
     with pytest.raises(ValueError, match=r"\S") as raised:
         parse_rule(text)
     assert problem in str(raised.value)
+    settings = load_settings({"DISSEMINATION_APPROVAL_RULES": text})
     with pytest.raises(ConfigError) as config:
-        load_settings({"DISSEMINATION_APPROVAL_RULES": text})
+        approval_policy(settings.approval.rules)
     assert "approval.rules" in str(config.value)
     assert problem in str(config.value)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dissemination.validation import schema_errors, validator_for
+from core.validation import schema_errors, validator_for
 
 DATE_TIME_FIELDS = ("effective", "onset", "expires")
 

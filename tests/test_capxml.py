@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dissemination.capxml import cap_document_from_xml
-from dissemination.errors import RejectedInput
-from dissemination.validation import schema_errors, validate
+from core.errors import RejectedInput
+from core.validation import schema_errors, validate
+from dissemination.intake.capxml import cap_document_from_xml
 from tests.samples import FIXTURES_DIR, SAMPLES_DIR, sample_params
 
 CAP_FIXTURES = FIXTURES_DIR / "cap"

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from dissemination.alert import Handling, Tlp
+from core.alert import Handling, Tlp
 from subscriptions.clearance import WithheldCode, withheld_reason
 from subscriptions.model import (
     Channel,

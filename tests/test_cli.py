@@ -64,7 +64,7 @@ async def test_publish_exits_non_zero_unless_confirmed(
 async def test_publish_confirms_once_the_intake_queue_is_bound(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    from dissemination.broker import connect, declare_intake
+    from dissemination.broker.topology import connect, declare_intake
     from dissemination.settings import load_settings
 
     settings = load_settings(service_env)

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from dissemination.broker import connect, declare_intake
-from dissemination.database import Database
-from dissemination.ledger import Ledger
+from dissemination.broker.topology import connect, declare_intake
+from dissemination.ledger.alerts import Ledger
 from dissemination.settings import Settings, load_settings
+from dissemination.store.database import Database
 from tests.alerts import cap_json_bytes
 from tests.brokerutil import publish, queue_depth, wait_until
 from tests.serviceproc import ServiceProcess, run_cli

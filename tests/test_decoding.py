@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dissemination.alert import Kind, MsgType, Status, Tlp
-from dissemination.decoding import DecodeLimits, decode_alerts, media_type
-from dissemination.errors import RejectedInput
-from dissemination.normalize import HandlingDefaults
+from core.alert import Kind, MsgType, Status, Tlp
+from core.errors import RejectedInput
+from dissemination.intake.decoding import DecodeLimits, decode_alerts, media_type
+from dissemination.intake.normalize import HandlingDefaults
 from tests.alerts import cap_json, cap_xml, fixture_document
 from tests.samples import FIXTURES_DIR, sample_params
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from dissemination.service import Service
 from dissemination.settings import Settings
-from dissemination.tables import contacts, deliveries
+from dissemination.store.tables import contacts, deliveries
 from tests.alerts import cap_json
 from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from channels.webhook import WebhookChannel
-from dissemination.acktokens import AckSigner
-from dissemination.breaker import CircuitBreakers
+from dissemination.acks.tokens import AckSigner
+from dissemination.delivery.breaker import CircuitBreakers
+from dissemination.delivery.senders import AckLinks, WebhookSender, webhook_body
 from dissemination.retrying import RetrySchedule
-from dissemination.senders import AckLinks, WebhookSender, webhook_body
 from subscriptions.model import QuietHours
 from subscriptions.quiethours import quiet_until
 

@@ -19,11 +19,11 @@ from aio_pika.abc import AbstractChannel
 from aiohttp import web
 from sqlalchemy import func, select
 
-from dissemination.broker import connect, declare_intake
-from dissemination.database import Database
+from dissemination.broker.topology import connect, declare_intake
+from dissemination.directory.store import ESCALATION, Directory
 from dissemination.settings import Settings
-from dissemination.tables import deliveries, escalations
-from subscriptions.directory import ESCALATION, Directory
+from dissemination.store.database import Database
+from dissemination.store.tables import deliveries, escalations
 from tests.alerts import cap_json_bytes
 from tests.brokerutil import publish, wait_until
 from tests.people import ACTOR, enrol_many

@@ -18,14 +18,14 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy import select
 
-from dissemination.database import Database
-from dissemination.escalator import EscalationEngine
+from dissemination.acks.escalator import EscalationEngine
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.directory.store import CONTACT, STAKEHOLDER
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from dissemination.tables import escalations
-from dissemination.tokens import Role, TokenStore
+from dissemination.store.database import Database
+from dissemination.store.tables import escalations
 from subscriptions.codec import validate_stakeholder
-from subscriptions.directory import CONTACT, STAKEHOLDER
 from tests.alerts import cap_json
 from tests.brokerutil import open_connection, publish, wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures

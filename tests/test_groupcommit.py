@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from dissemination.errors import StoreUnavailable
-from dissemination.groupcommit import GroupCommit
+from core.errors import StoreUnavailable
+from dissemination.store.groupcommit import GroupCommit
 
 
 class Recorder:

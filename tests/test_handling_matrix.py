@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from dissemination import record
+from dissemination.controls import record
 from dissemination.service import Service
 from dissemination.settings import Settings
 from tests.deliveryrig import (  # noqa: F401 - fixtures

@@ -13,15 +13,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from dissemination.alert import alert_id_for
-from dissemination.app import RUNTIME, Runtime, create_app
-from dissemination.database import Database
-from dissemination.intake import IntakeProcessor
-from dissemination.ledger import Ledger
-from dissemination.publisher import AlertPublisher
+from core.alert import alert_id_for
+from dissemination.api.app import RUNTIME, Runtime, create_app
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.broker.publisher import AlertPublisher
+from dissemination.intake.processor import IntakeProcessor
+from dissemination.ledger.alerts import Ledger
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings
-from dissemination.tokens import Role, TokenStore
+from dissemination.store.database import Database
 from tests.alerts import cap_json, cap_json_bytes, cap_xml
 from tests.brokerutil import open_connection, wait_until
 

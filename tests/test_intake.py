@@ -8,7 +8,7 @@ import json
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from dissemination.ledger import Ledger, Payload
+from dissemination.ledger.alerts import Ledger, Payload
 from dissemination.service import Service
 from dissemination.settings import Settings
 from tests.alerts import cap_json, cap_json_bytes, cap_xml
@@ -96,7 +96,7 @@ async def test_conflicting_duplicate_is_quarantined(
 
 
 def _id_of(document: dict[str, str]) -> str:
-    from dissemination.alert import alert_id_for
+    from core.alert import alert_id_for
 
     return alert_id_for(document["sender"], document["identifier"], document["sent"])
 

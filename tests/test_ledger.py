@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from dissemination.alert import Tlp
-from dissemination.database import Database, head_revision
-from dissemination.errors import ErrorDetail
-from dissemination.ledger import AlertState, Ledger, Payload, RecordOutcome
-from dissemination.normalize import HandlingDefaults, alert_from_cap
+from core.alert import Tlp
+from core.errors import ErrorDetail
+from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
+from dissemination.ledger.alerts import Ledger, Payload, RecordOutcome
 from dissemination.settings import StoreSettings
+from dissemination.store.database import Database, head_revision
+from dissemination.store.rows import AlertState
 from tests.alerts import cap_json
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from dissemination.redaction import dotted, pii_paths
-from dissemination.validation import SCHEMA_ID_PREFIX, schema_errors, validator_for
+from core.validation import SCHEMA_ID_PREFIX, schema_errors, validator_for
+from dissemination.controls.redaction import dotted, pii_paths
 from tests.samples import FIXTURES_DIR
 
 Doc = dict[str, Any]

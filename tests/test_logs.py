@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from dissemination.service import Service
 from dissemination.settings import Settings
-from dissemination.tables import service_secrets
+from dissemination.store.tables import service_secrets
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     delivery_settings_fixture,

@@ -15,18 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dissemination.alert import (
-    Alert,
-    Area,
-    Circle,
-    Handling,
-    Info,
-    Kind,
-    MsgType,
-    NamedValue,
-    Status,
-    Tlp,
-)
+from core.alert import Alert, Area, Circle, Handling, Info, Kind, MsgType, NamedValue, Status, Tlp
 from subscriptions.matcher import (
     NO_CONTACT,
     Matcher,

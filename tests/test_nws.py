@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dissemination.errors import RejectedInput
-from dissemination.nws import cap_documents_from_nws
-from dissemination.validation import schema_errors
+from core.errors import RejectedInput
+from core.validation import schema_errors
+from dissemination.intake.nws import cap_documents_from_nws
 from tests.samples import FIXTURES_DIR, SAMPLES_DIR, sample_params
 
 FIXTURE = FIXTURES_DIR / "nws" / "two_features.json"

@@ -34,34 +34,35 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from channels.destinations import parse_networks
-from dissemination.ack_api import AckEndpoints, add_ack_routes
-from dissemination.acks import AckStore
-from dissemination.acktokens import AckSigner
-from dissemination.admin_api import Admin, add_admin_routes
-from dissemination.alert import Tlp
-from dissemination.app import Runtime, create_app
-from dissemination.audit import AuditLog
-from dissemination.controls_api import ControlEndpoints, add_control_routes
-from dissemination.database import Database
-from dissemination.decoding import (
+from core.alert import Tlp
+from core.clock import utc_now
+from dissemination.acks.tokens import AckSigner
+from dissemination.acks.tracking import AckStore
+from dissemination.api.acks import AckEndpoints, add_ack_routes
+from dissemination.api.app import Runtime, create_app
+from dissemination.api.controls import ControlEndpoints, add_control_routes
+from dissemination.api.directory import Admin, add_admin_routes
+from dissemination.api.progress import ProgressEndpoints, add_progress_routes
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
+from dissemination.broker.dispatch import DeliveryDispatcher
+from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
+from dissemination.intake.decoding import (
     JSON_TYPES,
     SNIFFED_TYPES,
     XML_TYPES,
     DecodeLimits,
     decode_alerts,
 )
-from dissemination.dispatch import DeliveryDispatcher
-from dissemination.intake import IntakeProcessor, utc_now
-from dissemination.ledger import Ledger
-from dissemination.normalize import HandlingDefaults
-from dissemination.progress import ProgressStore
-from dissemination.progress_api import ProgressEndpoints, add_progress_routes
+from dissemination.intake.normalize import HandlingDefaults
+from dissemination.intake.processor import IntakeProcessor
+from dissemination.ledger.alerts import Ledger
+from dissemination.ledger.progress import ProgressStore
 from dissemination.service import Service
 from dissemination.settings import load_settings
-from dissemination.tokens import Role, TokenStore
-from dissemination.twilio_hooks import TwilioHooks, add_twilio_hooks
+from dissemination.store.audit import AuditLog
+from dissemination.store.database import Database
 from subscriptions.clearance import WithheldCode
-from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
 from subscriptions.matcher import NO_CONTACT, Matcher
 from tests.alerts import cap_json
 

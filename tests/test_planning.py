@@ -12,16 +12,16 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy import select
 
-from dissemination.admin_api import ADMIN
-from dissemination.alert import alert_id_for
-from dissemination.audit import Actor
-from dissemination.dispatch import delivery_queue
+from core.alert import alert_id_for
+from dissemination.api.directory import ADMIN
+from dissemination.broker.dispatch import delivery_queue
+from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
+from dissemination.directory.sync import apply_change
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from dissemination.tables import alerts, deliveries
+from dissemination.store.audit import Actor
+from dissemination.store.tables import alerts, deliveries
 from subscriptions.codec import validate_stakeholder, validate_subscription
-from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
-from subscriptions.sync import apply_change
 from tests.alerts import cap_json
 from tests.brokerutil import get_all, publish, wait_until
 

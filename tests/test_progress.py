@@ -20,11 +20,11 @@ from aio_pika.abc import AbstractChannel
 from defusedxml import ElementTree
 from sqlalchemy import update
 
-from dissemination.progress import ack_series
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.ledger.progress import ack_series
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from dissemination.tables import cap_acks
-from dissemination.tokens import Role, TokenStore
+from dissemination.store.tables import cap_acks
 from tests.alerts import cap_json
 from tests.brokerutil import open_connection
 from tests.deliveryrig import (  # noqa: F401 - fixtures

@@ -16,11 +16,11 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy import text
 
-from dissemination import record
-from dissemination.database import Database
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.controls import record
 from dissemination.service import Service
 from dissemination.settings import Settings
-from dissemination.tokens import Role, TokenStore
+from dissemination.store.database import Database
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     delivery_settings_fixture,

@@ -21,11 +21,11 @@ from channels.content import AlertContent, Rendering
 from channels.email import compose_email
 from channels.sms import compose_sms
 from channels.webhook import WebhookChannel
-from dissemination import record
-from dissemination.alert import Tlp, alert_id_for
-from dissemination.normalize import HandlingDefaults, alert_from_local
-from dissemination.redaction import Redactions, pii_entitled, redact
-from dissemination.senders import AckLinks, WebhookSender, content_of
+from core.alert import Tlp, alert_id_for
+from dissemination.controls import record
+from dissemination.controls.redaction import Redactions, pii_entitled, redact
+from dissemination.delivery.senders import AckLinks, WebhookSender, content_of
+from dissemination.intake.normalize import HandlingDefaults, alert_from_local
 from subscriptions.model import Clearance, Jurisdiction, Sector, Stakeholder, StakeholderKind
 from tests.alerts import fixture_document
 from tests.brokerutil import publish

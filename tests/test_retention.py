@@ -11,12 +11,12 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy import select, update
 
-from dissemination import record
-from dissemination.retention import run_retention
+from dissemination.api.tokens import Role, TokenStore
+from dissemination.controls import record
+from dissemination.controls.retention import run_retention
 from dissemination.service import Service
 from dissemination.settings import Settings
-from dissemination.tables import alerts, audit_log, deliveries, payloads
-from dissemination.tokens import Role, TokenStore
+from dissemination.store.tables import alerts, audit_log, deliveries, payloads
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     delivery_settings_fixture,

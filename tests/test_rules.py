@@ -10,19 +10,8 @@ from typing import Any
 
 import pytest
 
-from dissemination.alert import (
-    Alert,
-    Area,
-    Circle,
-    Handling,
-    Info,
-    Kind,
-    MsgType,
-    NamedValue,
-    Status,
-    Tlp,
-)
-from dissemination.errors import RejectedInput
+from core.alert import Alert, Area, Circle, Handling, Info, Kind, MsgType, NamedValue, Status, Tlp
+from core.errors import RejectedInput
 from subscriptions.geocodes import STATE_FIPS, canonical_key, keys_match
 from subscriptions.model import Jurisdiction
 from subscriptions.rules import (

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from dissemination.alert import Handling, Tlp
-from dissemination.decoding import DecodeLimits, decode_alerts
-from dissemination.ledger import Ledger
-from dissemination.normalize import HandlingDefaults
+from core.alert import Handling, Tlp
+from dissemination.directory.store import STAKEHOLDER, Directory
+from dissemination.intake.decoding import DecodeLimits, decode_alerts
+from dissemination.intake.normalize import HandlingDefaults
+from dissemination.ledger.alerts import Ledger
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from subscriptions.directory import STAKEHOLDER, Directory
 from tests.alerts import cap_json
 from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures

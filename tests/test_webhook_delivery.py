@@ -15,14 +15,14 @@ from aio_pika.abc import AbstractChannel
 from aiohttp import web
 from sqlalchemy import select, update
 
-from dissemination.admin_api import ADMIN
-from dissemination.audit import Actor, AuditLog
+from dissemination.api.directory import ADMIN
+from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
+from dissemination.directory.sync import apply_change
 from dissemination.service import Service
 from dissemination.settings import Settings
-from dissemination.tables import contacts, deliveries
+from dissemination.store.audit import Actor, AuditLog
+from dissemination.store.tables import contacts, deliveries
 from subscriptions.codec import validate_stakeholder, validate_subscription
-from subscriptions.directory import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
-from subscriptions.sync import apply_change
 from tests.alerts import cap_json
 from tests.brokerutil import publish, wait_until
 from tests.test_webhook_channel import independent_signature

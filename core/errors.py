@@ -1,0 +1,62 @@
+"""The base of the error tree, shared by every package (the service's own errors extend it
+in `dissemination.errors`, the channels' in `channels.errors`).
+
+    DisseminationError
+     ├── ConfigError           a setting is missing or has a bad value (names key and value)
+     ├── RejectedInput         an alert can never be processed as sent: dead-lettered
+     │    (reason: a stable code such as "invalid_json" or "schema_violation";
+     │     errors: each problem with the JSON path where it was found)
+     └── StoreUnavailable      our own database failed: retry later, never reject the input
+
+An input error is the publisher's to fix; a store error is ours. Intake treats the two
+oppositely (reject without requeue vs. nack with requeue), so they never share a branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    """One problem found in an input, at a JSON-path-like location ("$" is the whole)."""
+
+    path: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+class DisseminationError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(DisseminationError):
+    """A setting is missing or invalid; raised at start-up, naming the key and the value."""
+
+    def __init__(self, key: str, value: object, problem: str) -> None:
+        super().__init__(f"setting {key}={value!r}: {problem}")
+        self.key = key
+        self.value = value
+        self.problem = problem
+
+
+class RejectedInput(DisseminationError):
+    """An input that can never be processed as sent; `reason` is a stable machine code."""
+
+    def __init__(self, reason: str, errors: Sequence[ErrorDetail] | str) -> None:
+        if isinstance(errors, str):
+            errors = (ErrorDetail("$", errors),)
+        self.reason = reason
+        self.errors: tuple[ErrorDetail, ...] = tuple(errors)
+        first = self.errors[0].message if self.errors else ""
+        super().__init__(f"{reason}: {first}" if first else reason)
+
+    def errors_as_dicts(self) -> list[dict[str, str]]:
+        return [e.as_dict() for e in self.errors]
+
+
+class StoreUnavailable(DisseminationError):
+    """Our database could not be reached or failed mid-transaction; the work must be retried."""

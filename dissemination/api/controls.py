@@ -1,0 +1,205 @@
+"""Admin API of the dissemination controls that need a second person or a typed reason:
+
+- `GET /api/v1/approvals?state=held` (admin): alerts held for approval, newest first.
+- `POST /api/v1/alerts/{id}/approve` (admin, not the submitter): release a held alert,
+  with an optional `{"comment": "..."}`.
+- `POST /api/v1/alerts/{id}/reject` (admin, not the submitter): `{"reason": "..."}`; nothing
+  is sent.
+- `POST /api/v1/alerts/{id}/releases` (admin): an imminent-danger release to one stakeholder
+  outside the rules, `{"stakeholderId", "justification", "channels"?}`.
+- `GET /api/v1/releases?flagged=true` (admin): releases, those awaiting review first.
+- `POST /api/v1/releases/{id}/review` (admin, not the releaser): `{"note": "..."}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from core.clock import Clock
+from dissemination.api.app import authenticate
+from dissemination.api.errors import ApiError
+from dissemination.api.requests import json_body, limit_param
+from dissemination.api.tokens import Role
+from dissemination.broker.dispatch import DeliveryDispatcher
+from dissemination.controls import approval, specialrelease
+from dissemination.controls.approval import ApprovalState
+from dissemination.errors import ControlRefused, PublishFailed
+from dissemination.store.audit import Actor
+from dissemination.store.database import Database
+
+log = logging.getLogger(__name__)
+
+TEXT_LIMITS = {"comment": (0, 500), "reason": (3, 500), "note": (3, 500)}
+CHANNELS = ("email", "sms", "webhook")
+
+
+def _path_id(request: web.Request, what: str) -> str:
+    value = request.match_info["id"]
+    if "\x00" in value:
+        raise ApiError(404, "not_found", f"no {what} {value!r}")
+    return value
+
+
+def _fields(body: Any, required: set[str], optional: set[str]) -> dict[str, Any]:
+    """The body's fields, checked: an object with `required` and only those or `optional`."""
+    if not isinstance(body, dict) or not required <= set(body) <= required | optional:
+        names = ", ".join(sorted(required)) or "no field"
+        extra = f" (optional: {', '.join(sorted(optional))})" if optional else ""
+        raise ApiError(422, "schema_violation", f"the body must be an object with {names}{extra}")
+    return body
+
+
+def _text(fields: Mapping[str, Any], name: str, limits: tuple[int, int]) -> str | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    low, high = limits
+    if not isinstance(value, str) or not low <= len(value.strip()) <= high:
+        raise ApiError(
+            422, "schema_violation", f"{name} must be a string of {low} to {high} characters"
+        )
+    return value.strip()
+
+
+def _refused(error: ControlRefused) -> ApiError:
+    return ApiError(error.status, error.code, error.message)
+
+
+@dataclass
+class ControlEndpoints:
+    """Handlers over the ledger, with the dispatcher that publishes released rows."""
+
+    database: Database
+    dispatcher: DeliveryDispatcher
+    clock: Clock
+
+    async def _actor(self, request: web.Request) -> Actor:
+        token = await authenticate(request, Role.ADMIN)
+        return Actor(token.id, token.name)
+
+    async def _dispatch(self, released: dict[str, list[str]]) -> bool:
+        """Publish the released rows' tasks; False if the broker did not confirm (the rows
+        stay pending and the lost-task sweep publishes them once their queue is empty)."""
+        try:
+            await self.dispatcher.dispatch(released)
+        except PublishFailed as error:
+            log.warning("released rows not dispatched yet: %s", error)
+            return False
+        return True
+
+    async def approvals(self, request: web.Request) -> web.Response:
+        await authenticate(request, Role.ADMIN)
+        raw = request.query.get("state")
+        try:
+            state = ApprovalState(raw) if raw is not None else None
+        except ValueError:
+            choices = ", ".join(s.value for s in ApprovalState)
+            raise ApiError(400, "invalid_parameter", f"state must be one of {choices}") from None
+        items = await approval.listing(self.database, state, limit_param(request))
+        return web.json_response({"items": items})
+
+    async def approve(self, request: web.Request) -> web.Response:
+        return await self._decide(request, approve=True)
+
+    async def reject(self, request: web.Request) -> web.Response:
+        return await self._decide(request, approve=False)
+
+    async def _decide(self, request: web.Request, *, approve: bool) -> web.Response:
+        actor = await self._actor(request)
+        alert_id = _path_id(request, "alert")
+        body = await json_body(request)
+        if approve:
+            reason = _text(_fields(body, set(), {"comment"}), "comment", TEXT_LIMITS["comment"])
+        else:
+            reason = _text(_fields(body, {"reason"}, set()), "reason", TEXT_LIMITS["reason"])
+        try:
+            decision = await approval.decide(
+                self.database, alert_id, actor, approve, reason, self.clock()
+            )
+        except ControlRefused as error:
+            raise _refused(error) from None
+        dispatched = await self._dispatch(decision.released) if decision.released else True
+        return web.json_response(
+            {
+                "id": alert_id,
+                "state": decision.state.value,
+                "released": sum(len(ids) for ids in decision.released.values()),
+                "dispatched": dispatched,
+            }
+        )
+
+    async def release(self, request: web.Request) -> web.Response:
+        actor = await self._actor(request)
+        alert_id = _path_id(request, "alert")
+        fields = _fields(await json_body(request), {"stakeholderId", "justification"}, {"channels"})
+        justification = _text(fields, "justification", specialrelease.JUSTIFICATION_LENGTH)
+        stakeholder_id = fields["stakeholderId"]
+        channels = fields.get("channels")
+        if not isinstance(stakeholder_id, str) or not stakeholder_id or "\x00" in stakeholder_id:
+            raise ApiError(422, "schema_violation", "stakeholderId must be a stakeholder's id")
+        if channels is not None and (
+            not isinstance(channels, list)
+            or not channels
+            or not all(channel in CHANNELS for channel in channels)
+        ):
+            raise ApiError(
+                422, "schema_violation", f"channels must be a non-empty list of {CHANNELS}"
+            )
+        assert justification is not None
+        try:
+            made = await specialrelease.release(
+                self.database,
+                alert_id,
+                stakeholder_id,
+                channels,
+                justification,
+                actor,
+                self.clock(),
+            )
+        except ControlRefused as error:
+            raise _refused(error) from None
+        dispatched = await self._dispatch(made.deliveries)
+        body = {
+            "id": made.id,
+            "alertId": alert_id,
+            "deliveries": sorted(i for ids in made.deliveries.values() for i in ids),
+            "flaggedForReview": True,
+            "dispatched": dispatched,
+        }
+        return web.json_response(body, status=201)
+
+    async def releases(self, request: web.Request) -> web.Response:
+        await authenticate(request, Role.ADMIN)
+        raw = request.query.get("flagged")
+        if raw not in (None, "true", "false"):
+            raise ApiError(400, "invalid_parameter", "flagged must be true or false")
+        reviewed = None if raw is None else raw == "false"
+        items = await specialrelease.listing(self.database, reviewed, limit_param(request))
+        return web.json_response({"items": items})
+
+    async def review(self, request: web.Request) -> web.Response:
+        actor = await self._actor(request)
+        release_id = _path_id(request, "release")
+        note = _text(
+            _fields(await json_body(request), {"note"}, set()), "note", TEXT_LIMITS["note"]
+        )
+        assert note is not None
+        try:
+            await specialrelease.review(self.database, release_id, note, actor, self.clock())
+        except ControlRefused as error:
+            raise _refused(error) from None
+        return web.json_response({"id": release_id, "flaggedForReview": False})
+
+
+def add_control_routes(app: web.Application, endpoints: ControlEndpoints) -> None:
+    app.router.add_get("/api/v1/approvals", endpoints.approvals, allow_head=False)
+    app.router.add_post("/api/v1/alerts/{id}/approve", endpoints.approve)
+    app.router.add_post("/api/v1/alerts/{id}/reject", endpoints.reject)
+    app.router.add_post("/api/v1/alerts/{id}/releases", endpoints.release)
+    app.router.add_get("/api/v1/releases", endpoints.releases, allow_head=False)
+    app.router.add_post("/api/v1/releases/{id}/review", endpoints.review)

@@ -1,0 +1,269 @@
+"""The progress API (roles admin and viewer):
+
+- `GET /api/v1/alerts`: alerts, newest first, filtered by `status`, `kind`, `state` and the
+  time received (`since`, `until`), paged with `limit` and `after`.
+- `GET /api/v1/alerts/{id}`: counts by state, time to first delivery, the acknowledgment rate
+  over time and who has not acknowledged.
+- `GET /api/v1/alerts/{id}/deliveries` and `.../deliveries.csv`: every delivery row.
+- `GET /api/v1/dissemination-records` (admin): the dissemination record for a time range or
+  an alert, as JSON or CSV (`format=csv`).
+- `POST /api/v1/alerts/{id}/revalidate` (admin): keep an alert past the retention period.
+- `GET /api/v1/alerts/{id}/events` and `GET /api/v1/events`: Server-Sent Events, a
+  `progress` event whenever an alert's counts change (for one alert, or for any), until the
+  client leaves or, with `?seconds=N`, for N seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from aiohttp import web
+
+from core.clock import Clock
+from core.errors import StoreUnavailable
+from dissemination.api.app import authenticate
+from dissemination.api.errors import ApiError
+from dissemination.api.requests import csv_cell, json_body, limit_param
+from dissemination.api.tokens import READERS, Role
+from dissemination.controls import record
+from dissemination.controls.retention import revalidate
+from dissemination.ledger.progress import DELIVERY_FIELDS, AlertFilter, ProgressStore
+from dissemination.store.audit import Actor
+
+HEARTBEAT_SECONDS = 15.0
+MAX_STREAM_SECONDS = 86400
+MAX_CHANGED_PER_POLL = 100
+# Rows written by other instances may carry a slightly earlier time than this one's clock:
+# the feed looks back this far and reports only counts that actually changed.
+CLOCK_OVERLAP = timedelta(seconds=5)
+
+
+def _moment(name: str, raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or "\x00" in raw:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an ISO 8601 time with offset")
+    return moment
+
+
+def _cursor(raw: str | None) -> tuple[datetime, str] | None:
+    if raw is None:
+        return None
+    try:
+        at, _, alert_id = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), alert_id
+    except (ValueError, UnicodeError, binascii.Error):
+        raise ApiError(400, "invalid_parameter", "after must be a cursor from `next`") from None
+
+
+def _next_cursor(item: dict[str, str]) -> str:
+    return base64.urlsafe_b64encode(f"{item['receivedAt']}|{item['id']}".encode()).decode()
+
+
+def _alert_id(request: web.Request) -> str:
+    alert_id = request.match_info["id"]
+    if "\x00" in alert_id:
+        raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+    return alert_id
+
+
+def _text(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is not None and "\x00" in value:
+        raise ApiError(400, "invalid_parameter", f"{name} must not contain NUL")
+    return value
+
+
+@dataclass(slots=True)
+class ProgressEndpoints:
+    """The handlers, over the progress queries and the clock; `poll_seconds` paces streams."""
+
+    store: ProgressStore
+    clock: Clock
+    poll_seconds: float = 1.0
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def list_alerts(self, request: web.Request) -> web.Response:
+        await authenticate(request, *READERS)
+        known = {"status", "kind", "state", "since", "until", "limit", "after"}
+        for name in request.query:
+            if name not in known:
+                raise ApiError(400, "invalid_parameter", f"unknown parameter {name!r}")
+        where = AlertFilter(
+            status=_text(request, "status"),
+            kind=_text(request, "kind"),
+            state=_text(request, "state"),
+            since=_moment("since", request.query.get("since")),
+            until=_moment("until", request.query.get("until")),
+        )
+        limit = limit_param(request)
+        items = await self.store.alerts(where, limit, _cursor(request.query.get("after")))
+        following = _next_cursor(items[-1]) if len(items) == limit else None
+        return web.json_response({"items": items, "next": following})
+
+    async def report(self, request: web.Request) -> web.Response:
+        await authenticate(request, *READERS)
+        alert_id = _alert_id(request)
+        report = await self.store.report(alert_id)
+        if report is None:
+            raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+        return web.json_response(report)
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        await authenticate(request, *READERS)
+        alert_id = _alert_id(request)
+        if await self.store.report(alert_id) is None:
+            raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+        return web.json_response({"items": await self.store.deliveries(alert_id)})
+
+    async def deliveries_csv(self, request: web.Request) -> web.Response:
+        await authenticate(request, *READERS)
+        alert_id = _alert_id(request)
+        if await self.store.report(alert_id) is None:
+            raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(DELIVERY_FIELDS)
+        for item in await self.store.deliveries(alert_id):
+            writer.writerow(
+                ["" if item[field] is None else csv_cell(item[field]) for field in DELIVERY_FIELDS]
+            )
+        return web.Response(
+            text=out.getvalue(),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="deliveries-{alert_id}.csv"'},
+        )
+
+    async def records(self, request: web.Request) -> web.Response:
+        await authenticate(request, Role.ADMIN)
+        known = {"since", "until", "alertId", "format"}
+        for name in request.query:
+            if name not in known:
+                raise ApiError(400, "invalid_parameter", f"unknown parameter {name!r}")
+        wanted = request.query.get("format", "json")
+        if wanted not in ("json", "csv"):
+            raise ApiError(400, "invalid_parameter", "format must be json or csv")
+        entries = await record.export(
+            self.store.database,
+            since=_moment("since", request.query.get("since")),
+            until=_moment("until", request.query.get("until")),
+            alert_id=_text(request, "alertId"),
+        )
+        if wanted == "csv":
+            return web.Response(text=record.as_csv(entries), content_type="text/csv")
+        return web.json_response({"items": entries})
+
+    async def revalidate(self, request: web.Request) -> web.Response:
+        """POST /api/v1/alerts/{id}/revalidate: keep the alert past the retention period."""
+        token = await authenticate(request, Role.ADMIN)
+        alert_id = _alert_id(request)
+        body = await json_body(request)
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if set(body if isinstance(body, dict) else ()) != {"reason"} or not (
+            isinstance(reason, str) and 3 <= len(reason.strip()) <= 500
+        ):
+            raise ApiError(
+                422, "schema_violation", 'the body must be {"reason": "..."} (3 to 500 characters)'
+            )
+        now = self.clock()
+        if not await revalidate(
+            self.store.database, alert_id, Actor(token.id, token.name), reason, now
+        ):
+            raise ApiError(404, "not_found", f"no alert {alert_id!r} with content to keep")
+        return web.json_response({"id": alert_id, "revalidatedAt": now.isoformat()})
+
+    async def alert_events(self, request: web.Request) -> web.StreamResponse:
+        await authenticate(request, *READERS)
+        alert_id = _alert_id(request)
+        if await self.store.report(alert_id) is None:
+            raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+        return await self._stream(request, alert_id)
+
+    async def all_events(self, request: web.Request) -> web.StreamResponse:
+        await authenticate(request, *READERS)
+        return await self._stream(request, None)
+
+    async def _stream(self, request: web.Request, alert_id: str | None) -> web.StreamResponse:
+        """Send a `progress` event for each alert whose counts differ from the last sent
+        (the first poll sends the watched alert's counts at once), and a comment line as a
+        heartbeat; runs until the client goes away or the `seconds` asked for are over."""
+        raw = request.query.get("seconds", str(MAX_STREAM_SECONDS))
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_STREAM_SECONDS:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"seconds must be an integer from 1 to {MAX_STREAM_SECONDS}",
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + int(raw)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        sent: dict[str, dict[str, int]] = {}
+        since = self.clock()
+        quiet = 0.0
+        while loop.time() < deadline and not self.closing.is_set():
+            try:
+                now = self.clock()
+                if alert_id is not None:
+                    watched = [alert_id]
+                else:
+                    changed = await self.store.changed_since(since - CLOCK_OVERLAP)
+                    watched = changed[:MAX_CHANGED_PER_POLL]
+                since = now
+                for watched_id in watched:
+                    counts = await self.store.counts(watched_id)
+                    if sent.get(watched_id) == counts:
+                        continue
+                    sent[watched_id] = counts
+                    event = {"alertId": watched_id, "at": now.isoformat(), "counts": counts}
+                    await response.write(f"event: progress\ndata: {json.dumps(event)}\n\n".encode())
+                    quiet = 0.0
+            except StoreUnavailable:
+                pass  # the next poll tries again; the stream stays open
+            except ConnectionResetError:
+                break
+            if quiet >= HEARTBEAT_SECONDS:
+                try:
+                    await response.write(b": keep-alive\n\n")
+                except ConnectionResetError:
+                    break
+                quiet = 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), self.poll_seconds)
+            quiet += self.poll_seconds
+        return response
+
+
+def add_progress_routes(app: web.Application, endpoints: ProgressEndpoints) -> None:
+    async def end_streams(_app: web.Application) -> None:
+        endpoints.closing.set()
+
+    app.on_shutdown.append(end_streams)
+    app.router.add_get("/api/v1/alerts", endpoints.list_alerts, allow_head=False)
+    app.router.add_get("/api/v1/alerts/{id}", endpoints.report, allow_head=False)
+    app.router.add_get("/api/v1/alerts/{id}/deliveries", endpoints.deliveries, allow_head=False)
+    app.router.add_get(
+        "/api/v1/alerts/{id}/deliveries.csv", endpoints.deliveries_csv, allow_head=False
+    )
+    app.router.add_get("/api/v1/alerts/{id}/events", endpoints.alert_events, allow_head=False)
+    app.router.add_get("/api/v1/events", endpoints.all_events, allow_head=False)
+    app.router.add_get("/api/v1/dissemination-records", endpoints.records, allow_head=False)
+    app.router.add_post("/api/v1/alerts/{id}/revalidate", endpoints.revalidate)

@@ -1,0 +1,111 @@
+"""API bearer tokens: created and revoked from the CLI, stored only as SHA-256 hashes.
+
+Tokens are 256-bit random secrets, so a fast hash is enough (no password stretching needed);
+the secret is shown once at creation and cannot be recovered."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import or_, select, update
+
+from dissemination.store.database import Database
+from dissemination.store.tables import api_tokens
+
+TOKEN_PREFIX = "fdt_"  # noqa: S105 - a public prefix, not a secret
+
+
+class Role(StrEnum):
+    """What a token may do: admin manages, publisher publishes alerts, viewer reads."""
+
+    ADMIN = "admin"
+    PUBLISHER = "publisher"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token's identity, never its secret."""
+
+    id: str
+    name: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class TokenStore:
+    """Create, verify, list and revoke API tokens."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def create(self, name: str, role: Role, now: datetime) -> tuple[TokenInfo, str]:
+        """A new token and its secret (shown once)."""
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        info = TokenInfo(str(uuid.uuid4()), name, role, now)
+        async with self.database.transaction() as conn:
+            await conn.execute(
+                api_tokens.insert().values(
+                    id=info.id,
+                    name=name,
+                    role=role.value,
+                    token_sha256=_digest(secret),
+                    created_at=now,
+                )
+            )
+        return info, secret
+
+    async def verify(self, secret: str) -> TokenInfo | None:
+        """The live token for `secret`, or None (unknown or revoked)."""
+        async with self.database.reading() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(api_tokens).where(
+                            api_tokens.c.token_sha256 == _digest(secret),
+                            api_tokens.c.revoked_at.is_(None),
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return TokenInfo(row["id"], row["name"], Role(row["role"]), row["created_at"])
+
+    async def revoke(self, id_or_name: str, now: datetime) -> int:
+        """Revoke live tokens with this id or name; returns how many were revoked."""
+        async with self.database.transaction() as conn:
+            result = await conn.execute(
+                update(api_tokens)
+                .where(
+                    or_(api_tokens.c.id == id_or_name, api_tokens.c.name == id_or_name),
+                    api_tokens.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
+            return int(result.rowcount)
+
+    async def all(self) -> list[TokenInfo]:
+        async with self.database.reading() as conn:
+            rows = (
+                await conn.execute(select(api_tokens).order_by(api_tokens.c.created_at))
+            ).mappings()
+            return [
+                TokenInfo(r["id"], r["name"], Role(r["role"]), r["created_at"], r["revoked_at"])
+                for r in rows
+            ]
+
+
+READERS = (Role.ADMIN, Role.VIEWER)

@@ -1,0 +1,136 @@
+"""Delivery tasks on RabbitMQ: the ids of pending ledger rows, in batches, on one queue per
+channel (`deliveries.email`, `deliveries.sms`, `deliveries.webhook`), published with
+confirms. A fan-out to 100,000 addresses costs about 100,000 / batch_size messages.
+
+A task only names rows; the ledger says what to do with them. Publishing a task twice is
+harmless, because a worker sends a row only after claiming it from `pending`. Tasks that must
+wait (a retry's backoff, quiet hours, an open circuit) go through the channel's retry queues
+(see `dissemination.retrying`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
+
+from dissemination.errors import PublishFailed
+from dissemination.retrying import RetrySchedule
+from dissemination.settings import BrokerSettings
+
+CHANNELS = ("email", "sms", "webhook")
+
+
+def delivery_queue(settings: BrokerSettings, channel: str) -> str:
+    return f"{settings.delivery_queue_prefix}{channel}"
+
+
+def retry_schedule(settings: BrokerSettings) -> RetrySchedule:
+    return RetrySchedule(
+        settings.retry_delay_seconds, settings.retry_max_delay_seconds, settings.max_attempts
+    )
+
+
+def retry_queue(settings: BrokerSettings, channel: str, tier_seconds: float) -> str:
+    """The retry queue whose messages wait up to `tier_seconds`, then dead-letter back onto
+    the channel's queue. The TTL is in the name, so changing the schedule declares new queues
+    instead of clashing with the old ones' arguments."""
+    return f"{settings.delivery_queue_prefix}{channel}.retry.{round(tier_seconds * 1000)}ms"
+
+
+def retry_queues(settings: BrokerSettings, channel: str) -> list[str]:
+    return [retry_queue(settings, channel, t) for t in retry_schedule(settings).tiers()]
+
+
+async def declare_deliveries(
+    channel: AbstractChannel, settings: BrokerSettings
+) -> AbstractExchange:
+    """Declare the deliveries exchange, one durable quorum queue per channel, and its retry
+    queues."""
+    exchange = await channel.declare_exchange(
+        settings.delivery_exchange, ExchangeType.DIRECT, durable=True
+    )
+    for name in CHANNELS:
+        queue = await channel.declare_queue(
+            delivery_queue(settings, name), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(exchange, routing_key=name)
+        for tier in retry_schedule(settings).tiers():
+            await channel.declare_queue(
+                retry_queue(settings, name, tier),
+                durable=True,
+                arguments={
+                    "x-message-ttl": round(tier * 1000),
+                    "x-dead-letter-exchange": settings.delivery_exchange,
+                    "x-dead-letter-routing-key": name,
+                },
+            )
+    return exchange
+
+
+def task_body(delivery_ids: Sequence[str]) -> bytes:
+    return json.dumps({"deliveries": list(delivery_ids)}).encode()
+
+
+class DeliveryDispatcher:
+    """Publishes row ids as confirmed tasks, `batch_size` ids per message: now, onto the
+    channel's queue, or after a delay, through its retry queues."""
+
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        exchange: AbstractExchange,
+        settings: BrokerSettings,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.channel = channel
+        self.exchange = exchange
+        self.settings = settings
+        self.schedule = retry_schedule(settings)
+        self.batch_size = settings.task_batch_size
+        self.timeout_seconds = timeout_seconds
+        self.published = 0
+
+    async def dispatch(self, pending: Mapping[str, Sequence[str]]) -> None:
+        """Publish every pending id; raise PublishFailed unless the broker confirmed all."""
+        for channel, ids in pending.items():
+            for start in range(0, len(ids), self.batch_size):
+                await self._publish(
+                    self.exchange, channel, ids[start : start + self.batch_size], None
+                )
+
+    async def delay(self, channel: str, ids: Sequence[str], seconds: float) -> None:
+        """Publish `ids` to come back onto `channel`'s queue after about `seconds`."""
+        tier = self.schedule.tier_for(seconds)
+        queue = retry_queue(self.settings, channel, tier)
+        expiration = max(0.001, min(seconds, tier))
+        for start in range(0, len(ids), self.batch_size):
+            await self._publish(
+                self.channel.default_exchange,
+                queue,
+                ids[start : start + self.batch_size],
+                expiration,
+            )
+
+    async def _publish(
+        self,
+        exchange: AbstractExchange,
+        routing_key: str,
+        ids: Sequence[str],
+        expiration: float | None,
+    ) -> None:
+        message = aio_pika.Message(
+            task_body(ids),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            expiration=expiration,
+        )
+        try:
+            await exchange.publish(
+                message, routing_key=routing_key, mandatory=True, timeout=self.timeout_seconds
+            )
+        except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError) as error:
+            raise PublishFailed(f"delivery task not confirmed: {error!r}") from error
+        self.published += 1

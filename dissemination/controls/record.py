@@ -1,0 +1,236 @@
+"""The dissemination record (28 CFR 23.20): every release and every withholding, appended in
+the same transaction as the ledger change it records, hash-chained so that a deleted, altered
+or reordered entry is detected by `verify`.
+
+Each entry's hash is SHA-256 over the previous entry's hash and the canonical JSON of its own
+fields (sequence number included). The chain's head (last sequence number and hash) is moved
+by every append under a row lock, so appends from any number of workers form one chain, and a
+deleted tail is detected too. The database also refuses UPDATE and DELETE on the entries.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dissemination.errors import RecordBroken
+from dissemination.store.database import Database
+from dissemination.store.tables import dissemination_chain, dissemination_records
+
+GENESIS = "0" * 64
+
+
+RELEASED = "released"
+WITHHELD = "withheld"
+HASHED_FIELDS = (
+    "seq",
+    "at",
+    "alert_id",
+    "delivery_id",
+    "stakeholder_id",
+    "organization",
+    "channel",
+    "address",
+    "outcome",
+    "rule",
+    "justification",
+    "content_sha256",
+)
+VERIFY_CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One release or withholding, before it is chained."""
+
+    alert_id: str
+    delivery_id: str | None
+    stakeholder_id: str
+    organization: str | None
+    channel: str
+    address: str
+    outcome: str
+    rule: tuple[str, ...]
+    justification: str
+    content_sha256: str | None
+
+
+def record_time(moment: datetime) -> str:
+    """How entries write time: UTC with microseconds, so that text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
+    canonical = json.dumps(
+        {name: fields[name] for name in HASHED_FIELDS},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+async def append_records(conn: AsyncConnection, entries: Iterable[Entry], now: datetime) -> None:
+    """Chain `entries` onto the record inside the caller's transaction."""
+    pending = list(entries)
+    if not pending:
+        return
+    head = (
+        await conn.execute(
+            update(dissemination_chain)
+            .where(dissemination_chain.c.id == 1)
+            .values(seq=dissemination_chain.c.seq + len(pending))
+            .returning(dissemination_chain.c.seq, dissemination_chain.c.last_hash)
+        )
+    ).first()
+    if head is None:  # fail closed: nothing is disseminated without its record
+        raise RecordBroken("the dissemination record's chain head is missing")
+    seq, prev_hash = int(head.seq) - len(pending), str(head.last_hash)
+    at = record_time(now)
+    values = []
+    for entry in pending:
+        seq += 1
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "at": at,
+            "alert_id": entry.alert_id,
+            "delivery_id": entry.delivery_id,
+            "stakeholder_id": entry.stakeholder_id,
+            "organization": entry.organization,
+            "channel": entry.channel,
+            "address": entry.address,
+            "outcome": entry.outcome,
+            "rule": list(entry.rule),
+            "justification": entry.justification,
+            "content_sha256": entry.content_sha256,
+        }
+        digest = entry_hash(prev_hash, fields)
+        values.append(fields | {"prev_hash": prev_hash, "hash": digest})
+        prev_hash = digest
+    await conn.execute(dissemination_records.insert(), values)
+    await conn.execute(
+        update(dissemination_chain).where(dissemination_chain.c.id == 1).values(last_hash=prev_hash)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What `verify` found: how many entries it checked, and the first break, if any."""
+
+    checked: int
+    problem: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+async def verify(database: Database, anchor: tuple[int, str] | None = None) -> Verification:
+    """Walk the whole chain: consecutive sequence numbers, each entry's link to the one before,
+    each entry's own hash, and the head matching the last entry. An `anchor` (a sequence
+    number and hash noted outside the database earlier, see `head`) must still be in the
+    chain: that catches a tail cut off together with a rewritten head."""
+    expected_seq, prev_hash, checked = 1, GENESIS, 0
+    async with database.reading() as conn:
+        async for row in _entries(conn):
+            if row["seq"] != expected_seq:
+                return Verification(
+                    checked, f"entry {expected_seq} is missing (found {row['seq']} next)"
+                )
+            if row["prev_hash"] != prev_hash:
+                return Verification(checked, f"entry {row['seq']} does not follow the one before")
+            if entry_hash(prev_hash, row) != row["hash"]:
+                return Verification(checked, f"entry {row['seq']} was altered")
+            if anchor is not None and row["seq"] == anchor[0] and row["hash"] != anchor[1]:
+                return Verification(checked, f"entry {row['seq']} differs from the anchor")
+            prev_hash, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
+        head = (await conn.execute(select(dissemination_chain))).mappings().one()
+    if anchor is not None and checked < anchor[0]:
+        return Verification(
+            checked, f"the chain ends at entry {checked}, before the anchored entry {anchor[0]}"
+        )
+    if head["seq"] != checked or head["last_hash"] != prev_hash:
+        return Verification(
+            checked, f"the chain ends at entry {checked} but its head says {head['seq']}"
+        )
+    return Verification(checked)
+
+
+async def head(database: Database) -> tuple[int, str]:
+    """The chain's last sequence number and hash: note them outside the database (a ticket,
+    a log shipped elsewhere) to anchor later verifications."""
+    async with database.reading() as conn:
+        row = (await conn.execute(select(dissemination_chain))).mappings().one()
+    return int(row["seq"]), str(row["last_hash"])
+
+
+async def _entries(conn: AsyncConnection) -> AsyncIterator[dict[str, Any]]:
+    after = 0
+    while True:
+        rows = [
+            dict(row)
+            for row in (
+                await conn.execute(
+                    select(dissemination_records)
+                    .where(dissemination_records.c.seq > after)
+                    .order_by(dissemination_records.c.seq)
+                    .limit(VERIFY_CHUNK)
+                )
+            ).mappings()
+        ]
+        for row in rows:
+            yield row
+        if len(rows) < VERIFY_CHUNK:
+            return
+        after = rows[-1]["seq"]
+
+
+EXPORT_FIELDS = (*HASHED_FIELDS, "prev_hash", "hash")
+
+
+async def export(
+    database: Database,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    alert_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Entries in chain order, within [since, until) and of one alert if given."""
+    query = select(dissemination_records).order_by(dissemination_records.c.seq)
+    if since is not None:
+        query = query.where(dissemination_records.c.at >= record_time(since))
+    if until is not None:
+        query = query.where(dissemination_records.c.at < record_time(until))
+    if alert_id is not None:
+        query = query.where(dissemination_records.c.alert_id == alert_id)
+    async with database.reading() as conn:
+        return [
+            {name: row[name] for name in EXPORT_FIELDS}
+            for row in (await conn.execute(query)).mappings()
+        ]
+
+
+def as_csv(entries: Iterable[Mapping[str, Any]]) -> str:
+    """Entries as CSV; cells a spreadsheet would run as formulas are prefixed with '."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_FIELDS)
+    for entry in entries:
+        writer.writerow([_cell(entry[name]) for name in EXPORT_FIELDS])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = ";".join(value) if isinstance(value, list) else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

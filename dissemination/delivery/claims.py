@@ -1,0 +1,415 @@
+"""The ledger operations delivery workers need, each one short transaction over a batch of
+rows: claim (`pending` -> `sending`, conditional, so two workers never both send a row),
+settle (only from `sending`, so a late writer never moves a row backwards), fall back to the
+next channel, and the stuck-row policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.alert import MsgType
+from dissemination.acks.escalation import start_escalations
+from dissemination.controls.record import RELEASED, WITHHELD, Entry, append_records
+from dissemination.controls.sendcheck import release_justification
+from dissemination.directory.store import CONTACT, STAKEHOLDER, record_of
+from dissemination.store.audit import Actor, write_audit
+from dissemination.store.database import Database
+from dissemination.store.rows import DeliveryState, PlannedRow
+from dissemination.store.tables import (
+    acks,
+    alert_references,
+    alerts,
+    contacts,
+    deliveries,
+    sms_opt_outs,
+    stakeholders,
+)
+from subscriptions.codec import stakeholder_model
+
+DELIVERY_ACTOR = Actor(None, "delivery worker")
+DOCUMENT_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Rows now ours to send, and rows that are pending but must wait until `not_before`."""
+
+    rows: list[dict[str, Any]]
+    held: list[tuple[str, datetime]]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How one claimed row ends this attempt. `state` PENDING means it goes back to wait until
+    `not_before` (a retry, or an open circuit, which does not count as an attempt)."""
+
+    row: dict[str, Any]
+    state: DeliveryState
+    reason: str | None
+    provider_id: str | None = None
+    not_before: datetime | None = None
+    uncount_attempt: bool = False
+    fall_back: bool = False
+    disable_contact: bool = False
+    detail: str | None = None
+    content_sha256: str | None = None
+
+
+@dataclass(slots=True)
+class SettleResult:
+    """Rows created by fallback, by channel, to be published as tasks."""
+
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)
+
+
+def record_entries(settlements: Sequence[Settlement]) -> list[Entry]:
+    """The dissemination record's entries for these outcomes: each send, and each withholding
+    at send time."""
+    entries = []
+    for s in settlements:
+        if s.state is DeliveryState.SENT:
+            outcome, justification = RELEASED, release_justification(s.row)
+        elif s.state is DeliveryState.WITHHELD:
+            outcome, justification = WITHHELD, f"{s.reason}: {s.detail or ''}".rstrip(": ")
+        else:
+            continue
+        holder = s.row.get("stakeholder")
+        entries.append(
+            Entry(
+                alert_id=s.row["alert_id"],
+                delivery_id=s.row["id"],
+                stakeholder_id=s.row["stakeholder_id"],
+                organization=holder.organization if holder is not None else None,
+                channel=s.row["channel"],
+                address=s.row["address"],
+                outcome=outcome,
+                rule=tuple(s.row["subscriptions"] or ()),
+                justification=justification,
+                content_sha256=s.content_sha256,
+            )
+        )
+    return entries
+
+
+class DeliveryStore:
+    """Batch reads and writes of delivery rows."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        # Alert documents never change once stored; a fan-out reads one for many rows.
+        self._documents: dict[str, dict[str, Any]] = {}
+
+    async def claim(self, ids: Sequence[str], now: datetime) -> Claim:
+        """Take the pending rows among `ids` whose time has come; report the ones still held."""
+        pending = and_(deliveries.c.id.in_(ids), deliveries.c.state == DeliveryState.PENDING.value)
+        due = or_(deliveries.c.not_before.is_(None), deliveries.c.not_before <= now)
+        async with self.database.transaction() as conn:
+            claimed = list(
+                await conn.scalars(
+                    update(deliveries)
+                    .where(pending, due)
+                    .values(
+                        state=DeliveryState.SENDING.value,
+                        attempts=deliveries.c.attempts + 1,
+                        updated_at=now,
+                    )
+                    .returning(deliveries.c.id)
+                )
+            )
+            held = [
+                (row.id, row.not_before)
+                for row in await conn.execute(
+                    select(deliveries.c.id, deliveries.c.not_before).where(pending, ~due)
+                )
+            ]
+            rows = await self._rows(conn, claimed) if claimed else []
+        return Claim(rows, held)
+
+    async def _rows(self, conn: AsyncConnection, ids: list[str]) -> list[dict[str, Any]]:
+        rows = await self._rows_without_documents(conn, ids)
+        missing = {row["alert_id"] for row in rows} - set(self._documents)
+        if missing:
+            if len(self._documents) + len(missing) > DOCUMENT_CACHE_SIZE:
+                self._documents.clear()
+            result = await conn.execute(
+                select(alerts.c.id, alerts.c.document).where(alerts.c.id.in_(missing))
+            )
+            self._documents.update({alert.id: alert.document for alert in result})
+        for row in rows:
+            row["document"] = self._documents[row["alert_id"]]
+        await self._attach_stakeholders(conn, rows)
+        return rows
+
+    @staticmethod
+    async def _attach_stakeholders(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """Each row's stakeholder as it is now (None if removed), for the send-time check."""
+        result = await conn.execute(
+            select(stakeholders).where(
+                stakeholders.c.id.in_({row["stakeholder_id"] for row in rows})
+            )
+        )
+        current = {
+            found["id"]: stakeholder_model(record_of(STAKEHOLDER, found))
+            for found in result.mappings()
+        }
+        for row in rows:
+            row["stakeholder"] = current.get(row["stakeholder_id"])
+
+    @staticmethod
+    async def _rows_without_documents(
+        conn: AsyncConnection, ids: list[str]
+    ) -> list[dict[str, Any]]:
+        query = (
+            select(
+                deliveries,
+                contacts.c.secret,
+                sms_opt_outs.c.keyword.label("opted_out"),
+                acks.c.token_id.label("ack_token_id"),
+                acks.c.code.label("ack_code"),
+                acks.c.expires_at.label("ack_expires_at"),
+            )
+            .select_from(
+                deliveries.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
+                .outerjoin(
+                    sms_opt_outs,
+                    and_(
+                        deliveries.c.channel == "sms",
+                        sms_opt_outs.c.address == deliveries.c.address,
+                    ),
+                )
+                .outerjoin(
+                    acks,
+                    and_(
+                        acks.c.alert_id == deliveries.c.alert_id,
+                        acks.c.stakeholder_id == deliveries.c.stakeholder_id,
+                    ),
+                )
+            )
+            .where(deliveries.c.id.in_(ids))
+        )
+        return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+    async def settle(self, settlements: Sequence[Settlement], now: datetime) -> SettleResult:
+        """Record every outcome in one transaction, with the fallback rows and disabled
+        endpoints they cause."""
+        result = SettleResult()
+        if not settlements:
+            return result
+        async with self.database.transaction() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.id == bindparam("row_id"),
+                    deliveries.c.state == DeliveryState.SENDING.value,
+                )
+                .values(
+                    state=bindparam("new_state"),
+                    reason=bindparam("new_reason"),
+                    provider_id=func.coalesce(
+                        bindparam("new_provider_id"), deliveries.c.provider_id
+                    ),
+                    not_before=bindparam("new_not_before"),
+                    detail=func.coalesce(bindparam("new_detail"), deliveries.c.detail),
+                    attempts=deliveries.c.attempts - bindparam("uncount"),
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "row_id": s.row["id"],
+                        "new_state": s.state.value,
+                        "new_reason": s.reason,
+                        "new_provider_id": s.provider_id,
+                        "new_not_before": s.not_before,
+                        "uncount": int(s.uncount_attempt),
+                        "new_detail": s.detail,
+                    }
+                    for s in settlements
+                ],
+            )
+            await start_escalations(
+                conn,
+                [
+                    (s.row["alert_id"], s.row["stakeholder_id"])
+                    for s in settlements
+                    if s.state is DeliveryState.SENT
+                    and s.row["ack_required"]
+                    and s.row["origin"] != "notice"
+                ],
+                now,
+            )
+            await append_records(conn, record_entries(settlements), now)
+            retrying = [s.row["id"] for s in settlements if s.state is DeliveryState.PENDING]
+            if retrying:
+                await self._stop_if_cancelled(conn, retrying, now)
+            for s in settlements:
+                if s.disable_contact and s.row["contact_id"]:
+                    await self._disable_contact(conn, s.row["contact_id"], s.reason or "", now)
+                if s.fall_back:
+                    created = await self._fall_back(conn, s.row, now)
+                    if created is not None:
+                        result.fallbacks.setdefault(created[0], []).append(created[1])
+        return result
+
+    @staticmethod
+    async def _stop_if_cancelled(conn: AsyncConnection, ids: list[str], now: datetime) -> None:
+        """A Cancel that arrived while these rows were being sent stops their retries too (the
+        ledger suppressed the alert's other pending rows when it recorded the Cancel)."""
+        cancels = (
+            select(alert_references.c.ref_alert_id)
+            .join(alerts, alerts.c.id == alert_references.c.alert_id)
+            .where(alerts.c.msg_type == MsgType.CANCEL.value)
+        )
+        await conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id.in_(ids),
+                deliveries.c.state == DeliveryState.PENDING.value,
+                deliveries.c.alert_id.in_(cancels),
+            )
+            .values(state=DeliveryState.SUPPRESSED.value, reason="cancelled", updated_at=now)
+        )
+
+    async def _fall_back(
+        self, conn: AsyncConnection, row: dict[str, Any], now: datetime
+    ) -> tuple[str, str] | None:
+        """A pending row on the first later channel of the subscription where the stakeholder
+        has an active contact; None if there is none (or the row exists already)."""
+        remaining = list(row["fallback_channels"] or ())
+        while remaining:
+            channel = remaining.pop(0)
+            contact = (
+                (
+                    await conn.execute(
+                        select(contacts.c.id, contacts.c.address)
+                        .where(
+                            contacts.c.stakeholder_id == row["stakeholder_id"],
+                            contacts.c.channel == channel,
+                            contacts.c.active.is_(True),
+                        )
+                        .order_by(contacts.c.created_at, contacts.c.id)
+                        .limit(1)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if contact is None:
+                continue
+            planned = PlannedRow(
+                stakeholder_id=row["stakeholder_id"],
+                subscription_id=row["subscription_id"],
+                contact_id=contact["id"],
+                channel=channel,
+                address=contact["address"],
+                state=DeliveryState.PENDING,
+                fallback_channels=tuple(remaining),
+                ack_required=bool(row["ack_required"]),
+                subscriptions=tuple(row["subscriptions"] or ()),
+                origin="fallback",
+            )
+            values = planned.values(row["alert_id"]) | {
+                "created_at": now,
+                "updated_at": now,
+                "fallback_of": row["id"],
+            }
+            inserted = await conn.execute(
+                self.database.insert_ignoring_conflicts(deliveries).values(values)
+            )
+            return (channel, values["id"]) if inserted.rowcount == 1 else None
+        return None
+
+    async def resend_stuck(
+        self,
+        channel: str,
+        older_than: datetime,
+        now: datetime,
+        in_flight: Collection[str] = (),
+    ) -> list[str]:
+        """The resend-once policy for rows stuck in `sending` (their worker died mid-send, so
+        whether they went is unknown): back to `pending` flagged `resent`, or `failed` if that
+        happened before. `in_flight` are rows the caller itself is still sending (slow, not
+        stuck). Returns the ids to publish again."""
+        stuck = and_(
+            deliveries.c.channel == channel,
+            deliveries.c.state == DeliveryState.SENDING.value,
+            deliveries.c.updated_at < older_than,
+        )
+        if in_flight:
+            stuck = and_(stuck, deliveries.c.id.not_in(list(in_flight)))
+        async with self.database.transaction() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(stuck, deliveries.c.resent.is_(True))
+                .values(
+                    state=DeliveryState.FAILED.value,
+                    reason="stuck in sending again after one resend",
+                    updated_at=now,
+                )
+            )
+            ids = list(
+                await conn.scalars(
+                    select(deliveries.c.id).where(stuck, deliveries.c.resent.is_(False))
+                )
+            )
+            if ids:
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(ids))
+                    .values(
+                        state=DeliveryState.PENDING.value,
+                        resent=True,
+                        reason="a worker stopped mid-send: resent once, may be a duplicate",
+                        updated_at=now,
+                    )
+                )
+            return ids
+
+    async def overdue_pending(self, channel: str, older_than: datetime) -> list[str]:
+        """Pending rows that have been due since before `older_than`: their task was lost if
+        the channel's queue holds nothing (a crash between commit and publish)."""
+        async with self.database.reading() as conn:
+            return list(
+                await conn.scalars(
+                    select(deliveries.c.id).where(
+                        deliveries.c.channel == channel,
+                        deliveries.c.state == DeliveryState.PENDING.value,
+                        func.coalesce(deliveries.c.not_before, deliveries.c.updated_at)
+                        < older_than,
+                    )
+                )
+            )
+
+    async def _disable_contact(
+        self, conn: AsyncConnection, contact_id: str, reason: str, now: datetime
+    ) -> None:
+        """Deactivate an endpoint that said it is gone. Audited like any directory change,
+        which is also how every instance's matcher learns of it."""
+        row = (
+            (await conn.execute(select(contacts).where(contacts.c.id == contact_id)))
+            .mappings()
+            .first()
+        )
+        if row is None or not row["active"]:
+            return
+        await conn.execute(
+            update(contacts).where(contacts.c.id == contact_id).values(active=False, updated_at=now)
+        )
+        before = record_of(CONTACT, row)
+        await write_audit(
+            conn,
+            at=now,
+            actor=DELIVERY_ACTOR,
+            action="update",
+            entity=CONTACT.name,
+            entity_id=contact_id,
+            before=before,
+            after=before | {"active": False, "updatedAt": now.isoformat()},
+            reason=reason,
+        )

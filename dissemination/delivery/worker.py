@@ -1,0 +1,311 @@
+"""Delivery workers: one per channel, consuming `deliveries.<channel>`. For each task (a batch
+of row ids) a worker claims the rows that are due in chunks, sends them concurrently (bounded
+in all and per destination host, behind that host's circuit breaker), records every outcome
+in one transaction, and only then acks the task.
+
+- sent: the provider accepted it; its id (Message-ID, Twilio SID, HTTP status) is kept.
+- transient failure: the row goes back to `pending` with `not_before` set by the backoff and
+  its id onto a retry queue; after `broker.max_attempts` tries it fails.
+- permanent failure (or an SMS opt-out): the row fails (or is suppressed) and the
+  subscription's next channel gets a row, if the stakeholder has a contact there.
+- a row left in `sending` (its worker died mid-send, so whether it went is unknown) is, after
+  `broker.stuck_after_seconds`, resent once and flagged `resent`; stuck again, it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from channels.base import Outcome, SendResult
+from core.clock import Clock
+from core.errors import StoreUnavailable
+from dissemination.broker.dispatch import DeliveryDispatcher
+from dissemination.controls.sendcheck import send_time_refusal
+from dissemination.delivery.breaker import CircuitBreakers
+from dissemination.delivery.claims import DeliveryStore, Settlement, SettleResult
+from dissemination.delivery.senders import Sender
+from dissemination.errors import PublishFailed
+from dissemination.retrying import RetrySchedule
+from dissemination.store.rows import DeliveryState
+
+log = logging.getLogger(__name__)
+CLAIM_CHUNK = 64
+"""Rows claimed at once: bounds what a crash leaves in `sending` (and so may resend)."""
+SETTLE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+SETTLE_INTERVAL = 0.05
+"""Sends that finished within this long of each other are recorded in one transaction; a
+slow destination's rows are recorded when they finish, never holding up the others'."""
+
+
+class DeliveryWorker:
+    """Sends one channel's rows named by tasks on its queue."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        store: DeliveryStore,
+        queue: AbstractQueue,
+        dispatcher: DeliveryDispatcher,
+        schedule: RetrySchedule,
+        breakers: CircuitBreakers,
+        clock: Clock,
+        *,
+        concurrency: int = 128,
+        per_host_concurrency: int = 32,
+        stuck_after_seconds: float = 300.0,
+    ) -> None:
+        self.sender = sender
+        self.channel = sender.channel
+        self.store = store
+        self.queue = queue
+        self.dispatcher = dispatcher
+        self.schedule = schedule
+        self.breakers = breakers
+        self.clock = clock
+        self.stuck_after_seconds = stuck_after_seconds
+        self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)
+        self._unsettled = 0
+        self._in_flight: set[str] = set()  # row ids this worker holds in `sending`
+        self._room = asyncio.Condition()
+        self.per_host_concurrency = per_host_concurrency
+        self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._consumer_tag: str | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.sweep()
+        self._consumer_tag = await self.queue.consume(self._on_task, no_ack=False)
+        self._sweeper = asyncio.create_task(
+            self._sweep_periodically(), name=f"{self.channel}-stuck-row-sweeper"
+        )
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._consumer_tag is not None:
+            try:
+                await self.queue.cancel(self._consumer_tag)
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+                log.warning("could not cancel the %s consumer: %r", self.channel, error)
+        await self.sender.close()
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.stuck_after_seconds)
+            try:
+                await self.sweep()
+            except (StoreUnavailable, PublishFailed) as error:
+                log.warning("stuck-row sweep failed, will try again: %s", error)
+
+    async def sweep(self) -> list[str]:
+        """Apply the resend-once policy to rows stuck in `sending`, and, when the channel's
+        queue is empty, republish overdue pending rows (their task was lost); returns the ids
+        published."""
+        now = self.clock()
+        older_than = now - timedelta(seconds=self.stuck_after_seconds)
+        ids = await self.store.resend_stuck(self.channel, older_than, now, set(self._in_flight))
+        if ids:
+            log.warning("%d %s rows were stuck in sending: resending once", len(ids), self.channel)
+        declared = await self.queue.declare()
+        if not declared.message_count:
+            resent = set(ids)
+            overdue = [
+                i
+                for i in await self.store.overdue_pending(self.channel, older_than)
+                if i not in resent
+            ]
+            if overdue:
+                log.warning(
+                    "%d %s rows had lost their task: publishing again", len(overdue), self.channel
+                )
+            ids += overdue
+        if ids:
+            await self.dispatcher.dispatch({self.channel: ids})
+        return ids
+
+    async def _on_task(self, message: AbstractIncomingMessage) -> None:
+        try:
+            ids = [str(i) for i in json.loads(message.body)["deliveries"]]
+        except (ValueError, KeyError, TypeError):
+            log.error("malformed delivery task %s: rejected", message.message_id)
+            await message.reject(requeue=False)
+            return
+        try:
+            outcomes = await self.deliver(ids)
+        except (StoreUnavailable, PublishFailed) as error:
+            # Settled rows stay settled; the rest are pending (redelivered with the task) or
+            # sending (the stuck-row policy resolves them).
+            log.warning("%s task requeued: %s", self.channel, error)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+        log.info(
+            "%s task of %d rows done: %s",
+            self.channel,
+            len(ids),
+            ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items())) or "nothing due",
+        )
+
+    async def deliver(self, ids: Sequence[str]) -> Counter[str]:
+        """Claim the rows in chunks while there is room, send them concurrently, and record
+        outcomes in waves as sends finish; returns how many rows ended in which state."""
+        outcomes: Counter[str] = Counter()
+        sending: set[asyncio.Task[Settlement]] = set()
+        claimed: set[str] = set()
+        try:
+            for start in range(0, len(ids), CLAIM_CHUNK):
+                while self._unsettled >= 2 * self.concurrency:
+                    if sending:  # record our own finished sends while we wait for room
+                        await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
+                        continue
+                    async with self._room:
+                        await self._room.wait_for(lambda: self._unsettled < 2 * self.concurrency)
+                claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
+                await self._delay(claim.held)
+                self._unsettled += len(claim.rows)
+                new_ids = {row["id"] for row in claim.rows}
+                claimed |= new_ids
+                self._in_flight |= new_ids
+                sending |= {asyncio.create_task(self._attempt(row)) for row in claim.rows}
+                await self._settle_finished(sending, 0, outcomes)
+            while sending:
+                await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
+            return outcomes
+        finally:
+            if sending:  # only on a store or broker failure: unsettled rows are redone
+                for task in sending:
+                    task.cancel()
+                self._in_flight.difference_update(claimed)  # left for the stuck-row policy
+                async with self._room:
+                    self._unsettled -= len(sending)
+                    self._room.notify_all()
+
+    async def _settle_finished(
+        self, sending: set[asyncio.Task[Settlement]], wait: float, outcomes: Counter[str]
+    ) -> None:
+        """Record the sends that have finished (waiting up to `wait` for more to finish, and
+        for at least one), taking them out of `sending`."""
+        if wait > 0:
+            done, _ = await asyncio.wait(sending, timeout=wait)
+            if not done:
+                done, _ = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            done = {task for task in sending if task.done()}
+        if done:
+            sending.difference_update(done)
+            settlements = [task.result() for task in done]
+            await self._settle(settlements)
+            outcomes.update(s.state.value for s in settlements)
+
+    async def _settle(self, settlements: list[Settlement]) -> None:
+        try:
+            settled = await self._settle_with_retries(settlements)
+        finally:
+            self._in_flight.difference_update(s.row["id"] for s in settlements)
+            async with self._room:
+                self._unsettled -= len(settlements)
+                self._room.notify_all()
+        await self._delay(
+            [
+                (s.row["id"], s.not_before)
+                for s in settlements
+                if s.state is DeliveryState.PENDING and s.not_before is not None
+            ]
+        )
+        if settled.fallbacks:
+            await self.dispatcher.dispatch(settled.fallbacks)
+
+    async def _settle_with_retries(self, settlements: list[Settlement]) -> SettleResult:
+        """The outcomes are known here and nowhere else: a busy or briefly unavailable store
+        gets a few more tries before the rows are left to the stuck-row policy."""
+        for delay in SETTLE_RETRY_DELAYS:
+            try:
+                return await self.store.settle(settlements, self.clock())
+            except StoreUnavailable as error:
+                log.warning("recording %d outcomes failed, retrying: %s", len(settlements), error)
+                await asyncio.sleep(delay)
+        return await self.store.settle(settlements, self.clock())
+
+    async def _delay(self, waiting: Sequence[tuple[str, datetime]]) -> None:
+        """One delayed task per retry tier, due when the earliest of its rows is; a row that
+        comes back before its own time is delayed again."""
+        now = self.clock()
+        by_tier: dict[float, tuple[float, list[str]]] = {}
+        for row_id, not_before in waiting:
+            seconds = max(0.0, (not_before - now).total_seconds())
+            tier = self.schedule.tier_for(seconds)
+            earliest, ids = by_tier.get(tier, (seconds, []))
+            ids.append(row_id)
+            by_tier[tier] = (min(earliest, seconds), ids)
+        for seconds, ids in by_tier.values():
+            await self.dispatcher.delay(self.channel, ids, seconds)
+
+    async def _attempt(self, row: dict[str, Any]) -> Settlement:
+        now = self.clock()
+        refusal = send_time_refusal(row)
+        if refusal is not None:
+            code, detail = refusal
+            return Settlement(row, DeliveryState.WITHHELD, code, detail=detail)
+        if row["opted_out"]:
+            return Settlement(row, DeliveryState.SUPPRESSED, "opted_out", fall_back=True)
+        host = self.sender.host(row)
+        if not self.breakers.allow(host, now):
+            return Settlement(
+                row,
+                DeliveryState.PENDING,
+                "circuit open for this destination",
+                not_before=self.breakers.retry_at(host, now),
+                uncount_attempt=True,
+            )
+        host_slots = self._host_slots.setdefault(host, asyncio.Semaphore(self.per_host_concurrency))
+        async with host_slots, self.slots:  # wait for the host first: hold no shared slot
+            try:
+                result = await self.sender.send(row)
+            except Exception as error:  # a bug in a channel must not strand the row in sending
+                log.exception("%s send raised", self.channel)
+                result = SendResult(Outcome.TRANSIENT, f"internal error: {type(error).__name__}")
+        now = self.clock()
+        self.breakers.record(host, failed=result.outcome is Outcome.TRANSIENT, now=now)
+        return self._settlement(row, result, now)
+
+    def _settlement(self, row: dict[str, Any], result: SendResult, now: datetime) -> Settlement:
+        if result.outcome is Outcome.SENT:
+            return Settlement(
+                row,
+                DeliveryState.SENT,
+                result.detail,
+                result.provider_id,
+                content_sha256=result.content_sha256,
+            )
+        if result.outcome is Outcome.TRANSIENT and not self.schedule.gives_up_after(
+            row["attempts"]
+        ):
+            delay = self.schedule.delay(row["attempts"], result.retry_after_seconds)
+            return Settlement(
+                row,
+                DeliveryState.PENDING,
+                result.detail,
+                not_before=now + timedelta(seconds=delay),
+            )
+        if result.detail.startswith("opted_out"):
+            return Settlement(row, DeliveryState.SUPPRESSED, result.detail, fall_back=True)
+        reason = result.detail
+        if result.outcome is Outcome.TRANSIENT:
+            reason = f"gave up after {row['attempts']} attempts: {reason}"
+        return Settlement(
+            row,
+            DeliveryState.FAILED,
+            reason,
+            fall_back=True,
+            disable_contact=result.disable_address,
+        )

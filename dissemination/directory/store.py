@@ -1,0 +1,281 @@
+"""The directory in the database: stakeholders, contacts and subscriptions, with every change
+audited in the same transaction. Entities are handled alike through an EntitySpec that maps
+API field names to columns."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from channels.webhook import new_secret as new_webhook_secret
+from dissemination.store.audit import Actor, write_audit
+from dissemination.store.database import Database
+from dissemination.store.tables import contacts, escalation_policies, stakeholders, subscriptions
+
+
+@dataclass(frozen=True, slots=True)
+class EntitySpec:
+    """How one kind of directory entity maps between its API fields and its table."""
+
+    name: str
+    table: Table
+    fields: Mapping[str, str]
+    filters: Mapping[str, str]
+
+
+STAKEHOLDER = EntitySpec(
+    "stakeholder",
+    stakeholders,
+    {
+        "name": "name",
+        "organization": "organization",
+        "sector": "sector",
+        "kind": "kind",
+        "jurisdiction": "jurisdiction",
+        "clearance": "clearance",
+        "timezone": "timezone",
+        "quietHours": "quiet_hours",
+        "active": "active",
+    },
+    {"organization": "organization", "sector": "sector", "kind": "kind", "active": "active"},
+)
+CONTACT = EntitySpec(
+    "contact",
+    contacts,
+    {
+        "stakeholderId": "stakeholder_id",
+        "channel": "channel",
+        "address": "address",
+        "label": "label",
+        "active": "active",
+    },
+    {"stakeholderId": "stakeholder_id", "channel": "channel", "active": "active"},
+)
+SUBSCRIPTION = EntitySpec(
+    "subscription",
+    subscriptions,
+    {
+        "stakeholderId": "stakeholder_id",
+        "rule": "rule",
+        "channels": "channels",
+        "ackRequired": "ack_required",
+        "escalationId": "escalation_id",
+        "enabled": "enabled",
+        "includeExercises": "include_exercises",
+    },
+    {"stakeholderId": "stakeholder_id", "enabled": "enabled"},
+)
+
+ESCALATION = EntitySpec(
+    "escalation",
+    escalation_policies,
+    {"name": "name", "steps": "steps"},
+    {"name": "name"},
+)
+
+
+def record_of(spec: EntitySpec, row: Mapping[Any, Any]) -> dict[str, Any]:
+    """The API representation of a row (never its secret)."""
+    record: dict[str, Any] = {"id": row["id"]}
+    record.update({field: row[column] for field, column in spec.fields.items()})
+    record["createdAt"] = row["created_at"].isoformat()
+    record["updatedAt"] = row["updated_at"].isoformat()
+    return record
+
+
+def _columns(spec: EntitySpec, fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {spec.fields[name]: value for name, value in fields.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class Directory:
+    """Create, read, list, update and delete directory entities, auditing every change."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def create(
+        self, spec: EntitySpec, fields: Mapping[str, Any], actor: Actor, now: datetime
+    ) -> tuple[dict[str, Any], str | None]:
+        """Store a new entity; returns its record and, for a webhook contact, its signing
+        secret (shown to the caller once, never again)."""
+        async with self.database.transaction() as conn:
+            return await self.create_in(conn, spec, fields, actor, now)
+
+    async def create_in(
+        self,
+        conn: AsyncConnection,
+        spec: EntitySpec,
+        fields: Mapping[str, Any],
+        actor: Actor,
+        now: datetime,
+    ) -> tuple[dict[str, Any], str | None]:
+        entity_id = str(uuid.uuid4())
+        values = _columns(spec, fields) | {"id": entity_id, "created_at": now, "updated_at": now}
+        secret = None
+        if spec is CONTACT and fields["channel"] == "webhook":
+            secret = new_webhook_secret()
+            values["secret"] = secret
+        await conn.execute(spec.table.insert().values(**values))
+        record = record_of(spec, values)
+        await write_audit(
+            conn,
+            at=now,
+            actor=actor,
+            action="create",
+            entity=spec.name,
+            entity_id=entity_id,
+            before=None,
+            after=record,
+        )
+        return record, secret
+
+    async def get(self, spec: EntitySpec, entity_id: str) -> dict[str, Any] | None:
+        async with self.database.reading() as conn:
+            row = (
+                (await conn.execute(select(spec.table).where(spec.table.c.id == entity_id)))
+                .mappings()
+                .first()
+            )
+        return record_of(spec, row) if row else None
+
+    async def page(
+        self,
+        spec: EntitySpec,
+        filters: Mapping[str, Any],
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """A page of records ordered by id; `after` is the cursor from the previous page."""
+        query = select(spec.table)
+        for name, value in filters.items():
+            query = query.where(spec.table.c[spec.filters[name]] == value)
+        if after:
+            query = query.where(spec.table.c.id > after)
+        async with self.database.reading() as conn:
+            rows = list(
+                (await conn.execute(query.order_by(spec.table.c.id).limit(limit + 1))).mappings()
+            )
+        items = [record_of(spec, row) for row in rows[:limit]]
+        return Page(items, items[-1]["id"] if len(rows) > limit else None)
+
+    async def all(self, spec: EntitySpec) -> list[dict[str, Any]]:
+        async with self.database.reading() as conn:
+            rows = await conn.execute(select(spec.table).order_by(spec.table.c.id))
+            return [record_of(spec, row) for row in rows.mappings()]
+
+    async def update(
+        self,
+        spec: EntitySpec,
+        entity_id: str,
+        fields: Mapping[str, Any],
+        actor: Actor,
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """Replace the entity's fields; returns the new record, or None if there is none."""
+        async with self.database.transaction() as conn:
+            table = spec.table
+            row = (
+                (await conn.execute(select(table).where(table.c.id == entity_id)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            before = record_of(spec, row)
+            values = _columns(spec, fields) | {"updated_at": now}
+            await conn.execute(update(table).where(table.c.id == entity_id).values(**values))
+            after = record_of(spec, dict(row) | values)
+            await write_audit(
+                conn,
+                at=now,
+                actor=actor,
+                action="update",
+                entity=spec.name,
+                entity_id=entity_id,
+                before=before,
+                after=after,
+            )
+            return after
+
+    async def delete(
+        self, spec: EntitySpec, entity_id: str, actor: Actor, now: datetime
+    ) -> list[tuple[EntitySpec, str]] | None:
+        """Delete the entity (a stakeholder takes its contacts and subscriptions with it);
+        returns what was deleted, children first, or None if there was no such entity."""
+        async with self.database.transaction() as conn:
+            table = spec.table
+            row = (
+                (await conn.execute(select(table).where(table.c.id == entity_id)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            before = record_of(spec, row)
+            deleted: list[tuple[EntitySpec, str]] = []
+            if spec is STAKEHOLDER:
+                for child in (CONTACT, SUBSCRIPTION):
+                    ids = await self._delete_children(conn, child, entity_id, actor, now)
+                    deleted += [(child, child_id) for child_id in ids]
+            await conn.execute(delete(table).where(table.c.id == entity_id))
+            await write_audit(
+                conn,
+                at=now,
+                actor=actor,
+                action="delete",
+                entity=spec.name,
+                entity_id=entity_id,
+                before=before,
+                after=None,
+            )
+            return [*deleted, (spec, entity_id)]
+
+    async def _delete_children(
+        self,
+        conn: AsyncConnection,
+        spec: EntitySpec,
+        stakeholder_id: str,
+        actor: Actor,
+        now: datetime,
+    ) -> list[str]:
+        table = spec.table
+        rows = list(
+            (
+                await conn.execute(select(table).where(table.c.stakeholder_id == stakeholder_id))
+            ).mappings()
+        )
+        for row in rows:
+            await write_audit(
+                conn,
+                at=now,
+                actor=actor,
+                action="delete",
+                entity=spec.name,
+                entity_id=row["id"],
+                before=record_of(spec, row),
+                after=None,
+            )
+        await conn.execute(delete(table).where(table.c.stakeholder_id == stakeholder_id))
+        return [row["id"] for row in rows]
+
+    async def webhook_secret(self, contact_id: str) -> str | None:
+        async with self.database.reading() as conn:
+            value = await conn.scalar(select(contacts.c.secret).where(contacts.c.id == contact_id))
+            return str(value) if value is not None else None
+
+    async def exists(self, spec: EntitySpec, entity_id: str) -> bool:
+        async with self.database.reading() as conn:
+            found = await conn.scalar(select(spec.table.c.id).where(spec.table.c.id == entity_id))
+            return found is not None

@@ -1,0 +1,107 @@
+"""Keeping a process's matcher in step with the directory.
+
+Changes made through this process's API are applied at once (`apply_change`). Changes made by
+other instances sharing the database reach this one through `DirectoryFollower`, which
+follows the audit log: every directory change writes exactly one audit entry in its own
+transaction, so the log is also a change feed. The follower re-reads the entity's current
+record rather than trusting the entry, so replaying an entry twice, or out of order, is
+harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+
+from core.errors import StoreUnavailable
+from dissemination.directory.store import (
+    CONTACT,
+    ESCALATION,
+    STAKEHOLDER,
+    SUBSCRIPTION,
+    Directory,
+    EntitySpec,
+)
+from dissemination.store.tables import audit_log
+from subscriptions.codec import contact_model, stakeholder_model, subscription_model
+from subscriptions.matcher import Matcher
+
+log = logging.getLogger(__name__)
+
+SPECS = {spec.name: spec for spec in (STAKEHOLDER, CONTACT, SUBSCRIPTION)}
+# PostgreSQL assigns audit ids at insert, not at commit: a transaction holding a lower id can
+# commit after a higher one was read. Re-reading a trailing window of ids catches those.
+REPLAY_WINDOW = 1000
+
+
+def apply_change(
+    matcher: Matcher, spec: EntitySpec, record: Mapping[str, Any] | None, entity_id: str
+) -> None:
+    """Bring the matcher up to date with one entity (`record` None: it no longer exists).
+    Escalation policies do not take part in matching."""
+    if spec is ESCALATION:
+        return
+    if spec is STAKEHOLDER:
+        if record is None:
+            matcher.remove_stakeholder(entity_id)
+        else:
+            matcher.upsert_stakeholder(stakeholder_model(record))
+    elif spec is CONTACT:
+        if record is None:
+            matcher.remove_contact(entity_id)
+        else:
+            matcher.upsert_contact(contact_model(record))
+    elif record is None:
+        matcher.remove_subscription(entity_id)
+    else:
+        matcher.upsert_subscription(subscription_model(record))
+
+
+class DirectoryFollower:
+    """Follows directory changes made by any instance and applies them to this matcher."""
+
+    def __init__(self, directory: Directory, matcher: Matcher, interval_seconds: float) -> None:
+        self.directory = directory
+        self.matcher = matcher
+        self.interval_seconds = interval_seconds
+        self.high_water = 0
+        self._applied: set[int] = set()
+
+    async def start_from_now(self) -> None:
+        """Skip the history: the matcher was just loaded from the directory itself."""
+        async with self.directory.database.reading() as conn:
+            self.high_water = int(await conn.scalar(select(func.max(audit_log.c.id))) or 0)
+
+    async def poll_once(self) -> int:
+        """Apply entries not yet applied; returns how many entities were refreshed."""
+        low = max(0, self.high_water - REPLAY_WINDOW)
+        async with self.directory.database.reading() as conn:
+            rows = list(
+                await conn.execute(
+                    select(audit_log.c.id, audit_log.c.entity, audit_log.c.entity_id)
+                    .where(audit_log.c.id > low, audit_log.c.entity.in_(SPECS))
+                    .order_by(audit_log.c.id)
+                )
+            )
+        fresh = [row for row in rows if row.id not in self._applied]
+        for row in fresh:
+            spec = SPECS[row.entity]
+            record = await self.directory.get(spec, row.entity_id)
+            apply_change(self.matcher, spec, record, row.entity_id)
+            self._applied.add(row.id)
+            self.high_water = max(self.high_water, row.id)
+        self._applied = {i for i in self._applied if i > self.high_water - REPLAY_WINDOW}
+        return len(fresh)
+
+    async def run(self) -> None:
+        """Poll until cancelled; a store outage only delays the next poll."""
+        while True:
+            try:
+                await self.poll_once()
+            except StoreUnavailable as error:
+                log.warning("directory follower cannot read the store: %s", error)
+            await asyncio.sleep(self.interval_seconds)

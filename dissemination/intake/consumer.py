@@ -1,0 +1,192 @@
+"""The AMQP side of intake: consumes `alerts.inbound`, hands each message to the processor,
+and settles it once.
+
+Settlement happens in one place (`IntakeConsumer._settle`):
+  - stored, duplicate or quarantined  -> delivery tasks for its pending rows published
+                                         (confirmed), then ack (the ledger holds it durably)
+  - RejectedInput (bad input)         -> recorded, republished to the dead-letter exchange with
+                                         x-rejection-* headers (confirmed), then acked
+  - StoreUnavailable / unexpected     -> nack with requeue after backoff (never rejected; a true
+                                         poison message reaches alerts.dead via the delivery limit)
+  - shutdown                          -> finished within the grace period, else nack with requeue
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from core.clock import utc_now
+from core.errors import RejectedInput, StoreUnavailable
+from dissemination.broker.dispatch import DeliveryDispatcher
+from dissemination.broker.topology import IntakeTopology
+from dissemination.errors import PublishFailed
+from dissemination.intake.processor import IntakeProcessor
+from dissemination.ledger.alerts import Payload
+from dissemination.retrying import Backoff
+
+log = logging.getLogger(__name__)
+
+SUBMITTED_BY_HEADER = "x-submitted-by"
+
+
+def submitter_of(message: AbstractIncomingMessage, own_user: str | None) -> str | None:
+    """Who published `message`: the API token named in its x-submitted-by header when this
+    service's own broker user published it (HTTP ingest; the broker checks user_id against
+    the connection's user), else the publishing broker user, if the message names it."""
+    user_id = message.user_id
+    if own_user is not None and user_id == own_user:
+        submitted = message.headers.get(SUBMITTED_BY_HEADER)
+        if isinstance(submitted, str) and submitted:
+            return submitted
+    return f"amqp:{user_id}" if user_id else None
+
+
+class IntakeConsumer:
+    """Consumes `alerts.inbound` with bounded concurrency and settles each message once."""
+
+    def __init__(
+        self,
+        processor: IntakeProcessor,
+        topology: IntakeTopology,
+        concurrency: int,
+        backoff: Backoff,
+        dispatcher: DeliveryDispatcher | None = None,
+        own_user: str | None = None,
+    ) -> None:
+        self.processor = processor
+        self.own_user = own_user
+        self.dispatcher = dispatcher
+        self.topology = topology
+        self.backoff = backoff
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[object]] = set()
+        self._stopping = False
+        self._consumer_tag: str | None = None
+        self.processed = 0
+
+    async def start(self) -> None:
+        self._consumer_tag = await self.topology.inbound.consume(self._on_message, no_ack=False)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            async with self._slots:
+                if self._stopping:
+                    await self._safely(message.nack(requeue=True))
+                    return
+                await self._settle(message)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: hand the message back, never drop it.
+            await asyncio.shield(self._safely(message.nack(requeue=True)))
+            raise
+        finally:
+            self._inflight.discard(task)
+
+    async def _settle(self, message: AbstractIncomingMessage) -> None:
+        payload = Payload(message.body, message.content_type or "")
+        try:
+            result = await self.processor.process(payload, submitter_of(message, self.own_user))
+        except RejectedInput as rejected:
+            await self._dead_letter(message, payload, rejected)
+            return
+        except StoreUnavailable as error:
+            await self._requeue_later(message, f"store unavailable: {error}")
+            return
+        except Exception:
+            log.exception("intake failed unexpectedly; requeueing message %s", message.message_id)
+            await self._requeue_later(message, "unexpected error")
+            return
+        self.backoff.reset()
+        for alert_id, outcome in result.outcomes.items():
+            log.info("alert %s %s (message %s)", alert_id, outcome.value, message.message_id)
+        if result.pending and self.dispatcher is not None:
+            try:
+                await self.dispatcher.dispatch(result.pending)
+            except PublishFailed as error:
+                # The plan is stored; the redelivery finds the rows still pending and
+                # publishes their tasks again.
+                await self._requeue_later(message, str(error))
+                return
+        await self._safely(message.ack())
+        self.processed += 1
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, payload: Payload, rejected: RejectedInput
+    ) -> None:
+        log.warning("message %s rejected: %s", message.message_id, rejected.reason)
+        try:
+            await self.processor.ledger.record_rejection(
+                source="amqp",
+                reason=rejected.reason,
+                errors=rejected.errors,
+                payload=payload,
+                message_id=message.message_id,
+                now=self.processor.clock(),
+            )
+            await self.topology.dead_exchange.publish(
+                dead_letter_message(message, rejected), routing_key=message.routing_key or ""
+            )
+        except StoreUnavailable as error:
+            await self._requeue_later(message, f"store unavailable: {error}")
+            return
+        except (aio_pika.exceptions.AMQPError, ConnectionError) as error:
+            await self._requeue_later(message, f"dead-letter publish failed: {error!r}")
+            return
+        await self._safely(message.ack())
+        self.processed += 1
+
+    async def _requeue_later(self, message: AbstractIncomingMessage, why: str) -> None:
+        delay = self.backoff.next_delay()
+        log.warning("requeueing message %s in %.2fs: %s", message.message_id, delay, why)
+        await asyncio.sleep(delay)
+        await self._safely(message.nack(requeue=True))
+
+    async def _safely(self, settle: object) -> None:
+        """Settle, tolerating a channel that died meanwhile: the broker then redelivers the
+        message, and the idempotent ledger turns the redelivery into a duplicate."""
+        try:
+            await settle  # type: ignore[misc]
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+            log.warning("could not settle message (it will be redelivered): %r", error)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop consuming, let in-flight messages finish for `grace_seconds`, requeue the rest."""
+        self._stopping = True
+        if self._consumer_tag is not None:
+            try:
+                await self.topology.inbound.cancel(self._consumer_tag)
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+                log.warning("could not cancel the consumer: %r", error)
+        pending = set(self._inflight)
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=grace_seconds)
+            for task in still_running:
+                task.cancel()
+            if still_running:
+                await asyncio.wait(still_running)
+
+
+def dead_letter_message(
+    message: AbstractIncomingMessage, rejected: RejectedInput
+) -> aio_pika.Message:
+    """The rejected body with machine-readable reason headers, for the alerts.dead queue."""
+    return aio_pika.Message(
+        message.body,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers={
+            "x-rejection-reason": rejected.reason,
+            "x-rejection-errors": json.dumps(rejected.errors_as_dicts()),
+            "x-original-exchange": message.exchange or "",
+            "x-original-routing-key": message.routing_key or "",
+            "x-rejected-at": utc_now().isoformat(),
+        },
+    )

@@ -1,0 +1,132 @@
+"""From raw bytes to validated, normalized alerts: pick the format by content type (sniffing
+when there is none), decode safely, validate against the kind's schema, normalize.
+
+    bytes ─┬─ CAP XML (1.1, 1.2) ──── capxml ──┐
+           ├─ NWS GeoJSON ─────────── nws ─────┼─> CAP-JSON ─> schema "cap" ─┐
+           ├─ CAP-JSON ────────────────────────┘                              ├─> Alert(s)
+           └─ local JSON kinds (sar, bolo, ...) ─────────> schema "<kind>" ──┘
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from core.alert import Alert, Kind
+from core.errors import ErrorDetail, RejectedInput
+from core.strictjson import loads_strict
+from core.validation import schema_errors
+from dissemination.intake.capxml import cap_document_from_xml
+from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
+from dissemination.intake.nws import cap_documents_from_nws
+
+XML_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
+JSON_TYPES = frozenset({"application/json", "application/geo+json", "application/ld+json"})
+SNIFFED_TYPES = frozenset({"", "application/octet-stream"})
+LOCAL_KINDS = frozenset(k.value for k in Kind if k is not Kind.CAP)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds on untrusted input."""
+
+    max_bytes: int
+    max_depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One alert document before normalization: which schema governs it, and its body."""
+
+    schema: str
+    body: Mapping[str, Any]
+    source_format: str
+    path: str = "$"
+
+
+def media_type(content_type: str | None) -> str:
+    """The bare media type of a Content-Type header value, lower-cased."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _sniff(body: bytes) -> str:
+    head = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if head == b"<":
+        return "xml"
+    if head in (b"{", b"["):
+        return "json"
+    raise RejectedInput("unrecognized_format", "body is neither XML nor JSON")
+
+
+def _json_documents(document: Any) -> list[Document]:
+    if not isinstance(document, dict):
+        raise RejectedInput("unrecognized_format", "top-level JSON value must be an object")
+    if "kind" in document:
+        kind = document["kind"]
+        if kind not in LOCAL_KINDS:
+            raise RejectedInput(
+                "unknown_kind",
+                [ErrorDetail("$.kind", f"{kind!r} is not one of {sorted(LOCAL_KINDS)}")],
+            )
+        return [Document(kind, document, "json")]
+    if document.get("type") in ("FeatureCollection", "Feature"):
+        many = document.get("type") == "FeatureCollection"
+        return [
+            Document("cap", cap, "nws-geojson", f"$.features[{i}]" if many else "$")
+            for i, cap in enumerate(cap_documents_from_nws(document))
+        ]
+    if "identifier" in document:
+        return [Document("cap", document, "cap-json")]
+    raise RejectedInput(
+        "unrecognized_format", "JSON object is not CAP, NWS GeoJSON or a local kind"
+    )
+
+
+def decode_documents(body: bytes, content_type: str | None, limits: DecodeLimits) -> list[Document]:
+    """Split a message body into alert documents; raise RejectedInput with a named reason."""
+    if len(body) > limits.max_bytes:
+        raise RejectedInput(
+            "body_too_large", f"{len(body)} bytes exceeds the {limits.max_bytes} limit"
+        )
+    declared = media_type(content_type)
+    if declared in XML_TYPES:
+        family = "xml"
+    elif declared in JSON_TYPES:
+        family = "json"
+    elif declared in SNIFFED_TYPES:
+        family = _sniff(body)
+    else:
+        raise RejectedInput(
+            "unsupported_content_type", f"content type {declared!r} is not accepted"
+        )
+    if family == "xml":
+        return [Document("cap", cap_document_from_xml(body, max_bytes=limits.max_bytes), "cap-xml")]
+    return _json_documents(
+        loads_strict(body, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
+    )
+
+
+def _prefixed(path: str, detail: ErrorDetail) -> ErrorDetail:
+    return detail if path == "$" else ErrorDetail(path + detail.path[1:], detail.message)
+
+
+def decode_alerts(
+    body: bytes, content_type: str | None, limits: DecodeLimits, defaults: HandlingDefaults
+) -> list[Alert]:
+    """Every alert in `body`, validated and normalized; all or nothing."""
+    documents = decode_documents(body, content_type, limits)
+    errors = [
+        _prefixed(doc.path, detail)
+        for doc in documents
+        for detail in schema_errors(doc.schema, doc.body)
+    ]
+    if errors:
+        raise RejectedInput("schema_violation", errors)
+    alerts = []
+    for doc in documents:
+        if doc.schema == "cap":
+            alerts.append(alert_from_cap(doc.body, doc.source_format, defaults))
+        else:
+            alerts.append(alert_from_local(doc.body, defaults))
+    return alerts

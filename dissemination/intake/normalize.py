@@ -1,0 +1,271 @@
+"""Turns schema-valid documents (CAP-JSON and the local kinds) into the normalized Alert model,
+applying the fail-closed handling default where the originator set no TLP."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.alert import (
+    Alert,
+    Area,
+    Circle,
+    Handling,
+    Info,
+    Kind,
+    MsgType,
+    NamedValue,
+    Reference,
+    Status,
+    Tlp,
+)
+from core.errors import ErrorDetail, RejectedInput
+
+TLP_PARAMETER = "TLP"
+CAVEAT_PARAMETERS = ("CAVEAT", "CAVEATS")
+
+SAR_BEHAVIOR_LABELS = {
+    "breach_attempted_intrusion": "Breach/Attempted Intrusion",
+    "misrepresentation": "Misrepresentation",
+    "theft_loss_diversion": "Theft/Loss/Diversion",
+    "sabotage_tampering_vandalism": "Sabotage/Tampering/Vandalism",
+    "cyberattack": "Cyberattack",
+    "expressed_or_implied_threat": "Expressed or Implied Threat",
+    "aviation_activity": "Aviation Activity",
+    "eliciting_information": "Eliciting Information",
+    "testing_or_probing_of_security": "Testing or Probing of Security",
+    "recruiting_financing": "Recruiting/Financing",
+    "photography": "Photography",
+    "observation_surveillance": "Observation/Surveillance",
+    "materials_acquisition_storage": "Materials Acquisition/Storage",
+    "acquisition_of_expertise": "Acquisition of Expertise",
+    "weapons_collection_discovery": "Weapons Collection/Discovery",
+    "sector_specific_incident": "Sector-Specific Incident",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HandlingDefaults:
+    """TLP applied when an alert carries none: fail closed, except CAP scope Public."""
+
+    default_tlp: Tlp
+    public_scope_tlp: Tlp
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _named(items: Sequence[Mapping[str, str]] | None) -> tuple[NamedValue, ...]:
+    return tuple(NamedValue(i["valueName"], i["value"]) for i in items or ())
+
+
+def _points(text: str) -> tuple[tuple[float, float], ...]:
+    pairs = (point.split(",") for point in text.split())
+    return tuple((float(lat), float(lon)) for lat, lon in pairs)
+
+
+def _circle(text: str) -> Circle:
+    centre, radius = text.split()
+    lat, lon = centre.split(",")
+    return Circle(float(lat), float(lon), float(radius))
+
+
+def _cap_area(area: Mapping[str, Any]) -> Area:
+    return Area(
+        description=area["areaDesc"],
+        polygons=tuple(_points(p) for p in area.get("polygon", ())),
+        circles=tuple(_circle(c) for c in area.get("circle", ())),
+        geocodes=_named(area.get("geocode")),
+    )
+
+
+def _cap_info(info: Mapping[str, Any]) -> Info:
+    return Info(
+        language=info.get("language", "en-US"),
+        categories=tuple(info["category"]),
+        event=info["event"],
+        urgency=info["urgency"],
+        severity=info["severity"],
+        certainty=info["certainty"],
+        headline=info.get("headline"),
+        description=info.get("description"),
+        instruction=info.get("instruction"),
+        sender_name=info.get("senderName"),
+        effective=_time(info.get("effective")),
+        onset=_time(info.get("onset")),
+        expires=_time(info.get("expires")),
+        response_types=tuple(info.get("responseType", ())),
+        event_codes=_named(info.get("eventCode")),
+        parameters=_named(info.get("parameter")),
+        areas=tuple(_cap_area(a) for a in info.get("area", ())),
+        web=info.get("web"),
+        contact=info.get("contact"),
+    )
+
+
+def _cap_references(text: str | None) -> tuple[Reference, ...]:
+    references = []
+    for triple in (text or "").split():
+        parts = triple.split(",")
+        if len(parts) != 3:
+            raise RejectedInput(
+                "schema_violation",
+                [ErrorDetail("$.references", f"not sender,identifier,sent: {triple!r}")],
+            )
+        references.append(Reference(*parts))
+    return tuple(references)
+
+
+def _handling(
+    marks: Mapping[str, Any] | None, infos: Sequence[Info], scope: str, defaults: HandlingDefaults
+) -> Handling:
+    tlp_text = (marks or {}).get("tlp")
+    caveats = list((marks or {}).get("caveats", ()))
+    for info in infos:
+        for parameter in info.parameters:
+            name = parameter.name.strip().upper()
+            if name == TLP_PARAMETER and tlp_text is None:
+                tlp_text = parameter.value
+            elif name in CAVEAT_PARAMETERS:
+                caveats.extend(c.strip().upper() for c in parameter.value.replace(",", " ").split())
+    if tlp_text is not None:
+        try:
+            tlp = Tlp.parse(tlp_text)
+        except ValueError:
+            raise RejectedInput(
+                "invalid_handling",
+                [ErrorDetail("$.handling.tlp", f"unknown TLP marking {tlp_text!r}")],
+            ) from None
+        return Handling(tlp, tuple(sorted(set(caveats))))
+    fallback = defaults.public_scope_tlp if scope == "Public" else defaults.default_tlp
+    return Handling(fallback, tuple(sorted(set(caveats))), tlp_defaulted=True)
+
+
+def alert_from_cap(
+    document: Mapping[str, Any], source_format: str, defaults: HandlingDefaults
+) -> Alert:
+    """A schema-valid CAP-JSON document as an Alert."""
+    infos = tuple(_cap_info(i) for i in document.get("info", ()))
+    return Alert(
+        kind=Kind.CAP,
+        identifier=document["identifier"],
+        sender=document["sender"],
+        sent=datetime.fromisoformat(document["sent"]),
+        sent_text=document["sent"],
+        status=Status(document["status"]),
+        msg_type=MsgType(document["msgType"]),
+        scope=document["scope"],
+        handling=_handling(document.get("handling"), infos, document["scope"], defaults),
+        infos=infos,
+        references=_cap_references(document.get("references")),
+        source_format=source_format,
+    )
+
+
+def _local_area(document: Mapping[str, Any]) -> tuple[Area, ...]:
+    areas = []
+    if area := document.get("area"):
+        areas.append(
+            Area(
+                description=area["description"],
+                polygons=tuple(
+                    tuple((p[0], p[1]) for p in ring) for ring in area.get("polygons", ())
+                ),
+                circles=tuple(
+                    Circle(c["latitude"], c["longitude"], c["radiusKm"])
+                    for c in area.get("circles", ())
+                ),
+                geocodes=_named(area.get("geocodes")),
+            )
+        )
+    location = document.get("location") or document.get("lastSeen")
+    if location and "latitude" in location and "longitude" in location:
+        point = Circle(location["latitude"], location["longitude"], 0.0)
+        areas.append(
+            Area(location.get("description") or location.get("location", ""), circles=(point,))
+        )
+    return tuple(areas)
+
+
+def _local_summary(kind: Kind, document: Mapping[str, Any]) -> tuple[str, str, str | None, str]:
+    """(category, event, description, default headline) for a local kind."""
+    if kind is Kind.SAR:
+        label = SAR_BEHAVIOR_LABELS[document["behaviorCategory"]]
+        where = document["location"]["description"]
+        return (
+            "Security",
+            f"Suspicious Activity: {label}",
+            document["narrative"],
+            f"SAR: {label} at {where}",
+        )
+    if kind is Kind.BOLO:
+        reason = document["reason"].replace("_", " ")
+        return (
+            "Security",
+            f"BOLO: {reason}",
+            document["details"],
+            f"BOLO ({reason}): {document['subjectType']}",
+        )
+    if kind is Kind.SITUATIONAL_AWARENESS:
+        text = "\n\n".join(t for t in (document["summary"], document.get("details")) if t)
+        return document.get("category", "Other"), document["event"], text, document["event"]
+    text = "\n\n".join(t for t in (document["summary"], document.get("details")) if t)
+    return document.get("category", "Other"), "Advisory", text, document["title"]
+
+
+def alert_from_local(document: Mapping[str, Any], defaults: HandlingDefaults) -> Alert:
+    """A schema-valid local-kind document (SAR, BOLO, situational awareness, advisory)."""
+    kind = Kind(document["kind"])
+    category, event, description, headline = _local_summary(kind, document)
+    info = Info(
+        language=document.get("language", "en-US"),
+        categories=(category,),
+        event=event,
+        urgency=document.get("urgency", "Unknown"),
+        severity=document.get("severity", "Unknown"),
+        certainty=document.get("certainty", "Unknown"),
+        headline=document.get("headline", headline),
+        description=description,
+        expires=_time(document.get("expires")),
+        areas=_local_area(document),
+    )
+    references = tuple(
+        Reference(r["sender"], r["identifier"], r["sent"]) for r in document.get("references", ())
+    )
+    return Alert(
+        kind=kind,
+        identifier=document["identifier"],
+        sender=document["sender"],
+        sent=datetime.fromisoformat(document["sent"]),
+        sent_text=document["sent"],
+        status=Status(document["status"]),
+        msg_type=MsgType(document["msgType"]),
+        scope=document["scope"],
+        handling=_sar_marks(
+            kind, document, _handling(document.get("handling"), (), document["scope"], defaults)
+        ),
+        infos=(info,),
+        references=references,
+        source_format="json",
+        details={k: v for k, v in document.items() if k not in _ENVELOPE_KEYS},
+    )
+
+
+UNSANITIZED_SAR_CAVEATS = ("LES", "PII")
+
+
+def _sar_marks(kind: Kind, document: Mapping[str, Any], handling: Handling) -> Handling:
+    """A SAR not released in its sanitized form may carry personal data about people who are
+    not charged with anything: it goes only to law-enforcement recipients entitled to PII
+    (caveats LES and PII are added to whatever the originator marked)."""
+    if kind is not Kind.SAR or document.get("sanitized"):
+        return handling
+    return handling.at_least(Handling(handling.tlp, UNSANITIZED_SAR_CAVEATS))
+
+
+_ENVELOPE_KEYS = frozenset(
+    {"kind", "identifier", "sender", "sent", "status", "msgType", "scope", "references", "handling"}
+)

@@ -1,0 +1,382 @@
+"""The alert ledger: what was received (alerts with their verbatim payloads and references),
+what was refused (rejections) and what was held back (quarantine). The database is the source
+of truth; every write here is idempotent so a redelivered message changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.alert import Alert, Handling, MsgType, Tlp, content_hash_of
+from core.errors import ErrorDetail
+from dissemination.acks.escalation import EscalationState, end_escalations, plan_escalations
+from dissemination.acks.tracking import AckIssuer
+from dissemination.controls import approval
+from dissemination.controls.record import WITHHELD, Entry, append_records
+from dissemination.ledger.planning import Planner
+from dissemination.store.database import Database
+from dissemination.store.rows import OWING_STATES, AlertState, DeliveryState, PlannedRow, held
+from dissemination.store.tables import (
+    alert_references,
+    alerts,
+    deliveries,
+    payloads,
+    quarantine,
+    rejections,
+    stakeholders,
+)
+
+
+class RecordOutcome(StrEnum):
+    """What recording an alert did."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A message body exactly as received."""
+
+    body: bytes
+    content_type: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAlert:
+    """An alert to record, the state it is stored in, and the delivery rows its matches
+    produced (computed before the transaction, so the transaction stays short)."""
+
+    alert: Alert
+    state: AlertState
+    rows: tuple[PlannedRow, ...] = ()
+    hold_rule: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    """The alerts decoded from one inbound message."""
+
+    payload: Payload
+    alerts: tuple[PlannedAlert, ...]
+    received_at: datetime
+    submitted_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording one alert did, and its delivery rows still waiting to be sent, by
+    channel (for a duplicate too: a crash may have come before their tasks were published)."""
+
+    outcome: RecordOutcome
+    pending: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Ledger:
+    """Reads and writes of the alert ledger."""
+
+    def __init__(
+        self,
+        database: Database,
+        planner: Planner | None = None,
+        acks: AckIssuer | None = None,
+    ) -> None:
+        self.database = database
+        self.planner = planner
+        self.acks = acks or AckIssuer()
+
+    async def record_alert(
+        self, alert: Alert, payload: Payload, state: AlertState, now: datetime
+    ) -> RecordOutcome:
+        """Store `alert` once. Same key and same content again: DUPLICATE. Same key with other
+        content: the newcomer is quarantined (CONFLICT) and the original stays."""
+        async with self.database.transaction() as conn:
+            recorded = await self._record_in(conn, PlannedAlert(alert, state), payload, now)
+            return recorded.outcome
+
+    async def record_messages(self, messages: Sequence[AlertMessage]) -> list[list[Recorded]]:
+        """Record the alerts of several messages, and their delivery rows, in one transaction
+        (one commit for all)."""
+        async with self.database.transaction() as conn:
+            return [
+                [
+                    await self._record_in(
+                        conn, planned, message.payload, message.received_at, message.submitted_by
+                    )
+                    for planned in message.alerts
+                ]
+                for message in messages
+            ]
+
+    async def _record_in(
+        self,
+        conn: AsyncConnection,
+        planned: PlannedAlert,
+        payload: Payload,
+        now: datetime,
+        submitted_by: str | None = None,
+    ) -> Recorded:
+        alert, state = planned.alert, planned.state
+        planning = state is AlertState.RECEIVED and self.planner is not None
+        document = alert.to_json()
+        content_hash = content_hash_of(document)
+        await self._store_payload(conn, payload, now)
+        inserted = await conn.execute(
+            self.database.insert_ignoring_conflicts(alerts).values(
+                id=alert.id,
+                sender=alert.sender,
+                identifier=alert.identifier,
+                sent=alert.sent_text,
+                sent_at=alert.sent,
+                kind=alert.kind.value,
+                status=alert.status.value,
+                msg_type=alert.msg_type.value,
+                scope=alert.scope,
+                tlp=alert.handling.tlp.value,
+                caveats=list(alert.handling.caveats),
+                state=(AlertState.PLANNED if planning else state).value,
+                content_hash=content_hash,
+                expires_at=alert.expires,
+                headline=alert.headline,
+                source_format=alert.source_format,
+                document=document,
+                payload_sha256=payload.sha256,
+                received_at=now,
+            )
+        )
+        if inserted.rowcount == 1:
+            known = await self._link_references(conn, alert)
+            if not planning:
+                return Recorded(RecordOutcome.STORED)
+            rows = await self._with_prior_recipients(conn, planned, known)
+            if self.planner is not None:
+                rows = self.planner.hold_for_quiet_hours(alert, rows, now)
+            if planned.hold_rule is not None:
+                rows = [held(row) for row in rows]
+                await approval.hold(conn, alert.id, planned.hold_rule, submitted_by, now)
+            if alert.msg_type is MsgType.CANCEL and known:
+                await self._stop_pending(conn, alert, known, now)
+            return Recorded(RecordOutcome.STORED, await self._write_rows(conn, alert, rows, now))
+        existing = await conn.scalar(select(alerts.c.content_hash).where(alerts.c.id == alert.id))
+        if existing == content_hash:
+            return Recorded(RecordOutcome.DUPLICATE, await self._pending_of(conn, alert.id))
+        await conn.execute(
+            quarantine.insert().values(
+                received_at=now,
+                alert_id=alert.id,
+                reason="conflicting_duplicate",
+                content_hash=content_hash,
+                document=document,
+                payload_sha256=payload.sha256,
+            )
+        )
+        return Recorded(RecordOutcome.CONFLICT)
+
+    async def _with_prior_recipients(
+        self, conn: AsyncConnection, planned: PlannedAlert, known_references: list[str]
+    ) -> list[PlannedRow]:
+        rows = list(planned.rows)
+        if self.planner is None or not known_references:
+            return rows
+        if not self.planner.follows_references(planned.alert):
+            return rows
+        prior = await conn.execute(
+            select(deliveries)
+            .where(
+                deliveries.c.alert_id.in_(known_references),
+                deliveries.c.state != DeliveryState.WITHHELD.value,
+            )
+            .order_by(deliveries.c.id)
+        )
+        return self.planner.add_prior_recipients(planned.alert, rows, prior.mappings())
+
+    @staticmethod
+    async def _stop_pending(
+        conn: AsyncConnection, cancel: Alert, cancelled: list[str], now: datetime
+    ) -> None:
+        """A Cancel stops what the cancelled alerts still had waiting: pending rows (retries,
+        quiet-hours holds, not yet sent) and rows held for approval are suppressed, held
+        alerts withdrawn, and escalations end. Rows mid-send finish normally."""
+        await conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.alert_id.in_(cancelled),
+                deliveries.c.state.in_(OWING_STATES),
+            )
+            .values(
+                state=DeliveryState.SUPPRESSED.value,
+                reason=f"cancelled by {cancel.identifier}",
+                updated_at=now,
+            )
+        )
+        await approval.withdraw(conn, cancelled, cancel.identifier, now)
+        await end_escalations(conn, EscalationState.CANCELLED, now, alert_ids=cancelled)
+
+    async def _write_rows(
+        self, conn: AsyncConnection, alert: Alert, rows: Sequence[PlannedRow], now: datetime
+    ) -> dict[str, list[str]]:
+        if not rows:
+            return {}
+        values = [row.values(alert.id) | {"created_at": now, "updated_at": now} for row in rows]
+        await conn.execute(self.database.insert_ignoring_conflicts(deliveries), values)
+        await self.acks.issue(conn, self.database, alert.id, alert.expires, values, now)
+        await plan_escalations(conn, self.database, alert, values, now)
+        await self._record_withheld(conn, values, now)
+        pending: dict[str, list[str]] = {}
+        for value in values:
+            if value["state"] == DeliveryState.PENDING.value:
+                pending.setdefault(value["channel"], []).append(value["id"])
+        return pending
+
+    @staticmethod
+    async def _record_withheld(
+        conn: AsyncConnection, values: Sequence[dict[str, Any]], now: datetime
+    ) -> None:
+        """Each withholding at planning goes into the dissemination record, with the reason."""
+        withheld = [v for v in values if v["state"] == DeliveryState.WITHHELD.value]
+        if not withheld:
+            return
+        organizations = dict(
+            (
+                await conn.execute(
+                    select(stakeholders.c.id, stakeholders.c.organization).where(
+                        stakeholders.c.id.in_({v["stakeholder_id"] for v in withheld})
+                    )
+                )
+            ).all()
+        )
+        await append_records(
+            conn,
+            [
+                Entry(
+                    alert_id=v["alert_id"],
+                    delivery_id=v["id"],
+                    stakeholder_id=v["stakeholder_id"],
+                    organization=organizations.get(v["stakeholder_id"]),
+                    channel=v["channel"],
+                    address=v["address"],
+                    outcome=WITHHELD,
+                    rule=tuple(v["subscriptions"]),
+                    justification=f"{v['reason']}: {v['detail'] or ''}".rstrip(": "),
+                    content_sha256=None,
+                )
+                for v in withheld
+            ],
+            now,
+        )
+
+    async def _pending_of(self, conn: AsyncConnection, alert_id: str) -> dict[str, list[str]]:
+        result = await conn.execute(
+            select(deliveries.c.id, deliveries.c.channel).where(
+                deliveries.c.alert_id == alert_id,
+                deliveries.c.state == DeliveryState.PENDING.value,
+            )
+        )
+        pending: dict[str, list[str]] = {}
+        for row in result:
+            pending.setdefault(row.channel, []).append(row.id)
+        return pending
+
+    async def _store_payload(self, conn: AsyncConnection, payload: Payload, now: datetime) -> None:
+        await conn.execute(
+            self.database.insert_ignoring_conflicts(payloads).values(
+                sha256=payload.sha256,
+                content_type=payload.content_type,
+                body=payload.body,
+                received_at=now,
+            )
+        )
+
+    async def _link_references(self, conn: AsyncConnection, alert: Alert) -> list[str]:
+        """Link the alert's references; returns the ids of those that resolve to stored alerts."""
+        if not alert.references:
+            return []
+        wanted = [ref.alert_id for ref in alert.references]
+        known = set((await conn.scalars(select(alerts.c.id).where(alerts.c.id.in_(wanted)))).all())
+        await conn.execute(
+            alert_references.insert(),
+            [
+                {
+                    "alert_id": alert.id,
+                    "position": position,
+                    "ref_sender": ref.sender,
+                    "ref_identifier": ref.identifier,
+                    "ref_sent": ref.sent,
+                    "ref_alert_id": ref.alert_id,
+                    "resolved": int(ref.alert_id in known),
+                }
+                for position, ref in enumerate(alert.references)
+            ],
+        )
+        return sorted(known)
+
+    async def record_rejection(
+        self,
+        *,
+        source: str,
+        reason: str,
+        errors: list[ErrorDetail] | tuple[ErrorDetail, ...],
+        payload: Payload,
+        message_id: str | None,
+        now: datetime,
+    ) -> int:
+        """Keep a refused input and why; returns the rejection's id."""
+        async with self.database.transaction() as conn:
+            result = await conn.execute(
+                rejections.insert().values(
+                    received_at=now,
+                    source=source,
+                    message_id=message_id,
+                    reason=reason,
+                    errors=[e.as_dict() for e in errors],
+                    content_type=payload.content_type,
+                    body=payload.body,
+                )
+            )
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    async def marks_of(self, alert_ids: Sequence[str]) -> list[Handling]:
+        """The handling marks of those of these alerts that are stored."""
+        async with self.database.reading() as conn:
+            result = await conn.execute(
+                select(alerts.c.tlp, alerts.c.caveats).where(alerts.c.id.in_(alert_ids))
+            )
+            return [Handling(Tlp.parse(tlp), tuple(caveats or ())) for tlp, caveats in result]
+
+    async def alert_row(self, alert_id: str) -> dict[str, Any] | None:
+        async with self.database.reading() as conn:
+            row = (
+                (await conn.execute(select(alerts).where(alerts.c.id == alert_id)))
+                .mappings()
+                .first()
+            )
+            return dict(row) if row else None
+
+    async def references_of(self, alert_id: str) -> list[dict[str, Any]]:
+        async with self.database.reading() as conn:
+            result = await conn.execute(
+                select(alert_references)
+                .where(alert_references.c.alert_id == alert_id)
+                .order_by(alert_references.c.position)
+            )
+            return [dict(r) for r in result.mappings()]
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts of alerts, rejections and quarantine (for readiness and tests)."""
+        async with self.database.reading() as conn:
+            return {
+                table.name: int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+                for table in (alerts, rejections, quarantine)
+            }

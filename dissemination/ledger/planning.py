@@ -1,0 +1,120 @@
+"""Delivery planning: which ledger rows an alert gets. The matcher's targets become `pending`
+rows and its withheld targets `withheld` rows (with the reason). An Update or Cancel also
+reaches everyone who had the alert it refers to, from the ledger, even if rules changed
+since; their clearance is checked again against the new message's marks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from core.alert import Alert, MsgType
+from dissemination.store.rows import DeliveryState, PlannedRow
+from subscriptions.clearance import withheld_reason
+from subscriptions.matcher import Matcher, MatchResult
+from subscriptions.model import Channel
+from subscriptions.quiethours import overrides_quiet_hours, quiet_until
+
+
+def rows_from_match(result: MatchResult) -> list[PlannedRow]:
+    rows = [
+        PlannedRow(
+            stakeholder_id=t.stakeholder_id,
+            subscription_id=t.subscription_id,
+            contact_id=t.contact_id,
+            channel=t.channel.value,
+            address=t.address,
+            state=DeliveryState.PENDING,
+            fallback_channels=tuple(c.value for c in t.fallback_channels),
+            ack_required=t.ack_required,
+            subscriptions=t.matched_subscription_ids,
+        )
+        for t in result.targets
+    ]
+    rows += [
+        PlannedRow(
+            stakeholder_id=w.stakeholder_id,
+            subscription_id=w.subscription_id,
+            contact_id=w.contact_id,
+            channel=w.channel.value if w.channel else "",
+            address=w.address or "",
+            state=DeliveryState.WITHHELD,
+            reason=w.reason,
+            detail=w.detail,
+            subscriptions=(w.subscription_id,),
+        )
+        for w in result.withheld
+    ]
+    return rows
+
+
+class Planner:
+    """Plans delivery rows for alerts with the process's shared matcher."""
+
+    def __init__(self, matcher: Matcher) -> None:
+        self.matcher = matcher
+
+    def plan(self, alert: Alert) -> list[PlannedRow]:
+        """Rows for the alert's current matches (pure; no I/O)."""
+        return rows_from_match(self.matcher.match(alert))
+
+    @staticmethod
+    def follows_references(alert: Alert) -> bool:
+        return alert.msg_type in (MsgType.UPDATE, MsgType.CANCEL) and bool(alert.references)
+
+    def add_prior_recipients(
+        self, alert: Alert, planned: list[PlannedRow], prior: Iterable[Mapping[Any, Any]]
+    ) -> list[PlannedRow]:
+        """`planned` plus a row for each earlier recipient of a referenced alert that is not
+        already planned, withheld if its clearance no longer admits this message's marks."""
+        rows = list(planned)
+        seen = {row.key() for row in rows}
+        for earlier in prior:
+            key = (earlier["stakeholder_id"], earlier["channel"], earlier["address"])
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append(self._prior_row(alert, earlier))
+        return rows
+
+    def hold_for_quiet_hours(
+        self, alert: Alert, rows: list[PlannedRow], now: datetime
+    ) -> list[PlannedRow]:
+        """Pending rows of stakeholders inside their quiet hours wait until the window ends,
+        unless the alert is severe or urgent enough to override it."""
+        if overrides_quiet_hours(alert):
+            return rows
+        held = []
+        for row in rows:
+            stakeholder = self.matcher.stakeholder(row.stakeholder_id)
+            until = None
+            if row.state is DeliveryState.PENDING and stakeholder is not None:
+                until = quiet_until(stakeholder.quiet_hours, stakeholder.timezone, now)
+            held.append(replace(row, not_before=until, reason="quiet_hours") if until else row)
+        return held
+
+    def _prior_row(self, alert: Alert, earlier: Mapping[str, Any]) -> PlannedRow:
+        stakeholder = self.matcher.stakeholder(earlier["stakeholder_id"])
+        reason = detail = None
+        if stakeholder is None or not stakeholder.active:
+            reason, detail = "stakeholder_inactive", "the stakeholder was removed or deactivated"
+        else:
+            refused = withheld_reason(alert.handling, stakeholder, Channel(earlier["channel"]))
+            if refused is not None:
+                reason, detail = refused.code.value, refused.detail
+        return PlannedRow(
+            stakeholder_id=earlier["stakeholder_id"],
+            subscription_id=earlier["subscription_id"],
+            contact_id=earlier["contact_id"],
+            channel=earlier["channel"],
+            address=earlier["address"],
+            state=DeliveryState.WITHHELD if reason else DeliveryState.PENDING,
+            reason=reason,
+            detail=detail,
+            fallback_channels=tuple(earlier["fallback_channels"] or ()),
+            ack_required=bool(earlier["ack_required"]),
+            subscriptions=tuple(earlier["subscriptions"] or ()),
+            origin="referenced",
+        )

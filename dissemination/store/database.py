@@ -1,0 +1,171 @@
+"""The database connection: engine set-up for SQLite and PostgreSQL, migrations, and the one
+place where driver failures become StoreUnavailable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Table, event, exc, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from core.errors import StoreUnavailable
+from dissemination.settings import StoreSettings
+
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.DisconnectionError,
+    exc.TimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (exc.DBAPIError, *OUTAGE_ERRORS)
+
+
+@contextmanager
+def outage_as_store_unavailable() -> Iterator[None]:
+    """Turn a lost connection, refused connect or locked database into StoreUnavailable."""
+    try:
+        yield
+    except OUTAGE_ERRORS as error:
+        raise StoreUnavailable(f"store unavailable: {type(error).__name__}: {error}") from error
+    except exc.DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        raise StoreUnavailable(f"store connection lost: {error}") from error
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a committed alert survives power loss, not only a process crash.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_engine(settings: StoreSettings, data_dir: Path) -> AsyncEngine:
+    """An async engine for the configured URL; relative SQLite paths live under `data_dir`.
+    Statement parameters (addresses, message content) never appear in error messages, and so
+    never in logs."""
+    url = make_url(settings.url)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:" and not Path(database).is_absolute():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            url = url.set(database=str(data_dir / database))
+        engine = create_async_engine(url, hide_parameters=True)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    if settings.password:
+        url = url.set(password=settings.password)
+    return create_async_engine(
+        url,
+        pool_size=settings.pool_size,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        hide_parameters=True,
+    )
+
+
+class Database:
+    """An engine plus the dialect-aware helpers that the record modules share."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings, data_dir: Path) -> Database:
+        return cls(create_engine(settings, data_dir))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def _connect(self) -> AsyncConnection:
+        """A started connection. Any driver error while connecting (refused, database closed
+        to connections, too many clients) is an outage, whatever class the driver gives it."""
+        connection = self.engine.connect()
+        try:
+            await connection.start()
+        except CONNECT_ERRORS as error:
+            raise StoreUnavailable(f"cannot connect to the store: {error}") from error
+        return connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; outages surface as StoreUnavailable, after rollback."""
+        connection = await self._connect()
+        try:
+            with outage_as_store_unavailable():
+                async with connection.begin():
+                    yield connection
+        finally:
+            await connection.close()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        connection = await self._connect()
+        try:
+            with outage_as_store_unavailable():
+                yield connection
+        finally:
+            await connection.close()
+
+    def insert_ignoring_conflicts(self, table: Table) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING in this database's dialect."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        return dialect_insert(table).on_conflict_do_nothing()
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless a trivial query succeeds."""
+        async with self.reading() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def migrate(self) -> str:
+        """Apply every pending migration; return the schema revision now in force."""
+        async with self.transaction() as connection:
+            await connection.run_sync(_upgrade_to_head)
+            result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            return str(result.scalar_one())
+
+    async def revision(self) -> str | None:
+        """The schema revision in force, or None for an empty database."""
+        async with self.reading() as connection:
+            has_table = await connection.run_sync(
+                lambda sync: sync.dialect.has_table(sync, "alembic_version")
+            )
+            if not has_table:
+                return None
+            result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            return result.scalar_one_or_none()
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "dissemination.store:migrations")
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration shipped with this version of the code."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    config = _alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
