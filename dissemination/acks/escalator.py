@@ -25,7 +25,15 @@ from dissemination.acks.escalation import EscalationState, end_escalations, step
 from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.directory.store import STAKEHOLDER, record_of
 from dissemination.store.database import Database
-from dissemination.store.rows import DeliveryState, PlannedRow
+from dissemination.store.rows import (
+    ALERT_ORIGINS,
+    REACHED_STATES,
+    DeliveryState,
+    PlannedRow,
+    RowOrigin,
+    insert_planned,
+    pending_by_channel,
+)
 from dissemination.store.tables import (
     acks,
     alert_references,
@@ -42,8 +50,6 @@ from subscriptions.model import Channel
 log = logging.getLogger(__name__)
 
 DUE_BATCH = 500
-REACHED = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
-ALERT_ORIGINS = ("match", "referenced", "fallback", "escalation")
 
 
 class EscalationEngine:
@@ -109,12 +115,11 @@ class EscalationEngine:
                 if pair not in ours:
                     continue
                 index = row["next_step"]
-                planner = StepPlanner(conn, *pair, index, row["steps"][index])
+                planner = StepPlanner(conn, *pair, index, row["steps"][index], now)
                 planned = await planner.rows(earlier.get(pair, []))
-                values += [value | {"created_at": now, "updated_at": now} for value in planned]
+                values += planned
                 fired.append((row, len(planned)))
-            if values:
-                await conn.execute(self.database.insert_ignoring_conflicts(deliveries), values)
+            await insert_planned(conn, self.database, values)
         for row, count in fired:
             log.info(
                 "escalation step %d (%s) fired for alert %s, stakeholder %s: %d rows",
@@ -124,10 +129,7 @@ class EscalationEngine:
                 row["stakeholder_id"],
                 count,
             )
-        pending: dict[str, list[str]] = {}
-        for value in values:
-            pending.setdefault(value["channel"], []).append(value["id"])
-        return len(fired), pending
+        return len(fired), pending_by_channel(values)
 
     @staticmethod
     async def _advance(
@@ -231,7 +233,7 @@ class EscalationEngine:
             .where(
                 deliveries.c.alert_id.in_({row["alert_id"] for row in due}),
                 deliveries.c.stakeholder_id.in_({row["stakeholder_id"] for row in due}),
-                deliveries.c.origin.in_(ALERT_ORIGINS),
+                deliveries.c.origin.in_(sorted(ALERT_ORIGINS)),
             )
             .order_by(deliveries.c.created_at, deliveries.c.id)
         )
@@ -256,8 +258,10 @@ class StepPlanner:
         stakeholder_id: str,
         step_index: int,
         step: Mapping[str, Any],
+        now: datetime,
     ) -> None:
         self.conn = conn
+        self.now = now
         self.alert_id = alert_id
         self.stakeholder_id = stakeholder_id
         self.tag = f"escalation:{step_index + 1}"
@@ -282,19 +286,21 @@ class StepPlanner:
             detail=changes.get("detail"),
             ack_required=changes.get("ack_required", True),
             subscriptions=tuple(template.get("subscriptions") or ()),
-            origin=changes.get("origin", "escalation"),
+            origin=changes.get("origin", RowOrigin.ESCALATION),
+            row_id=step_row_id(
+                self.alert_id,
+                changes.get("stakeholder_id", self.stakeholder_id),
+                changes.get("channel", template["channel"]),
+                changes.get("address", template["address"]),
+                changes.get("tag", self.tag),
+            ),
         )
-        values = planned.values(self.alert_id)
-        tag = changes.get("tag", self.tag)
-        values["id"] = step_row_id(
-            self.alert_id, planned.stakeholder_id, planned.channel, planned.address, tag
-        )
-        return values
+        return planned.values(self.alert_id, self.now)
 
     def _resend(self, earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
         reached: dict[tuple[str, str], dict[str, Any]] = {}
         for row in earlier:
-            if row["state"] in REACHED:
+            if row["state"] in REACHED_STATES:
                 reached.setdefault((row["channel"], row["address"]), row)
         return [self._row(row) for row in reached.values()]
 
@@ -387,7 +393,7 @@ class StepPlanner:
                     subscription_id=None,
                     detail=json.dumps(detail),
                     ack_required=False,
-                    origin="notice",
+                    origin=RowOrigin.NOTICE,
                     tag=f"notice:{self.stakeholder_id}:{self.tag}",
                 )
             )

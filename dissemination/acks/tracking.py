@@ -23,7 +23,7 @@ from dissemination.acks.escalation import EscalationState, end_escalations
 from dissemination.acks.tokens import new_token_id
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
-from dissemination.store.rows import OWING_STATES, DeliveryState
+from dissemination.store.rows import OWING_STATES, DeliveryState, suppress_escalation_sends
 from dissemination.store.tables import acks, alerts, deliveries, stakeholders
 
 CODE_DIGITS = 4
@@ -267,16 +267,7 @@ class AckStore:
             alert_ids=[alert_id],
             stakeholder_id=stakeholder_id,
         )
-        await conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.alert_id == alert_id,
-                deliveries.c.stakeholder_id == stakeholder_id,
-                deliveries.c.origin == "escalation",
-                deliveries.c.state == DeliveryState.PENDING.value,
-            )
-            .values(state=DeliveryState.SUPPRESSED.value, reason="acknowledged", updated_at=now)
-        )
+        await suppress_escalation_sends(conn, alert_id, stakeholder_id, now)
 
     async def audit_foreign_code(self, number: str, code: str, now: datetime) -> None:
         """An SMS reply quoted a code issued for another number: nothing is acknowledged, and

@@ -18,10 +18,9 @@ hooks answer 404.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from aiohttp import web
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.sms import (
@@ -37,8 +36,8 @@ from dissemination.api.errors import ApiError
 from dissemination.settings import Settings
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
-from dissemination.store.rows import DeliveryState
-from dissemination.store.tables import deliveries, sms_opt_outs
+from dissemination.store.rows import record_provider_status
+from dissemination.store.tables import sms_opt_outs
 
 STATUS_HOOK = "/hooks/twilio/status"
 INBOUND_HOOK = "/hooks/twilio/sms"
@@ -82,22 +81,9 @@ class TwilioHooks:
         self, sid: str, state: str, error_code: str | None, now: datetime
     ) -> None:
         delivered = state == "delivered"
-        values: dict[str, Any] = {
-            "state": (DeliveryState.DELIVERED if delivered else DeliveryState.FAILED).value,
-            "updated_at": now,
-        }
-        if not delivered:
-            values["reason"] = f"{state}: Twilio error {error_code or 'unknown'}"
+        reason = None if delivered else f"{state}: Twilio error {error_code or 'unknown'}"
         async with self.database.transaction() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.provider_id == sid,
-                    deliveries.c.channel == "sms",
-                    deliveries.c.state == DeliveryState.SENT.value,
-                )
-                .values(**values)
-            )
+            await record_provider_status(conn, "sms", sid, delivered, reason, now)
 
     async def inbound(self, request: web.Request) -> web.Response:
         form = await self._signed_form(request)

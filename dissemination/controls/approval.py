@@ -23,8 +23,8 @@ from dissemination.acks.escalation import EscalationState, end_escalations
 from dissemination.errors import ControlRefused
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
-from dissemination.store.rows import DeliveryState
-from dissemination.store.tables import approvals, deliveries
+from dissemination.store.rows import reject_held, release_held
+from dissemination.store.tables import approvals
 
 
 class ApprovalState(StrEnum):
@@ -112,7 +112,7 @@ async def decide(
         )
         if decided.rowcount != 1:  # another administrator decided in between
             raise ControlRefused(409, "already_decided", "the alert was decided meanwhile")
-        released = await _release(conn, alert_id, now) if approve else {}
+        released = await release_held(conn, alert_id, now) if approve else {}
         if not approve:
             await _suppress(conn, alert_id, reason or "", now)
         await write_audit(
@@ -129,32 +129,8 @@ async def decide(
     return Decision(state, released)
 
 
-async def _release(conn: AsyncConnection, alert_id: str, now: datetime) -> dict[str, list[str]]:
-    result = await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.alert_id == alert_id, deliveries.c.state == DeliveryState.HELD.value)
-        .values(state=DeliveryState.PENDING.value, updated_at=now)
-        .returning(deliveries.c.id, deliveries.c.channel)
-    )
-    released: dict[str, list[str]] = {}
-    for row_id, channel in result:
-        released.setdefault(channel, []).append(row_id)
-    for ids in released.values():
-        ids.sort()
-    return released
-
-
 async def _suppress(conn: AsyncConnection, alert_id: str, reason: str, now: datetime) -> None:
-    await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.alert_id == alert_id, deliveries.c.state == DeliveryState.HELD.value)
-        .values(
-            state=DeliveryState.SUPPRESSED.value,
-            reason="approval_rejected",
-            detail=reason,
-            updated_at=now,
-        )
-    )
+    await reject_held(conn, alert_id, reason, now)
     await end_escalations(conn, EscalationState.CANCELLED, now, alert_ids=[alert_id])
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from core.alert import Handling, Tlp
 from dissemination.controls.redaction import Redactions
-from dissemination.controls.specialrelease import ORIGIN as IMMINENT_DANGER
 from dissemination.controls.specialrelease import justification_text
+from dissemination.store.rows import RowOrigin
 from subscriptions.clearance import withheld_reason
 from subscriptions.model import Channel
 
@@ -30,12 +30,12 @@ def handling_of(document: dict[str, Any]) -> Handling:
 def send_time_refusal(row: dict[str, Any]) -> tuple[str, str] | None:
     """(reason code, detail) if the row may no longer be sent, else None. The row carries its
     stakeholder as loaded at claim time (`row["stakeholder"]`, None if removed)."""
-    if row.get("origin") == "notice":
+    if row.get("origin") == RowOrigin.NOTICE:
         return None
     stakeholder = row.get("stakeholder")
     if stakeholder is None or not stakeholder.active:
         return INACTIVE, "the stakeholder was removed or deactivated (checked again at send time)"
-    if row.get("origin") == IMMINENT_DANGER:
+    if row.get("origin") == RowOrigin.IMMINENT_DANGER:
         return None  # released outside the rules on purpose, with a recorded justification
     refused = withheld_reason(handling_of(row["document"]), stakeholder, Channel(row["channel"]))
     if refused is None:
@@ -43,24 +43,25 @@ def send_time_refusal(row: dict[str, Any]) -> tuple[str, str] | None:
     return refused.code.value, f"{refused.detail} (checked again at send time)"
 
 
-BASIS = {
-    "match": "matched by subscription",
-    "referenced": "earlier recipient of the alert this one updates or cancels",
-    "fallback": "next channel of the subscription after a failed one",
-    "escalation": "escalation of an unacknowledged alert",
-    "notice": "supervisor told of an unacknowledged alert (content only if cleared)",
+BASIS: dict[str, str] = {
+    RowOrigin.MATCH: "matched by subscription",
+    RowOrigin.REFERENCED: "earlier recipient of the alert this one updates or cancels",
+    RowOrigin.FALLBACK: "next channel of the subscription after a failed one",
+    RowOrigin.ESCALATION: "escalation of an unacknowledged alert",
+    RowOrigin.NOTICE: "supervisor told of an unacknowledged alert (content only if cleared)",
 }
 
 
 def release_justification(row: dict[str, Any]) -> str:
     """Why the row was released: its basis, and the clearance that admitted the marks."""
-    if row.get("origin") == IMMINENT_DANGER:
+    if row.get("origin") == RowOrigin.IMMINENT_DANGER:
         return justification_text(row)
-    basis = BASIS.get(str(row.get("origin")), str(row.get("origin")))
+    origin = str(row.get("origin"))
+    basis = BASIS.get(origin, origin)
     handling = handling_of(row["document"])
     marking = " ".join((f"TLP:{handling.tlp.value}", *handling.caveats))
     stakeholder = row.get("stakeholder")
-    if stakeholder is None or row.get("origin") == "notice":
+    if stakeholder is None or row.get("origin") == RowOrigin.NOTICE:
         return basis
     clearance = stakeholder.clearance
     held = " ".join((f"TLP:{clearance.max_tlp.value}", *sorted(clearance.caveats)))

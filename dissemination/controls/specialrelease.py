@@ -21,17 +21,15 @@ from dissemination.controls.approval import ApprovalState, principal
 from dissemination.errors import ControlRefused
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
-from dissemination.store.rows import DeliveryState
+from dissemination.store.rows import DeliveryState, PlannedRow, RowOrigin, insert_planned
 from dissemination.store.tables import (
     alerts,
     approvals,
     contacts,
-    deliveries,
     special_releases,
     stakeholders,
 )
 
-ORIGIN = "imminent_danger"
 BASIS = "imminent-danger release (28 CFR 23.20(e)(2)) outside the normal rules"
 RELEASE_NAMESPACE = uuid.UUID("8e4d3c52-71b9-5f0a-bb1e-6a2f90d4c7e3")
 JUSTIFICATION_LENGTH = (20, 2000)
@@ -104,30 +102,20 @@ async def release(
                 422, "no_contact", "the stakeholder has no active contact on those channels"
             )
         rows = [
-            {
-                "id": release_row_id(release_id, contact.id),
-                "alert_id": alert_id,
-                "stakeholder_id": stakeholder_id,
-                "subscription_id": None,
-                "contact_id": contact.id,
-                "channel": contact.channel,
-                "address": contact.address,
-                "state": DeliveryState.PENDING.value,
-                "reason": None,
-                "detail": f"{justification} (released by {actor.name}, release {release_id})",
-                "attempts": 0,
-                "fallback_channels": [],
-                "ack_required": False,
-                "subscriptions": [],
-                "origin": ORIGIN,
-                "resent": False,
-                "not_before": None,
-                "created_at": now,
-                "updated_at": now,
-            }
+            PlannedRow(
+                stakeholder_id=stakeholder_id,
+                subscription_id=None,
+                contact_id=contact.id,
+                channel=contact.channel,
+                address=contact.address,
+                state=DeliveryState.PENDING,
+                detail=f"{justification} (released by {actor.name}, release {release_id})",
+                origin=RowOrigin.IMMINENT_DANGER,
+                row_id=release_row_id(release_id, contact.id),
+            ).values(alert_id, now)
             for contact in chosen
         ]
-        await conn.execute(deliveries.insert(), rows)
+        await insert_planned(conn, database, rows)
         by_channel: dict[str, list[str]] = {}
         for row in rows:
             by_channel.setdefault(row["channel"], []).append(row["id"])

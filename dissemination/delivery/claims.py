@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.alert import MsgType
@@ -21,7 +21,18 @@ from dissemination.controls.sendcheck import release_justification
 from dissemination.directory.store import CONTACT, STAKEHOLDER, record_of
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
-from dissemination.store.rows import DeliveryState, PlannedRow
+from dissemination.store.rows import (
+    DeliveryState,
+    PlannedRow,
+    RowOrigin,
+    RowOutcome,
+    claim_due,
+    insert_planned,
+    resend_stuck_rows,
+    settle_sending,
+    suppress_pending,
+    waiting,
+)
 from dissemination.store.tables import (
     acks,
     alert_references,
@@ -60,6 +71,18 @@ class Settlement:
     disable_contact: bool = False
     detail: str | None = None
     content_sha256: str | None = None
+
+    def outcome(self) -> RowOutcome:
+        """The row's state transition this settlement makes."""
+        return RowOutcome(
+            self.row["id"],
+            self.state,
+            self.reason,
+            self.provider_id,
+            self.not_before,
+            self.uncount_attempt,
+            self.detail,
+        )
 
 
 @dataclass(slots=True)
@@ -108,27 +131,9 @@ class DeliveryStore:
 
     async def claim(self, ids: Sequence[str], now: datetime) -> Claim:
         """Take the pending rows among `ids` whose time has come; report the ones still held."""
-        pending = and_(deliveries.c.id.in_(ids), deliveries.c.state == DeliveryState.PENDING.value)
-        due = or_(deliveries.c.not_before.is_(None), deliveries.c.not_before <= now)
         async with self.database.transaction() as conn:
-            claimed = list(
-                await conn.scalars(
-                    update(deliveries)
-                    .where(pending, due)
-                    .values(
-                        state=DeliveryState.SENDING.value,
-                        attempts=deliveries.c.attempts + 1,
-                        updated_at=now,
-                    )
-                    .returning(deliveries.c.id)
-                )
-            )
-            held = [
-                (row.id, row.not_before)
-                for row in await conn.execute(
-                    select(deliveries.c.id, deliveries.c.not_before).where(pending, ~due)
-                )
-            ]
+            claimed = await claim_due(conn, ids, now)
+            held = await waiting(conn, ids, now)
             rows = await self._rows(conn, claimed) if claimed else []
         return Claim(rows, held)
 
@@ -203,36 +208,7 @@ class DeliveryStore:
         if not settlements:
             return result
         async with self.database.transaction() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.id == bindparam("row_id"),
-                    deliveries.c.state == DeliveryState.SENDING.value,
-                )
-                .values(
-                    state=bindparam("new_state"),
-                    reason=bindparam("new_reason"),
-                    provider_id=func.coalesce(
-                        bindparam("new_provider_id"), deliveries.c.provider_id
-                    ),
-                    not_before=bindparam("new_not_before"),
-                    detail=func.coalesce(bindparam("new_detail"), deliveries.c.detail),
-                    attempts=deliveries.c.attempts - bindparam("uncount"),
-                    updated_at=now,
-                ),
-                [
-                    {
-                        "row_id": s.row["id"],
-                        "new_state": s.state.value,
-                        "new_reason": s.reason,
-                        "new_provider_id": s.provider_id,
-                        "new_not_before": s.not_before,
-                        "uncount": int(s.uncount_attempt),
-                        "new_detail": s.detail,
-                    }
-                    for s in settlements
-                ],
-            )
+            await settle_sending(conn, [s.outcome() for s in settlements], now)
             await start_escalations(
                 conn,
                 [
@@ -240,7 +216,7 @@ class DeliveryStore:
                     for s in settlements
                     if s.state is DeliveryState.SENT
                     and s.row["ack_required"]
-                    and s.row["origin"] != "notice"
+                    and s.row["origin"] != RowOrigin.NOTICE
                 ],
                 now,
             )
@@ -266,15 +242,7 @@ class DeliveryStore:
             .join(alerts, alerts.c.id == alert_references.c.alert_id)
             .where(alerts.c.msg_type == MsgType.CANCEL.value)
         )
-        await conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.id.in_(ids),
-                deliveries.c.state == DeliveryState.PENDING.value,
-                deliveries.c.alert_id.in_(cancels),
-            )
-            .values(state=DeliveryState.SUPPRESSED.value, reason="cancelled", updated_at=now)
-        )
+        await suppress_pending(conn, ids, cancels, "cancelled", now)
 
     async def _fall_back(
         self, conn: AsyncConnection, row: dict[str, Any], now: datetime
@@ -312,17 +280,11 @@ class DeliveryStore:
                 fallback_channels=tuple(remaining),
                 ack_required=bool(row["ack_required"]),
                 subscriptions=tuple(row["subscriptions"] or ()),
-                origin="fallback",
+                origin=RowOrigin.FALLBACK,
             )
-            values = planned.values(row["alert_id"]) | {
-                "created_at": now,
-                "updated_at": now,
-                "fallback_of": row["id"],
-            }
-            inserted = await conn.execute(
-                self.database.insert_ignoring_conflicts(deliveries).values(values)
-            )
-            return (channel, values["id"]) if inserted.rowcount == 1 else None
+            values = planned.values(row["alert_id"], now) | {"fallback_of": row["id"]}
+            inserted = await insert_planned(conn, self.database, [values])
+            return (channel, values["id"]) if inserted == 1 else None
         return None
 
     async def resend_stuck(
@@ -336,40 +298,8 @@ class DeliveryStore:
         whether they went is unknown): back to `pending` flagged `resent`, or `failed` if that
         happened before. `in_flight` are rows the caller itself is still sending (slow, not
         stuck). Returns the ids to publish again."""
-        stuck = and_(
-            deliveries.c.channel == channel,
-            deliveries.c.state == DeliveryState.SENDING.value,
-            deliveries.c.updated_at < older_than,
-        )
-        if in_flight:
-            stuck = and_(stuck, deliveries.c.id.not_in(list(in_flight)))
         async with self.database.transaction() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(stuck, deliveries.c.resent.is_(True))
-                .values(
-                    state=DeliveryState.FAILED.value,
-                    reason="stuck in sending again after one resend",
-                    updated_at=now,
-                )
-            )
-            ids = list(
-                await conn.scalars(
-                    select(deliveries.c.id).where(stuck, deliveries.c.resent.is_(False))
-                )
-            )
-            if ids:
-                await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(ids))
-                    .values(
-                        state=DeliveryState.PENDING.value,
-                        resent=True,
-                        reason="a worker stopped mid-send: resent once, may be a duplicate",
-                        updated_at=now,
-                    )
-                )
-            return ids
+            return await resend_stuck_rows(conn, channel, older_than, now, in_flight)
 
     async def overdue_pending(self, channel: str, older_than: datetime) -> list[str]:
         """Pending rows that have been due since before `older_than`: their task was lost if

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.alert import Alert, Handling, MsgType, Tlp, content_hash_of
@@ -22,7 +22,15 @@ from dissemination.controls import approval
 from dissemination.controls.record import WITHHELD, Entry, append_records
 from dissemination.ledger.planning import Planner
 from dissemination.store.database import Database
-from dissemination.store.rows import OWING_STATES, AlertState, DeliveryState, PlannedRow, held
+from dissemination.store.rows import (
+    AlertState,
+    DeliveryState,
+    PlannedRow,
+    held,
+    insert_planned,
+    pending_by_channel,
+    suppress_owing,
+)
 from dissemination.store.tables import (
     alert_references,
     alerts,
@@ -209,18 +217,7 @@ class Ledger:
         """A Cancel stops what the cancelled alerts still had waiting: pending rows (retries,
         quiet-hours holds, not yet sent) and rows held for approval are suppressed, held
         alerts withdrawn, and escalations end. Rows mid-send finish normally."""
-        await conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.alert_id.in_(cancelled),
-                deliveries.c.state.in_(OWING_STATES),
-            )
-            .values(
-                state=DeliveryState.SUPPRESSED.value,
-                reason=f"cancelled by {cancel.identifier}",
-                updated_at=now,
-            )
-        )
+        await suppress_owing(conn, cancelled, f"cancelled by {cancel.identifier}", now)
         await approval.withdraw(conn, cancelled, cancel.identifier, now)
         await end_escalations(conn, EscalationState.CANCELLED, now, alert_ids=cancelled)
 
@@ -229,16 +226,12 @@ class Ledger:
     ) -> dict[str, list[str]]:
         if not rows:
             return {}
-        values = [row.values(alert.id) | {"created_at": now, "updated_at": now} for row in rows]
-        await conn.execute(self.database.insert_ignoring_conflicts(deliveries), values)
+        values = [row.values(alert.id, now) for row in rows]
+        await insert_planned(conn, self.database, values)
         await self.acks.issue(conn, self.database, alert.id, alert.expires, values, now)
         await plan_escalations(conn, self.database, alert, values, now)
         await self._record_withheld(conn, values, now)
-        pending: dict[str, list[str]] = {}
-        for value in values:
-            if value["state"] == DeliveryState.PENDING.value:
-                pending.setdefault(value["channel"], []).append(value["id"])
-        return pending
+        return pending_by_channel(values)
 
     @staticmethod
     async def _record_withheld(

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from core.alert import Alert, MsgType
-from dissemination.store.rows import DeliveryState, PlannedRow
+from dissemination.store.rows import DeliveryState, PlannedRow, RowOrigin
 from subscriptions.clearance import withheld_reason
 from subscriptions.matcher import Matcher, MatchResult
 from subscriptions.model import Channel
@@ -116,5 +116,5 @@ class Planner:
             fallback_channels=tuple(earlier["fallback_channels"] or ()),
             ack_required=bool(earlier["ack_required"]),
             subscriptions=tuple(earlier["subscriptions"] or ()),
-            origin="referenced",
+            origin=RowOrigin.REFERENCED,
         )

@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.sql import Select
 
 from dissemination.store.database import Database
-from dissemination.store.rows import DeliveryState
+from dissemination.store.rows import DeliveryState, RowOrigin
 from dissemination.store.tables import acks, alerts, deliveries, escalations, stakeholders
 
 REACHED = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
@@ -72,7 +72,7 @@ def alert_summary(row: Any) -> dict[str, Any]:
 
 
 def _of_alert(alert_id: str) -> Any:
-    return and_(deliveries.c.alert_id == alert_id, deliveries.c.origin != "notice")
+    return and_(deliveries.c.alert_id == alert_id, deliveries.c.origin != RowOrigin.NOTICE.value)
 
 
 def ack_series(

@@ -1,20 +1,38 @@
-"""The vocabulary of ledger rows: the states an alert and a delivery row can be in, a delivery
-row as planned, and its stable id."""
+"""Ledger rows: the states an alert and a delivery row can be in, where a row comes from, a
+row as planned, and every state transition of a delivery row. No other module writes the
+`state` of a `deliveries` row; each transition below moves rows forward only, from the
+states it names, so a late or repeated writer changes nothing.
+
+    planned ──> pending ──claim──> sending ──settle──> sent ──status──> delivered | failed
+       │          ^  │                 │  └──────────> failed | withheld | suppressed
+       │          │  │                 └──retry──> pending (not_before)
+       │          │  └──Cancel, ack of an escalation──> suppressed
+       ├──> held ─┴─approve            (held ──reject, Cancel──> suppressed)
+       └──> withheld
+    sending, stuck after a crash ──> pending (resent once, flagged) ──stuck again──> failed
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dissemination.store.database import Database
+from dissemination.store.tables import deliveries
+
 DELIVERY_ID_NAMESPACE = uuid.UUID("5b0f7c2e-3a7d-5e61-9c4b-0d2e8f1a6b73")
 
 
 class DeliveryState(StrEnum):
-    """A ledger row's state; it only moves forward (see `dissemination.delivery.worker`). `held`
-    rows wait for a second administrator's approval (`dissemination.controls.approval`)."""
+    """A delivery row's state; it only moves forward (the transitions below). `held` rows wait
+    for a second administrator's approval (`dissemination.controls.approval`)."""
 
     PENDING = "pending"
     HELD = "held"
@@ -28,6 +46,25 @@ class DeliveryState(StrEnum):
 
 OWING_STATES = frozenset({DeliveryState.PENDING.value, DeliveryState.HELD.value})
 """States of a row that will be sent (held ones once approved): it owes an acknowledgment."""
+REACHED_STATES = frozenset({DeliveryState.SENT.value, DeliveryState.DELIVERED.value})
+"""States of a row whose message reached the provider."""
+
+
+class RowOrigin(StrEnum):
+    """Why a delivery row exists."""
+
+    MATCH = "match"  # a subscription matched the alert
+    REFERENCED = "referenced"  # an earlier recipient of the alert an Update or Cancel refers to
+    FALLBACK = "fallback"  # the previous channel of the subscription failed
+    ESCALATION = "escalation"  # an escalation step resent the alert
+    NOTICE = "notice"  # a supervisor told that someone has not acknowledged
+    IMMINENT_DANGER = "imminent_danger"  # an administrator released it outside the rules
+
+
+ALERT_ORIGINS = frozenset(
+    {RowOrigin.MATCH, RowOrigin.REFERENCED, RowOrigin.FALLBACK, RowOrigin.ESCALATION}
+)
+"""Origins of rows that carry the alert itself to a recipient it was planned for."""
 
 
 def delivery_id(alert_id: str, stakeholder_id: str, channel: str, address: str) -> str:
@@ -52,16 +89,21 @@ class PlannedRow:
     fallback_channels: tuple[str, ...] = ()
     ack_required: bool = False
     subscriptions: tuple[str, ...] = field(default=())
-    origin: str = "match"
+    origin: RowOrigin = RowOrigin.MATCH
     not_before: datetime | None = None
+    row_id: str | None = None
+    """An id other than the planned one (an escalation step's or a release's row)."""
 
     def key(self) -> tuple[str, str, str]:
         return (self.stakeholder_id, self.channel, self.address)
 
-    def values(self, alert_id: str) -> dict[str, Any]:
-        """Column values for the deliveries table (timestamps added by the writer)."""
+    def values(self, alert_id: str, now: datetime) -> dict[str, Any]:
+        """Column values for the deliveries table."""
+        row_id = self.row_id or delivery_id(
+            alert_id, self.stakeholder_id, self.channel, self.address
+        )
         return {
-            "id": delivery_id(alert_id, self.stakeholder_id, self.channel, self.address),
+            "id": row_id,
             "alert_id": alert_id,
             "stakeholder_id": self.stakeholder_id,
             "subscription_id": self.subscription_id,
@@ -75,9 +117,11 @@ class PlannedRow:
             "fallback_channels": list(self.fallback_channels),
             "ack_required": self.ack_required,
             "subscriptions": list(self.subscriptions),
-            "origin": self.origin,
+            "origin": self.origin.value,
             "resent": False,
             "not_before": self.not_before,
+            "created_at": now,
+            "updated_at": now,
         }
 
 
@@ -95,3 +139,258 @@ def held(row: PlannedRow) -> PlannedRow:
     if row.state is not DeliveryState.PENDING:
         return row
     return replace(row, state=DeliveryState.HELD)
+
+
+@dataclass(frozen=True, slots=True)
+class RowOutcome:
+    """Where one row in `sending` goes after an attempt. PENDING means back to wait until
+    `not_before` (a retry, or an open circuit, which does not count as an attempt)."""
+
+    row_id: str
+    state: DeliveryState
+    reason: str | None
+    provider_id: str | None = None
+    not_before: datetime | None = None
+    uncount_attempt: bool = False
+    detail: str | None = None
+
+
+def pending_by_channel(values: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """The ids of the pending rows among `values`, by channel (for delivery tasks)."""
+    pending: dict[str, list[str]] = {}
+    for value in values:
+        if value["state"] == DeliveryState.PENDING.value:
+            pending.setdefault(value["channel"], []).append(value["id"])
+    return pending
+
+
+async def insert_planned(
+    conn: AsyncConnection, database: Database, values: Sequence[dict[str, Any]]
+) -> int:
+    """Write planned rows (`PlannedRow.values`); a row whose id exists already is left as it
+    is, so re-planning changes nothing. Returns how many were new."""
+    if not values:
+        return 0
+    if len(values) == 1:
+        result = await conn.execute(
+            database.insert_ignoring_conflicts(deliveries).values(values[0])
+        )
+    else:
+        result = await conn.execute(database.insert_ignoring_conflicts(deliveries), values)
+    return int(result.rowcount or 0)
+
+
+async def claim_due(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> list[str]:
+    """pending -> sending for the rows among `ids` whose time has come, counting an attempt;
+    conditional, so two workers never both claim a row. Returns the ids claimed."""
+    return list(
+        await conn.scalars(
+            update(deliveries)
+            .where(_pending(ids), _due(now))
+            .values(
+                state=DeliveryState.SENDING.value,
+                attempts=deliveries.c.attempts + 1,
+                updated_at=now,
+            )
+            .returning(deliveries.c.id)
+        )
+    )
+
+
+async def waiting(
+    conn: AsyncConnection, ids: Sequence[str], now: datetime
+) -> list[tuple[str, datetime]]:
+    """The pending rows among `ids` that must wait, with the time they wait for."""
+    result = await conn.execute(
+        select(deliveries.c.id, deliveries.c.not_before).where(_pending(ids), ~_due(now))
+    )
+    return [(row.id, row.not_before) for row in result]
+
+
+def _pending(ids: Sequence[str]) -> Any:
+    return and_(deliveries.c.id.in_(ids), deliveries.c.state == DeliveryState.PENDING.value)
+
+
+def _due(now: datetime) -> Any:
+    return or_(deliveries.c.not_before.is_(None), deliveries.c.not_before <= now)
+
+
+async def settle_sending(
+    conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime
+) -> None:
+    """sending -> each outcome's state, in one statement; only from `sending`, so a late writer
+    never moves a row backwards."""
+    if not outcomes:
+        return
+    await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id == bindparam("row_id"),
+            deliveries.c.state == DeliveryState.SENDING.value,
+        )
+        .values(
+            state=bindparam("new_state"),
+            reason=bindparam("new_reason"),
+            provider_id=func.coalesce(bindparam("new_provider_id"), deliveries.c.provider_id),
+            not_before=bindparam("new_not_before"),
+            detail=func.coalesce(bindparam("new_detail"), deliveries.c.detail),
+            attempts=deliveries.c.attempts - bindparam("uncount"),
+            updated_at=now,
+        ),
+        [
+            {
+                "row_id": o.row_id,
+                "new_state": o.state.value,
+                "new_reason": o.reason,
+                "new_provider_id": o.provider_id,
+                "new_not_before": o.not_before,
+                "uncount": int(o.uncount_attempt),
+                "new_detail": o.detail,
+            }
+            for o in outcomes
+        ],
+    )
+
+
+async def suppress_pending(
+    conn: AsyncConnection, ids: Sequence[str], of_alerts: Any, reason: str, now: datetime
+) -> None:
+    """pending -> suppressed for the rows among `ids` of the alerts `of_alerts` selects (a
+    Cancel that came while they were being sent stops their retries)."""
+    await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id.in_(ids),
+            deliveries.c.state == DeliveryState.PENDING.value,
+            deliveries.c.alert_id.in_(of_alerts),
+        )
+        .values(state=DeliveryState.SUPPRESSED.value, reason=reason, updated_at=now)
+    )
+
+
+async def suppress_owing(
+    conn: AsyncConnection, alert_ids: Collection[str], reason: str, now: datetime
+) -> None:
+    """pending or held -> suppressed for every row of these alerts (a Cancel): retries,
+    quiet-hours holds and rows awaiting approval. Rows mid-send finish normally."""
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.alert_id.in_(alert_ids), deliveries.c.state.in_(OWING_STATES))
+        .values(state=DeliveryState.SUPPRESSED.value, reason=reason, updated_at=now)
+    )
+
+
+async def suppress_escalation_sends(
+    conn: AsyncConnection, alert_id: str, stakeholder_id: str, now: datetime
+) -> None:
+    """pending -> suppressed for the escalation resends to a stakeholder who acknowledged."""
+    await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.alert_id == alert_id,
+            deliveries.c.stakeholder_id == stakeholder_id,
+            deliveries.c.origin == RowOrigin.ESCALATION.value,
+            deliveries.c.state == DeliveryState.PENDING.value,
+        )
+        .values(state=DeliveryState.SUPPRESSED.value, reason="acknowledged", updated_at=now)
+    )
+
+
+async def release_held(conn: AsyncConnection, alert_id: str, now: datetime) -> dict[str, list[str]]:
+    """held -> pending for an approved alert; returns the released ids by channel."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.alert_id == alert_id, deliveries.c.state == DeliveryState.HELD.value)
+        .values(state=DeliveryState.PENDING.value, updated_at=now)
+        .returning(deliveries.c.id, deliveries.c.channel)
+    )
+    released: dict[str, list[str]] = {}
+    for row_id, channel in result:
+        released.setdefault(channel, []).append(row_id)
+    for ids in released.values():
+        ids.sort()
+    return released
+
+
+async def reject_held(conn: AsyncConnection, alert_id: str, reason: str, now: datetime) -> None:
+    """held -> suppressed (`approval_rejected`, the rejection's reason as detail)."""
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.alert_id == alert_id, deliveries.c.state == DeliveryState.HELD.value)
+        .values(
+            state=DeliveryState.SUPPRESSED.value,
+            reason="approval_rejected",
+            detail=reason,
+            updated_at=now,
+        )
+    )
+
+
+async def record_provider_status(
+    conn: AsyncConnection,
+    channel: str,
+    provider_id: str,
+    delivered: bool,
+    reason: str | None,
+    now: datetime,
+) -> None:
+    """sent -> delivered, or sent -> failed with `reason`, as the provider reported later."""
+    values: dict[str, Any] = {
+        "state": (DeliveryState.DELIVERED if delivered else DeliveryState.FAILED).value,
+        "updated_at": now,
+    }
+    if not delivered:
+        values["reason"] = reason
+    await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.provider_id == provider_id,
+            deliveries.c.channel == channel,
+            deliveries.c.state == DeliveryState.SENT.value,
+        )
+        .values(**values)
+    )
+
+
+async def resend_stuck_rows(
+    conn: AsyncConnection,
+    channel: str,
+    older_than: datetime,
+    now: datetime,
+    in_flight: Collection[str] = (),
+) -> list[str]:
+    """The resend-once policy for rows stuck in `sending` (their worker died mid-send, so
+    whether they went is unknown): back to `pending` flagged `resent`, or `failed` if that
+    happened before. `in_flight` are rows the caller itself is still sending (slow, not
+    stuck). Returns the ids to publish again."""
+    stuck = and_(
+        deliveries.c.channel == channel,
+        deliveries.c.state == DeliveryState.SENDING.value,
+        deliveries.c.updated_at < older_than,
+    )
+    if in_flight:
+        stuck = and_(stuck, deliveries.c.id.not_in(list(in_flight)))
+    await conn.execute(
+        update(deliveries)
+        .where(stuck, deliveries.c.resent.is_(True))
+        .values(
+            state=DeliveryState.FAILED.value,
+            reason="stuck in sending again after one resend",
+            updated_at=now,
+        )
+    )
+    ids = list(
+        await conn.scalars(select(deliveries.c.id).where(stuck, deliveries.c.resent.is_(False)))
+    )
+    if ids:
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids))
+            .values(
+                state=DeliveryState.PENDING.value,
+                resent=True,
+                reason="a worker stopped mid-send: resent once, may be a duplicate",
+                updated_at=now,
+            )
+        )
+    return ids
