@@ -59,6 +59,7 @@ from bench.common import (
     run_loop,
 )
 from dissemination.broker.topology import broker_url, declare_intake
+from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Ledger, PlannedAlert
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
@@ -373,7 +374,7 @@ async def stage_costs(settings: Settings, sample: int) -> dict[str, Any]:
     from core.validation import schema_errors
     from dissemination.intake.decoding import DecodeLimits, decode_documents
     from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
-    from dissemination.intake.processor import initial_state
+    from dissemination.intake.pipeline import initial_state
     from dissemination.ledger.alerts import AlertMessage, Payload
 
     intake = settings.intake
@@ -409,14 +410,14 @@ async def stage_costs(settings: Settings, sample: int) -> dict[str, Any]:
     batch = settings.broker.concurrency
     database = Database.from_settings(settings.store, settings.data_path)
     try:
-        ledger = Ledger(database)
+        pipeline = AlertPipeline(Ledger(database), intake)
         started = time.perf_counter()
         for message in one_by_one:
-            await ledger.record_messages([message])
+            await pipeline.record_messages([message])
         store_single = time.perf_counter() - started
         started = time.perf_counter()
         for start in range(0, len(batched), batch):
-            await ledger.record_messages(batched[start : start + batch])
+            await pipeline.record_messages(batched[start : start + batch])
         store_batched = time.perf_counter() - started
     finally:
         await database.close()

@@ -46,7 +46,7 @@ from dissemination.directory.store import Directory
 from dissemination.directory.sync import DirectoryFollower
 from dissemination.errors import SchemaOutOfDate
 from dissemination.intake.consumer import IntakeConsumer
-from dissemination.intake.processor import IntakeProcessor
+from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Ledger
 from dissemination.ledger.planning import Planner
 from dissemination.ledger.progress import ProgressStore
@@ -129,7 +129,7 @@ class Service:
         follower.matcher = await load_matcher(directory)
         lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
         ledger = Ledger(self.database, Planner(follower.matcher), AckIssuer(lifetime))
-        processor = IntakeProcessor(ledger, settings.intake, self.clock, approval)
+        processor = AlertPipeline(ledger, settings.intake, self.clock, approval)
         channel = await self.broker.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=settings.broker.prefetch)
         topology = await declare_intake(channel, settings.broker)

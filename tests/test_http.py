@@ -17,7 +17,7 @@ from core.alert import alert_id_for
 from dissemination.api.app import RUNTIME, Runtime, create_app
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.broker.publisher import AlertPublisher
-from dissemination.intake.processor import IntakeProcessor
+from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Ledger
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings
@@ -70,7 +70,7 @@ async def test_readiness_is_503_when_store_and_broker_are_unreachable(
     dead_store = Database.from_settings(
         StoreSettings("postgresql+asyncpg://postgres@127.0.0.1:1/none", 1, 0.05, 0.2), tmp_path
     )
-    processor = IntakeProcessor(Ledger(dead_store), settings.intake)
+    processor = AlertPipeline(Ledger(dead_store), settings.intake)
     runtime = Runtime(dead_store, Ledger(dead_store), TokenStore(dead_store), processor)
     server = web.AppRunner(create_app(runtime, settings.http))
     await server.setup()

@@ -55,7 +55,7 @@ from dissemination.intake.decoding import (
     decode_alerts,
 )
 from dissemination.intake.normalize import HandlingDefaults
-from dissemination.intake.processor import IntakeProcessor
+from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Ledger
 from dissemination.ledger.progress import ProgressStore
 from dissemination.service import Service
@@ -201,7 +201,7 @@ async def test_documented_operations_are_exactly_the_registered_routes(tmp_path:
     try:
         ledger = Ledger(database)
         runtime = Runtime(
-            database, ledger, TokenStore(database), IntakeProcessor(ledger, settings.intake)
+            database, ledger, TokenStore(database), AlertPipeline(ledger, settings.intake)
         )
         app = create_app(runtime, settings.http)
         admin = Admin(

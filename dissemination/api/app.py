@@ -18,7 +18,7 @@ from dissemination.broker.publisher import AlertPublisher
 from dissemination.controls.approval import principal
 from dissemination.errors import PublishFailed
 from dissemination.intake.consumer import SUBMITTED_BY_HEADER
-from dissemination.intake.processor import IntakeProcessor
+from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Ledger, Payload
 from dissemination.settings import HttpSettings
 from dissemination.store.audit import Actor
@@ -34,7 +34,7 @@ class Runtime:
     database: Database
     ledger: Ledger
     tokens: TokenStore
-    processor: IntakeProcessor
+    processor: AlertPipeline
     publisher: AlertPublisher | None = None
     broker: AbstractRobustConnection | None = None
     broker_user: str | None = None

@@ -25,7 +25,7 @@ from core.errors import RejectedInput, StoreUnavailable
 from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.broker.topology import IntakeTopology
 from dissemination.errors import PublishFailed
-from dissemination.intake.processor import IntakeProcessor
+from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Payload
 from dissemination.retrying import Backoff
 
@@ -51,7 +51,7 @@ class IntakeConsumer:
 
     def __init__(
         self,
-        processor: IntakeProcessor,
+        processor: AlertPipeline,
         topology: IntakeTopology,
         concurrency: int,
         backoff: Backoff,

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.alert import Alert, Handling, MsgType, Tlp, content_hash_of
+from core.alert import Alert, Handling, Tlp, content_hash_of
 from core.errors import ErrorDetail
 from dissemination.acks.escalation import EscalationState, end_escalations, plan_escalations
 from dissemination.acks.tracking import AckIssuer
@@ -26,7 +26,6 @@ from dissemination.store.rows import (
     AlertState,
     DeliveryState,
     PlannedRow,
-    held,
     insert_planned,
     pending_by_channel,
     suppress_owing,
@@ -108,36 +107,25 @@ class Ledger:
     async def record_alert(
         self, alert: Alert, payload: Payload, state: AlertState, now: datetime
     ) -> RecordOutcome:
-        """Store `alert` once. Same key and same content again: DUPLICATE. Same key with other
-        content: the newcomer is quarantined (CONFLICT) and the original stays."""
+        """Store `alert` once and link its references, in its own transaction (no planning:
+        the intake pipeline composes that)."""
         async with self.database.transaction() as conn:
-            recorded = await self._record_in(conn, PlannedAlert(alert, state), payload, now)
-            return recorded.outcome
+            outcome = await self.store(conn, alert, payload, state, now)
+            if outcome is RecordOutcome.STORED:
+                await self.link_references(conn, alert)
+            return outcome
 
-    async def record_messages(self, messages: Sequence[AlertMessage]) -> list[list[Recorded]]:
-        """Record the alerts of several messages, and their delivery rows, in one transaction
-        (one commit for all)."""
-        async with self.database.transaction() as conn:
-            return [
-                [
-                    await self._record_in(
-                        conn, planned, message.payload, message.received_at, message.submitted_by
-                    )
-                    for planned in message.alerts
-                ]
-                for message in messages
-            ]
-
-    async def _record_in(
+    async def store(
         self,
         conn: AsyncConnection,
-        planned: PlannedAlert,
+        alert: Alert,
         payload: Payload,
+        state: AlertState,
         now: datetime,
-        submitted_by: str | None = None,
-    ) -> Recorded:
-        alert, state = planned.alert, planned.state
-        planning = state is AlertState.RECEIVED and self.planner is not None
+    ) -> RecordOutcome:
+        """Keep the payload, and the alert once. Same key and same content again: DUPLICATE.
+        Same key with other content: the newcomer is quarantined (CONFLICT) and the original
+        stays."""
         document = alert.to_json()
         content_hash = content_hash_of(document)
         await self._store_payload(conn, payload, now)
@@ -154,7 +142,7 @@ class Ledger:
                 scope=alert.scope,
                 tlp=alert.handling.tlp.value,
                 caveats=list(alert.handling.caveats),
-                state=(AlertState.PLANNED if planning else state).value,
+                state=state.value,
                 content_hash=content_hash,
                 expires_at=alert.expires,
                 headline=alert.headline,
@@ -165,21 +153,10 @@ class Ledger:
             )
         )
         if inserted.rowcount == 1:
-            known = await self._link_references(conn, alert)
-            if not planning:
-                return Recorded(RecordOutcome.STORED)
-            rows = await self._with_prior_recipients(conn, planned, known)
-            if self.planner is not None:
-                rows = self.planner.hold_for_quiet_hours(alert, rows, now)
-            if planned.hold_rule is not None:
-                rows = [held(row) for row in rows]
-                await approval.hold(conn, alert.id, planned.hold_rule, submitted_by, now)
-            if alert.msg_type is MsgType.CANCEL and known:
-                await self._stop_pending(conn, alert, known, now)
-            return Recorded(RecordOutcome.STORED, await self._write_rows(conn, alert, rows, now))
+            return RecordOutcome.STORED
         existing = await conn.scalar(select(alerts.c.content_hash).where(alerts.c.id == alert.id))
         if existing == content_hash:
-            return Recorded(RecordOutcome.DUPLICATE, await self._pending_of(conn, alert.id))
+            return RecordOutcome.DUPLICATE
         await conn.execute(
             quarantine.insert().values(
                 received_at=now,
@@ -190,15 +167,20 @@ class Ledger:
                 payload_sha256=payload.sha256,
             )
         )
-        return Recorded(RecordOutcome.CONFLICT)
+        return RecordOutcome.CONFLICT
 
-    async def _with_prior_recipients(
-        self, conn: AsyncConnection, planned: PlannedAlert, known_references: list[str]
+    async def with_prior_recipients(
+        self,
+        conn: AsyncConnection,
+        alert: Alert,
+        rows: list[PlannedRow],
+        known_references: list[str],
     ) -> list[PlannedRow]:
-        rows = list(planned.rows)
+        """`rows` plus the earlier recipients of the stored alerts an Update or Cancel refers
+        to (`Planner.add_prior_recipients`)."""
         if self.planner is None or not known_references:
             return rows
-        if not self.planner.follows_references(planned.alert):
+        if not self.planner.follows_references(alert):
             return rows
         prior = await conn.execute(
             select(deliveries)
@@ -208,10 +190,10 @@ class Ledger:
             )
             .order_by(deliveries.c.id)
         )
-        return self.planner.add_prior_recipients(planned.alert, rows, prior.mappings())
+        return self.planner.add_prior_recipients(alert, rows, prior.mappings())
 
     @staticmethod
-    async def _stop_pending(
+    async def stop_pending(
         conn: AsyncConnection, cancel: Alert, cancelled: list[str], now: datetime
     ) -> None:
         """A Cancel stops what the cancelled alerts still had waiting: pending rows (retries,
@@ -221,9 +203,11 @@ class Ledger:
         await approval.withdraw(conn, cancelled, cancel.identifier, now)
         await end_escalations(conn, EscalationState.CANCELLED, now, alert_ids=cancelled)
 
-    async def _write_rows(
+    async def write_rows(
         self, conn: AsyncConnection, alert: Alert, rows: Sequence[PlannedRow], now: datetime
     ) -> dict[str, list[str]]:
+        """Write the planned rows with what each owes: ack tokens, escalation timers, and the
+        record of every withholding. Returns the pending row ids by channel."""
         if not rows:
             return {}
         values = [row.values(alert.id, now) for row in rows]
@@ -270,7 +254,7 @@ class Ledger:
             now,
         )
 
-    async def _pending_of(self, conn: AsyncConnection, alert_id: str) -> dict[str, list[str]]:
+    async def pending_of(self, conn: AsyncConnection, alert_id: str) -> dict[str, list[str]]:
         result = await conn.execute(
             select(deliveries.c.id, deliveries.c.channel).where(
                 deliveries.c.alert_id == alert_id,
@@ -292,7 +276,7 @@ class Ledger:
             )
         )
 
-    async def _link_references(self, conn: AsyncConnection, alert: Alert) -> list[str]:
+    async def link_references(self, conn: AsyncConnection, alert: Alert) -> list[str]:
         """Link the alert's references; returns the ids of those that resolve to stored alerts."""
         if not alert.references:
             return []

@@ -1,0 +1,166 @@
+"""The path of an alert, top to bottom. Each step lives in its room; this module only
+composes them, in this order:
+
+    decode      intake.decoding, capxml, nws   bytes -> documents, safely (no entities, no
+                                               duplicate keys, bounded size and depth)
+    validate    core.validation                each document against its JSON Schema
+    normalize   intake.normalize               documents -> Alert (marks, defaults)
+    inherit     ledger.alerts                  an Update or Cancel takes the stricter marks of
+                                               the stored alerts it refers to
+    plan        ledger.planning                matched rows and withheld rows (with reasons);
+                controls.approvalrules         whether the alert waits for approval
+  in one transaction per group commit (store.groupcommit):
+    dedupe      ledger.alerts                  the same alert again changes nothing; the same
+                                               key with other content is quarantined
+    link        ledger.alerts                  references resolved to stored alerts
+    prior       ledger.alerts, planning        earlier recipients of what it refers to
+    quiet hours ledger.planning                pending rows wait for the window to end
+    hold        controls.approval              rows held for a second administrator
+    cancel      ledger.alerts                  what a cancelled alert still owed is suppressed
+    record      ledger.alerts, store.rows      rows written, ack tokens issued, escalations
+                acks, controls.record          planned, withholdings recorded
+  after the commit (intake.consumer):
+    dispatch    broker.dispatch                delivery tasks for the pending rows, confirmed
+    ack         intake.consumer                only now is the inbound message acked
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.alert import Alert, MsgType, Status, Tlp
+from core.clock import Clock, utc_now
+from dissemination.controls import approval
+from dissemination.controls.approvalrules import ApprovalPolicy
+from dissemination.failpoints import failpoint
+from dissemination.intake.decoding import DecodeLimits, decode_alerts
+from dissemination.intake.normalize import HandlingDefaults
+from dissemination.ledger.alerts import (
+    AlertMessage,
+    Ledger,
+    Payload,
+    PlannedAlert,
+    Recorded,
+    RecordOutcome,
+)
+from dissemination.settings import IntakeSettings
+from dissemination.store.groupcommit import GroupCommit
+from dissemination.store.rows import AlertState, held
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    """What one message became: alert ids by what recording them did, and the delivery rows
+    waiting to be sent, by channel."""
+
+    outcomes: dict[str, RecordOutcome] = field(default_factory=dict)
+    pending: dict[str, list[str]] = field(default_factory=dict)
+
+
+def initial_state(alert: Alert, now: datetime) -> AlertState:
+    """Draft is never disseminated; an alert whose every info block has expired is recorded only."""
+    if alert.status is Status.DRAFT:
+        return AlertState.DRAFT
+    expires = alert.expires
+    if expires is not None and expires <= now:
+        return AlertState.EXPIRED
+    return AlertState.RECEIVED
+
+
+class AlertPipeline:
+    """The steps above, composed: `process` runs one message's alerts through them, whatever
+    way the bytes arrived (AMQP or a test); `record_messages` is the group commit's writer."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings: IntakeSettings,
+        clock: Clock = utc_now,
+        approval: ApprovalPolicy | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.clock = clock
+        self.approval = approval
+        self.writer: GroupCommit[AlertMessage, list[Recorded]] = GroupCommit(self.record_messages)
+        self.limits = DecodeLimits(settings.max_body_bytes, settings.max_json_depth)
+        self.defaults = HandlingDefaults(
+            Tlp.parse(settings.default_tlp), Tlp.parse(settings.public_scope_tlp)
+        )
+
+    def parse(self, payload: Payload) -> list[Alert]:
+        """The validated alerts in `payload`, or RejectedInput."""
+        return decode_alerts(payload.body, payload.content_type, self.limits, self.defaults)
+
+    async def process(self, payload: Payload, submitted_by: str | None = None) -> IntakeResult:
+        """Store the payload's alerts and plan their deliveries; `submitted_by` is who
+        published it, as far as it is known (see `submitter_of`)."""
+        alerts = self.parse(payload)  # decode, validate, normalize
+        alerts = [await self._with_inherited_marks(alert) for alert in alerts]  # inherit
+        now = self.clock()
+        await failpoint("before_store")
+        planned = tuple(self._planned(alert, now) for alert in alerts)  # plan, approval rule
+        message = AlertMessage(payload, planned, now, submitted_by)
+        recorded = await self.writer.submit(message)  # the transaction: see _record
+        await failpoint("after_store")
+        result = IntakeResult()
+        for alert, outcome in zip(alerts, recorded, strict=True):
+            result.outcomes[alert.id] = outcome.outcome
+            for channel, ids in outcome.pending.items():
+                result.pending.setdefault(channel, []).extend(ids)
+        return result
+
+    async def _with_inherited_marks(self, alert: Alert) -> Alert:
+        """An Update or Cancel carries at least the marks of the alerts it refers to (those
+        stored): the stricter TLP and every caveat, unless its own are stricter."""
+        if alert.msg_type not in (MsgType.UPDATE, MsgType.CANCEL) or not alert.references:
+            return alert
+        handling = alert.handling
+        for original in await self.ledger.marks_of([ref.alert_id for ref in alert.references]):
+            handling = handling.at_least(original)
+        return alert if handling is alert.handling else replace(alert, handling=handling)
+
+    def _planned(self, alert: Alert, now: datetime) -> PlannedAlert:
+        state = initial_state(alert, now)
+        planner = self.ledger.planner
+        if state is not AlertState.RECEIVED or planner is None:
+            return PlannedAlert(alert, state)
+        hold_rule = self.approval.hold_rule(alert) if self.approval is not None else None
+        return PlannedAlert(alert, state, tuple(planner.plan(alert)), hold_rule)
+
+    async def record_messages(self, messages: Sequence[AlertMessage]) -> list[list[Recorded]]:
+        """Record the alerts of several messages, and their delivery rows, in one transaction
+        (one commit for all)."""
+        async with self.ledger.database.transaction() as conn:
+            return [
+                [await self._record(conn, planned, message) for planned in message.alerts]
+                for message in messages
+            ]
+
+    async def _record(
+        self, conn: AsyncConnection, planned: PlannedAlert, message: AlertMessage
+    ) -> Recorded:
+        """One alert's steps inside the transaction, in order."""
+        ledger, alert, now = self.ledger, planned.alert, message.received_at
+        planner = ledger.planner
+        planning = planned.state is AlertState.RECEIVED and planner is not None
+        state = AlertState.PLANNED if planning else planned.state
+        outcome = await ledger.store(conn, alert, message.payload, state, now)  # dedupe
+        if outcome is RecordOutcome.DUPLICATE:  # a crash may have come before its tasks went
+            return Recorded(outcome, await ledger.pending_of(conn, alert.id))
+        if outcome is RecordOutcome.CONFLICT:
+            return Recorded(outcome)
+        known = await ledger.link_references(conn, alert)  # link references
+        if not planning or planner is None:
+            return Recorded(outcome)
+        rows = await ledger.with_prior_recipients(conn, alert, list(planned.rows), known)
+        rows = planner.hold_for_quiet_hours(alert, rows, now)  # quiet hours
+        if planned.hold_rule is not None:  # hold for approval
+            rows = [held(row) for row in rows]
+            await approval.hold(conn, alert.id, planned.hold_rule, message.submitted_by, now)
+        if alert.msg_type is MsgType.CANCEL and known:  # cancel what the originals still owe
+            await ledger.stop_pending(conn, alert, known, now)
+        return Recorded(outcome, await ledger.write_rows(conn, alert, rows, now))  # record
