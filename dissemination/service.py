@@ -1,12 +1,18 @@
-"""The running service: assembles store, broker, intake and HTTP server, and takes them down
-in the order that loses nothing (stop consuming, drain or requeue, then close)."""
+"""The running service: assembled from small named start-up steps, each of which registers
+how to undo itself, and taken down in the reverse order, which is the order that loses
+nothing: stop the jobs and the directory follower, stop delivering, stop consuming (drain
+in-flight messages or requeue them), stop serving HTTP, then close the broker and the store.
+
+A step that fails leaves everything started before it to be stopped by `stop`, so a service
+that could not start never leaks a connection."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 import aio_pika
@@ -60,131 +66,254 @@ from subscriptions.matcher import Matcher
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Service:
-    """One service instance: consumer(s) and HTTP server sharing a store and a broker."""
+@dataclass(frozen=True, slots=True)
+class Front:
+    """What serves alerts in and people: absent when the instance only delivers."""
 
-    settings: Settings
-    clock: Clock = utc_now
-    database: Database | None = None
-    broker: AbstractRobustConnection | None = None
-    consumer: IntakeConsumer | None = None
-    http: web.AppRunner | None = None
-    follower_task: asyncio.Task[None] | None = None
-    escalator: EscalationEngine | None = None
-    cap_acks: CapAcks | None = None
-    periodic: list[PeriodicTask] = field(default_factory=list)
-    workers: list[DeliveryWorker] = field(default_factory=list)
-    only: tuple[str, ...] | None = None
+    consumer: IntakeConsumer
+    http: web.AppRunner
+    escalator: EscalationEngine
+    cap_acks: CapAcks
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """A started service's parts."""
+
+    database: Database
+    broker: AbstractRobustConnection
+    workers: tuple[DeliveryWorker, ...]
+    front: Front | None
+
+
+class NotStarted(RuntimeError):
+    """A part of the service was asked for before `start` made it (or in a delivery-only
+    instance, which has no intake and no HTTP)."""
+
+
+class Service:
+    """One service instance: intake, HTTP and delivery workers sharing a store and a broker;
+    with `only`, just the delivery workers of those channels (no intake, no HTTP): a worker
+    process that shares the load of other instances."""
+
+    def __init__(
+        self, settings: Settings, clock: Clock = utc_now, only: tuple[str, ...] | None = None
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.only = only
+        self._parts: Parts | None = None
+        self._undo = contextlib.AsyncExitStack()
 
     async def start(self) -> None:
-        """Start everything, or with `only` set, just the delivery workers of those channels
-        (no intake, no HTTP): a worker process that shares the load of other instances."""
+        """Run the start-up steps in order; on failure, `stop` undoes those that ran."""
         settings = self.settings
         approval = approval_policy(settings.approval.rules)
-        self.database = Database.from_settings(settings.store, settings.data_path)
-        revision, head = await self.database.revision(), head_revision()
-        if revision != head:
-            raise SchemaOutOfDate(
-                f"database schema is at revision {revision or 'none'}, this version needs {head}: "
-                "run `dissemination migrate`"
-            )
-        self.broker = await connect(settings.broker, "dissemination")
-        tasks_channel = await self.broker.channel(publisher_confirms=True, on_return_raises=True)
-        dispatcher = DeliveryDispatcher(
-            tasks_channel,
-            await declare_deliveries(tasks_channel, settings.broker),
-            settings.broker,
-        )
-        keys = await signing_keys(self.database, settings.ack.signing_keys, self.clock())
-        signer = AckSigner(keys, settings.ack.retired_keys_deadline)
-        links = AckLinks(signer, settings.http.public_url)
+        database = await self._open_store()
+        broker = await self._connect_broker()
+        dispatcher = await self._delivery_dispatcher(broker)
+        signer = await self._ack_signer(database)
         channels = self.only if self.only is not None else settings.delivery.channels
-        self.workers = [
-            await self._worker(self._sender(name, links), dispatcher) for name in channels
-        ]
+        links = AckLinks(signer, settings.http.public_url)
+        workers = tuple(
+            [
+                await self._worker(database, broker, self._sender(name, links), dispatcher)
+                for name in channels
+            ]
+        )
+        front = None
         if self.only is None:
-            await self._start_intake_and_http(dispatcher, signer, approval)
-        for worker in self.workers:
-            await worker.start()
-        if self.consumer is not None:
-            await self.consumer.start()
-        for task in self.periodic:
-            task.start()
+            front = await self._start_front(database, broker, dispatcher, signer, approval)
+        for worker in workers:
+            await self._start_worker(worker)
+        if front is not None:
+            await self._start_consuming(front.consumer)
+            self._start_jobs(front)
+        self._parts = Parts(database, broker, workers, front)
         log.info(
             "service started: delivering %s%s",
             ", ".join(channels) or "nothing",
             "" if self.only is not None else f"; consuming {settings.broker.inbound_queue}",
         )
 
-    async def _start_intake_and_http(
-        self, dispatcher: DeliveryDispatcher, signer: AckSigner, approval: ApprovalPolicy
-    ) -> None:
-        assert self.broker is not None
-        assert self.database is not None
+    async def stop(self) -> None:
+        """Undo every start-up step that ran, in reverse order."""
+        await self._undo.aclose()
+        self._parts = None
+        log.info("service stopped")
+
+    # The parts, once started.
+
+    def _started(self) -> Parts:
+        if self._parts is None:
+            raise NotStarted("the service is not started")
+        return self._parts
+
+    def _front(self) -> Front:
+        front = self._started().front
+        if front is None:
+            raise NotStarted("this instance only delivers: it has no intake and no HTTP")
+        return front
+
+    @property
+    def database(self) -> Database:
+        return self._started().database
+
+    @property
+    def broker(self) -> AbstractRobustConnection:
+        return self._started().broker
+
+    @property
+    def workers(self) -> tuple[DeliveryWorker, ...]:
+        return self._started().workers
+
+    @property
+    def consumer(self) -> IntakeConsumer:
+        return self._front().consumer
+
+    @property
+    def http(self) -> web.AppRunner:
+        return self._front().http
+
+    @property
+    def escalator(self) -> EscalationEngine:
+        return self._front().escalator
+
+    @property
+    def cap_acks(self) -> CapAcks:
+        return self._front().cap_acks
+
+    # Start-up steps: each returns what it made and registers how to undo it.
+
+    async def _open_store(self) -> Database:
+        """The store, at the schema revision this code needs."""
         settings = self.settings
-        directory = Directory(self.database)
-        follower = DirectoryFollower(directory, Matcher(), settings.service.directory_poll_seconds)
+        database = Database.from_settings(settings.store, settings.data_path)
+        self._undo.push_async_callback(database.close)
+        revision, head = await database.revision(), head_revision()
+        if revision != head:
+            raise SchemaOutOfDate(
+                f"database schema is at revision {revision or 'none'}, this version needs {head}: "
+                "run `dissemination migrate`"
+            )
+        return database
+
+    async def _connect_broker(self) -> AbstractRobustConnection:
+        broker = await connect(self.settings.broker, "dissemination")
+        self._undo.push_async_callback(broker.close)
+        return broker
+
+    async def _delivery_dispatcher(self, broker: AbstractRobustConnection) -> DeliveryDispatcher:
+        """Delivery tasks onto the channel and retry queues, confirmed."""
+        channel = await broker.channel(publisher_confirms=True, on_return_raises=True)
+        topology = await declare_deliveries(channel, self.settings.broker)
+        return DeliveryDispatcher(channel, topology, self.settings.broker)
+
+    async def _ack_signer(self, database: Database) -> AckSigner:
+        ack = self.settings.ack
+        keys = await signing_keys(database, ack.signing_keys, self.clock())
+        return AckSigner(keys, ack.retired_keys_deadline)
+
+    async def _start_front(
+        self,
+        database: Database,
+        broker: AbstractRobustConnection,
+        dispatcher: DeliveryDispatcher,
+        signer: AckSigner,
+        approval: ApprovalPolicy,
+    ) -> Front:
+        """Intake, the HTTP API and the periodic jobs, on a matcher kept current by the
+        directory follower."""
+        settings = self.settings
+        directory = Directory(database)
+        follower = await self._follow_directory(directory)
+        lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
+        ledger = Ledger(database, Planner(follower.matcher), AckIssuer(lifetime))
+        pipeline = AlertPipeline(ledger, settings.intake, self.clock, approval)
+        consumer = await self._consumer(broker, pipeline, dispatcher)
+        publisher = await AlertPublisher.open(broker, settings.broker)
+        runtime = Runtime(
+            database,
+            ledger,
+            TokenStore(database),
+            pipeline,
+            publisher,
+            broker,
+            settings.broker.username,
+        )
+        admin = Admin(
+            directory,
+            follower.matcher,
+            AuditLog(database),
+            parse_networks(settings.webhook.allowed_networks),
+        )
+        http = await self._serve_http(runtime, admin, database, dispatcher, signer)
+        escalator = EscalationEngine(database, dispatcher, self.clock)
+        cap_acks = await self._cap_acks(database, broker)
+        return Front(consumer, http, escalator, cap_acks)
+
+    async def _follow_directory(self, directory: Directory) -> DirectoryFollower:
+        """The matcher, loaded from the directory and kept current by the follower."""
+        follower = DirectoryFollower(
+            directory, Matcher(), self.settings.service.directory_poll_seconds
+        )
         await follower.start_from_now()
         follower.matcher = await load_matcher(directory)
-        lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
-        ledger = Ledger(self.database, Planner(follower.matcher), AckIssuer(lifetime))
-        processor = AlertPipeline(ledger, settings.intake, self.clock, approval)
-        channel = await self.broker.channel(publisher_confirms=True)
+        task = asyncio.create_task(follower.run(), name="directory-follower")
+        self._undo.push_async_callback(_cancel, task)
+        return follower
+
+    async def _consumer(
+        self,
+        broker: AbstractRobustConnection,
+        pipeline: AlertPipeline,
+        dispatcher: DeliveryDispatcher,
+    ) -> IntakeConsumer:
+        settings = self.settings
+        channel = await broker.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=settings.broker.prefetch)
         topology = await declare_intake(channel, settings.broker)
-        self.consumer = IntakeConsumer(
-            processor,
+        return IntakeConsumer(
+            pipeline,
             topology,
             settings.broker.concurrency,
             Backoff(settings.store.retry_initial_seconds, settings.store.retry_max_seconds),
             dispatcher,
             own_user=settings.broker.username,
         )
-        publisher = await AlertPublisher.open(self.broker, settings.broker)
-        runtime = Runtime(
-            self.database,
-            ledger,
-            TokenStore(self.database),
-            processor,
-            publisher,
-            self.broker,
-            settings.broker.username,
-        )
-        self.follower_task = asyncio.create_task(follower.run(), name="directory-follower")
-        self.escalator = EscalationEngine(self.database, dispatcher, self.clock)
-        ack_channel = await self.broker.channel(publisher_confirms=True)
-        ack_exchange = await ack_channel.declare_exchange(
+
+    async def _serve_http(
+        self,
+        runtime: Runtime,
+        admin: Admin,
+        database: Database,
+        dispatcher: DeliveryDispatcher,
+        signer: AckSigner,
+    ) -> web.AppRunner:
+        """The HTTP API with every route, listening."""
+        settings = self.settings
+        app = create_app(runtime, settings.http)
+        add_admin_routes(app, admin)
+        add_twilio_hooks(app, TwilioHooks(database, settings, self.clock))
+        add_ack_routes(app, AckEndpoints(signer, AckStore(database), self.clock))
+        add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))
+        add_control_routes(app, ControlEndpoints(database, dispatcher, self.clock))
+        http = web.AppRunner(app, access_log=None)
+        await http.setup()
+        self._undo.push_async_callback(http.cleanup)
+        await web.TCPSite(http, settings.http.host, settings.http.port).start()
+        return http
+
+    async def _cap_acks(self, database: Database, broker: AbstractRobustConnection) -> CapAcks:
+        """CAP Acks to originators, on their own exchange (not mandatory: nobody need bind)."""
+        settings = self.settings
+        channel = await broker.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(
             settings.cap_ack.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        self.cap_acks = CapAcks(
-            self.database,
-            AlertPublisher(ack_exchange, mandatory=False),
-            settings.cap_ack,
-            self.clock,
+        return CapAcks(
+            database, AlertPublisher(exchange, mandatory=False), settings.cap_ack, self.clock
         )
-        poll = settings.escalation.poll_seconds
-        self.periodic = [
-            PeriodicTask("escalation", self.escalator.run_due, poll),
-            PeriodicTask("cap-acks", self.cap_acks.run_due, poll),
-        ]
-        app = create_app(runtime, settings.http)
-        add_admin_routes(
-            app,
-            Admin(
-                directory,
-                follower.matcher,
-                AuditLog(self.database),
-                parse_networks(settings.webhook.allowed_networks),
-            ),
-        )
-        add_twilio_hooks(app, TwilioHooks(self.database, settings, self.clock))
-        add_ack_routes(app, AckEndpoints(signer, AckStore(self.database), self.clock))
-        add_progress_routes(app, ProgressEndpoints(ProgressStore(self.database), self.clock))
-        add_control_routes(app, ControlEndpoints(self.database, dispatcher, self.clock))
-        self.http = web.AppRunner(app, access_log=None)
-        await self.http.setup()
-        await web.TCPSite(self.http, settings.http.host, settings.http.port).start()
 
     def _sender(self, channel: str, links: AckLinks) -> Sender:
         settings = self.settings
@@ -233,11 +362,15 @@ class Service:
             )
         return SmsSender(twilio, sms.messages_per_second, links)
 
-    async def _worker(self, sender: Sender, dispatcher: DeliveryDispatcher) -> DeliveryWorker:
-        assert self.broker is not None
-        assert self.database is not None
+    async def _worker(
+        self,
+        database: Database,
+        broker: AbstractRobustConnection,
+        sender: Sender,
+        dispatcher: DeliveryDispatcher,
+    ) -> DeliveryWorker:
         settings = self.settings
-        channel = await self.broker.channel(publisher_confirms=True, on_return_raises=True)
+        channel = await broker.channel(publisher_confirms=True, on_return_raises=True)
         await channel.set_qos(prefetch_count=settings.broker.delivery_prefetch)
         queue = await channel.declare_queue(
             delivery_queue(settings.broker, sender.channel),
@@ -247,7 +380,7 @@ class Service:
         delivery = settings.delivery
         return DeliveryWorker(
             sender,
-            DeliveryStore(self.database),
+            DeliveryStore(database),
             queue,
             dispatcher,
             retry_schedule(settings.broker),
@@ -258,23 +391,31 @@ class Service:
             stuck_after_seconds=settings.broker.stuck_after_seconds,
         )
 
-    async def stop(self) -> None:
-        """Drain in-flight messages (or requeue them), then close everything."""
-        if self.follower_task is not None:
-            self.follower_task.cancel()
-        for task in self.periodic:
-            await task.stop()
-        for worker in self.workers:
-            await worker.stop()
-        if self.consumer is not None:
-            await self.consumer.stop(self.settings.service.shutdown_grace_seconds)
-        if self.http is not None:
-            await self.http.cleanup()
-        if self.broker is not None:
-            await self.broker.close()
-        if self.database is not None:
-            await self.database.close()
-        log.info("service stopped")
+    async def _start_worker(self, worker: DeliveryWorker) -> None:
+        self._undo.push_async_callback(worker.stop)
+        await worker.start()
+
+    async def _start_consuming(self, consumer: IntakeConsumer) -> None:
+        """Consume `alerts.inbound`; on stop, in-flight messages finish within the grace
+        period or go back to the queue."""
+        await consumer.start()
+        self._undo.push_async_callback(consumer.stop, self.settings.service.shutdown_grace_seconds)
+
+    def _start_jobs(self, front: Front) -> None:
+        """The periodic jobs: escalation steps and CAP Acks."""
+        poll = self.settings.escalation.poll_seconds
+        for job in (
+            PeriodicTask("escalation", front.escalator.run_due, poll),
+            PeriodicTask("cap-acks", front.cap_acks.run_due, poll),
+        ):
+            job.start()
+            self._undo.push_async_callback(job.stop)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def run_until_signalled(service: Service) -> None:

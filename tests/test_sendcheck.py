@@ -62,7 +62,7 @@ async def test_a_clearance_lowered_after_planning_withholds_the_send(
         return [r["state"] for r in rows] == ["pending"]
 
     await wait_until(planned, what="the pending row")
-    directory = Directory(planner.database)  # type: ignore[arg-type]
+    directory = Directory(planner.database)
     current = await directory.get(STAKEHOLDER, person.id)
     assert current is not None
     fields = {name: current[name] for name in STAKEHOLDER.fields} | change
@@ -98,7 +98,7 @@ async def test_an_update_inherits_the_stricter_marks_of_the_alert_it_updates(
     )
     (row,) = await settled(planner, update, 1)
     assert (row["state"], row["reason"]) == ("withheld", "tlp_above_clearance")
-    stored = await Ledger(planner.database).alert_row(update)  # type: ignore[arg-type]
+    stored = await Ledger(planner.database).alert_row(update)
     assert stored is not None
     assert (stored["tlp"], stored["caveats"]) == ("AMBER", ["LES"])
     assert stored["document"]["handling"]["tlp"] == "AMBER"
