@@ -62,6 +62,7 @@ from bench.common import (
     run_loop,
 )
 from bench.intake import bench_env, store
+from channels.base import ChannelName
 from channels.sms import TwilioHttp
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.directory.store import ESCALATION, Directory
@@ -75,7 +76,11 @@ from tests.people import ACTOR, enrol_many
 from tests.twiliofake import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 
 log = logging.getLogger("bench.fanout")
-CHANNELS = ("webhook", "email", "sms")
+WEBHOOK = ChannelName.WEBHOOK.value
+EMAIL = ChannelName.EMAIL.value
+SMS = ChannelName.SMS.value
+CHANNELS = (WEBHOOK, EMAIL, SMS)
+"""Every channel, in the order `all` runs them."""
 POLL_SECONDS = 0.05
 TERMINAL = [
     s.value for s in DeliveryState if s not in (DeliveryState.PENDING, DeliveryState.SENDING)
@@ -141,9 +146,9 @@ async def sinks_process() -> Any:
 
 
 def address_of(channel: str, sinks: SinkPorts) -> Callable[[int], str]:
-    if channel == "webhook":
+    if channel == WEBHOOK:
         return lambda n: f"http://127.0.0.1:{sinks.webhook}/hook/{n}"
-    if channel == "email":
+    if channel == EMAIL:
         return lambda n: f"person{n}@example.org"
     return lambda n: f"+1202555{n % 10000:04d}"
 
@@ -320,7 +325,7 @@ def split(channel: str, targets: int) -> list[tuple[str, int]]:
     if channel != "mixed":
         return [(channel, targets)]
     third = targets // 3
-    return [("webhook", targets - 2 * third), ("email", third), ("sms", third)]
+    return [(WEBHOOK, targets - 2 * third), (EMAIL, third), (SMS, third)]
 
 
 async def raw_leg(channel: str, settings: Settings, count: int, sinks: SinkPorts) -> Leg:
@@ -330,9 +335,9 @@ async def raw_leg(channel: str, settings: Settings, count: int, sinks: SinkPorts
             *(raw_leg(part, settings, n, sinks) for part, n in split("mixed", count))
         )
         return Leg(sum(leg.sends for leg in legs), time.perf_counter() - started)
-    if channel == "webhook":
+    if channel == WEBHOOK:
         return await raw_webhook(count, settings.delivery.per_host_concurrency, sinks)
-    if channel == "email":
+    if channel == EMAIL:
         return await raw_email(count, settings.email.pool_size, sinks)
     return await raw_sms(count, settings.delivery.per_host_concurrency, sinks)
 

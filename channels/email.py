@@ -7,7 +7,9 @@ cannot add headers or recipients.
 
 Outcomes: accepted (250) sent; a reply of 4xx transient, 5xx permanent (for the row's own
 recipient when the server refuses some recipients and accepts others); timeouts, refused or
-dropped connections, TLS failures and authentication failures transient.
+dropped connections, TLS failures and authentication failures transient; a message that
+cannot be addressed (a bad address or row id) permanent, before anything is sent. Every
+delivery goes through the one relay, so all share one circuit breaker ("smtp relay").
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from aiosmtplib import (
 )
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from channels.base import Outcome, SendResult
+from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
 from channels.content import AlertContent, Rendering
 
 SUBJECT_LIMIT = 200
@@ -101,10 +103,9 @@ def check_address(address: str) -> str:
     return address
 
 
-def compose_email(
+def _compose(
     content: AlertContent, rendering: Rendering, to: str, from_address: str, message_id_domain: str
 ) -> EmailMessage:
-    """The message for one delivery row; the same row always gets the same Message-ID."""
     if not (_ID_PART.fullmatch(rendering.delivery_id) and _ID_PART.fullmatch(message_id_domain)):
         raise ValueError("delivery id and Message-ID domain must be letters, digits, . _ -")
     subject = f"[{content.marking}] {content.severity}: {content.event}"
@@ -161,9 +162,11 @@ def _failure(error: Exception, recipient: str) -> SendResult:
 
 
 class EmailChannel:
-    """Sends composed messages over a pool of up to `pool_size` reused SMTP connections."""
+    """Composes each delivery's multipart message and sends it over a pool of up to
+    `pool_size` reused SMTP connections to the configured relay."""
 
-    name = "email"
+    name = ChannelName.EMAIL.value
+    relay = "smtp relay"
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
@@ -187,7 +190,33 @@ class EmailChannel:
             cert_bundle=c.cert_bundle,
         )
 
-    async def send(self, message: EmailMessage) -> SendResult:
+    def host(self, message: OutboundMessage) -> str:
+        return self.relay
+
+    def compose(self, message: OutboundMessage) -> EmailMessage:
+        """The mail for one delivery, from the configured sender; the same delivery always
+        gets the same Message-ID. ValueError when it cannot be addressed."""
+        return _compose(
+            message.content(),
+            message.rendering,
+            message.address,
+            self.config.from_address,
+            self.config.message_id_domain,
+        )
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Compose and submit; the result carries the hash of the mail when it was sent."""
+        try:
+            mail = self.compose(message)
+        except ValueError as error:
+            return SendResult(Outcome.PERMANENT, f"cannot address the message: {error}")
+        result = await self.submit(mail)
+        if result.outcome is not Outcome.SENT:
+            return result
+        return with_content_hash(result, mail.as_bytes())
+
+    async def submit(self, message: EmailMessage) -> SendResult:
+        """Send a composed mail and classify the relay's answer for its `To` recipient."""
         recipient = email.utils.parseaddr(str(message.get("To", "")))[1]
         client = await self._pool.get()
         try:

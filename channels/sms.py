@@ -4,8 +4,10 @@ an alert becomes in at most two GSM-7 segments, and pure helpers for Twilio's we
 Status mapping: accepted is sent (provider_id is the message SID); 429 or 20429 and 5xx are
 transient (honouring Retry-After); timeouts and connection errors transient; 21610 (the
 recipient replied STOP) permanent with detail "opted_out: ..."; other 4xx permanent, and
-21211/21614 (not a valid mobile number) also disable the address. Twilio has no idempotency
-key for messages, so a retried timeout may deliver twice.
+21211/21614 (not a valid mobile number) also disable the address; a text that cannot be
+composed permanent, before anything is sent. Twilio has no idempotency key for messages, so
+a retried timeout may deliver twice. Sends are paced to `sms.messages_per_second`, and all
+share one circuit breaker ("twilio"); without Twilio settings every send fails permanently.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
+from aiolimiter import AsyncLimiter
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from channels.base import Outcome, SendResult
+from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
 from channels.content import AlertContent, Rendering
 
 _GSM_BASIC = frozenset(
@@ -47,6 +50,8 @@ _SUBSTITUTES = str.maketrans(
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%-._~"  # everything else (non-ASCII, `, {, |) is escaped
 _BAD_NUMBER = {21211: "invalid 'To' number", 21614: "'To' is not a mobile number"}
 _UNDELIVERABLE = frozenset({30003, 30004, 30005, 30006})
+TWILIO_HOST = "twilio"
+UNCONFIGURED = "sms is not configured (sms.account_sid)"
 _response_headers: ContextVar[list[Mapping[str, str]] | None] = ContextVar(
     "twilio_response_headers", default=None
 )
@@ -140,9 +145,7 @@ def _compose(content: AlertContent, rendering: Rendering, budget: int) -> str:
     return "\n".join(parts + tail)
 
 
-def compose_sms(content: AlertContent, rendering: Rendering) -> str:
-    """The SMS for one delivery: GSM-7, at most two segments, marking first and the ack code
-    and link whole; restricted alerts carry only marking, headline, ack code and link."""
+def _text(content: AlertContent, rendering: Rendering) -> str:
     text = _compose(content, rendering, 306)
     # 305 septets always fit two parts even when an escape pair would straddle the boundary
     return text if segments(text) <= 2 else _compose(content, rendering, 305)
@@ -205,15 +208,6 @@ class TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
             await self.session.close()
 
 
-@dataclass(frozen=True)
-class SmsMessage:
-    """One SMS: the ledger row id, the E.164 recipient and the composed text."""
-
-    delivery_id: str
-    to: str
-    body: str
-
-
 def _retry_after(headers: list[Mapping[str, str]]) -> float | None:
     value = (headers[-1].get("Retry-After") or "").strip() if headers else ""
     if value.isdigit():
@@ -242,16 +236,47 @@ def _classify(status: int, code: int | None, retry_after: float | None) -> SendR
 
 
 class SmsChannel:
-    """Sends each message with `messages.create_async` within `timeout_seconds`."""
+    """Composes each delivery's text and sends it with `messages.create_async` within
+    `timeout_seconds`, at most `messages_per_second` (None: unpaced)."""
 
-    name = "sms"
+    name = ChannelName.SMS.value
 
-    def __init__(self, config: TwilioConfig) -> None:
+    def __init__(self, config: TwilioConfig, *, messages_per_second: float | None = None) -> None:
         self.config = config
         self.http = TwilioHttp(config.api_base)
         self.client = Client(config.account_sid, config.auth_token, http_client=self.http)
+        self.limiter: AsyncLimiter | None = None
+        if messages_per_second is not None:
+            if messages_per_second >= 1:
+                self.limiter = AsyncLimiter(messages_per_second, 1.0)
+            else:
+                self.limiter = AsyncLimiter(1, 1.0 / messages_per_second)
 
-    async def send(self, message: SmsMessage) -> SendResult:
+    def host(self, message: OutboundMessage) -> str:
+        return TWILIO_HOST
+
+    @staticmethod
+    def compose(message: OutboundMessage) -> str:
+        """The SMS for one delivery: GSM-7, at most two segments, marking first and the ack
+        code and link whole; restricted alerts carry only marking, headline, ack code and
+        link. ValueError when the marking, code and link alone do not fit."""
+        return _text(message.content(), message.rendering)
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Compose, wait for the pace, send; the result carries the hash of the text when it
+        was accepted."""
+        try:
+            text = self.compose(message)
+        except ValueError as error:
+            return SendResult(Outcome.PERMANENT, f"cannot compose the text: {error}")
+        if self.limiter is None:
+            result = await self._create(message.address, text)
+        else:
+            async with self.limiter:
+                result = await self._create(message.address, text)
+        return with_content_hash(result, text.encode())
+
+    async def _create(self, to: str, body: str) -> SendResult:
         config = self.config
         options: dict[str, str] = {}
         if config.messaging_service_sid:
@@ -264,9 +289,7 @@ class SmsChannel:
         token = _response_headers.set(seen)
         try:
             async with asyncio.timeout(config.timeout_seconds):
-                created = await self.client.messages.create_async(
-                    to=message.to, body=message.body, **options
-                )
+                created = await self.client.messages.create_async(to=to, body=body, **options)
         except TimeoutError:
             return SendResult(Outcome.TRANSIENT, "timed out")
         except (TwilioRestException, TwilioServiceException) as error:
@@ -279,6 +302,22 @@ class SmsChannel:
 
     async def close(self) -> None:
         await self.http.close()
+
+
+class UnconfiguredSms:
+    """The SMS channel of a service without Twilio settings: every delivery fails
+    permanently, so its subscription falls back to the next channel."""
+
+    name = ChannelName.SMS.value
+
+    def host(self, message: OutboundMessage) -> str:
+        return TWILIO_HOST
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        return SendResult(Outcome.PERMANENT, UNCONFIGURED)
+
+    async def close(self) -> None:
+        return None
 
 
 def valid_twilio_signature(

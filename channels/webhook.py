@@ -7,32 +7,40 @@ secret). Redirects are not followed, the response read is capped, and the addres
 dialled is checked against private and internal ranges at connect time, so a DNS answer that
 changed since the URL was saved gains nothing.
 
+The body is `{"type": "alert", "deliveryId", "ack": {"token", "url"}, "alert"}` (`ack` only
+when an acknowledgment is owed), or a supervisor's notice (`"type": "unacknowledged"`); the
+alert's JSON is made once per alert and entitlement and shared by its deliveries.
+
 Status mapping: 2xx sent; 410 permanent and the endpoint is disabled; 429 and 5xx transient
-(honouring Retry-After); timeouts and connection errors transient; other 3xx/4xx permanent.
+(honouring Retry-After); timeouts and connection errors transient; other 3xx/4xx permanent;
+a contact without a signing secret permanent, before anything is sent.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
+import json
 import secrets
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from channels.base import Outcome, SendResult
+from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
 from channels.destinations import IPNetwork, address_allowed, check_url_shape, literal_address
 from channels.errors import DestinationRejected, ForbiddenAddress
 
 VERDICT_CACHE_SIZE = 100_000
+ALERT_CACHE_SIZE = 64
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the specification's prefix, not a secret
 
 
@@ -72,14 +80,42 @@ class GuardedResolver(AbstractResolver):
         await self.inner.close()
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookMessage:
-    """One webhook request: the row id (also the idempotency key), where, with what secret."""
+def notice_body(message: OutboundMessage) -> bytes:
+    """A supervisor's notice as webhook JSON; the alert (as the supervisor may see it) only if
+    the supervisor is cleared for it."""
+    notice = message.notice or {}
+    document = message.document
+    alert = (
+        document
+        if notice.get("cleared")
+        else {"id": document.get("id"), "handling": document.get("handling")}
+    )
+    body = {
+        "type": "unacknowledged",
+        "deliveryId": message.delivery_id,
+        "notAcknowledgedBy": notice.get("about"),
+        "afterSeconds": notice.get("afterSeconds"),
+        "alert": alert,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
 
-    delivery_id: str
-    url: str
-    secret: str
-    body: bytes
+
+def webhook_body(message: OutboundMessage) -> bytes:
+    """The JSON a webhook receiver gets for an alert: the delivery id, the ack token and link
+    when the alert must be acknowledged (POST the token to /api/v1/acks), and the normalized
+    alert as the recipient may see it. (`WebhookChannel.body` makes the same bytes, with the
+    alert serialized once per alert and entitlement.)"""
+    rendering = message.rendering
+    body: dict[str, Any] = {"type": "alert", "deliveryId": message.delivery_id}
+    if rendering.ack_token:
+        body["ack"] = {"token": rendering.ack_token, "url": rendering.ack_url}
+    body["alert"] = message.document
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@functools.lru_cache(maxsize=65536)
+def _netloc(url: str) -> str:
+    return urlsplit(url).netloc.lower()
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -94,9 +130,10 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class WebhookChannel:
-    """Sends signed JSON over a pooled aiohttp session."""
+    """Composes each delivery's JSON and sends it signed over a pooled aiohttp session; the
+    destination host is the URL's."""
 
-    name = "webhook"
+    name = ChannelName.WEBHOOK.value
     max_response_bytes = 64 * 1024
 
     def __init__(
@@ -115,6 +152,29 @@ class WebhookChannel:
         self._session: aiohttp.ClientSession | None = None
         self.pool_size = pool_size
         self._verdicts: dict[str, DestinationRejected | None] = {}
+        self._alert_json: dict[tuple[str, bool], bytes] = {}
+
+    def host(self, message: OutboundMessage) -> str:
+        return _netloc(str(message.address))
+
+    def body(self, message: OutboundMessage) -> bytes:
+        """Exactly `webhook_body(message)` (or `notice_body`), with the alert serialized once
+        per alert and entitlement (`message.document_key`), not once per delivery."""
+        if message.notice is not None:
+            return notice_body(message)
+        key = message.document_key
+        alert_json = self._alert_json.get(key)
+        if alert_json is None:
+            if len(self._alert_json) >= ALERT_CACHE_SIZE:
+                self._alert_json.clear()
+            alert_json = json.dumps(message.document, separators=(",", ":")).encode()
+            self._alert_json[key] = alert_json
+        rendering = message.rendering
+        head = b'{"type":"alert","deliveryId":' + json.dumps(message.delivery_id).encode()
+        if rendering.ack_token:
+            ack = {"token": rendering.ack_token, "url": rendering.ack_url}
+            head += b',"ack":' + json.dumps(ack, separators=(",", ":")).encode()
+        return head + b',"alert":' + alert_json + b"}"
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -146,21 +206,30 @@ class WebhookChannel:
             return DestinationRejected("forbidden_destination", f"{host} is not a public address")
         return None
 
-    async def send(self, message: WebhookMessage) -> SendResult:
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """POST the delivery's JSON, signed with the contact's secret; the result carries the
+        hash of the body when it was accepted."""
+        if not message.secret:
+            return SendResult(Outcome.PERMANENT, "the webhook contact has no signing secret")
+        body = self.body(message)
+        result = await self._post(message.delivery_id, message.address, message.secret, body)
+        return with_content_hash(result, body)
+
+    async def _post(self, delivery_id: str, url: str, secret: str, body: bytes) -> SendResult:
         try:
-            self._check_destination(message.url)
+            self._check_destination(url)
         except DestinationRejected as rejected:
             return SendResult(Outcome.PERMANENT, f"{rejected.code}: {rejected}")
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
-            "webhook-id": message.delivery_id,
+            "webhook-id": delivery_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(message.secret, message.delivery_id, timestamp, message.body),
+            "webhook-signature": sign(secret, delivery_id, timestamp, body),
         }
         try:
             async with self._client().post(
-                message.url, data=message.body, headers=headers, allow_redirects=False
+                url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 await response.content.read(self.max_response_bytes)
                 return self._classify(response.status, response.headers)

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from channels.base import CHANNEL_NAMES
 from core.alert import Tlp
 from core.clock import utc_now
 from core.errors import DisseminationError, RejectedInput
 from dissemination.api.tokens import Role, TokenStore
-from dissemination.broker.dispatch import CHANNELS
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect
 from dissemination.controls import record
@@ -188,9 +188,9 @@ def _moment(text: str) -> datetime:
 
 def _channel_list(text: str) -> tuple[str, ...]:
     channels = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [c for c in channels if c not in CHANNELS]
+    unknown = [c for c in channels if c not in CHANNEL_NAMES]
     if not channels or unknown:
-        message = f"expected channels among {', '.join(CHANNELS)}, got {text!r}"
+        message = f"expected channels among {', '.join(CHANNEL_NAMES)}, got {text!r}"
         raise argparse.ArgumentTypeError(message)
     return channels
 

@@ -19,9 +19,10 @@ import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
+from channels.base import ChannelName, DeliveryChannel
 from channels.destinations import parse_networks
 from channels.email import EmailChannel, SmtpConfig
-from channels.sms import SmsChannel, TwilioConfig
+from channels.sms import SmsChannel, TwilioConfig, UnconfiguredSms
 from channels.webhook import WebhookChannel
 from core.clock import Clock, utc_now
 from dissemination.acks.capack import CapAcks
@@ -46,7 +47,7 @@ from dissemination.broker.topology import connect, declare_intake
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore
-from dissemination.delivery.senders import AckLinks, EmailSender, Sender, SmsSender, WebhookSender
+from dissemination.delivery.messages import AckLinks, MessageBuilder
 from dissemination.delivery.worker import DeliveryWorker
 from dissemination.directory.store import Directory
 from dissemination.directory.sync import DirectoryFollower
@@ -117,7 +118,9 @@ class Service:
         links = AckLinks(signer, settings.http.public_url)
         workers = tuple(
             [
-                await self._worker(database, broker, self._sender(name, links), dispatcher)
+                await self._worker(
+                    database, broker, self._channel(name), MessageBuilder(links), dispatcher
+                )
                 for name in channels
             ]
         )
@@ -315,21 +318,19 @@ class Service:
             database, AlertPublisher(exchange, mandatory=False), settings.cap_ack, self.clock
         )
 
-    def _sender(self, channel: str, links: AckLinks) -> Sender:
+    def _channel(self, name: str) -> DeliveryChannel:
+        """The channel `name` as the settings configure it."""
         settings = self.settings
-        if channel == "webhook":
+        if name == ChannelName.WEBHOOK:
             webhook = settings.webhook
             timeout = webhook.timeout_seconds
-            return WebhookSender(
-                WebhookChannel(
-                    parse_networks(webhook.allowed_networks),
-                    connect_timeout=timeout / 3,
-                    read_timeout=timeout,
-                    total_timeout=timeout,
-                ),
-                links,
+            return WebhookChannel(
+                parse_networks(webhook.allowed_networks),
+                connect_timeout=timeout / 3,
+                read_timeout=timeout,
+                total_timeout=timeout,
             )
-        if channel == "email":
+        if name == ChannelName.EMAIL:
             email = settings.email
             config = SmtpConfig(
                 host=email.host,
@@ -343,43 +344,43 @@ class Service:
                 validate_certs=email.validate_certs,
                 message_id_domain=email.message_id_domain,
             )
-            return EmailSender(
-                EmailChannel(config), email.from_address, email.message_id_domain, links
-            )
+            return EmailChannel(config)
         sms = settings.sms
-        twilio = None
-        if sms.account_sid:
-            twilio = SmsChannel(
-                TwilioConfig(
-                    account_sid=sms.account_sid,
-                    auth_token=sms.auth_token or "",
-                    messaging_service_sid=sms.messaging_service_sid or None,
-                    from_number=sms.from_number or None,
-                    api_base=sms.api_base or None,
-                    status_callback_url=settings.http.public_url.rstrip("/") + STATUS_HOOK,
-                    timeout_seconds=sms.timeout_seconds,
-                )
-            )
-        return SmsSender(twilio, sms.messages_per_second, links)
+        if not sms.account_sid:
+            return UnconfiguredSms()
+        return SmsChannel(
+            TwilioConfig(
+                account_sid=sms.account_sid,
+                auth_token=sms.auth_token or "",
+                messaging_service_sid=sms.messaging_service_sid or None,
+                from_number=sms.from_number or None,
+                api_base=sms.api_base or None,
+                status_callback_url=settings.http.public_url.rstrip("/") + STATUS_HOOK,
+                timeout_seconds=sms.timeout_seconds,
+            ),
+            messages_per_second=sms.messages_per_second,
+        )
 
     async def _worker(
         self,
         database: Database,
         broker: AbstractRobustConnection,
-        sender: Sender,
+        channel: DeliveryChannel,
+        builder: MessageBuilder,
         dispatcher: DeliveryDispatcher,
     ) -> DeliveryWorker:
         settings = self.settings
-        channel = await broker.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.set_qos(prefetch_count=settings.broker.delivery_prefetch)
-        queue = await channel.declare_queue(
-            delivery_queue(settings.broker, sender.channel),
+        amqp = await broker.channel(publisher_confirms=True, on_return_raises=True)
+        await amqp.set_qos(prefetch_count=settings.broker.delivery_prefetch)
+        queue = await amqp.declare_queue(
+            delivery_queue(settings.broker, channel.name),
             durable=True,
             arguments={"x-queue-type": "quorum"},
         )
         delivery = settings.delivery
         return DeliveryWorker(
-            sender,
+            channel,
+            builder,
             DeliveryStore(database),
             queue,
             dispatcher,

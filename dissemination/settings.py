@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from channels.base import CHANNEL_NAMES
 from core.alert import Tlp
 from core.errors import ConfigError
 
@@ -100,9 +101,8 @@ def _optional_url(*schemes: str) -> Callable[[str], str | None]:
 
 
 def _channels(values: tuple[str, ...]) -> str | None:
-    known = ("email", "sms", "webhook")
-    unknown = [v for v in values if v not in known]
-    return f"unknown channel {unknown[0]!r}; known: {', '.join(known)}" if unknown else None
+    unknown = [v for v in values if v not in CHANNEL_NAMES]
+    return f"unknown channel {unknown[0]!r}; known: {', '.join(CHANNEL_NAMES)}" if unknown else None
 
 
 CHECKS: dict[str, Callable[[Any], str | None]] = {

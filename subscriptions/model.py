@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import time
 from enum import StrEnum
 
+from channels.base import ChannelName
 from core.alert import NamedValue, Tlp
 from subscriptions.rules import Rule
 
@@ -31,10 +32,9 @@ class StakeholderKind(StrEnum):
     GROUP = "group"
 
 
-class Channel(StrEnum):
-    EMAIL = "email"
-    SMS = "sms"
-    WEBHOOK = "webhook"
+Channel = ChannelName
+"""The channels a contact is on and a subscription lists: the one list of
+`channels.base.ChannelName`."""
 
 
 @dataclass(frozen=True, slots=True)

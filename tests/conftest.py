@@ -15,7 +15,8 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy import text
 
-from dissemination.broker.dispatch import CHANNELS, delivery_queue, retry_queues
+from channels.base import CHANNEL_NAMES
+from dissemination.broker.dispatch import delivery_queue, retry_queues
 from dissemination.broker.topology import broker_url
 from dissemination.controls.record import GENESIS
 from dissemination.service import Service
@@ -125,8 +126,8 @@ async def delete_topology(settings: Settings) -> None:
         for queue in (
             broker.inbound_queue,
             broker.dead_letter_queue,
-            *(delivery_queue(broker, channel) for channel in CHANNELS),
-            *(name for channel in CHANNELS for name in retry_queues(broker, channel)),
+            *(delivery_queue(broker, channel) for channel in CHANNEL_NAMES),
+            *(name for channel in CHANNEL_NAMES for name in retry_queues(broker, channel)),
         ):
             channel = await connection.channel()
             await channel.queue_delete(queue)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from channels.webhook import WebhookChannel
+from channels.webhook import WebhookChannel, webhook_body
 from dissemination.acks.tokens import AckSigner
 from dissemination.delivery.breaker import CircuitBreakers
-from dissemination.delivery.senders import AckLinks, WebhookSender, webhook_body
+from dissemination.delivery.messages import AckLinks, MessageBuilder
 from dissemination.retrying import RetrySchedule
 from subscriptions.model import QuietHours
 from subscriptions.quiethours import quiet_until
@@ -121,15 +121,22 @@ def test_no_quiet_hours_or_an_unknown_zone() -> None:
 
 @pytest.mark.parametrize("owes_ack", [False, True])
 def test_the_cached_webhook_body_is_exactly_the_plain_serialization(owes_ack: bool) -> None:
-    links = AckLinks(AckSigner(("k" * 32,)), "https://alerts.example.org")
-    sender = WebhookSender(WebhookChannel(()), links)
+    builder = MessageBuilder(AckLinks(AckSigner(("k" * 32,)), "https://alerts.example.org"))
+    channel = WebhookChannel(())
     document = {"id": "a-1", "headline": 'quote " and \\u2028 and ü', "n": [1, 2.5, None]}
     for row_id in ("row-1", 'row-"2"'):
-        row: dict[str, Any] = {"id": row_id, "alert_id": "a-1", "document": document}
+        row: dict[str, Any] = {
+            "id": row_id,
+            "alert_id": "a-1",
+            "document": document,
+            "address": "https://hooks.example.org/in",
+            "secret": None,
+        }
         if owes_ack:
             row |= {"ack_token_id": "ab" * 16, "ack_code": "0042", "ack_expires_at": T0}
-        assert sender.body(row) == webhook_body(row, links.rendering(row), document)
-        body = json.loads(sender.body(row))
+        message = builder.build(row)
+        assert channel.body(message) == webhook_body(message)
+        body = json.loads(channel.body(message))
         assert body["deliveryId"] == row_id
         assert ("ack" in body) is owes_ack
         if owes_ack:

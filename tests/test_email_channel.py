@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import pytest
 
-from channels.base import Outcome
-from channels.content import AlertContent, Rendering
-from channels.email import EmailChannel, SmtpConfig, compose_email
+from channels.base import OutboundMessage, Outcome
+from channels.content import Rendering
+from channels.email import EmailChannel, SmtpConfig
 from tests.smtpsink import SmtpSink, make_certificate, start_smtp_sink
 
 FROM = "alerts@fusion.example.gov"
@@ -53,23 +53,39 @@ def document(**info: Any) -> dict[str, Any]:
 
 def message(
     to: str = TO, delivery_id: str = "row-1", rendering: Rendering | None = None, **info: Any
-) -> EmailMessage:
-    content = AlertContent.from_document(document(**info))
-    return compose_email(content, rendering or Rendering(delivery_id), to, FROM, DOMAIN)
+) -> OutboundMessage:
+    """One delivery of the alert `document(**info)` to `to`."""
+    alert = document(**info)
+    return OutboundMessage(
+        delivery_id=delivery_id,
+        address=to,
+        document=alert,
+        document_key=(alert["id"], False),
+        rendering=rendering or Rendering(delivery_id),
+    )
+
+
+UNUSED_RELAY = SmtpConfig(
+    host="127.0.0.1",
+    port=9,
+    security="none",
+    username=None,
+    password=None,
+    from_address=FROM,
+    timeout_seconds=5,
+    message_id_domain=DOMAIN,
+)
+"""For composing only: nothing is sent to it."""
+
+
+def compose(outbound: OutboundMessage, from_address: str = FROM) -> EmailMessage:
+    return EmailChannel(dataclasses.replace(UNUSED_RELAY, from_address=from_address)).compose(
+        outbound
+    )
 
 
 def config(sink: SmtpSink, **overrides: Any) -> SmtpConfig:
-    base = SmtpConfig(
-        host=sink.host,
-        port=sink.port,
-        security="none",
-        username=None,
-        password=None,
-        from_address=FROM,
-        timeout_seconds=5,
-        message_id_domain=DOMAIN,
-    )
-    return dataclasses.replace(base, **overrides)
+    return dataclasses.replace(UNUSED_RELAY, host=sink.host, port=sink.port, **overrides)
 
 
 def subject(parsed: EmailMessage) -> str:
@@ -105,6 +121,8 @@ async def test_a_message_arrives_as_text_and_html_with_the_marking(sink: SmtpSin
     finally:
         await channel.close()
     assert result.outcome is Outcome.SENT
+    assert result.content_sha256 is not None
+    assert len(result.content_sha256) == 64
     received = await sink.message(0)
     assert (received.mail_from, received.rcpt_tos) == (FROM, (TO,))
     parsed = received.parsed()
@@ -254,15 +272,30 @@ async def test_non_ascii_alert_text_is_encoded(sink: SmtpSink) -> None:
 )
 def test_a_bad_address_is_refused_before_anything_is_sent(address: str) -> None:
     with pytest.raises(ValueError, match="address"):
-        message(to=address)
-    content = AlertContent.from_document(document())
+        compose(message(to=address))
     with pytest.raises(ValueError, match="address"):
-        compose_email(content, Rendering("row-1"), TO, address, DOMAIN)
+        compose(message(), from_address=address)
+
+
+async def test_a_message_that_cannot_be_addressed_fails_permanently_unsent(
+    sink: SmtpSink,
+) -> None:
+    channel = EmailChannel(config(sink))
+    try:
+        bad_to = await channel.send(message(to="analyst@example.org\r\nBcc: x@example.net"))
+        bad_id = await channel.send(message(delivery_id="row>"))
+    finally:
+        await channel.close()
+    for result in (bad_to, bad_id):
+        assert result.outcome is Outcome.PERMANENT
+        assert result.detail.startswith("cannot address the message: ")
+        assert result.content_sha256 is None
+    assert (sink.connections, sink.messages) == (0, [])
 
 
 def test_a_message_id_cannot_be_smuggled_through_the_row_id() -> None:
     with pytest.raises(ValueError, match="Message-ID"):
-        message(delivery_id="row>\r\nBcc: victim@example.net")
+        compose(message(delivery_id="row>\r\nBcc: victim@example.net"))
 
 
 @pytest.mark.parametrize(
@@ -298,11 +331,11 @@ async def test_reply_codes(sink: SmtpSink, to: str, outcome: Outcome, code: str)
 async def test_when_some_recipients_are_refused_the_rows_own_decides(
     sink: SmtpSink, to: str, cc: str, outcome: Outcome
 ) -> None:
-    mail = message(to=to)
-    mail["Cc"] = cc
     channel = EmailChannel(config(sink))
+    mail = channel.compose(message(to=to))
+    mail["Cc"] = cc
     try:
-        result = await channel.send(mail)
+        result = await channel.submit(mail)
     finally:
         await channel.close()
     assert result.outcome is outcome

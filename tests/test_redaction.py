@@ -13,18 +13,19 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from channels.content import AlertContent, Rendering
-from channels.email import compose_email
-from channels.sms import compose_sms
+from channels.email import EmailChannel, SmtpConfig
+from channels.sms import SmsChannel
 from channels.webhook import WebhookChannel
 from core.alert import Tlp, alert_id_for
 from dissemination.controls import record
 from dissemination.controls.redaction import Redactions, pii_entitled, redact
-from dissemination.delivery.senders import AckLinks, WebhookSender, content_of
+from dissemination.delivery.messages import MessageBuilder
 from dissemination.intake.normalize import HandlingDefaults, alert_from_local
 from subscriptions.model import Clearance, Jurisdiction, Sector, Stakeholder, StakeholderKind
 from tests.alerts import fixture_document
@@ -155,6 +156,18 @@ def test_redactions_are_made_once_per_alert_and_entitlement() -> None:
     assert redactions.for_row(uncleared | {"document": changed}) is not first
 
 
+RELAY = SmtpConfig(
+    "smtp.example.org",
+    25,
+    "none",
+    None,
+    None,
+    "alerts@example.org",
+    message_id_domain="example.org",
+)
+"""For composing only: nothing is sent to it."""
+
+
 def renderings(tlp: str, entitlement: str) -> dict[str, str]:
     """The email text and HTML, SMS and webhook alert a recipient of `entitlement` gets."""
     document = bolo(tlp)
@@ -165,18 +178,18 @@ def renderings(tlp: str, entitlement: str) -> dict[str, str]:
         "document": document,
         "stakeholder": person,
         "address": "https://hooks.example.org/in",
+        "secret": None,
     }
-    content = content_of(row, Redactions())
+    message = MessageBuilder().build(row)
+    body = WebhookChannel(()).body(message)
     rendering = Rendering(delivery_id="row-1", portal_url="https://alerts.example.org/a/1")
-    message = compose_email(
-        content, rendering, "duty@example.org", "alerts@example.org", "example.org"
-    )
-    text, html = (part.get_content() for part in message.iter_parts())
-    body = WebhookSender(WebhookChannel(()), AckLinks()).body(row)
+    to_person = replace(message, address="duty@example.org", rendering=rendering)
+    mail = EmailChannel(RELAY).compose(to_person)
+    text, html = (part.get_content() for part in mail.iter_parts())
     return {
         "email.txt": text,
         "email.html": html,
-        "sms.txt": compose_sms(content, rendering) + "\n",
+        "sms.txt": SmsChannel.compose(to_person) + "\n",
         "webhook.json": json.dumps(json.loads(body)["alert"], indent=2, sort_keys=True) + "\n",
     }
 

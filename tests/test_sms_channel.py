@@ -5,8 +5,10 @@ markings, what restricted alerts leave out, GSM-7 and the two-segment limit."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,14 +18,13 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from channels.base import Outcome
+from channels.base import OutboundMessage, Outcome
 from channels.content import AlertContent, Rendering
 from channels.sms import (
     Keyword,
     SmsChannel,
-    SmsMessage,
     TwilioConfig,
-    compose_sms,
+    UnconfiguredSms,
     gsm7_septets,
     opt_keyword,
     rewrite_url,
@@ -67,10 +68,27 @@ def config(fake: TwilioFake, **overrides: Any) -> TwilioConfig:
     return TwilioConfig(**(values | overrides))
 
 
-async def send_one(cfg: TwilioConfig, to: str = RECIPIENT, body: str = "hello") -> Any:
+def outbound(
+    document: dict[str, Any], rendering: Rendering, to: str = RECIPIENT
+) -> OutboundMessage:
+    return OutboundMessage(
+        rendering.delivery_id, to, document, (str(document["id"]), False), rendering
+    )
+
+
+SHORT = {"id": "a-0", "handling": {"tlp": "AMBER"}, "infos": [{"headline": "hi"}]}
+SHORT_TEXT = "TLP:AMBER\nhi"
+"""What `SHORT` becomes as a text with no acknowledgment owed."""
+
+
+def short(delivery_id: str = "d-1", to: str = RECIPIENT) -> OutboundMessage:
+    return outbound(SHORT, Rendering(delivery_id), to)
+
+
+async def send_one(cfg: TwilioConfig, to: str = RECIPIENT) -> Any:
     channel = SmsChannel(cfg)
     try:
-        return await channel.send(SmsMessage("d-1", to, body))
+        return await channel.send(short(to=to))
     finally:
         await channel.close()
 
@@ -110,7 +128,7 @@ def test_a_sender_is_required() -> None:
 
 
 async def test_sent_through_a_messaging_service(fake: TwilioFake, receiver: Receiver) -> None:
-    result = await send_one(config(fake, status_callback_url=receiver.url), body="TLP:CLEAR hi")
+    result = await send_one(config(fake, status_callback_url=receiver.url))
     assert result.outcome is Outcome.SENT
     assert result.provider_id is not None
     assert SID.match(result.provider_id)
@@ -119,9 +137,10 @@ async def test_sent_through_a_messaging_service(fake: TwilioFake, receiver: Rece
     assert "From" not in form
     assert (form["To"], form["Body"], form["StatusCallback"]) == (
         RECIPIENT,
-        "TLP:CLEAR hi",
+        SHORT_TEXT,
         receiver.url,
     )
+    assert result.content_sha256 == hashlib.sha256(SHORT_TEXT.encode()).hexdigest()
     assert [m["sid"] for m in fake.messages] == [result.provider_id]
 
 
@@ -196,7 +215,7 @@ async def test_retry_after_belongs_to_its_own_send(fake: TwilioFake) -> None:
     try:
         results = await asyncio.gather(
             *(
-                channel.send(SmsMessage(f"d-{i}", to, "x"))
+                channel.send(short(f"d-{i}", to))
                 for i, to in enumerate([RECIPIENT, RATE_LIMITED_NUMBER, BROKEN_NUMBER] * 3)
             )
         )
@@ -216,8 +235,8 @@ async def test_hang_next_then_recovers(fake: TwilioFake) -> None:
     fake.hang_next()
     channel = SmsChannel(config(fake, timeout_seconds=0.2))
     try:
-        first = await channel.send(SmsMessage("d-1", RECIPIENT, "x"))
-        second = await channel.send(SmsMessage("d-1", RECIPIENT, "x"))
+        first = await channel.send(short())
+        second = await channel.send(short())
     finally:
         await channel.close()
     assert (first.outcome, second.outcome) == (Outcome.TRANSIENT, Outcome.SENT)
@@ -241,12 +260,48 @@ async def test_wrong_credentials_are_permanent(fake: TwilioFake) -> None:
 
 async def test_close_closes_the_session(fake: TwilioFake) -> None:
     channel = SmsChannel(config(fake))
-    await channel.send(SmsMessage("d-1", RECIPIENT, "x"))
+    await channel.send(short())
     session = channel.http.session
     assert session is not None
     assert not session.closed
     await channel.close()
     assert session.closed
+
+
+async def test_a_text_that_cannot_be_composed_fails_permanently_unsent(fake: TwilioFake) -> None:
+    too_long = Rendering("d-1", ack_url="https://x.example/" + "a" * 400)
+    channel = SmsChannel(config(fake))
+    try:
+        result = await channel.send(outbound(SHORT, too_long))
+    finally:
+        await channel.close()
+    assert result.outcome is Outcome.PERMANENT
+    assert result.detail.startswith("cannot compose the text: ")
+    assert result.content_sha256 is None
+    assert fake.attempts == []
+
+
+async def test_without_twilio_settings_every_send_fails_permanently() -> None:
+    channel = UnconfiguredSms()
+    result = await channel.send(short())
+    await channel.close()
+    assert (channel.name, channel.host(short())) == ("sms", "twilio")
+    assert (result.outcome, result.detail) == (
+        Outcome.PERMANENT,
+        "sms is not configured (sms.account_sid)",
+    )
+
+
+async def test_sends_are_paced_to_the_messages_per_second(fake: TwilioFake) -> None:
+    channel = SmsChannel(config(fake), messages_per_second=4)
+    started = time.monotonic()
+    try:
+        results = await asyncio.gather(*(channel.send(short(f"d-{i}")) for i in range(8)))
+    finally:
+        await channel.close()
+    assert {r.outcome for r in results} == {Outcome.SENT}
+    assert time.monotonic() - started >= 0.9  # four at once, then one every quarter second
+    assert channel.host(short()) == "twilio"
 
 
 @pytest.mark.parametrize(
@@ -351,7 +406,8 @@ SECRETS = {
 LINK = "https://portal.example.gov/a/1?k=xyz"
 
 
-def alert(tlp: str, caveats: tuple[str, ...] = (), **info: Any) -> AlertContent:
+def alert(tlp: str, caveats: tuple[str, ...] = (), **info: Any) -> dict[str, Any]:
+    """A stored alert document with the sensitive parts marked SECRET."""
     fields: dict[str, Any] = {
         "event": "Flash Flood Warning",
         "severity": "Severe",
@@ -361,14 +417,16 @@ def alert(tlp: str, caveats: tuple[str, ...] = (), **info: Any) -> AlertContent:
         **SECRETS,
     }
     fields.update(info)
-    return AlertContent.from_document(
-        {
-            "id": "a-1",
-            "sender": "SENDERSECRET@example.gov",
-            "handling": {"tlp": tlp, "caveats": list(caveats)},
-            "infos": [fields],
-        }
-    )
+    return {
+        "id": "a-1",
+        "sender": "SENDERSECRET@example.gov",
+        "handling": {"tlp": tlp, "caveats": list(caveats)},
+        "infos": [fields],
+    }
+
+
+def compose(document: dict[str, Any], rendering: Rendering) -> str:
+    return SmsChannel.compose(outbound(document, rendering))
 
 
 RENDERING = Rendering("d-1", ack_url=LINK, ack_code="4821")
@@ -376,21 +434,21 @@ RENDERING = Rendering("d-1", ack_url=LINK, ack_code="4821")
 
 @pytest.mark.parametrize("tlp", ["AMBER", "AMBER+STRICT", "RED"])
 def test_restricted_alerts_carry_only_marking_headline_code_and_link(tlp: str) -> None:
-    text = compose_sms(alert(tlp, ("LES",)), RENDERING)
+    text = compose(alert(tlp, ("LES",)), RENDERING)
     assert text == f"TLP:{tlp} LES\nFlooding on River Road\nReply ACK 4821\n{LINK}"
     assert "SECRET" not in text
     assert "Flash Flood" not in text
 
 
 def test_restricted_without_an_ack_url_uses_the_portal_never_the_alert_web() -> None:
-    text = compose_sms(alert("RED"), Rendering("d-1", portal_url="https://portal.example.gov/p"))
+    text = compose(alert("RED"), Rendering("d-1", portal_url="https://portal.example.gov/p"))
     assert text.endswith("\nhttps://portal.example.gov/p")
     assert "SECRET" not in text
 
 
 @pytest.mark.parametrize("tlp", ["CLEAR", "GREEN"])
 def test_shareable_alerts_carry_severity_event_headline_area_and_instruction(tlp: str) -> None:
-    text = compose_sms(alert(tlp, instruction="Move to higher ground."), RENDERING)
+    text = compose(alert(tlp, instruction="Move to higher ground."), RENDERING)
     assert text.splitlines() == [
         f"TLP:{tlp}",
         "Severe Flash Flood Warning",
@@ -405,8 +463,8 @@ def test_shareable_alerts_carry_severity_event_headline_area_and_instruction(tlp
 
 
 def test_long_parts_are_cut_in_the_middle_never_the_marking_code_or_link() -> None:
-    content = alert("GREEN", ("PII",), headline="Levee breach " * 40, instruction="Go " * 200)
-    text = compose_sms(content, RENDERING)
+    document = alert("GREEN", ("PII",), headline="Levee breach " * 40, instruction="Go " * 200)
+    text = compose(document, RENDERING)
     lines = text.splitlines()
     assert lines[0] == "TLP:GREEN PII"
     assert lines[2].startswith("Levee breach Levee")
@@ -419,15 +477,15 @@ def test_long_parts_are_cut_in_the_middle_never_the_marking_code_or_link() -> No
 @pytest.mark.parametrize("lead", range(4))
 def test_an_escape_pair_on_the_segment_boundary_still_fits(lead: int) -> None:
     # for some leads 306 septets would put an escape pair across the boundary: three parts
-    content = alert("CLEAR", headline="a" * lead + "€" * 400)
-    text = compose_sms(content, Rendering("d-1", ack_code="1", portal_url="https://p.example/"))
+    document = alert("CLEAR", headline="a" * lead + "€" * 400)
+    text = compose(document, Rendering("d-1", ack_code="1", portal_url="https://p.example/"))
     assert segments(text) == 2
     assert (gsm7_septets(text) or 0) > 300
 
 
 def test_a_link_that_cannot_fit_is_refused() -> None:
     with pytest.raises(ValueError, match="exceed two SMS segments"):
-        compose_sms(alert("RED"), Rendering("d-1", ack_url="https://x.example/" + "a" * 400))
+        compose(alert("RED"), Rendering("d-1", ack_url="https://x.example/" + "a" * 400))
 
 
 @pytest.mark.parametrize(
@@ -501,11 +559,12 @@ def test_every_text_is_gsm7_in_two_segments(
     ack_code: str | None,
     link: str | None,
 ) -> None:
-    content = alert(tlp, tuple(caveats), areas=[{"description": a} for a in areas], **texts)
-    text = compose_sms(content, Rendering("d-1", ack_url=link, ack_code=ack_code))
+    document = alert(tlp, tuple(caveats), areas=[{"description": a} for a in areas], **texts)
+    text = compose(document, Rendering("d-1", ack_url=link, ack_code=ack_code))
+    marking = AlertContent.from_document(document).marking
     assert gsm7_septets(text) is not None
     assert segments(text) <= 2
-    assert text == content.marking or text.startswith(content.marking + "\n")
+    assert text == marking or text.startswith(marking + "\n")
     if ack_code is not None:
         assert f"\nReply ACK {ack_code}" in text
     if link is not None:

@@ -1,6 +1,6 @@
 """The webhook channel against real aiohttp receivers on loopback: Standard Webhooks
 signatures checked by an independent implementation, the status table, timeouts, redirects,
-capped reads and destination checks at connect time."""
+capped reads and destination checks at connect time; and the bodies it composes."""
 
 from __future__ import annotations
 
@@ -8,18 +8,40 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from aiohttp import web
 
-from channels.base import Outcome
+from channels.base import OutboundMessage, Outcome
+from channels.content import Rendering
 from channels.destinations import parse_networks
-from channels.webhook import WebhookChannel, WebhookMessage, new_secret, sign
+from channels.webhook import WebhookChannel, new_secret, notice_body, sign
 
 LOOPBACK = parse_networks(["127.0.0.1/32"])
+ALERT = {"id": "a-1"}
+ALERT_BODY = b'{"type":"alert","deliveryId":"%s","alert":{"id":"a-1"}}'
+"""What a receiver gets for `ALERT` with no acknowledgment owed, by delivery id."""
+
+
+def outbound(
+    delivery_id: str,
+    url: str,
+    secret: str | None,
+    document: dict[str, Any] = ALERT,
+    notice: dict[str, Any] | None = None,
+) -> OutboundMessage:
+    return OutboundMessage(
+        delivery_id,
+        url,
+        document,
+        (str(document["id"]), False),
+        Rendering(delivery_id),
+        notice=notice,
+        secret=secret,
+    )
 
 
 @dataclass
@@ -92,15 +114,16 @@ def test_signature_matches_the_specification_vector() -> None:
 async def test_a_signed_delivery_verifies_and_keeps_its_id_on_retry(receiver: Receiver) -> None:
     channel = WebhookChannel(LOOPBACK)
     secret = new_secret()
-    body = json.dumps({"alert": {"id": "a-1"}}).encode()
+    body = ALERT_BODY % b"delivery-1"
     try:
-        message = WebhookMessage("delivery-1", receiver.base + "ok", secret, body)
+        message = outbound("delivery-1", receiver.base + "ok", secret)
         first = await channel.send(message)
         again = await channel.send(message)
     finally:
         await channel.close()
     assert (first.outcome, again.outcome) == (Outcome.SENT, Outcome.SENT)
     assert first.provider_id == "200"
+    assert first.content_sha256 == again.content_sha256 == hashlib.sha256(body).hexdigest()
     for headers, received in receiver.requests:
         assert received == body
         assert headers["webhook-id"] == "delivery-1"
@@ -125,9 +148,7 @@ async def test_status_table(
 ) -> None:
     channel = WebhookChannel(LOOPBACK)
     try:
-        result = await channel.send(
-            WebhookMessage("d-2", receiver.base + path, new_secret(), b"{}")
-        )
+        result = await channel.send(outbound("d-2", receiver.base + path, new_secret()))
     finally:
         await channel.close()
     assert (result.outcome, result.disable_address, result.retry_after_seconds) == (
@@ -142,9 +163,7 @@ async def test_status_table(
 async def test_a_stalled_receiver_is_a_transient_timeout(receiver: Receiver) -> None:
     channel = WebhookChannel(LOOPBACK, total_timeout=0.3, read_timeout=0.3)
     try:
-        result = await channel.send(
-            WebhookMessage("d-3", receiver.base + "stall", new_secret(), b"{}")
-        )
+        result = await channel.send(outbound("d-3", receiver.base + "stall", new_secret()))
     finally:
         await channel.close()
     assert (result.outcome, result.detail) == (Outcome.TRANSIENT, "timed out")
@@ -162,7 +181,7 @@ async def test_a_stalled_receiver_is_a_transient_timeout(receiver: Receiver) -> 
 async def test_forbidden_destinations_are_refused_at_connect_time(url: str) -> None:
     channel = WebhookChannel(allowed=())
     try:
-        result = await channel.send(WebhookMessage("d-4", url, new_secret(), b"{}"))
+        result = await channel.send(outbound("d-4", url, new_secret()))
     finally:
         await channel.close()
     assert result.outcome is Outcome.PERMANENT
@@ -172,9 +191,59 @@ async def test_forbidden_destinations_are_refused_at_connect_time(url: str) -> N
 async def test_a_refused_connection_is_transient() -> None:
     channel = WebhookChannel(LOOPBACK, connect_timeout=1)
     try:
-        result = await channel.send(
-            WebhookMessage("d-5", "http://127.0.0.1:9/hook", new_secret(), b"{}")
-        )
+        result = await channel.send(outbound("d-5", "http://127.0.0.1:9/hook", new_secret()))
     finally:
         await channel.close()
     assert result.outcome is Outcome.TRANSIENT
+
+
+@pytest.mark.parametrize("secret", [None, ""])
+async def test_a_contact_without_a_secret_fails_permanently_unsent(
+    receiver: Receiver, secret: str | None
+) -> None:
+    channel = WebhookChannel(LOOPBACK)
+    try:
+        result = await channel.send(outbound("d-6", receiver.base + "ok", secret))
+    finally:
+        await channel.close()
+    assert (result.outcome, result.detail) == (
+        Outcome.PERMANENT,
+        "the webhook contact has no signing secret",
+    )
+    assert result.content_sha256 is None
+    assert receiver.requests == []
+
+
+def test_the_host_is_the_urls_network_location() -> None:
+    channel = WebhookChannel(LOOPBACK)
+    message = outbound("d-7", "https://Hooks.Example.org:8443/in?x=1", new_secret())
+    assert channel.host(message) == "hooks.example.org:8443"
+
+
+@pytest.mark.parametrize("cleared", [False, True])
+async def test_a_supervisors_notice_carries_the_alert_only_when_cleared(
+    receiver: Receiver, cleared: bool
+) -> None:
+    document = {"id": "a-2", "handling": {"tlp": "RED"}, "infos": [{"headline": "Secret"}]}
+    notice = {"about": "Night desk", "afterSeconds": 600, "cleared": cleared}
+    message = outbound("n-1", receiver.base + "ok", new_secret(), document, notice)
+    alert = (
+        b'{"id":"a-2","handling":{"tlp":"RED"},"infos":[{"headline":"Secret"}]}'
+        if cleared
+        else b'{"id":"a-2","handling":{"tlp":"RED"}}'
+    )
+    expected = (
+        b'{"type":"unacknowledged","deliveryId":"n-1","notAcknowledgedBy":"Night desk",'
+        b'"afterSeconds":600,"alert":' + alert + b"}"
+    )
+    channel = WebhookChannel(LOOPBACK)
+    try:
+        assert channel.body(message) == notice_body(message) == expected
+        result = await channel.send(message)
+    finally:
+        await channel.close()
+    assert result.outcome is Outcome.SENT
+    [(headers, received)] = receiver.requests
+    assert received == expected
+    assert headers["webhook-id"] == "n-1"
+    assert result.content_sha256 == hashlib.sha256(expected).hexdigest()

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from channels.base import CHANNEL_NAMES
 from core.clock import Clock
 from dissemination.api.app import authenticate
 from dissemination.api.errors import ApiError
@@ -35,7 +36,6 @@ from dissemination.store.database import Database
 log = logging.getLogger(__name__)
 
 TEXT_LIMITS = {"comment": (0, 500), "reason": (3, 500), "note": (3, 500)}
-CHANNELS = ("email", "sms", "webhook")
 
 
 def _path_id(request: web.Request, what: str) -> str:
@@ -145,10 +145,10 @@ class ControlEndpoints:
         if channels is not None and (
             not isinstance(channels, list)
             or not channels
-            or not all(channel in CHANNELS for channel in channels)
+            or not all(channel in CHANNEL_NAMES for channel in channels)
         ):
             raise ApiError(
-                422, "schema_violation", f"channels must be a non-empty list of {CHANNELS}"
+                422, "schema_violation", f"channels must be a non-empty list of {CHANNEL_NAMES}"
             )
         assert justification is not None
         try:

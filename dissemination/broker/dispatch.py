@@ -16,11 +16,10 @@ from collections.abc import Mapping, Sequence
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
 
+from channels.base import CHANNEL_NAMES
 from dissemination.errors import PublishFailed
 from dissemination.retrying import RetrySchedule
 from dissemination.settings import BrokerSettings
-
-CHANNELS = ("email", "sms", "webhook")
 
 
 def delivery_queue(settings: BrokerSettings, channel: str) -> str:
@@ -52,7 +51,7 @@ async def declare_deliveries(
     exchange = await channel.declare_exchange(
         settings.delivery_exchange, ExchangeType.DIRECT, durable=True
     )
-    for name in CHANNELS:
+    for name in CHANNEL_NAMES:
         queue = await channel.declare_queue(
             delivery_queue(settings, name), durable=True, arguments={"x-queue-type": "quorum"}
         )

@@ -25,14 +25,14 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from channels.base import Outcome, SendResult
+from channels.base import DeliveryChannel, Outcome, SendResult
 from core.clock import Clock
 from core.errors import StoreUnavailable
 from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.controls.sendcheck import send_time_refusal
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore, Settlement, SettleResult
-from dissemination.delivery.senders import Sender
+from dissemination.delivery.messages import MessageBuilder
 from dissemination.errors import PublishFailed
 from dissemination.retrying import RetrySchedule
 from dissemination.store.rows import DeliveryState
@@ -47,11 +47,13 @@ slow destination's rows are recorded when they finish, never holding up the othe
 
 
 class DeliveryWorker:
-    """Sends one channel's rows named by tasks on its queue."""
+    """Sends one channel's rows named by tasks on its queue: each row made into a message by
+    `builder`, sent by `channel`."""
 
     def __init__(
         self,
-        sender: Sender,
+        channel: DeliveryChannel,
+        builder: MessageBuilder,
         store: DeliveryStore,
         queue: AbstractQueue,
         dispatcher: DeliveryDispatcher,
@@ -63,8 +65,9 @@ class DeliveryWorker:
         per_host_concurrency: int = 32,
         stuck_after_seconds: float = 300.0,
     ) -> None:
-        self.sender = sender
-        self.channel = sender.channel
+        self.delivery_channel = channel
+        self.builder = builder
+        self.channel = channel.name
         self.store = store
         self.queue = queue
         self.dispatcher = dispatcher
@@ -97,7 +100,7 @@ class DeliveryWorker:
                 await self.queue.cancel(self._consumer_tag)
             except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
                 log.warning("could not cancel the %s consumer: %r", self.channel, error)
-        await self.sender.close()
+        await self.delivery_channel.close()
 
     async def _sweep_periodically(self) -> None:
         while True:
@@ -258,7 +261,13 @@ class DeliveryWorker:
             return Settlement(row, DeliveryState.WITHHELD, code, detail=detail)
         if row["opted_out"]:
             return Settlement(row, DeliveryState.SUPPRESSED, "opted_out", fall_back=True)
-        host = self.sender.host(row)
+        try:
+            message = self.builder.build(row)
+        except Exception as error:  # a bug in making the message must not strand the row
+            log.exception("%s message could not be made", self.channel)
+            result = SendResult(Outcome.TRANSIENT, f"internal error: {type(error).__name__}")
+            return self._settlement(row, result, now)
+        host = self.delivery_channel.host(message)
         if not self.breakers.allow(host, now):
             return Settlement(
                 row,
@@ -270,7 +279,7 @@ class DeliveryWorker:
         host_slots = self._host_slots.setdefault(host, asyncio.Semaphore(self.per_host_concurrency))
         async with host_slots, self.slots:  # wait for the host first: hold no shared slot
             try:
-                result = await self.sender.send(row)
+                result = await self.delivery_channel.send(message)
             except Exception as error:  # a bug in a channel must not strand the row in sending
                 log.exception("%s send raised", self.channel)
                 result = SendResult(Outcome.TRANSIENT, f"internal error: {type(error).__name__}")

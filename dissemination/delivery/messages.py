@@ -1,0 +1,69 @@
+"""The service's half of a delivery: a claimed ledger row made into the channel-neutral
+message a channel sends (`channels.base.OutboundMessage`).
+
+Per row: the alert document as the recipient may see it (redacted unless the recipient is
+entitled to PII, once per alert and entitlement), the signed acknowledgment token, its link
+and SMS reply code, and for a supervisor's notice the notice itself. Nothing on this path
+validates against a schema again; composing is the channel's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.base import OutboundMessage
+from channels.content import Rendering
+from dissemination.acks.tokens import AckSigner
+from dissemination.controls.redaction import Redactions
+
+ACK_PATH_PREFIX = "/ack/"
+NOTICE = "notice"
+"""The `origin` of a supervisor's notice row, whose `detail` holds the notice as JSON."""
+
+
+class AckLinks:
+    """Per-row rendering values: the signed ack token of the row's (alert, stakeholder), the
+    link that acknowledges with it, and the SMS reply code. Rows owing no acknowledgment, or
+    a service without a signer, get neither."""
+
+    def __init__(self, signer: AckSigner | None = None, public_url: str = "") -> None:
+        self.signer = signer
+        self.ack_base = public_url.rstrip("/") + ACK_PATH_PREFIX
+
+    def rendering(self, row: dict[str, Any]) -> Rendering:
+        token_id = row.get("ack_token_id")
+        if self.signer is None or not token_id or row.get("origin") == NOTICE:
+            return Rendering(delivery_id=row["id"])
+        token = self.signer.sign(token_id, row["ack_expires_at"])
+        return Rendering(
+            delivery_id=row["id"],
+            ack_url=self.ack_base + token,
+            ack_code=row["ack_code"],
+            ack_token=token,
+        )
+
+
+class MessageBuilder:
+    """Makes each claimed row of one channel's worker into its `OutboundMessage`. One per
+    worker: its redactions are cached per alert, and a worker's rows share their alert's
+    stored document."""
+
+    def __init__(self, links: AckLinks | None = None) -> None:
+        self.links = links or AckLinks()
+        self.redactions = Redactions()
+
+    def build(self, row: dict[str, Any]) -> OutboundMessage:
+        """The message for one claimed row (keys as `DeliveryStore.claim` returns them)."""
+        redacted = self.redactions.for_row(row)
+        document = row["document"] if redacted is None else redacted.document
+        notice = json.loads(row["detail"] or "{}") if row.get("origin") == NOTICE else None
+        return OutboundMessage(
+            delivery_id=row["id"],
+            address=row["address"],
+            document=document,
+            document_key=(row["alert_id"], redacted is not None),
+            rendering=self.links.rendering(row),
+            notice=notice,
+            secret=row.get("secret") or None,
+        )
