@@ -19,11 +19,8 @@ import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
-from channels.base import ChannelName, DeliveryChannel
+from channels.base import DeliveryChannel
 from channels.destinations import parse_networks
-from channels.email import EmailChannel, SmtpConfig
-from channels.sms import SmsChannel, TwilioConfig, UnconfiguredSms
-from channels.webhook import WebhookChannel
 from core.clock import Clock, utc_now
 from dissemination.acks.capack import CapAcks
 from dissemination.acks.escalator import EscalationEngine
@@ -35,7 +32,7 @@ from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes, load_matcher
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import TokenStore
-from dissemination.api.twiliohooks import STATUS_HOOK, TwilioHooks, add_twilio_hooks
+from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
 from dissemination.broker.dispatch import (
     DeliveryDispatcher,
     declare_deliveries,
@@ -47,6 +44,7 @@ from dissemination.broker.topology import connect, declare_intake
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore
+from dissemination.delivery.configure import configured_channel
 from dissemination.delivery.messages import AckLinks, MessageBuilder
 from dissemination.delivery.worker import DeliveryWorker
 from dissemination.directory.store import Directory
@@ -119,7 +117,11 @@ class Service:
         workers = tuple(
             [
                 await self._worker(
-                    database, broker, self._channel(name), MessageBuilder(links), dispatcher
+                    database,
+                    broker,
+                    configured_channel(name, settings),
+                    MessageBuilder(links),
+                    dispatcher,
                 )
                 for name in channels
             ]
@@ -316,49 +318,6 @@ class Service:
         )
         return CapAcks(
             database, AlertPublisher(exchange, mandatory=False), settings.cap_ack, self.clock
-        )
-
-    def _channel(self, name: str) -> DeliveryChannel:
-        """The channel `name` as the settings configure it."""
-        settings = self.settings
-        if name == ChannelName.WEBHOOK:
-            webhook = settings.webhook
-            timeout = webhook.timeout_seconds
-            return WebhookChannel(
-                parse_networks(webhook.allowed_networks),
-                connect_timeout=timeout / 3,
-                read_timeout=timeout,
-                total_timeout=timeout,
-            )
-        if name == ChannelName.EMAIL:
-            email = settings.email
-            config = SmtpConfig(
-                host=email.host,
-                port=email.port,
-                security=email.security,
-                username=email.username or None,
-                password=email.password,
-                from_address=email.from_address,
-                pool_size=email.pool_size,
-                timeout_seconds=email.timeout_seconds,
-                validate_certs=email.validate_certs,
-                message_id_domain=email.message_id_domain,
-            )
-            return EmailChannel(config)
-        sms = settings.sms
-        if not sms.account_sid:
-            return UnconfiguredSms()
-        return SmsChannel(
-            TwilioConfig(
-                account_sid=sms.account_sid,
-                auth_token=sms.auth_token or "",
-                messaging_service_sid=sms.messaging_service_sid or None,
-                from_number=sms.from_number or None,
-                api_base=sms.api_base or None,
-                status_callback_url=settings.http.public_url.rstrip("/") + STATUS_HOOK,
-                timeout_seconds=sms.timeout_seconds,
-            ),
-            messages_per_second=sms.messages_per_second,
         )
 
     async def _worker(

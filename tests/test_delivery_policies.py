@@ -4,8 +4,8 @@ tiers), the per-host circuit breaker, and quiet hours."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
 
 import pytest
 
@@ -16,6 +16,7 @@ from dissemination.delivery.messages import AckLinks, MessageBuilder
 from dissemination.retrying import RetrySchedule
 from subscriptions.model import QuietHours
 from subscriptions.quiethours import quiet_until
+from tests.claimedrows import claimed_row
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -125,15 +126,9 @@ def test_the_cached_webhook_body_is_exactly_the_plain_serialization(owes_ack: bo
     channel = WebhookChannel(())
     document = {"id": "a-1", "headline": 'quote " and \\u2028 and ü', "n": [1, 2.5, None]}
     for row_id in ("row-1", 'row-"2"'):
-        row: dict[str, Any] = {
-            "id": row_id,
-            "alert_id": "a-1",
-            "document": document,
-            "address": "https://hooks.example.org/in",
-            "secret": None,
-        }
+        row = claimed_row(id=row_id, alert_id="a-1", document=document)
         if owes_ack:
-            row |= {"ack_token_id": "ab" * 16, "ack_code": "0042", "ack_expires_at": T0}
+            row = replace(row, ack_token_id="ab" * 16, ack_code="0042", ack_expires_at=T0)
         message = builder.build(row)
         assert channel.body(message) == webhook_body(message)
         body = json.loads(channel.body(message))

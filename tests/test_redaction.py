@@ -30,6 +30,7 @@ from dissemination.intake.normalize import HandlingDefaults, alert_from_local
 from subscriptions.model import Clearance, Jurisdiction, Sector, Stakeholder, StakeholderKind
 from tests.alerts import fixture_document
 from tests.brokerutil import publish
+from tests.claimedrows import claimed_row
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     StartService,
@@ -146,14 +147,14 @@ def test_redactions_are_made_once_per_alert_and_entitlement() -> None:
     document = bolo("GREEN")
     redactions = Redactions()
     row = {"alert_id": document["id"], "document": document}
-    cleared = row | {"stakeholder": stakeholder(clearance=ENTITLEMENTS["pii"])}
-    uncleared = row | {"stakeholder": stakeholder(clearance=ENTITLEMENTS["no-pii"])}
+    cleared = claimed_row(**row, stakeholder=stakeholder(clearance=ENTITLEMENTS["pii"]))
+    uncleared = claimed_row(**row, stakeholder=stakeholder(clearance=ENTITLEMENTS["no-pii"]))
     assert redactions.for_row(cleared) is None
     first = redactions.for_row(uncleared)
     assert first is not None
     assert redactions.for_row(uncleared) is first
     changed = json.loads(json.dumps(document))  # an equal document, another object
-    assert redactions.for_row(uncleared | {"document": changed}) is not first
+    assert redactions.for_row(replace(uncleared, document=changed)) is not first
 
 
 RELAY = SmtpConfig(
@@ -172,14 +173,13 @@ def renderings(tlp: str, entitlement: str) -> dict[str, str]:
     """The email text and HTML, SMS and webhook alert a recipient of `entitlement` gets."""
     document = bolo(tlp)
     person = stakeholder(clearance=ENTITLEMENTS[entitlement])
-    row = {
-        "id": "row-1",
-        "alert_id": document["id"],
-        "document": document,
-        "stakeholder": person,
-        "address": "https://hooks.example.org/in",
-        "secret": None,
-    }
+    row = claimed_row(
+        id="row-1",
+        alert_id=document["id"],
+        document=document,
+        stakeholder=person,
+        address="https://hooks.example.org/in",
+    )
     message = MessageBuilder().build(row)
     body = WebhookChannel(()).body(message)
     rendering = Rendering(delivery_id="row-1", portal_url="https://alerts.example.org/a/1")

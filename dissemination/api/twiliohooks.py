@@ -33,13 +33,13 @@ from channels.sms import (
 from core.clock import Clock
 from dissemination.acks.tracking import AckChannel, AckStore
 from dissemination.api.errors import ApiError
+from dissemination.delivery.configure import STATUS_HOOK
 from dissemination.settings import Settings
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.rows import record_provider_status
 from dissemination.store.tables import sms_opt_outs
 
-STATUS_HOOK = "/hooks/twilio/status"
 INBOUND_HOOK = "/hooks/twilio/sms"
 OPT_OUT_ACTOR = Actor(None, "sms keyword")
 HELP_TEXT = (

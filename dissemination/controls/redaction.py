@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.validation import SCHEMA_ID_PREFIX, schema_documents
-from subscriptions.model import Clearance
+from dissemination.store.rows import ClaimedRow
+from subscriptions.model import Clearance, Stakeholder
 
 PII_CAVEAT = "PII"
 EACH = "[]"
@@ -158,11 +159,16 @@ class Redactions:
         self._cache[alert_id] = (document, redacted)
         return redacted
 
-    def for_row(self, row: Mapping[str, Any]) -> Redacted | None:
+    def for_row(self, row: ClaimedRow) -> Redacted | None:
         """The redaction a delivery row's recipient gets (its stakeholder as loaded at claim
         time), or None when the recipient is entitled to PII or nothing personal is in it."""
-        stakeholder = row.get("stakeholder")
+        return self.for_recipient(row.alert_id, row.document, row.stakeholder)
+
+    def for_recipient(
+        self, alert_id: str, document: dict[str, Any], stakeholder: Stakeholder | None
+    ) -> Redacted | None:
+        """The redaction `stakeholder` gets of the alert (`document`), as `for_row`."""
         if stakeholder is not None and pii_entitled(stakeholder.clearance):
             return None
-        redacted = self.of(str(row["alert_id"]), row["document"])
+        redacted = self.of(alert_id, document)
         return redacted if redacted.withheld else None

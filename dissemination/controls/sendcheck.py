@@ -12,7 +12,7 @@ from typing import Any
 from core.alert import Handling, Tlp
 from dissemination.controls.redaction import Redactions
 from dissemination.controls.specialrelease import justification_text
-from dissemination.store.rows import RowOrigin
+from dissemination.store.rows import ClaimedRow, RowOrigin
 from subscriptions.clearance import withheld_reason
 from subscriptions.model import Channel
 
@@ -27,17 +27,17 @@ def handling_of(document: dict[str, Any]) -> Handling:
     )
 
 
-def send_time_refusal(row: dict[str, Any]) -> tuple[str, str] | None:
+def send_time_refusal(row: ClaimedRow) -> tuple[str, str] | None:
     """(reason code, detail) if the row may no longer be sent, else None. The row carries its
-    stakeholder as loaded at claim time (`row["stakeholder"]`, None if removed)."""
-    if row.get("origin") == RowOrigin.NOTICE:
+    stakeholder as loaded at claim time (`row.stakeholder`, None if removed)."""
+    if row.origin == RowOrigin.NOTICE:
         return None
-    stakeholder = row.get("stakeholder")
+    stakeholder = row.stakeholder
     if stakeholder is None or not stakeholder.active:
         return INACTIVE, "the stakeholder was removed or deactivated (checked again at send time)"
-    if row.get("origin") == RowOrigin.IMMINENT_DANGER:
+    if row.origin == RowOrigin.IMMINENT_DANGER:
         return None  # released outside the rules on purpose, with a recorded justification
-    refused = withheld_reason(handling_of(row["document"]), stakeholder, Channel(row["channel"]))
+    refused = withheld_reason(handling_of(row.document), stakeholder, Channel(row.channel))
     if refused is None:
         return None
     return refused.code.value, f"{refused.detail} (checked again at send time)"
@@ -52,16 +52,15 @@ BASIS: dict[str, str] = {
 }
 
 
-def release_justification(row: dict[str, Any]) -> str:
+def release_justification(row: ClaimedRow) -> str:
     """Why the row was released: its basis, and the clearance that admitted the marks."""
-    if row.get("origin") == RowOrigin.IMMINENT_DANGER:
+    if row.origin == RowOrigin.IMMINENT_DANGER:
         return justification_text(row)
-    origin = str(row.get("origin"))
-    basis = BASIS.get(origin, origin)
-    handling = handling_of(row["document"])
+    basis = BASIS.get(row.origin) or row.origin.value
+    handling = handling_of(row.document)
     marking = " ".join((f"TLP:{handling.tlp.value}", *handling.caveats))
-    stakeholder = row.get("stakeholder")
-    if stakeholder is None or row.get("origin") == RowOrigin.NOTICE:
+    stakeholder = row.stakeholder
+    if stakeholder is None or row.origin == RowOrigin.NOTICE:
         return basis
     clearance = stakeholder.clearance
     held = " ".join((f"TLP:{clearance.max_tlp.value}", *sorted(clearance.caveats)))

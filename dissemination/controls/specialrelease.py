@@ -21,7 +21,13 @@ from dissemination.controls.approval import ApprovalState, principal
 from dissemination.errors import ControlRefused
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
-from dissemination.store.rows import DeliveryState, PlannedRow, RowOrigin, insert_planned
+from dissemination.store.rows import (
+    ClaimedRow,
+    DeliveryState,
+    PlannedRow,
+    RowOrigin,
+    insert_planned,
+)
 from dissemination.store.tables import (
     alerts,
     approvals,
@@ -48,9 +54,9 @@ def release_row_id(release_id: str, contact_id: str) -> str:
     return str(uuid.uuid5(RELEASE_NAMESPACE, f"{release_id}|{contact_id}"))
 
 
-def justification_text(row: dict[str, Any]) -> str:
+def justification_text(row: ClaimedRow) -> str:
     """The dissemination record's justification for a send of a release row."""
-    return f"{BASIS}: {row.get('detail') or ''}"
+    return f"{BASIS}: {row.detail or ''}"
 
 
 async def release(

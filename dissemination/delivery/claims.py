@@ -22,6 +22,7 @@ from dissemination.directory.store import CONTACT, STAKEHOLDER, record_of
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.rows import (
+    ClaimedRow,
     DeliveryState,
     PlannedRow,
     RowOrigin,
@@ -43,6 +44,7 @@ from dissemination.store.tables import (
     stakeholders,
 )
 from subscriptions.codec import stakeholder_model
+from subscriptions.model import Stakeholder
 
 DELIVERY_ACTOR = Actor(None, "delivery worker")
 DOCUMENT_CACHE_SIZE = 64
@@ -52,7 +54,7 @@ DOCUMENT_CACHE_SIZE = 64
 class Claim:
     """Rows now ours to send, and rows that are pending but must wait until `not_before`."""
 
-    rows: list[dict[str, Any]]
+    rows: list[ClaimedRow]
     held: list[tuple[str, datetime]]
 
 
@@ -61,7 +63,7 @@ class Settlement:
     """How one claimed row ends this attempt. `state` PENDING means it goes back to wait until
     `not_before` (a retry, or an open circuit, which does not count as an attempt)."""
 
-    row: dict[str, Any]
+    row: ClaimedRow
     state: DeliveryState
     reason: str | None
     provider_id: str | None = None
@@ -75,7 +77,7 @@ class Settlement:
     def outcome(self) -> RowOutcome:
         """The row's state transition this settlement makes."""
         return RowOutcome(
-            self.row["id"],
+            self.row.id,
             self.state,
             self.reason,
             self.provider_id,
@@ -103,17 +105,17 @@ def record_entries(settlements: Sequence[Settlement]) -> list[Entry]:
             outcome, justification = WITHHELD, f"{s.reason}: {s.detail or ''}".rstrip(": ")
         else:
             continue
-        holder = s.row.get("stakeholder")
+        holder = s.row.stakeholder
         entries.append(
             Entry(
-                alert_id=s.row["alert_id"],
-                delivery_id=s.row["id"],
-                stakeholder_id=s.row["stakeholder_id"],
+                alert_id=s.row.alert_id,
+                delivery_id=s.row.id,
+                stakeholder_id=s.row.stakeholder_id,
                 organization=holder.organization if holder is not None else None,
-                channel=s.row["channel"],
-                address=s.row["address"],
+                channel=s.row.channel,
+                address=s.row.address,
                 outcome=outcome,
-                rule=tuple(s.row["subscriptions"] or ()),
+                rule=s.row.subscriptions,
                 justification=justification,
                 content_sha256=s.content_sha256,
             )
@@ -137,9 +139,9 @@ class DeliveryStore:
             rows = await self._rows(conn, claimed) if claimed else []
         return Claim(rows, held)
 
-    async def _rows(self, conn: AsyncConnection, ids: list[str]) -> list[dict[str, Any]]:
-        rows = await self._rows_without_documents(conn, ids)
-        missing = {row["alert_id"] for row in rows} - set(self._documents)
+    async def _rows(self, conn: AsyncConnection, ids: list[str]) -> list[ClaimedRow]:
+        records = await self._claimed_records(conn, ids)
+        missing = {record["alert_id"] for record in records} - set(self._documents)
         if missing:
             if len(self._documents) + len(missing) > DOCUMENT_CACHE_SIZE:
                 self._documents.clear()
@@ -147,30 +149,28 @@ class DeliveryStore:
                 select(alerts.c.id, alerts.c.document).where(alerts.c.id.in_(missing))
             )
             self._documents.update({alert.id: alert.document for alert in result})
-        for row in rows:
-            row["document"] = self._documents[row["alert_id"]]
-        await self._attach_stakeholders(conn, rows)
-        return rows
+        current = await self._stakeholders(conn, {record["stakeholder_id"] for record in records})
+        return [
+            ClaimedRow.from_record(
+                record,
+                self._documents[record["alert_id"]],
+                current.get(record["stakeholder_id"]),
+            )
+            for record in records
+        ]
 
     @staticmethod
-    async def _attach_stakeholders(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """Each row's stakeholder as it is now (None if removed), for the send-time check."""
-        result = await conn.execute(
-            select(stakeholders).where(
-                stakeholders.c.id.in_({row["stakeholder_id"] for row in rows})
-            )
-        )
-        current = {
+    async def _stakeholders(conn: AsyncConnection, ids: set[str]) -> dict[str, Stakeholder]:
+        """The rows' stakeholders as they are now (absent if removed), for the send-time
+        check."""
+        result = await conn.execute(select(stakeholders).where(stakeholders.c.id.in_(ids)))
+        return {
             found["id"]: stakeholder_model(record_of(STAKEHOLDER, found))
             for found in result.mappings()
         }
-        for row in rows:
-            row["stakeholder"] = current.get(row["stakeholder_id"])
 
     @staticmethod
-    async def _rows_without_documents(
-        conn: AsyncConnection, ids: list[str]
-    ) -> list[dict[str, Any]]:
+    async def _claimed_records(conn: AsyncConnection, ids: list[str]) -> list[dict[str, Any]]:
         query = (
             select(
                 deliveries,
@@ -212,21 +212,21 @@ class DeliveryStore:
             await start_escalations(
                 conn,
                 [
-                    (s.row["alert_id"], s.row["stakeholder_id"])
+                    (s.row.alert_id, s.row.stakeholder_id)
                     for s in settlements
                     if s.state is DeliveryState.SENT
-                    and s.row["ack_required"]
-                    and s.row["origin"] != RowOrigin.NOTICE
+                    and s.row.ack_required
+                    and s.row.origin != RowOrigin.NOTICE
                 ],
                 now,
             )
             await append_records(conn, record_entries(settlements), now)
-            retrying = [s.row["id"] for s in settlements if s.state is DeliveryState.PENDING]
+            retrying = [s.row.id for s in settlements if s.state is DeliveryState.PENDING]
             if retrying:
                 await self._stop_if_cancelled(conn, retrying, now)
             for s in settlements:
-                if s.disable_contact and s.row["contact_id"]:
-                    await self._disable_contact(conn, s.row["contact_id"], s.reason or "", now)
+                if s.disable_contact and s.row.contact_id:
+                    await self._disable_contact(conn, s.row.contact_id, s.reason or "", now)
                 if s.fall_back:
                     created = await self._fall_back(conn, s.row, now)
                     if created is not None:
@@ -245,11 +245,11 @@ class DeliveryStore:
         await suppress_pending(conn, ids, cancels, "cancelled", now)
 
     async def _fall_back(
-        self, conn: AsyncConnection, row: dict[str, Any], now: datetime
+        self, conn: AsyncConnection, row: ClaimedRow, now: datetime
     ) -> tuple[str, str] | None:
         """A pending row on the first later channel of the subscription where the stakeholder
         has an active contact; None if there is none (or the row exists already)."""
-        remaining = list(row["fallback_channels"] or ())
+        remaining = list(row.fallback_channels)
         while remaining:
             channel = remaining.pop(0)
             contact = (
@@ -257,7 +257,7 @@ class DeliveryStore:
                     await conn.execute(
                         select(contacts.c.id, contacts.c.address)
                         .where(
-                            contacts.c.stakeholder_id == row["stakeholder_id"],
+                            contacts.c.stakeholder_id == row.stakeholder_id,
                             contacts.c.channel == channel,
                             contacts.c.active.is_(True),
                         )
@@ -271,18 +271,18 @@ class DeliveryStore:
             if contact is None:
                 continue
             planned = PlannedRow(
-                stakeholder_id=row["stakeholder_id"],
-                subscription_id=row["subscription_id"],
+                stakeholder_id=row.stakeholder_id,
+                subscription_id=row.subscription_id,
                 contact_id=contact["id"],
                 channel=channel,
                 address=contact["address"],
                 state=DeliveryState.PENDING,
                 fallback_channels=tuple(remaining),
-                ack_required=bool(row["ack_required"]),
-                subscriptions=tuple(row["subscriptions"] or ()),
+                ack_required=row.ack_required,
+                subscriptions=row.subscriptions,
                 origin=RowOrigin.FALLBACK,
             )
-            values = planned.values(row["alert_id"], now) | {"fallback_of": row["id"]}
+            values = planned.values(row.alert_id, now) | {"fallback_of": row.id}
             inserted = await insert_planned(conn, self.database, [values])
             return (channel, values["id"]) if inserted == 1 else None
         return None
@@ -326,7 +326,7 @@ class DeliveryStore:
             .mappings()
             .first()
         )
-        if row is None or not row["active"]:
+        if row is None or not row.active:
             return
         await conn.execute(
             update(contacts).where(contacts.c.id == contact_id).values(active=False, updated_at=now)

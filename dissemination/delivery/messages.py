@@ -10,16 +10,14 @@ validates against a schema again; composing is the channel's.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from channels.base import OutboundMessage
 from channels.content import Rendering
 from dissemination.acks.tokens import AckSigner
 from dissemination.controls.redaction import Redactions
+from dissemination.store.rows import ClaimedRow, RowOrigin
 
 ACK_PATH_PREFIX = "/ack/"
-NOTICE = "notice"
-"""The `origin` of a supervisor's notice row, whose `detail` holds the notice as JSON."""
 
 
 class AckLinks:
@@ -31,15 +29,20 @@ class AckLinks:
         self.signer = signer
         self.ack_base = public_url.rstrip("/") + ACK_PATH_PREFIX
 
-    def rendering(self, row: dict[str, Any]) -> Rendering:
-        token_id = row.get("ack_token_id")
-        if self.signer is None or not token_id or row.get("origin") == NOTICE:
-            return Rendering(delivery_id=row["id"])
-        token = self.signer.sign(token_id, row["ack_expires_at"])
+    def rendering(self, row: ClaimedRow) -> Rendering:
+        token_id = row.ack_token_id
+        if (
+            self.signer is None
+            or not token_id
+            or row.ack_expires_at is None
+            or row.origin is RowOrigin.NOTICE
+        ):
+            return Rendering(delivery_id=row.id)
+        token = self.signer.sign(token_id, row.ack_expires_at)
         return Rendering(
-            delivery_id=row["id"],
+            delivery_id=row.id,
             ack_url=self.ack_base + token,
-            ack_code=row["ack_code"],
+            ack_code=row.ack_code,
             ack_token=token,
         )
 
@@ -53,17 +56,17 @@ class MessageBuilder:
         self.links = links or AckLinks()
         self.redactions = Redactions()
 
-    def build(self, row: dict[str, Any]) -> OutboundMessage:
-        """The message for one claimed row (keys as `DeliveryStore.claim` returns them)."""
+    def build(self, row: ClaimedRow) -> OutboundMessage:
+        """The message for one claimed row."""
         redacted = self.redactions.for_row(row)
-        document = row["document"] if redacted is None else redacted.document
-        notice = json.loads(row["detail"] or "{}") if row.get("origin") == NOTICE else None
+        document = row.document if redacted is None else redacted.document
+        notice = json.loads(row.detail or "{}") if row.origin is RowOrigin.NOTICE else None
         return OutboundMessage(
-            delivery_id=row["id"],
-            address=row["address"],
+            delivery_id=row.id,
+            address=row.address,
             document=document,
-            document_key=(row["alert_id"], redacted is not None),
+            document_key=(row.alert_id, redacted is not None),
             rendering=self.links.rendering(row),
             notice=notice,
-            secret=row.get("secret") or None,
+            secret=row.secret or None,
         )

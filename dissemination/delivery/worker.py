@@ -20,7 +20,6 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
@@ -35,7 +34,7 @@ from dissemination.delivery.claims import DeliveryStore, Settlement, SettleResul
 from dissemination.delivery.messages import MessageBuilder
 from dissemination.errors import PublishFailed
 from dissemination.retrying import RetrySchedule
-from dissemination.store.rows import DeliveryState
+from dissemination.store.rows import ClaimedRow, DeliveryState
 
 log = logging.getLogger(__name__)
 CLAIM_CHUNK = 64
@@ -176,7 +175,7 @@ class DeliveryWorker:
                 claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
                 await self._delay(claim.held)
                 self._unsettled += len(claim.rows)
-                new_ids = {row["id"] for row in claim.rows}
+                new_ids = {row.id for row in claim.rows}
                 claimed |= new_ids
                 self._in_flight |= new_ids
                 sending |= {asyncio.create_task(self._attempt(row)) for row in claim.rows}
@@ -214,13 +213,13 @@ class DeliveryWorker:
         try:
             settled = await self._settle_with_retries(settlements)
         finally:
-            self._in_flight.difference_update(s.row["id"] for s in settlements)
+            self._in_flight.difference_update(s.row.id for s in settlements)
             async with self._room:
                 self._unsettled -= len(settlements)
                 self._room.notify_all()
         await self._delay(
             [
-                (s.row["id"], s.not_before)
+                (s.row.id, s.not_before)
                 for s in settlements
                 if s.state is DeliveryState.PENDING and s.not_before is not None
             ]
@@ -253,13 +252,13 @@ class DeliveryWorker:
         for seconds, ids in by_tier.values():
             await self.dispatcher.delay(self.channel, ids, seconds)
 
-    async def _attempt(self, row: dict[str, Any]) -> Settlement:
+    async def _attempt(self, row: ClaimedRow) -> Settlement:
         now = self.clock()
         refusal = send_time_refusal(row)
         if refusal is not None:
             code, detail = refusal
             return Settlement(row, DeliveryState.WITHHELD, code, detail=detail)
-        if row["opted_out"]:
+        if row.opted_out:
             return Settlement(row, DeliveryState.SUPPRESSED, "opted_out", fall_back=True)
         try:
             message = self.builder.build(row)
@@ -287,7 +286,7 @@ class DeliveryWorker:
         self.breakers.record(host, failed=result.outcome is Outcome.TRANSIENT, now=now)
         return self._settlement(row, result, now)
 
-    def _settlement(self, row: dict[str, Any], result: SendResult, now: datetime) -> Settlement:
+    def _settlement(self, row: ClaimedRow, result: SendResult, now: datetime) -> Settlement:
         if result.outcome is Outcome.SENT:
             return Settlement(
                 row,
@@ -296,10 +295,8 @@ class DeliveryWorker:
                 result.provider_id,
                 content_sha256=result.content_sha256,
             )
-        if result.outcome is Outcome.TRANSIENT and not self.schedule.gives_up_after(
-            row["attempts"]
-        ):
-            delay = self.schedule.delay(row["attempts"], result.retry_after_seconds)
+        if result.outcome is Outcome.TRANSIENT and not self.schedule.gives_up_after(row.attempts):
+            delay = self.schedule.delay(row.attempts, result.retry_after_seconds)
             return Settlement(
                 row,
                 DeliveryState.PENDING,
@@ -310,7 +307,7 @@ class DeliveryWorker:
             return Settlement(row, DeliveryState.SUPPRESSED, result.detail, fall_back=True)
         reason = result.detail
         if result.outcome is Outcome.TRANSIENT:
-            reason = f"gave up after {row['attempts']} attempts: {reason}"
+            reason = f"gave up after {row.attempts} attempts: {reason}"
         return Settlement(
             row,
             DeliveryState.FAILED,

@@ -15,7 +15,7 @@ states it names, so a late or repeated writer changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.store.database import Database
 from dissemination.store.tables import deliveries
+from subscriptions.model import Stakeholder
 
 DELIVERY_ID_NAMESPACE = uuid.UUID("5b0f7c2e-3a7d-5e61-9c4b-0d2e8f1a6b73")
 
@@ -139,6 +140,65 @@ def held(row: PlannedRow) -> PlannedRow:
     if row.state is not DeliveryState.PENDING:
         return row
     return replace(row, state=DeliveryState.HELD)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """A delivery row claimed for sending (now in `sending`), with what sending it needs: the
+    contact's signing secret, an SMS opt-out, the acknowledgment token the row carries, the
+    alert's stored document, and the stakeholder as they are now (None if removed)."""
+
+    id: str
+    alert_id: str
+    stakeholder_id: str
+    subscription_id: str | None
+    contact_id: str | None
+    channel: str
+    address: str
+    attempts: int
+    origin: RowOrigin
+    detail: str | None
+    fallback_channels: tuple[str, ...]
+    ack_required: bool
+    subscriptions: tuple[str, ...]
+    resent: bool
+    document: dict[str, Any]
+    stakeholder: Stakeholder | None
+    secret: str | None = None
+    opted_out: str | None = None
+    ack_token_id: str | None = None
+    ack_code: str | None = None
+    ack_expires_at: datetime | None = None
+
+    @classmethod
+    def from_record(
+        cls, record: Mapping[str, Any], document: dict[str, Any], stakeholder: Stakeholder | None
+    ) -> ClaimedRow:
+        """A row as the claim query reads it (deliveries' columns plus `secret`,
+        `opted_out`, `ack_token_id`, `ack_code`, `ack_expires_at`)."""
+        return cls(
+            id=record["id"],
+            alert_id=record["alert_id"],
+            stakeholder_id=record["stakeholder_id"],
+            subscription_id=record["subscription_id"],
+            contact_id=record["contact_id"],
+            channel=record["channel"],
+            address=record["address"],
+            attempts=int(record["attempts"]),
+            origin=RowOrigin(record["origin"]),
+            detail=record["detail"],
+            fallback_channels=tuple(record["fallback_channels"] or ()),
+            ack_required=bool(record["ack_required"]),
+            subscriptions=tuple(record["subscriptions"] or ()),
+            resent=bool(record["resent"]),
+            document=document,
+            stakeholder=stakeholder,
+            secret=record["secret"],
+            opted_out=record["opted_out"],
+            ack_token_id=record["ack_token_id"],
+            ack_code=record["ack_code"],
+            ack_expires_at=record["ack_expires_at"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
