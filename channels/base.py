@@ -43,7 +43,8 @@ class Outcome(StrEnum):
 @dataclass(frozen=True, slots=True)
 class SendResult:
     """What one send attempt came to; `content_sha256` is the hash of the exact content sent,
-    for the dissemination record."""
+    for the dissemination record. `opted_out`: the recipient told the provider to stop (a
+    permanent refusal that suppresses the row rather than failing it)."""
 
     outcome: Outcome
     detail: str
@@ -51,6 +52,7 @@ class SendResult:
     retry_after_seconds: float | None = None
     disable_address: bool = False
     content_sha256: str | None = None
+    opted_out: bool = False
 
 
 def with_content_hash(result: SendResult, content: bytes) -> SendResult:

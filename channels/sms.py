@@ -223,7 +223,9 @@ def _classify(status: int, code: int | None, retry_after: float | None) -> SendR
     if status == 429 or code == 20429:
         return SendResult(Outcome.TRANSIENT, detail, retry_after_seconds=retry_after)
     if code == 21610:
-        return SendResult(Outcome.PERMANENT, f"opted_out: {detail} (recipient replied STOP)")
+        return SendResult(
+            Outcome.PERMANENT, f"opted_out: {detail} (recipient replied STOP)", opted_out=True
+        )
     if code in _BAD_NUMBER:
         return SendResult(
             Outcome.PERMANENT, f"{detail} ({_BAD_NUMBER[code]})", disable_address=True

@@ -28,6 +28,7 @@ from dissemination.acks.tokens import AckSigner, signing_keys
 from dissemination.acks.tracking import AckIssuer, AckStore
 from dissemination.api.acks import AckEndpoints, add_ack_routes
 from dissemination.api.app import Runtime, create_app
+from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes, load_matcher
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
@@ -299,6 +300,7 @@ class Service:
         settings = self.settings
         app = create_app(runtime, settings.http)
         add_admin_routes(app, admin)
+        add_bulk_routes(app)
         add_twilio_hooks(app, TwilioHooks(database, settings, self.clock))
         add_ack_routes(app, AckEndpoints(signer, AckStore(database), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))

@@ -40,6 +40,7 @@ from dissemination.acks.tokens import AckSigner
 from dissemination.acks.tracking import AckStore
 from dissemination.api.acks import AckEndpoints, add_ack_routes
 from dissemination.api.app import Runtime, create_app
+from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
@@ -211,6 +212,7 @@ async def test_documented_operations_are_exactly_the_registered_routes(tmp_path:
             parse_networks(settings.webhook.allowed_networks),
         )
         add_admin_routes(app, admin)
+        add_bulk_routes(app)
         add_twilio_hooks(app, TwilioHooks(database, settings, utc_now))
         add_ack_routes(app, AckEndpoints(AckSigner(("k" * 32,)), AckStore(database), utc_now))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), utc_now))

@@ -180,6 +180,7 @@ async def test_errors_by_recipient(
         disable,
     )
     assert result.detail.startswith(detail)
+    assert result.opted_out is (to == OPTED_OUT_NUMBER)
     assert to not in result.detail  # no phone numbers in ledger details
     assert fake.messages == []
 

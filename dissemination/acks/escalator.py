@@ -23,7 +23,7 @@ from core.alert import Handling, MsgType, Tlp
 from core.clock import Clock
 from dissemination.acks.escalation import EscalationState, end_escalations, step_row_id
 from dissemination.broker.dispatch import DeliveryDispatcher
-from dissemination.directory.store import STAKEHOLDER, record_of
+from dissemination.directory.store import STAKEHOLDER, first_active_contact, record_of
 from dissemination.store.database import Database
 from dissemination.store.rows import (
     ALERT_ORIGINS,
@@ -312,22 +312,7 @@ class StepPlanner:
         for channel in preference:
             if channel in used:
                 continue
-            contact = (
-                (
-                    await self.conn.execute(
-                        select(contacts.c.id, contacts.c.address)
-                        .where(
-                            contacts.c.stakeholder_id == self.stakeholder_id,
-                            contacts.c.channel == channel,
-                            contacts.c.active.is_(True),
-                        )
-                        .order_by(contacts.c.created_at, contacts.c.id)
-                        .limit(1)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            contact = await first_active_contact(self.conn, self.stakeholder_id, channel)
             if contact is not None:
                 return [
                     self._row(

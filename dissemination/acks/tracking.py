@@ -207,15 +207,7 @@ class AckStore:
         `on_behalf` (the administrator and the reason) is audited with the change."""
         pair = and_(acks.c.alert_id == alert_id, acks.c.stakeholder_id == stakeholder_id)
         async with self.database.transaction() as conn:
-            actor_id: str | None
-            actor_name: str | None
-            if on_behalf is not None:
-                actor_id, actor_name = on_behalf[0].id, on_behalf[0].name
-            else:
-                actor_id = stakeholder_id
-                actor_name = await conn.scalar(
-                    select(stakeholders.c.name).where(stakeholders.c.id == stakeholder_id)
-                )
+            actor_id, actor_name = await self._acknowledger(conn, stakeholder_id, on_behalf)
             recorded = await conn.execute(
                 update(acks)
                 .where(pair, acks.c.acknowledged_at.is_(None))
@@ -254,6 +246,18 @@ class AckStore:
             row["comment"],
             new,
         )
+
+    @staticmethod
+    async def _acknowledger(
+        conn: AsyncConnection, stakeholder_id: str, on_behalf: tuple[Actor, str] | None
+    ) -> tuple[str | None, str | None]:
+        """Who acknowledges: the administrator acting on behalf, or the stakeholder."""
+        if on_behalf is not None:
+            return on_behalf[0].id, on_behalf[0].name
+        name = await conn.scalar(
+            select(stakeholders.c.name).where(stakeholders.c.id == stakeholder_id)
+        )
+        return stakeholder_id, name
 
     @staticmethod
     async def _stop_escalation(

@@ -1,12 +1,10 @@
 """The admin API: stakeholders, contacts, subscriptions and escalation policies (create, read,
-list, update, delete; bulk import and export of the first three), the audit log, and the
-matching dry run. Every change is validated, audited in its own transaction, then applied to
+list, update, delete; bulk import and export in `dissemination.api.bulk`), the audit log,
+and the matching dry run. Every change is validated, audited in its own transaction, then applied to
 the in-process matcher."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ from dissemination.api.errors import ApiError
 from dissemination.api.requests import (
     ascii_digits,
     bool_param,
-    csv_cell,
     json_body,
     limit_param,
     optional_text_param,
@@ -53,9 +50,6 @@ from subscriptions.codec import (
 from subscriptions.matcher import Matcher
 
 MAX_AUDIT_ID = 2**31 - 1  # audit_log.id is a 32-bit INTEGER on PostgreSQL
-PLACEHOLDER_OWNER = {"stakeholderId": "00000000-0000-0000-0000-000000000000"}
-EXPORT_ONLY_FIELDS = ("id", "createdAt", "updatedAt", "stakeholderId")
-CONTACT_CSV_COLUMNS = ("stakeholderId", "channel", "address", "label", "active")
 IMMUTABLE = {"contact": ("stakeholderId", "channel"), "subscription": ("stakeholderId",)}
 
 
@@ -72,16 +66,16 @@ class Admin:
 ADMIN = web.AppKey("admin", Admin)
 
 
-def _admin(request: web.Request) -> Admin:
+def admin_of(request: web.Request) -> Admin:
     return request.app[ADMIN]
 
 
-async def _actor(request: web.Request, *roles: Role) -> Actor:
+async def actor_of(request: web.Request, *roles: Role) -> Actor:
     token = await authenticate(request, *roles)
     return Actor(token.id, token.name)
 
 
-def _entity_id(request: web.Request, spec: EntitySpec) -> str:
+def entity_id_param(request: web.Request, spec: EntitySpec) -> str:
     entity_id = request.match_info["id"]
     if "\x00" in entity_id:
         raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
@@ -89,7 +83,7 @@ def _entity_id(request: web.Request, spec: EntitySpec) -> str:
 
 
 @contextmanager
-def _unique_contacts(path: str) -> Iterator[None]:
+def unique_contacts(path: str) -> Iterator[None]:
     """A contact that repeats another's stakeholder, channel and address is refused."""
     try:
         yield
@@ -102,20 +96,22 @@ def _unique_contacts(path: str) -> Iterator[None]:
         ) from None
 
 
-def _object(document: Any) -> dict[str, Any]:
+def json_object(document: Any) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ApiError(422, "schema_violation", "the body must be a JSON object")
     return document
 
 
-async def _validated(admin: Admin, spec: EntitySpec, document: Mapping[str, Any]) -> dict[str, Any]:
+async def validated_fields(
+    admin: Admin, spec: EntitySpec, document: Mapping[str, Any]
+) -> dict[str, Any]:
     """Validate entity fields (schema and semantic checks) and the stakeholder they name."""
     try:
         if spec is STAKEHOLDER:
             return validate_stakeholder(document)
         if spec is ESCALATION:
             fields = validate_escalation(document)
-            await _check_supervisors(admin, fields)
+            await check_supervisors(admin, fields)
             return fields
         if spec is CONTACT:
             fields = await validate_contact(document, admin.allowed_networks)
@@ -141,7 +137,7 @@ async def _validated(admin: Admin, spec: EntitySpec, document: Mapping[str, Any]
     return fields
 
 
-async def _check_supervisors(admin: Admin, fields: Mapping[str, Any]) -> None:
+async def check_supervisors(admin: Admin, fields: Mapping[str, Any]) -> None:
     for index, step in enumerate(fields["steps"]):
         for position, supervisor in enumerate(step.get("supervisors", ())):
             if not await admin.directory.exists(STAKEHOLDER, supervisor):
@@ -158,7 +154,7 @@ async def _check_supervisors(admin: Admin, fields: Mapping[str, Any]) -> None:
                 )
 
 
-def _stored_fields(spec: EntitySpec, record: Mapping[str, Any]) -> dict[str, Any]:
+def stored_fields(spec: EntitySpec, record: Mapping[str, Any]) -> dict[str, Any]:
     return {name: record[name] for name in spec.fields}
 
 
@@ -166,28 +162,29 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
-    """The five CRUD handlers for one entity kind."""
+    """The five CRUD handlers for one entity kind (one function that defines five short
+    closures over `spec`, hence its length)."""
 
     async def create(request: web.Request) -> web.Response:
-        actor = await _actor(request, Role.ADMIN)
-        admin = _admin(request)
-        fields = await _validated(admin, spec, _object(await json_body(request)))
-        with _unique_contacts("$.address"):
+        actor = await actor_of(request, Role.ADMIN)
+        admin = admin_of(request)
+        fields = await validated_fields(admin, spec, json_object(await json_body(request)))
+        with unique_contacts("$.address"):
             record, secret = await admin.directory.create(spec, fields, actor, utc_now())
         apply_change(admin.matcher, spec, record, record["id"])
         body = record | ({"signingSecret": secret} if secret else {})
         return web.json_response(body, status=201)
 
     async def read(request: web.Request) -> web.Response:
-        await _actor(request, *READERS)
-        entity_id = _entity_id(request, spec)
-        record = await _admin(request).directory.get(spec, entity_id)
+        await actor_of(request, *READERS)
+        entity_id = entity_id_param(request, spec)
+        record = await admin_of(request).directory.get(spec, entity_id)
         if record is None:
             raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
         return web.json_response(record)
 
     async def list_(request: web.Request) -> web.Response:
-        await _actor(request, *READERS)
+        await actor_of(request, *READERS)
         filters: dict[str, Any] = {}
         for name, value in request.query.items():
             if name in ("limit", "after"):
@@ -200,14 +197,14 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
                 else text_param(name, value)
             )
         after = text_param("after", request.query.get("after", ""))
-        page = await _admin(request).directory.page(spec, filters, after, limit_param(request))
+        page = await admin_of(request).directory.page(spec, filters, after, limit_param(request))
         return web.json_response({"items": page.items, "next": page.next_cursor})
 
     async def patch(request: web.Request) -> web.Response:
-        actor = await _actor(request, Role.ADMIN)
-        admin = _admin(request)
-        entity_id = _entity_id(request, spec)
-        changes = _object(await json_body(request))
+        actor = await actor_of(request, Role.ADMIN)
+        admin = admin_of(request)
+        entity_id = entity_id_param(request, spec)
+        changes = json_object(await json_body(request))
         current = await admin.directory.get(spec, entity_id)
         if current is None:
             raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
@@ -219,8 +216,8 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
                     f"{name} cannot change",
                     [ErrorDetail(f"$.{name}", "immutable")],
                 )
-        fields = await _validated(admin, spec, _stored_fields(spec, current) | changes)
-        with _unique_contacts("$.address"):
+        fields = await validated_fields(admin, spec, stored_fields(spec, current) | changes)
+        with unique_contacts("$.address"):
             record = await admin.directory.update(spec, entity_id, fields, actor, utc_now())
         if record is None:
             raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
@@ -228,9 +225,9 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
         return web.json_response(record)
 
     async def remove(request: web.Request) -> web.Response:
-        actor = await _actor(request, Role.ADMIN)
-        admin = _admin(request)
-        entity_id = _entity_id(request, spec)
+        actor = await actor_of(request, Role.ADMIN)
+        admin = admin_of(request)
+        entity_id = entity_id_param(request, spec)
         deleted = await admin.directory.delete(spec, entity_id, actor, utc_now())
         if deleted is None:
             raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
@@ -241,176 +238,12 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
     return {"create": create, "read": read, "list": list_, "patch": patch, "delete": remove}
 
 
-async def import_directory(request: web.Request) -> web.Response:
-    """POST /api/v1/import: stakeholders with nested contacts and subscriptions, all or nothing.
-    Takes what /api/v1/export gives: ids and timestamps in it are ignored, new ones are made."""
-    actor = await _actor(request, Role.ADMIN)
-    admin = _admin(request)
-    document = _object(await json_body(request))
-    items = document.get("stakeholders")
-    if set(document) != {"stakeholders"} or not isinstance(items, list):
-        raise ApiError(422, "schema_violation", 'the body must be {"stakeholders": [...]}')
-    plan = [await _import_plan(admin, index, item) for index, item in enumerate(items)]
-    with _unique_contacts("$.stakeholders"):
-        created, applied = await _import_all(admin, plan, actor)
-    for spec, record in applied:
-        apply_change(admin.matcher, spec, record, record["id"])
-    return web.json_response({"stakeholders": created}, status=201)
-
-
-ImportPlan = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
-
-
-async def _import_all(
-    admin: Admin, plan: list[ImportPlan], actor: Actor
-) -> tuple[list[dict[str, Any]], list[tuple[EntitySpec, dict[str, Any]]]]:
-    now = utc_now()
-    created: list[dict[str, Any]] = []
-    applied: list[tuple[EntitySpec, dict[str, Any]]] = []
-    async with admin.directory.database.transaction() as conn:
-        for stakeholder, contacts, subscriptions in plan:
-            record, _ = await admin.directory.create_in(conn, STAKEHOLDER, stakeholder, actor, now)
-            applied.append((STAKEHOLDER, record))
-            summary: dict[str, Any] = {"id": record["id"], "contacts": [], "subscriptions": []}
-            for spec, children, key in (
-                (CONTACT, contacts, "contacts"),
-                (SUBSCRIPTION, subscriptions, "subscriptions"),
-            ):
-                for child in children:
-                    fields = child | {"stakeholderId": record["id"]}
-                    child_record, secret = await admin.directory.create_in(
-                        conn, spec, fields, actor, now
-                    )
-                    applied.append((spec, child_record))
-                    summary[key].append(
-                        {"id": child_record["id"]} | ({"signingSecret": secret} if secret else {})
-                    )
-            created.append(summary)
-    return created, applied
-
-
-def _importable(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in item.items() if k not in EXPORT_ONLY_FIELDS}
-
-
-async def _import_plan(admin: Admin, index: int, item: Any) -> ImportPlan:
-    """Validate one imported stakeholder and its children; errors name the item's path."""
-    path = f"$.stakeholders[{index}]"
-    if not isinstance(item, dict):
-        raise ApiError(
-            422,
-            "schema_violation",
-            "each item must be an object",
-            [ErrorDetail(path, "not an object")],
-        )
-    body = {k: v for k, v in _importable(item).items() if k not in ("contacts", "subscriptions")}
-    try:
-        stakeholder = validate_stakeholder(body)
-    except RejectedInput as rejected:
-        raise _item_error(path, rejected) from None
-    children: dict[str, list[dict[str, Any]]] = {"contacts": [], "subscriptions": []}
-    for key, validated in children.items():
-        given = item.get(key, [])
-        if not isinstance(given, list):
-            raise ApiError(
-                422,
-                "schema_violation",
-                f"{key} must be an array",
-                [ErrorDetail(f"{path}.{key}", "not an array")],
-            )
-        for position, child in enumerate(given):
-            at = f"{path}.{key}[{position}]"
-            if not isinstance(child, dict):
-                raise ApiError(
-                    422,
-                    "schema_violation",
-                    "each item must be an object",
-                    [ErrorDetail(at, "not an object")],
-                )
-            document = _importable(child) | PLACEHOLDER_OWNER
-            try:
-                if key == "contacts":
-                    fields = await validate_contact(document, admin.allowed_networks)
-                else:
-                    fields = validate_subscription(document)
-            except RejectedInput as rejected:
-                raise _item_error(at, rejected) from None
-            validated.append(_without_owner(fields))
-    return stakeholder, children["contacts"], children["subscriptions"]
-
-
-def _item_error(path: str, rejected: RejectedInput) -> ApiError:
-    details = [ErrorDetail(path + d.path[1:], d.message) for d in rejected.errors]
-    return ApiError(422, rejected.reason, str(rejected), details)
-
-
-def _without_owner(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if k != "stakeholderId"}
-
-
-async def export_directory(request: web.Request) -> web.Response:
-    """GET /api/v1/export: the whole directory, nested as import takes it (with ids)."""
-    await _actor(request, Role.ADMIN)
-    directory = _admin(request).directory
-    stakeholders = await directory.all(STAKEHOLDER)
-    contacts = await directory.all(CONTACT)
-    subscriptions = await directory.all(SUBSCRIPTION)
-    by_owner: dict[str, dict[str, list[dict[str, Any]]]] = {
-        s["id"]: {"contacts": [], "subscriptions": []} for s in stakeholders
-    }
-    for key, records in (("contacts", contacts), ("subscriptions", subscriptions)):
-        for record in records:
-            by_owner[record["stakeholderId"]][key].append(record)
-    return web.json_response({"stakeholders": [s | by_owner[s["id"]] for s in stakeholders]})
-
-
-async def export_contacts_csv(request: web.Request) -> web.Response:
-    await _actor(request, Role.ADMIN)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(("id", *CONTACT_CSV_COLUMNS))
-    for record in await _admin(request).directory.all(CONTACT):
-        writer.writerow([record["id"], *(csv_cell(record[c]) for c in CONTACT_CSV_COLUMNS)])
-    return web.Response(text=out.getvalue(), content_type="text/csv")
-
-
-async def import_contacts_csv(request: web.Request) -> web.Response:
-    """POST /api/v1/contacts/import (text/csv): columns stakeholderId, channel, address,
-    label, active. All rows or none."""
-    actor = await _actor(request, Role.ADMIN)
-    admin = _admin(request)
-    try:
-        rows = list(csv.DictReader(io.StringIO((await request.read()).decode("utf-8"))))
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise ApiError(400, "invalid_csv", f"not UTF-8 CSV: {error}") from None
-    validated = []
-    for index, row in enumerate(rows):
-        document: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
-        if "active" in document:
-            document["active"] = document["active"].strip().lower() == "true"
-        try:
-            validated.append(await _validated(admin, CONTACT, document))
-        except ApiError as error:
-            details = [ErrorDetail(f"$[{index}]" + d.path[1:], d.message) for d in error.details]
-            raise ApiError(error.status, error.code, error.message, details) from None
-    now = utc_now()
-    created = []
-    with _unique_contacts("$"):
-        async with admin.directory.database.transaction() as conn:
-            for fields in validated:
-                record, secret = await admin.directory.create_in(conn, CONTACT, fields, actor, now)
-                created.append(record | ({"signingSecret": secret} if secret else {}))
-    for record in created:
-        apply_change(admin.matcher, CONTACT, record, record["id"])
-    return web.json_response({"items": created}, status=201)
-
-
 async def audit_entries(request: web.Request) -> web.Response:
-    await _actor(request, Role.ADMIN)
+    await actor_of(request, Role.ADMIN)
     after = request.query.get("after", "0")
     if not ascii_digits(after) or int(after) > MAX_AUDIT_ID:
         raise ApiError(400, "invalid_parameter", "after must be an audit entry id")
-    entries = await _admin(request).audit.entries(
+    entries = await admin_of(request).audit.entries(
         after_id=int(after),
         limit=limit_param(request),
         entity=optional_text_param(request, "entity"),
@@ -424,14 +257,14 @@ async def audit_entries(request: web.Request) -> web.Response:
 async def match_dry_run(request: web.Request) -> web.Response:
     """POST /api/v1/match: who would receive this alert, on which channel, by which rule, and
     who would be withheld and why. Nothing is stored or sent."""
-    await _actor(request, *READERS)
+    await actor_of(request, *READERS)
     runtime = request.app[RUNTIME]
     payload = Payload(await request.read(), request.headers.get("Content-Type", ""))
     try:
         alerts = runtime.processor.parse(payload)
     except RejectedInput as rejected:
         raise ApiError.from_rejection(rejected) from None
-    matcher = _admin(request).matcher
+    matcher = admin_of(request).matcher
     results = []
     for alert in alerts:
         result = matcher.match(alert)
@@ -494,9 +327,5 @@ def add_admin_routes(app: web.Application, admin: Admin) -> None:
         app.router.add_get(f"/api/v1/{path}/{{id}}", handlers["read"])
         app.router.add_patch(f"/api/v1/{path}/{{id}}", handlers["patch"])
         app.router.add_delete(f"/api/v1/{path}/{{id}}", handlers["delete"])
-    app.router.add_post("/api/v1/import", import_directory)
-    app.router.add_get("/api/v1/export", export_directory)
-    app.router.add_get("/api/v1/contacts.csv", export_contacts_csv)
-    app.router.add_post("/api/v1/contacts/import", import_contacts_csv)
     app.router.add_get("/api/v1/audit", audit_entries)
     app.router.add_post("/api/v1/match", match_dry_run)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.controls.approval import ApprovalState, principal
 from dissemination.errors import ControlRefused
@@ -27,6 +28,7 @@ from dissemination.store.rows import (
     PlannedRow,
     RowOrigin,
     insert_planned,
+    pending_by_channel,
 )
 from dissemination.store.tables import (
     alerts,
@@ -72,41 +74,9 @@ async def release(
     the alert or stakeholder is missing, the alert cannot be sent, or no contact is usable."""
     release_id = str(uuid.uuid4())
     async with database.transaction() as conn:
-        alert = (
-            await conn.execute(
-                select(alerts.c.id, alerts.c.status, alerts.c.purged_at).where(
-                    alerts.c.id == alert_id
-                )
-            )
-        ).first()
-        if alert is None:
-            raise ControlRefused(404, "not_found", f"no alert {alert_id!r}")
-        if alert.purged_at is not None or alert.status == "Draft":
-            raise ControlRefused(409, "not_releasable", "the alert is a draft or was purged")
-        approval = await conn.scalar(
-            select(approvals.c.state).where(approvals.c.alert_id == alert_id)
-        )
-        if approval in (ApprovalState.HELD.value, ApprovalState.REJECTED.value):
-            raise ControlRefused(
-                409, "not_releasable", f"the alert is {approval}: decide its approval first"
-            )
-        active = await conn.scalar(
-            select(stakeholders.c.active).where(stakeholders.c.id == stakeholder_id)
-        )
-        if active is None:
-            raise ControlRefused(404, "not_found", f"no stakeholder {stakeholder_id!r}")
-        if not active:
-            raise ControlRefused(409, "stakeholder_inactive", "the stakeholder is inactive")
-        query = select(contacts.c.id, contacts.c.channel, contacts.c.address).where(
-            contacts.c.stakeholder_id == stakeholder_id, contacts.c.active.is_(True)
-        )
-        if channels:
-            query = query.where(contacts.c.channel.in_(channels))
-        chosen = (await conn.execute(query.order_by(contacts.c.id))).all()
-        if not chosen:
-            raise ControlRefused(
-                422, "no_contact", "the stakeholder has no active contact on those channels"
-            )
+        await _check_releasable(conn, alert_id)
+        chosen = await _usable_contacts(conn, stakeholder_id, channels)
+        detail = f"{justification} (released by {actor.name}, release {release_id})"
         rows = [
             PlannedRow(
                 stakeholder_id=stakeholder_id,
@@ -115,16 +85,13 @@ async def release(
                 channel=contact.channel,
                 address=contact.address,
                 state=DeliveryState.PENDING,
-                detail=f"{justification} (released by {actor.name}, release {release_id})",
+                detail=detail,
                 origin=RowOrigin.IMMINENT_DANGER,
                 row_id=release_row_id(release_id, contact.id),
             ).values(alert_id, now)
             for contact in chosen
         ]
         await insert_planned(conn, database, rows)
-        by_channel: dict[str, list[str]] = {}
-        for row in rows:
-            by_channel.setdefault(row["channel"], []).append(row["id"])
         await conn.execute(
             special_releases.insert().values(
                 id=release_id,
@@ -148,7 +115,50 @@ async def release(
             after={"release": release_id, "stakeholder": stakeholder_id, "rows": len(rows)},
             reason=justification,
         )
-    return Release(release_id, by_channel)
+    return Release(release_id, pending_by_channel(rows))
+
+
+async def _check_releasable(conn: AsyncConnection, alert_id: str) -> None:
+    """The alert exists, is neither a draft nor purged, and is not waiting for (or refused)
+    approval: a release must not go around the two-person rule."""
+    alert = (
+        await conn.execute(
+            select(alerts.c.id, alerts.c.status, alerts.c.purged_at).where(alerts.c.id == alert_id)
+        )
+    ).first()
+    if alert is None:
+        raise ControlRefused(404, "not_found", f"no alert {alert_id!r}")
+    if alert.purged_at is not None or alert.status == "Draft":
+        raise ControlRefused(409, "not_releasable", "the alert is a draft or was purged")
+    approval = await conn.scalar(select(approvals.c.state).where(approvals.c.alert_id == alert_id))
+    if approval in (ApprovalState.HELD.value, ApprovalState.REJECTED.value):
+        raise ControlRefused(
+            409, "not_releasable", f"the alert is {approval}: decide its approval first"
+        )
+
+
+async def _usable_contacts(
+    conn: AsyncConnection, stakeholder_id: str, channels: Sequence[str] | None
+) -> list[Row[Any, Any, Any]]:
+    """The active stakeholder's active contacts on `channels` (all when None)."""
+    active = await conn.scalar(
+        select(stakeholders.c.active).where(stakeholders.c.id == stakeholder_id)
+    )
+    if active is None:
+        raise ControlRefused(404, "not_found", f"no stakeholder {stakeholder_id!r}")
+    if not active:
+        raise ControlRefused(409, "stakeholder_inactive", "the stakeholder is inactive")
+    query = select(contacts.c.id, contacts.c.channel, contacts.c.address).where(
+        contacts.c.stakeholder_id == stakeholder_id, contacts.c.active.is_(True)
+    )
+    if channels:
+        query = query.where(contacts.c.channel.in_(channels))
+    chosen = list((await conn.execute(query.order_by(contacts.c.id))).all())
+    if not chosen:
+        raise ControlRefused(
+            422, "no_contact", "the stakeholder has no active contact on those channels"
+        )
+    return chosen
 
 
 async def review(

@@ -18,7 +18,7 @@ from core.alert import MsgType
 from dissemination.acks.escalation import start_escalations
 from dissemination.controls.record import RELEASED, WITHHELD, Entry, append_records
 from dissemination.controls.sendcheck import release_justification
-from dissemination.directory.store import CONTACT, STAKEHOLDER, record_of
+from dissemination.directory.store import CONTACT, STAKEHOLDER, first_active_contact, record_of
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.rows import (
@@ -252,22 +252,7 @@ class DeliveryStore:
         remaining = list(row.fallback_channels)
         while remaining:
             channel = remaining.pop(0)
-            contact = (
-                (
-                    await conn.execute(
-                        select(contacts.c.id, contacts.c.address)
-                        .where(
-                            contacts.c.stakeholder_id == row.stakeholder_id,
-                            contacts.c.channel == channel,
-                            contacts.c.active.is_(True),
-                        )
-                        .order_by(contacts.c.created_at, contacts.c.id)
-                        .limit(1)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            contact = await first_active_contact(conn, row.stakeholder_id, channel)
             if contact is None:
                 continue
             planned = PlannedRow(

@@ -303,7 +303,7 @@ class DeliveryWorker:
                 result.detail,
                 not_before=now + timedelta(seconds=delay),
             )
-        if result.detail.startswith("opted_out"):
+        if result.opted_out:
             return Settlement(row, DeliveryState.SUPPRESSED, result.detail, fall_back=True)
         reason = result.detail
         if result.outcome is Outcome.TRANSIENT:

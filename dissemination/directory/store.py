@@ -89,6 +89,24 @@ def record_of(spec: EntitySpec, row: Mapping[Any, Any]) -> dict[str, Any]:
     return record
 
 
+async def first_active_contact(
+    conn: AsyncConnection, stakeholder_id: str, channel: str
+) -> Mapping[str, Any] | None:
+    """The stakeholder's oldest active contact on `channel` (its id and address), if any."""
+    result = await conn.execute(
+        select(contacts.c.id, contacts.c.address)
+        .where(
+            contacts.c.stakeholder_id == stakeholder_id,
+            contacts.c.channel == channel,
+            contacts.c.active.is_(True),
+        )
+        .order_by(contacts.c.created_at, contacts.c.id)
+        .limit(1)
+    )
+    found = result.mappings().first()
+    return None if found is None else dict(found)
+
+
 def _columns(spec: EntitySpec, fields: Mapping[str, Any]) -> dict[str, Any]:
     return {spec.fields[name]: value for name, value in fields.items()}
 

@@ -10,6 +10,9 @@ states it names, so a late or repeated writer changes nothing.
        ├──> held ─┴─approve            (held ──reject, Cancel──> suppressed)
        └──> withheld
     sending, stuck after a crash ──> pending (resent once, flagged) ──stuck again──> failed
+
+The module is longer than the ~400 lines a module should be, on purpose: the vocabulary and
+every transition stay together, so that one file answers how a row can move.
 """
 
 from __future__ import annotations

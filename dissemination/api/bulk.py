@@ -1,0 +1,206 @@
+"""Bulk import and export of the directory: stakeholders with their contacts and
+subscriptions as nested JSON (export output imports unchanged), and contacts as CSV. An
+import is validated whole before anything is written, and written in one audited
+transaction."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from core.clock import utc_now
+from core.errors import ErrorDetail, RejectedInput
+from dissemination.api.directory import (
+    Admin,
+    actor_of,
+    admin_of,
+    json_object,
+    unique_contacts,
+    validated_fields,
+)
+from dissemination.api.errors import ApiError
+from dissemination.api.requests import csv_cell, json_body
+from dissemination.api.tokens import Role
+from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, EntitySpec
+from dissemination.directory.sync import apply_change
+from dissemination.store.audit import Actor
+from subscriptions.codec import validate_contact, validate_stakeholder, validate_subscription
+
+PLACEHOLDER_OWNER = {"stakeholderId": "00000000-0000-0000-0000-000000000000"}
+EXPORT_ONLY_FIELDS = ("id", "createdAt", "updatedAt", "stakeholderId")
+CONTACT_CSV_COLUMNS = ("stakeholderId", "channel", "address", "label", "active")
+ImportPlan = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+"""One stakeholder to import: its fields, its contacts' and its subscriptions'."""
+
+
+async def import_directory(request: web.Request) -> web.Response:
+    """POST /api/v1/import: stakeholders with nested contacts and subscriptions, all or nothing.
+    Takes what /api/v1/export gives: ids and timestamps in it are ignored, new ones are made."""
+    actor = await actor_of(request, Role.ADMIN)
+    admin = admin_of(request)
+    document = json_object(await json_body(request))
+    items = document.get("stakeholders")
+    if set(document) != {"stakeholders"} or not isinstance(items, list):
+        raise ApiError(422, "schema_violation", 'the body must be {"stakeholders": [...]}')
+    plan = [await _import_plan(admin, index, item) for index, item in enumerate(items)]
+    with unique_contacts("$.stakeholders"):
+        created, applied = await _import_all(admin, plan, actor)
+    for spec, record in applied:
+        apply_change(admin.matcher, spec, record, record["id"])
+    return web.json_response({"stakeholders": created}, status=201)
+
+
+async def _import_all(
+    admin: Admin, plan: list[ImportPlan], actor: Actor
+) -> tuple[list[dict[str, Any]], list[tuple[EntitySpec, dict[str, Any]]]]:
+    now = utc_now()
+    created: list[dict[str, Any]] = []
+    applied: list[tuple[EntitySpec, dict[str, Any]]] = []
+    async with admin.directory.database.transaction() as conn:
+        for stakeholder, contacts, subscriptions in plan:
+            record, _ = await admin.directory.create_in(conn, STAKEHOLDER, stakeholder, actor, now)
+            applied.append((STAKEHOLDER, record))
+            summary: dict[str, Any] = {"id": record["id"], "contacts": [], "subscriptions": []}
+            for spec, children, key in (
+                (CONTACT, contacts, "contacts"),
+                (SUBSCRIPTION, subscriptions, "subscriptions"),
+            ):
+                for child in children:
+                    fields = child | {"stakeholderId": record["id"]}
+                    child_record, secret = await admin.directory.create_in(
+                        conn, spec, fields, actor, now
+                    )
+                    applied.append((spec, child_record))
+                    summary[key].append(
+                        {"id": child_record["id"]} | ({"signingSecret": secret} if secret else {})
+                    )
+            created.append(summary)
+    return created, applied
+
+
+def _importable(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k not in EXPORT_ONLY_FIELDS}
+
+
+async def _import_plan(admin: Admin, index: int, item: Any) -> ImportPlan:
+    """Validate one imported stakeholder and its children; errors name the item's path."""
+    path = f"$.stakeholders[{index}]"
+    if not isinstance(item, dict):
+        raise ApiError(
+            422,
+            "schema_violation",
+            "each item must be an object",
+            [ErrorDetail(path, "not an object")],
+        )
+    body = {k: v for k, v in _importable(item).items() if k not in ("contacts", "subscriptions")}
+    try:
+        stakeholder = validate_stakeholder(body)
+    except RejectedInput as rejected:
+        raise _item_error(path, rejected) from None
+    children: dict[str, list[dict[str, Any]]] = {"contacts": [], "subscriptions": []}
+    for key, validated in children.items():
+        given = item.get(key, [])
+        if not isinstance(given, list):
+            raise ApiError(
+                422,
+                "schema_violation",
+                f"{key} must be an array",
+                [ErrorDetail(f"{path}.{key}", "not an array")],
+            )
+        for position, child in enumerate(given):
+            at = f"{path}.{key}[{position}]"
+            if not isinstance(child, dict):
+                raise ApiError(
+                    422,
+                    "schema_violation",
+                    "each item must be an object",
+                    [ErrorDetail(at, "not an object")],
+                )
+            document = _importable(child) | PLACEHOLDER_OWNER
+            try:
+                if key == "contacts":
+                    fields = await validate_contact(document, admin.allowed_networks)
+                else:
+                    fields = validate_subscription(document)
+            except RejectedInput as rejected:
+                raise _item_error(at, rejected) from None
+            validated.append(_without_owner(fields))
+    return stakeholder, children["contacts"], children["subscriptions"]
+
+
+def _item_error(path: str, rejected: RejectedInput) -> ApiError:
+    details = [ErrorDetail(path + d.path[1:], d.message) for d in rejected.errors]
+    return ApiError(422, rejected.reason, str(rejected), details)
+
+
+def _without_owner(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k != "stakeholderId"}
+
+
+async def export_directory(request: web.Request) -> web.Response:
+    """GET /api/v1/export: the whole directory, nested as import takes it (with ids)."""
+    await actor_of(request, Role.ADMIN)
+    directory = admin_of(request).directory
+    stakeholders = await directory.all(STAKEHOLDER)
+    contacts = await directory.all(CONTACT)
+    subscriptions = await directory.all(SUBSCRIPTION)
+    by_owner: dict[str, dict[str, list[dict[str, Any]]]] = {
+        s["id"]: {"contacts": [], "subscriptions": []} for s in stakeholders
+    }
+    for key, records in (("contacts", contacts), ("subscriptions", subscriptions)):
+        for record in records:
+            by_owner[record["stakeholderId"]][key].append(record)
+    return web.json_response({"stakeholders": [s | by_owner[s["id"]] for s in stakeholders]})
+
+
+async def export_contacts_csv(request: web.Request) -> web.Response:
+    await actor_of(request, Role.ADMIN)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(("id", *CONTACT_CSV_COLUMNS))
+    for record in await admin_of(request).directory.all(CONTACT):
+        writer.writerow([record["id"], *(csv_cell(record[c]) for c in CONTACT_CSV_COLUMNS)])
+    return web.Response(text=out.getvalue(), content_type="text/csv")
+
+
+async def import_contacts_csv(request: web.Request) -> web.Response:
+    """POST /api/v1/contacts/import (text/csv): columns stakeholderId, channel, address,
+    label, active. All rows or none."""
+    actor = await actor_of(request, Role.ADMIN)
+    admin = admin_of(request)
+    try:
+        rows = list(csv.DictReader(io.StringIO((await request.read()).decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ApiError(400, "invalid_csv", f"not UTF-8 CSV: {error}") from None
+    validated = []
+    for index, row in enumerate(rows):
+        document: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
+        if "active" in document:
+            document["active"] = document["active"].strip().lower() == "true"
+        try:
+            validated.append(await validated_fields(admin, CONTACT, document))
+        except ApiError as error:
+            details = [ErrorDetail(f"$[{index}]" + d.path[1:], d.message) for d in error.details]
+            raise ApiError(error.status, error.code, error.message, details) from None
+    now = utc_now()
+    created = []
+    with unique_contacts("$"):
+        async with admin.directory.database.transaction() as conn:
+            for fields in validated:
+                record, secret = await admin.directory.create_in(conn, CONTACT, fields, actor, now)
+                created.append(record | ({"signingSecret": secret} if secret else {}))
+    for record in created:
+        apply_change(admin.matcher, CONTACT, record, record["id"])
+    return web.json_response({"items": created}, status=201)
+
+
+def add_bulk_routes(app: web.Application) -> None:
+    """The import and export routes (the directory API's `ADMIN` state must be set)."""
+    app.router.add_post("/api/v1/import", import_directory)
+    app.router.add_get("/api/v1/export", export_directory)
+    app.router.add_get("/api/v1/contacts.csv", export_contacts_csv)
+    app.router.add_post("/api/v1/contacts/import", import_contacts_csv)

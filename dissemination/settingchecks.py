@@ -1,0 +1,138 @@
+"""The checks each setting value must pass: a missing or bad value fails start-up with a
+ConfigError that names the key, the value (masked for secrets) and what is wrong."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from channels.base import CHANNEL_NAMES
+from core.alert import Tlp
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than zero"
+
+
+def _tlp(value: str) -> str | None:
+    try:
+        Tlp.parse(value)
+    except ValueError:
+        return f"must be one of {', '.join(t.value for t in Tlp)}"
+    return None
+
+
+def _log_level(value: str) -> str | None:
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+    return None if value.upper() in levels else f"must be one of {', '.join(levels)}"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a TCP port (0-65535)"
+
+
+def _url(*schemes: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        scheme = urlsplit(value).scheme
+        if scheme not in schemes:
+            return f"scheme must be one of {', '.join(schemes)}"
+        if urlsplit(value).password:
+            return "must not carry a password; set it in the environment"
+        return None
+
+    return check
+
+
+def _networks(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{value!r} is not a network such as 127.0.0.1/32"
+    return None
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _optional_timestamp(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return "must be an ISO 8601 date and time such as 2026-12-01T00:00:00+00:00"
+    return None if moment.tzinfo is not None else "must carry a UTC offset"
+
+
+def _signing_keys(values: tuple[str, ...]) -> str | None:
+    if any(len(value) < 32 for value in values):
+        return "each key must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+    return None
+
+
+def _optional_url(*schemes: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return _url(*schemes)(value) if value else None
+
+    return check
+
+
+def _channels(values: tuple[str, ...]) -> str | None:
+    unknown = [v for v in values if v not in CHANNEL_NAMES]
+    return f"unknown channel {unknown[0]!r}; known: {', '.join(CHANNEL_NAMES)}" if unknown else None
+
+
+CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "service.log_level": _log_level,
+    "service.shutdown_grace_seconds": _positive,
+    "service.directory_poll_seconds": _positive,
+    "broker.url": _url("amqp", "amqps"),
+    "broker.prefetch": _positive,
+    "broker.concurrency": _positive,
+    "broker.delivery_limit": _positive,
+    "broker.connect_timeout_seconds": _positive,
+    "broker.task_batch_size": _positive,
+    "broker.retry_delay_seconds": _positive,
+    "broker.max_attempts": _positive,
+    "broker.stuck_after_seconds": _positive,
+    "broker.retry_max_delay_seconds": _positive,
+    "broker.delivery_prefetch": _positive,
+    "delivery.channels": _channels,
+    "delivery.concurrency": _positive,
+    "delivery.per_host_concurrency": _positive,
+    "delivery.breaker_failures": _positive,
+    "delivery.breaker_cooldown_seconds": _positive,
+    "email.port": _port,
+    "email.security": _one_of("none", "starttls", "tls"),
+    "email.pool_size": _positive,
+    "email.timeout_seconds": _positive,
+    "sms.api_base": _optional_url("http", "https"),
+    "sms.timeout_seconds": _positive,
+    "sms.messages_per_second": _positive,
+    "store.url": _url("sqlite+aiosqlite", "postgresql+asyncpg"),
+    "store.pool_size": _positive,
+    "store.retry_initial_seconds": _positive,
+    "store.retry_max_seconds": _positive,
+    "intake.max_body_bytes": _positive,
+    "intake.max_json_depth": _positive,
+    "intake.default_tlp": _tlp,
+    "intake.public_scope_tlp": _tlp,
+    "http.port": _port,
+    "http.public_url": _url("http", "https"),
+    "http.max_body_bytes": _positive,
+    "webhook.allowed_networks": _networks,
+    "webhook.timeout_seconds": _positive,
+    "ack.default_lifetime_hours": _positive,
+    "escalation.poll_seconds": _positive,
+    "retention.days": _positive,
+    "ack.retired_keys_until": _optional_timestamp,
+    "ack.signing_keys": _signing_keys,
+}
