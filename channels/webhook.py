@@ -36,7 +36,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
-from channels.destinations import IPNetwork, address_allowed, check_url_shape, literal_address
+from channels.destinations import IPNetwork, address_allowed, check_url_shape, forbidden
 from channels.errors import DestinationRejected, ForbiddenAddress
 
 VERDICT_CACHE_SIZE = 100_000
@@ -197,13 +197,14 @@ class WebhookChannel:
 
     def _verdict(self, url: str) -> DestinationRejected | None:
         try:
-            host, _port = check_url_shape(url)
+            destination = check_url_shape(url)
         except DestinationRejected as rejected:
             return rejected
-        literal = literal_address(host)
-        # aiohttp does not resolve IP literals, so the resolver never sees them: check here.
-        if literal is not None and not address_allowed(literal, self.allowed):
-            return DestinationRejected("forbidden_destination", f"{host} is not a public address")
+        # aiohttp does not resolve IP literals, so the resolver never sees them: check every
+        # address the host spells here (host names are checked by the resolver).
+        for address in destination.spelled_addresses():
+            if not address_allowed(address, self.allowed):
+                return forbidden(destination, address)
         return None
 
     async def send(self, message: OutboundMessage) -> SendResult:

@@ -257,6 +257,29 @@ async def test_webhook_destinations_are_checked_when_saved(api: Api, url: str, c
     assert (status, error["error"]["code"]) == (422, code)
 
 
+DISGUISED = [
+    "http://１２７.０.０.２/hook",  # noqa: RUF001 - fullwidth digits
+    "http://①②⑦.0.0.2/hook",
+    "http://١٢٧.٠.٠.٢/hook",  # noqa: RUF001 - Arabic-Indic digits
+    "http://[64:ff9b::127.0.0.2]/hook",
+    "http://[64:ff9b:1::8.8.8.8]/hook",
+    "http://[::10.0.0.1]/hook",
+    "http://[fec0::1]/hook",
+]
+"""Internal destinations (127.0.0.1 alone is allowed here) in spellings that hide them."""
+
+
+async def test_disguised_internal_destinations_are_refused_when_saved(api: Api) -> None:
+    sid = await _create_stakeholder(api)
+    for url in DISGUISED:
+        status, error = await api.call(
+            "POST",
+            "/api/v1/contacts",
+            body={"stakeholderId": sid, "channel": "webhook", "address": url},
+        )
+        assert (status, error["error"]["code"]) == (422, "forbidden_destination"), url
+
+
 async def test_webhook_secret_is_shown_once(api: Api) -> None:
     sid = await _create_stakeholder(api)
     status, created = await api.call(

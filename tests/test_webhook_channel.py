@@ -1,6 +1,7 @@
 """The webhook channel against real aiohttp receivers on loopback: Standard Webhooks
 signatures checked by an independent implementation, the status table, timeouts, redirects,
-capped reads and destination checks at connect time; and the bodies it composes."""
+capped reads and destination checks at save and at connect time (loopback in disguise among
+them); and the bodies it composes."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
 
 from channels.base import OutboundMessage, Outcome
 from channels.content import Rendering
-from channels.destinations import parse_networks
+from channels.destinations import address_allowed, check_webhook_url, parse_networks
+from channels.errors import DestinationRejected
 from channels.webhook import WebhookChannel, new_secret, notice_body, sign
 
 LOOPBACK = parse_networks(["127.0.0.1/32"])
@@ -48,6 +52,10 @@ def outbound(
 class Receiver:
     base: str
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.base).port or 80
 
 
 @pytest.fixture
@@ -186,6 +194,89 @@ async def test_forbidden_destinations_are_refused_at_connect_time(url: str) -> N
         await channel.close()
     assert result.outcome is Outcome.PERMANENT
     assert "forbidden_destination" in result.detail or "unsupported_scheme" in result.detail
+
+
+DISGUISED_LOOPBACK = [
+    "１２７.０.０.１",  # noqa: RUF001 - fullwidth digits
+    "①②⑦.0.0.1",  # circled digits
+    "𝟏𝟐𝟕.𝟎.𝟎.𝟏",  # noqa: RUF001 - mathematical bold digits
+    "١٢٧.٠.٠.١",  # noqa: RUF001 - Arabic-Indic digits
+    "१२७.०.०.१",  # noqa: RUF001 - Devanagari digits
+    "１２７。０。０。１",  # noqa: RUF001 - fullwidth digits, ideographic full stops
+    "127.0.0.1.",  # a trailing dot
+    "[64:ff9b::127.0.0.1]",  # NAT64, the well-known prefix
+    "[64:ff9b:1::127.0.0.1]",  # NAT64, the local-use prefix
+    "[64:ff9b:1::8.8.8.8]",  # the local-use prefix is not public whatever it wraps
+    "[::127.0.0.1]",  # IPv4-compatible
+    "[::ffff:0:127.0.0.1]",  # IPv4-translated
+    "[::ffff:127.0.0.1]",  # IPv4-mapped
+    "[2002:7f00:1::]",  # 6to4
+    "[fec0::1]",  # site-local
+    "[fec0::127.0.0.1]",
+]
+"""Hosts that reach (or could reach) this machine or an internal network, spelled so that a
+check of the URL's text alone does not see it."""
+
+
+@pytest.mark.parametrize("host", DISGUISED_LOOPBACK)
+async def test_disguised_internal_hosts_are_refused_when_saved(
+    receiver: Receiver, host: str
+) -> None:
+    with pytest.raises(DestinationRejected) as rejected:
+        await check_webhook_url(f"http://{host}:{receiver.port}/hook/ok", allowed=())
+    assert rejected.value.code == "forbidden_destination"
+
+
+@pytest.mark.parametrize("host", DISGUISED_LOOPBACK)
+async def test_disguised_internal_hosts_are_refused_at_connect_time(
+    receiver: Receiver, host: str
+) -> None:
+    url = f"http://{host}:{receiver.port}/hook/ok"
+    channel = WebhookChannel(allowed=())
+    try:
+        result = await channel.send(outbound("d-8", url, new_secret()))
+    finally:
+        await channel.close()
+    assert (result.outcome, result.detail.split(":")[0]) == (
+        Outcome.PERMANENT,
+        "forbidden_destination",
+    )
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("64:ff9b::8.8.8.8", True),  # NAT64 to a public address
+        ("2002:808:808::1", True),  # 6to4 of a public address
+        ("64:ff9b::10.0.0.1", False),
+        ("64:ff9b::169.254.169.254", False),
+        ("64:ff9b:1::8.8.8.8", False),
+        ("::8.8.8.8", False),
+        ("::ffff:8.8.8.8", False),
+        ("::ffff:0:8.8.8.8", False),
+        ("2002:a00:1::1", False),
+        ("fec0::1", False),
+        ("ff0e::1", False),
+        ("224.0.0.1", False),
+        ("192.0.0.8", False),
+        ("3fff::1", False),
+        ("100::1", False),
+    ],
+)
+def test_the_outer_and_any_embedded_ipv4_address_must_both_be_public(
+    address: str, allowed: bool
+) -> None:
+    assert address_allowed(ipaddress.ip_address(address), ()) is allowed
+
+
+def test_an_allowed_network_admits_its_addresses_however_wrapped() -> None:
+    loopback = parse_networks(["127.0.0.1/32"])
+    for address in ("127.0.0.1", "::ffff:127.0.0.1", "64:ff9b::127.0.0.1"):
+        assert address_allowed(ipaddress.ip_address(address), loopback)
+    assert not address_allowed(ipaddress.ip_address("64:ff9b::127.0.0.2"), loopback)
 
 
 async def test_a_refused_connection_is_transient() -> None:
