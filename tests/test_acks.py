@@ -6,8 +6,11 @@ parts: token signing and rotation, and the SMS reply grammar."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
+import string
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -321,6 +324,46 @@ def test_expired_and_tampered_tokens_are_refused() -> None:
         with pytest.raises(TokenRefused) as tampered:
             signer.verify(flipped, T0 - timedelta(hours=1))
         assert tampered.value.status == 403
+
+
+def _leniently_decoded(token: str) -> bytes | None:
+    """What a lenient base64url decoder makes of `token` (padding added, other characters of
+    either alphabet accepted, trailing bits ignored), or None if even it refuses."""
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _one_character_variants(token: str) -> set[str]:
+    """Every text one character away from `token`: a character replaced, inserted or removed."""
+    characters = string.printable + "\u00a0\u00e9\uff0b\uff1d\u2212"
+    variants: set[str] = set()
+    for position in range(len(token) + 1):
+        head, tail = token[:position], token[position:]
+        variants.update(head + c + tail for c in characters)
+        if tail:
+            variants.add(head + tail[1:])
+            variants.update(head + c + tail[1:] for c in characters)
+    variants.discard(token)
+    return variants
+
+
+def test_only_the_canonical_spelling_of_a_token_verifies() -> None:
+    signer = AckSigner((KEY_A,))
+    # an id whose bytes come out as "----" and "____", so both URL-safe characters occur
+    token = signer.sign("00fbefbeffffff" + "0123456789abcdef01", T0 + timedelta(hours=1))
+    assert "----____" in token
+    variants = _one_character_variants(token)
+    same_bytes = {v for v in variants if _leniently_decoded(v) == _leniently_decoded(token)}
+    assert token + "=" in same_bytes
+    assert sum(v[:-1] == token[:-1] for v in same_bytes) >= 3  # the last character's spare bits
+    assert any("+" in v for v in same_bytes)
+    assert any("/" in v for v in same_bytes)
+    for variant in sorted(variants):
+        with pytest.raises(TokenRefused) as refused:
+            signer.verify(variant, T0)
+        assert refused.value.status == 403, variant
 
 
 def test_a_retired_key_verifies_only_during_its_grace_period() -> None:

@@ -4,7 +4,7 @@ A token names a random 128-bit id (the `acks` row it acknowledges) and its expir
 signed with HMAC-SHA256 under the current key; it carries no personal data. Keys rotate: the
 first configured key signs, retired keys still verify until their grace period ends. The
 token is URL-safe base64 of `key id (2) | token id (16) | expiry (4, Unix seconds) | MAC (16)`,
-51 characters, short enough for an SMS.
+51 characters, short enough for an SMS; no other spelling of the same bytes verifies.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ GENERATED_KEY_NAME = "ack_signing_key"
 _LAYOUT = struct.Struct(">2s16sI")
 _MAC_BYTES = 16
 _TOKEN_BYTES = _LAYOUT.size + _MAC_BYTES
+_TOKEN_CHARS = -(-_TOKEN_BYTES * 4 // 3)  # unpadded base64
 _DOMAIN = b"fusion-dissemination ack v1|"
 MAX_EXPIRY = 2**32 - 1  # 2106: alerts "expiring" later get tokens that expire then
 
@@ -49,6 +50,26 @@ def _key_id(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()[:2]
 
 
+def _encoded(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _decoded(token: str) -> bytes:
+    """The bytes of a token written exactly as `sign` writes them. Base64 decoders accept
+    other spellings of the same bytes (padding, the standard alphabet, other trailing bits,
+    ignored characters): a token is refused unless it re-encodes to itself."""
+    invalid = TokenRefused(403, "this acknowledgment link is not valid")
+    if len(token) != _TOKEN_CHARS or not token.isascii():
+        raise invalid
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    if len(raw) != _TOKEN_BYTES or _encoded(raw) != token:
+        raise invalid
+    return raw
+
+
 class AckSigner:
     """Signs with the first key; verifies with any key still in its grace period."""
 
@@ -65,16 +86,12 @@ class AckSigner:
         expires = min(max(int(expires_at.timestamp()), 0), MAX_EXPIRY)
         body = _LAYOUT.pack(self._current_id, bytes.fromhex(token_id), expires)
         mac = hmac.new(self._signing, _DOMAIN + body, hashlib.sha256).digest()[:_MAC_BYTES]
-        return base64.urlsafe_b64encode(body + mac).rstrip(b"=").decode()
+        return _encoded(body + mac)
 
     def verify(self, token: str, now: datetime) -> VerifiedToken:
-        """The id and expiry of a genuine, live token; TokenRefused otherwise."""
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        except (binascii.Error, ValueError):
-            raise TokenRefused(403, "this acknowledgment link is not valid") from None
-        if len(raw) != _TOKEN_BYTES or not token.isascii():
-            raise TokenRefused(403, "this acknowledgment link is not valid")
+        """The id and expiry of a genuine, live token in its one canonical spelling;
+        TokenRefused otherwise."""
+        raw = _decoded(token)
         body, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
         key_id, token_id, expires = _LAYOUT.unpack(body)
         key = self._keys.get(key_id)
