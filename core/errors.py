@@ -2,7 +2,8 @@
 in `dissemination.errors`, the channels' in `channels.errors`).
 
     DisseminationError
-     ├── ConfigError           a setting is missing or has a bad value (names key and value)
+     ├── ConfigError           a setting is missing or has a bad value (names key and value,
+     │                         any URL's password masked)
      ├── RejectedInput         an alert can never be processed as sent: dead-lettered
      │    (reason: a stable code such as "invalid_json" or "schema_violation";
      │     errors: each problem with the JSON path where it was found)
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from core.masking import mask_text, mask_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +37,12 @@ class DisseminationError(Exception):
 
 
 class ConfigError(DisseminationError):
-    """A setting is missing or invalid; raised at start-up, naming the key and the value."""
+    """A setting is missing or invalid; raised at start-up, naming the key and the value,
+    with the password of any URL in either masked (the message is printed and logged)."""
 
     def __init__(self, key: str, value: object, problem: str) -> None:
+        value = mask_value(value)
+        problem = mask_text(problem)
         super().__init__(f"setting {key}={value!r}: {problem}")
         self.key = key
         self.value = value

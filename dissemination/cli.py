@@ -16,6 +16,7 @@ from channels.base import CHANNEL_NAMES
 from core.alert import Tlp
 from core.clock import utc_now
 from core.errors import DisseminationError, RejectedInput
+from core.masking import mask_text
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect
@@ -267,5 +268,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate_files(settings, args.files)
         return _run_loop(COMMANDS[args.command](settings, args))
     except DisseminationError as error:
-        print(f"dissemination: {error}", file=sys.stderr)
+        print(f"dissemination: {mask_text(str(error))}", file=sys.stderr)
         return 2

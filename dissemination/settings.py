@@ -1,7 +1,8 @@
 """Settings as frozen dataclasses, read from `config/default.toml`, an optional file named by
 DISSEMINATION_CONFIG, and DISSEMINATION_<SECTION>_<KEY> environment variables (in that order
 of precedence, last wins). Secrets are accepted only from the environment. A bad value fails
-at start-up with a ConfigError naming the key and the value."""
+at start-up with a ConfigError naming the key and the value (never a secret's, and no URL's
+password)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.errors import ConfigError
+from core.masking import MASK
 from dissemination.settingchecks import CHECKS
 
 ENV_PREFIX = "DISSEMINATION_"
@@ -218,11 +220,17 @@ class Settings:
 SectionT = TypeVar("SectionT")
 
 
+def _shown(key: str, value: Any) -> Any:
+    """A setting's value as an error may show it: never a secret's (and ConfigError masks the
+    password of any URL in what it is given)."""
+    return MASK if key in SECRET_KEYS else value
+
+
 def _coerce(key: str, raw: Any, annotation: Any) -> Any:
     if typing.get_origin(annotation) is tuple:
         items = raw.split(",") if isinstance(raw, str) else raw
         if not isinstance(items, list | tuple):
-            raise ConfigError(key, raw, "expected a list")
+            raise ConfigError(key, _shown(key, raw), "expected a list")
         return tuple(str(item).strip() for item in items if str(item).strip())
     target = annotation
     if isinstance(annotation, types.UnionType | typing._UnionGenericAlias):  # type: ignore[attr-defined]
@@ -242,7 +250,7 @@ def _coerce(key: str, raw: Any, annotation: Any) -> Any:
             raise ValueError
         return target(raw)
     except (TypeError, ValueError):
-        raise ConfigError(key, raw, f"expected {target.__name__}") from None
+        raise ConfigError(key, _shown(key, raw), f"expected {target.__name__}") from None
 
 
 def _section(
@@ -251,15 +259,14 @@ def _section(
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     for unknown in sorted(set(values) - known):
-        raise ConfigError(f"{name}.{unknown}", values[unknown], "unknown setting")
+        # not echoed: it may be a secret under a misspelt name
+        raise ConfigError(f"{name}.{unknown}", MASK, "unknown setting")
     kwargs: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
         key = f"{name}.{f.name}"
         env_name = f"{ENV_PREFIX}{name}_{f.name}".upper()
         if key in SECRET_KEYS and f.name in values:
-            raise ConfigError(
-                key, "***", f"secrets are read only from the environment ({env_name})"
-            )
+            raise ConfigError(key, MASK, f"secrets are read only from the environment ({env_name})")
         if env_name in env:
             raw: Any = env[env_name]
         elif f.name in values:
@@ -272,7 +279,7 @@ def _section(
         check = CHECKS.get(key)
         problem = check(value) if check and value is not None else None
         if problem:
-            raise ConfigError(key, "***" if key in SECRET_KEYS else value, problem)
+            raise ConfigError(key, _shown(key, value), problem)
         kwargs[f.name] = value
     return cls(**kwargs)
 
@@ -291,7 +298,8 @@ def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for section, values in overlay.items():
         if section not in merged:
-            raise ConfigError(section, values, "unknown settings section")
+            keys = sorted(values) if isinstance(values, dict) else MASK  # names, not values
+            raise ConfigError(section, keys, "unknown settings section")
         if not isinstance(values, dict):
             raise ConfigError(section, values, "expected a table of settings")
         merged[section].update(values)
@@ -334,7 +342,7 @@ def load_settings(
                     env_name = f"{ENV_PREFIX}{section}_{key}".upper()
                     raise ConfigError(
                         f"{section}.{key}",
-                        "***",
+                        MASK,
                         f"secrets are read only from the environment ({env_name})",
                     )
         values = _merge(values, overlay)

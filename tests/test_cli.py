@@ -85,3 +85,47 @@ async def test_a_bad_setting_names_the_key_and_value() -> None:
     code, _out, err = await run_cli({"DISSEMINATION_BROKER_PREFETCH": "lots"}, "migrate")
     assert code == 2
     assert "broker.prefetch='lots'" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "command", "shown"),
+    [
+        (
+            {"DISSEMINATION_STORE_URL": "postgresql+asyncpg://u:hunter2@db.example.org/ledger"},
+            "migrate",
+            "store.url='postgresql+asyncpg://u:***@db.example.org/ledger'",
+        ),
+        (
+            {"DISSEMINATION_BROKER_URL": "amqp://u:hunter2@mq.example.org/alerts"},
+            "publish",
+            "broker.url='amqp://u:***@mq.example.org/alerts'",
+        ),
+        (
+            {
+                "DISSEMINATION_STORE_URL": "postgresql+asyncpg://u@db.example.org:port/ledger",
+                "DISSEMINATION_STORE_PASSWORD": "hunter2",
+            },
+            "migrate",
+            "store.url='postgresql+asyncpg://u@db.example.org:port/ledger'",
+        ),
+        (
+            {
+                "DISSEMINATION_BROKER_URL": "amqp://127.0.0.1:1/",
+                "DISSEMINATION_BROKER_PASSWORD": "hunter2",
+                "DISSEMINATION_BROKER_CONNECT_TIMEOUT_SECONDS": "5",
+            },
+            "publish",
+            "RabbitMQ is not reachable at amqp://127.0.0.1:1/",
+        ),
+    ],
+)
+async def test_a_bad_url_setting_is_reported_without_its_password(
+    tmp_path: Path, env: dict[str, str], command: str, shown: str
+) -> None:
+    alert = tmp_path / "alert.xml"
+    alert.write_bytes(cap_xml("CLI-3"))
+    args = (command, str(alert)) if command == "publish" else (command,)
+    code, out, err = await run_cli(env | {"DISSEMINATION_SERVICE_DATA_DIR": str(tmp_path)}, *args)
+    assert code == 2
+    assert shown in err
+    assert "hunter" not in out + err

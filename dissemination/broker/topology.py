@@ -22,6 +22,7 @@ from aio_pika.abc import (
     ExchangeType,
 )
 
+from core.masking import mask_text, mask_url
 from dissemination.errors import BrokerUnavailable
 from dissemination.settings import BrokerSettings
 
@@ -42,8 +43,10 @@ def broker_url(settings: BrokerSettings) -> str:
 
 
 def redacted_url(settings: BrokerSettings) -> str:
+    """The configured URL as messages may show it: no query, any password masked."""
     parts = urlsplit(settings.url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))
+    shown = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))
+    return mask_url(shown)
 
 
 async def connect(settings: BrokerSettings, name: str) -> AbstractRobustConnection:
@@ -60,9 +63,13 @@ async def connect(settings: BrokerSettings, name: str) -> AbstractRobustConnecti
             timeout=settings.connect_timeout_seconds,
         )
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+        # the driver's message may quote the URL it was given, password and all
+        reason = mask_text(
+            str(error) or "timed out", settings.password, urlsplit(settings.url).password
+        )
         raise BrokerUnavailable(
             f"RabbitMQ is not reachable at {redacted_url(settings)} "
-            f"({type(error).__name__}: {error or 'timed out'}); {START_BROKER_HINT}"
+            f"({type(error).__name__}: {reason}); {START_BROKER_HINT}"
         ) from None
 
 

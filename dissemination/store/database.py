@@ -17,7 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from core.errors import StoreUnavailable
+from core.errors import ConfigError, StoreUnavailable
+from core.masking import mask_text
 from dissemination.settings import StoreSettings
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -33,16 +34,20 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (exc.DBAPIError, *OUTAGE_ERROR
 
 
 @contextmanager
-def outage_as_store_unavailable() -> Iterator[None]:
-    """Turn a lost connection, refused connect or locked database into StoreUnavailable."""
+def outage_as_store_unavailable(password: str | None = None) -> Iterator[None]:
+    """Turn a lost connection, refused connect or locked database into StoreUnavailable,
+    whose message (logged by whoever retries) carries no password."""
     try:
         yield
     except OUTAGE_ERRORS as error:
-        raise StoreUnavailable(f"store unavailable: {type(error).__name__}: {error}") from error
+        reason = mask_text(str(error), password)
+        raise StoreUnavailable(f"store unavailable: {type(error).__name__}: {reason}") from error
     except exc.DBAPIError as error:
         if not error.connection_invalidated:
             raise
-        raise StoreUnavailable(f"store connection lost: {error}") from error
+        raise StoreUnavailable(
+            f"store connection lost: {mask_text(str(error), password)}"
+        ) from error
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -59,7 +64,11 @@ def create_engine(settings: StoreSettings, data_dir: Path) -> AsyncEngine:
     """An async engine for the configured URL; relative SQLite paths live under `data_dir`.
     Statement parameters (addresses, message content) never appear in error messages, and so
     never in logs."""
-    url = make_url(settings.url)
+    try:
+        url = make_url(settings.url)
+    except (exc.ArgumentError, ValueError):
+        # not chained: the parser's message may quote the URL, password and all
+        raise ConfigError("store.url", settings.url, "not a database URL") from None
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database and database != ":memory:" and not Path(database).is_absolute():
@@ -85,6 +94,7 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._password = engine.url.password  # masked out of every error message
 
     @classmethod
     def from_settings(cls, settings: StoreSettings, data_dir: Path) -> Database:
@@ -100,7 +110,8 @@ class Database:
         try:
             await connection.start()
         except CONNECT_ERRORS as error:
-            raise StoreUnavailable(f"cannot connect to the store: {error}") from error
+            reason = mask_text(str(error), self._password)
+            raise StoreUnavailable(f"cannot connect to the store: {reason}") from error
         return connection
 
     @asynccontextmanager
@@ -108,7 +119,7 @@ class Database:
         """One transaction; outages surface as StoreUnavailable, after rollback."""
         connection = await self._connect()
         try:
-            with outage_as_store_unavailable():
+            with outage_as_store_unavailable(self._password):
                 async with connection.begin():
                     yield connection
         finally:
@@ -118,7 +129,7 @@ class Database:
     async def reading(self) -> AsyncIterator[AsyncConnection]:
         connection = await self._connect()
         try:
-            with outage_as_store_unavailable():
+            with outage_as_store_unavailable(self._password):
                 yield connection
         finally:
             await connection.close()
