@@ -5,9 +5,11 @@ Status mapping: accepted is sent (provider_id is the message SID); 429 or 20429 
 transient (honouring Retry-After); timeouts and connection errors transient; 21610 (the
 recipient replied STOP) permanent with detail "opted_out: ..."; other 4xx permanent, and
 21211/21614 (not a valid mobile number) also disable the address; a text that cannot be
-composed permanent, before anything is sent. Twilio has no idempotency key for messages, so
-a retried timeout may deliver twice. Sends are paced to `sms.messages_per_second`, and all
-share one circuit breaker ("twilio"); without Twilio settings every send fails permanently.
+composed (an ack link too long for two segments) permanent, before anything is sent, while an
+alert's own web link too long to share the text is left out. Twilio has no idempotency key
+for messages, so a retried timeout may deliver twice. Sends are paced to
+`sms.messages_per_second`, and all share one circuit breaker ("twilio"); without Twilio
+settings every send fails permanently.
 """
 
 from __future__ import annotations
@@ -116,10 +118,26 @@ def _fit(text: str, budget: int) -> str:
 WITHHELD_NOTE = "Personal data withheld (no PII entitlement)"
 
 
+WEB_LINK_MAX_SEPTETS = 153
+"""The alert's own `web` link takes at most one segment's worth of the two; a longer one is
+left out (a cut link leads nowhere), so the alert's words always keep their room."""
+
+
+def _link(content: AlertContent, rendering: Rendering) -> str:
+    """The link the text ends with: the ack link or portal, else (shareable alerts only) the
+    alert's web link if it is short enough."""
+    ours = rendering.ack_url or rendering.portal_url
+    if ours:
+        return quote(ours, safe=_URL_SAFE)
+    if content.restricted or not content.web:
+        return ""
+    web = quote(content.web, safe=_URL_SAFE)
+    return web if (gsm7_septets(web) or 0) <= WEB_LINK_MAX_SEPTETS else ""
+
+
 def _compose(content: AlertContent, rendering: Rendering, budget: int) -> str:
-    link = rendering.ack_url or rendering.portal_url or ("" if content.restricted else content.web)
     ack = f"Reply ACK {to_gsm7(rendering.ack_code)}" if rendering.ack_code else ""
-    tail = [part for part in (ack, quote(link, safe=_URL_SAFE)) if part]
+    tail = [part for part in (ack, _link(content, rendering)) if part]
     parts = [to_gsm7(content.marking)]
     withheld = WITHHELD_NOTE if content.withheld else ""
     if content.restricted:

@@ -282,6 +282,31 @@ async def test_a_text_that_cannot_be_composed_fails_permanently_unsent(fake: Twi
     assert fake.attempts == []
 
 
+WEATHER = "https://www.weather.gov/"
+
+
+@pytest.mark.parametrize(
+    ("length", "kept"), [(2000, False), (400, False), (154, False), (153, True)]
+)
+async def test_a_long_web_link_is_left_out_and_the_text_still_sent(
+    fake: TwilioFake, length: int, kept: bool
+) -> None:
+    web = WEATHER + "x" * (length - len(WEATHER))
+    document = alert("GREEN", web=web, instruction="Move to higher ground.")
+    channel = SmsChannel(config(fake))
+    try:
+        result = await channel.send(outbound(document, Rendering("d-1")))
+    finally:
+        await channel.close()
+    assert result.outcome is Outcome.SENT
+    [form] = fake.attempts
+    lines = form["Body"].splitlines()
+    assert lines[:3] == ["TLP:GREEN", "Severe Flash Flood Warning", "Flooding on River Road"]
+    assert (lines[-1] == web) is kept
+    assert (WEATHER in form["Body"]) is kept
+    assert segments(form["Body"]) <= 2
+
+
 async def test_without_twilio_settings_every_send_fails_permanently() -> None:
     channel = UnconfiguredSms()
     result = await channel.send(short())
@@ -551,6 +576,7 @@ SENT_LINKS = {
     areas=st.lists(st.text(max_size=80), max_size=6),
     ack_code=st.one_of(st.none(), st.from_regex(r"[0-9]{4,8}", fullmatch=True)),
     link=st.sampled_from([*SENT_LINKS, None]),
+    web=st.one_of(st.sampled_from(["", LINK]), st.text(max_size=80), st.text(min_size=150)),
 )
 def test_every_text_is_gsm7_in_two_segments(
     tlp: str,
@@ -559,8 +585,11 @@ def test_every_text_is_gsm7_in_two_segments(
     areas: list[str],
     ack_code: str | None,
     link: str | None,
+    web: str,
 ) -> None:
-    document = alert(tlp, tuple(caveats), areas=[{"description": a} for a in areas], **texts)
+    document = alert(
+        tlp, tuple(caveats), areas=[{"description": a} for a in areas], web=web, **texts
+    )
     text = compose(document, Rendering("d-1", ack_url=link, ack_code=ack_code))
     marking = AlertContent.from_document(document).marking
     assert gsm7_septets(text) is not None
