@@ -119,7 +119,7 @@ class AlertPipeline:
         if alert.msg_type not in (MsgType.UPDATE, MsgType.CANCEL) or not alert.references:
             return alert
         handling = alert.handling
-        for original in await self.ledger.marks_of([ref.alert_id for ref in alert.references]):
+        for original in await self.ledger.marks_of(alert.references):
             handling = handling.at_least(original)
         return alert if handling is alert.handling else replace(alert, handling=handling)
 

@@ -82,6 +82,7 @@ alerts = Table(
     Column("received_at", UtcDateTime, nullable=False),
     Column("revalidated_at", UtcDateTime),
     Column("purged_at", UtcDateTime),
+    Column("handling_conflict", JSON),
     UniqueConstraint("sender", "identifier", "sent", name="uq_alerts_key"),
 )
 
