@@ -204,7 +204,9 @@ def test_public_nws_samples_normalize(path: Path) -> None:
 
 @pytest.mark.parametrize("path", sample_params("valid-1.2")[:3] + sample_params("valid-1.1")[:3])
 def test_to_json_equals_the_dataclasses_rendering(path: Path) -> None:
-    """The fast serializer must give exactly what dataclasses.asdict gives (hashes depend on it)."""
+    """The fast serializer must give exactly what dataclasses.asdict gives (hashes depend on it),
+    less what is kept with an alert but is not its content (a handling conflict)."""
     (alert,) = _decode(path.read_bytes())
     reference = json.loads(json.dumps(dataclasses.asdict(alert), default=lambda t: t.isoformat()))
+    del reference["handling"]["conflict"]
     assert json.loads(json.dumps(alert.to_json())) == reference | {"id": alert.id}

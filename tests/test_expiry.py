@@ -44,7 +44,7 @@ async def test_an_alert_approved_after_it_expired_is_never_sent(
 ) -> None:
     service, clock = clocked_service
     await enrol(service, "Duty officer", {"email": "duty@example.org"}, max_tlp="RED")
-    await enrol(service, "Field unit", {"webhook": sinks.hooks.base + "unit"}, max_tlp="RED")
+    await enrol(service, "Field unit", {"sms": "+12025550142"}, max_tlp="RED")
     alice = await token(service, "alice")
     bob = await token(service, "bob")
     expires = (clock.now + timedelta(minutes=10)).isoformat(timespec="seconds")
@@ -65,14 +65,14 @@ async def test_an_alert_approved_after_it_expired_is_never_sent(
     assert {(row["state"], row["reason"]) for row in rows} == {("suppressed", "expired")}
     assert [row["attempts"] for row in rows] == [0, 0]
     assert sinks.smtp.messages == []
-    assert sinks.hooks.requests == []
+    assert sinks.twilio.messages == []
 
 
 async def test_rows_of_a_current_alert_are_still_sent(
     clocked_service: tuple[Service, FakeClock], sinks: Sinks
 ) -> None:
     service, clock = clocked_service
-    await enrol(service, "Field unit", {"webhook": sinks.hooks.base + "unit"}, max_tlp="RED")
+    await enrol(service, "Duty officer", {"email": "duty@example.org"}, max_tlp="RED")
     alice = await token(service, "alice")
     bob = await token(service, "bob")
     expires = (clock.now + timedelta(minutes=10)).isoformat(timespec="seconds")
@@ -88,4 +88,4 @@ async def test_rows_of_a_current_alert_are_still_sent(
     assert status == 200
     [row] = await settled(service, alert_id, 1)
     assert row["state"] == "sent"
-    assert len(sinks.hooks.requests) == 1
+    assert len(sinks.smtp.messages) == 1

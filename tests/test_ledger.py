@@ -111,7 +111,8 @@ async def test_a_reference_resolves_by_meaning_not_by_spelling(
     await ledger.record_alert(update, _payload(b"u"), AlertState.RECEIVED, NOW)
     [link] = await ledger.references_of(update.id)
     assert (link["ref_alert_id"], link["resolved"]) == (original.id, 1)
-    assert await ledger.marks_of(update.references) == [original.handling]
+    [marks] = await ledger.marks_of(update.references)
+    assert (marks.tlp, marks.caveats) == (original.handling.tlp, original.handling.caveats)
 
 
 async def test_a_reference_to_another_instant_or_identifier_does_not_resolve(

@@ -247,21 +247,22 @@ async def test_conflicting_marks_reach_only_those_cleared_for_the_strictest_and_
     service: Service, channel: AbstractChannel, settings: Settings, sinks: Sinks
 ) -> None:
     await enrol(service, "Green only", {"webhook": sinks.hooks.base + "g"}, max_tlp="GREEN")
-    await enrol(service, "Red cleared", {"webhook": sinks.hooks.base + "r"}, max_tlp="RED")
+    await enrol(service, "Amber cleared", {"webhook": sinks.hooks.base + "a"}, max_tlp="AMBER")
     info = dict(cap_json()["info"][0])
     weaker, stricter = dict(info), dict(info)
     weaker["parameter"] = [{"valueName": "TLP", "value": "GREEN"}]
-    stricter["parameter"] = [{"valueName": "TLP", "value": "RED"}]
+    stricter["parameter"] = [{"valueName": "TLP", "value": "AMBER"}]
     alert_id = await publish_alert(
         channel, settings, "TWO-MARKS", handling={"tlp": "GREEN"}, info=[weaker, stricter]
     )
     rows = await settled(service, alert_id, 2)
-    by_reason = sorted((row["state"], row["reason"]) for row in rows)
-    assert by_reason == [("sent", None), ("withheld", "tlp_above_clearance")]
-    assert sinks.hooks.calls == {"r": 1}
+    by_state = sorted((row["state"], row["address"].rsplit("/", 1)[1]) for row in rows)
+    assert by_state == [("sent", "a"), ("withheld", "g")]
+    assert {row["reason"] for row in rows if row["state"] == "withheld"} == {"tlp_above_clearance"}
+    assert sinks.hooks.calls == {"a": 1}
     [(_, body)] = sinks.hooks.requests
-    assert json.loads(body)["alert"]["handling"]["tlp"] == "RED"
+    assert json.loads(body)["alert"]["handling"]["tlp"] == "AMBER"
     status, report = await get(sinks, f"/api/v1/alerts/{alert_id}", await bearer(service))
     assert status == 200
     marks = report["alert"]["handling"]
-    assert marks == {"tlp": "RED", "caveats": [], "conflict": ["GREEN", "RED"]}
+    assert marks == {"tlp": "AMBER", "caveats": [], "conflict": ["GREEN", "AMBER"]}

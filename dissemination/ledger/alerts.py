@@ -352,6 +352,14 @@ class Ledger:
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
+    async def senders_of(self, references: Sequence[Reference]) -> list[str]:
+        """The senders of the stored alerts these references resolve to."""
+        async with self.database.reading() as conn:
+            alert_ids = {i for ref in references for i in await resolve_reference(conn, ref)}
+            return list(
+                await conn.scalars(select(alerts.c.sender).where(alerts.c.id.in_(alert_ids)))
+            )
+
     async def marks_of(self, references: Sequence[Reference]) -> list[Handling]:
         """The handling marks of the stored alerts these references resolve to."""
         async with self.database.reading() as conn:

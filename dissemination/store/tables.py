@@ -281,6 +281,7 @@ api_tokens = Table(
     Column("token_sha256", String(64), nullable=False, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
+    Column("senders", JSON),
 )
 
 stakeholders = Table(
