@@ -224,7 +224,11 @@ async def service_leg(
                 profiler.start()
             started = time.perf_counter()
             await topology.exchange.publish(
-                aio_pika.Message(json.dumps(document).encode(), content_type="application/json"),
+                aio_pika.Message(
+                    json.dumps(document).encode(),
+                    content_type="application/json",
+                    user_id=settings.broker.username,
+                ),
                 routing_key="bench.fanout",
                 mandatory=True,
             )

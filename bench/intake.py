@@ -178,9 +178,10 @@ class Report:
 
 
 async def publish_all(
-    exchange: AbstractExchange, bodies: Sequence[bytes], deadline: Deadline
+    exchange: AbstractExchange, bodies: Sequence[bytes], deadline: Deadline, user_id: str
 ) -> float:
-    """Publish every body with confirms, PUBLISH_WINDOW at a time; return the seconds it took."""
+    """Publish every body with confirms, PUBLISH_WINDOW at a time, as broker user `user_id`;
+    return the seconds it took."""
     started = time.perf_counter()
     for start in range(0, len(bodies), PUBLISH_WINDOW):
         if deadline.expired():
@@ -194,6 +195,7 @@ async def publish_all(
                         content_type=CAP_CONTENT_TYPE,
                         message_id=f"bench-{start + offset}",
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        user_id=user_id,
                     ),
                     routing_key=ROUTING_KEY,
                     mandatory=True,
@@ -227,7 +229,7 @@ async def fill_intake_queue(
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         topology = await declare_intake(channel, settings.broker)
-        seconds = await publish_all(topology.exchange, bodies, deadline)
+        seconds = await publish_all(topology.exchange, bodies, deadline, settings.broker.username)
         depth = await queue_depth(channel, settings.broker.inbound_queue)
         if depth != len(bodies):
             raise BenchError(f"{settings.broker.inbound_queue} holds {depth}, not {len(bodies)}")

@@ -65,11 +65,14 @@ _TLP_ORDER = (Tlp.CLEAR, Tlp.GREEN, Tlp.AMBER, Tlp.AMBER_STRICT, Tlp.RED)
 
 @dataclass(frozen=True, slots=True)
 class Handling:
-    """Sharing limits set by the originator: a TLP level and caveats (LES, PII, ...)."""
+    """Sharing limits set by the originator: a TLP level and caveats (LES, PII, ...).
+    `conflict` lists the differing TLP marks the alert carried when it carried more than one
+    (the strictest is `tlp`); it is kept with the alert, not part of its content."""
 
     tlp: Tlp
     caveats: tuple[str, ...] = ()
     tlp_defaulted: bool = False
+    conflict: tuple[str, ...] = field(default=(), compare=False, metadata={"content": False})
 
     def at_least(self, other: Handling) -> Handling:
         """These marks raised to `other`'s where `other` is stricter: the higher TLP, and
@@ -78,7 +81,9 @@ class Handling:
         added = tuple(sorted(set(other.caveats) - set(self.caveats)))
         if tlp is self.tlp and not added:
             return self
-        return Handling(tlp, self.caveats + added, self.tlp_defaulted and tlp is self.tlp)
+        return Handling(
+            tlp, self.caveats + added, self.tlp_defaulted and tlp is self.tlp, self.conflict
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +211,8 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 def _field_names(cls: type) -> tuple[str, ...]:
     names = _FIELD_NAMES.get(cls)
     if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+        content = (f.name for f in fields(cls) if f.metadata.get("content", True))
+        names = _FIELD_NAMES[cls] = tuple(content)
     return names
 
 

@@ -94,7 +94,12 @@ async def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         publisher = await AlertPublisher.open(connection, settings.broker)
         for path in args.files:
             try:
-                await publisher.publish(path.read_bytes(), _content_type(path), args.routing_key)
+                await publisher.publish(
+                    path.read_bytes(),
+                    _content_type(path),
+                    args.routing_key,
+                    user_id=settings.broker.username,
+                )
                 print(f"{path}: confirmed")
             except (OSError, PublishFailed) as error:
                 failed += 1
@@ -109,8 +114,12 @@ async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
     tokens = TokenStore(database)
     try:
         if args.tokens_command == "create":
-            info, secret = await tokens.create(args.name, Role(args.role), utc_now())
-            print(f"token {info.id} ({info.role.value}, {info.name}); shown once:")
+            info, secret = await tokens.create(
+                args.name, Role(args.role), utc_now(), args.sender or ()
+            )
+            senders = ", ".join(info.senders) or "no sender"
+            print(f"token {info.id} ({info.role.value}, {info.name}, publishes as {senders});")
+            print("its secret, shown once:")
             print(secret)
         elif args.tokens_command == "revoke":
             count = await tokens.revoke(args.token, utc_now())
@@ -119,7 +128,8 @@ async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
         else:
             for info in await tokens.all():
                 state = f"revoked {info.revoked_at.isoformat()}" if info.revoked_at else "live"
-                print(f"{info.id}  {info.role.value:<9}  {info.name}  {state}")
+                senders = ",".join(info.senders) or "-"
+                print(f"{info.id}  {info.role.value:<9}  {info.name}  {state}  {senders}")
     finally:
         await database.close()
     return 0
@@ -218,6 +228,11 @@ def _parser() -> argparse.ArgumentParser:
     create = token_commands.add_parser("create", help="create a token (its secret is shown once)")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--name", required=True)
+    create.add_argument(
+        "--sender",
+        action="append",
+        help="a sender the holder may publish alerts as (repeat for several)",
+    )
     revoke = token_commands.add_parser("revoke", help="revoke a token by id or name")
     revoke.add_argument("token")
     token_commands.add_parser("list", help="list tokens (never their secrets)")

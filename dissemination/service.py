@@ -31,6 +31,7 @@ from dissemination.api.app import Runtime, create_app
 from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes, load_matcher
+from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
@@ -43,6 +44,7 @@ from dissemination.broker.dispatch import (
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect, declare_intake
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
+from dissemination.controls.authority import parse_grants
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore
 from dissemination.delivery.configure import configured_channel
@@ -286,6 +288,7 @@ class Service:
             Backoff(settings.store.retry_initial_seconds, settings.store.retry_max_seconds),
             dispatcher,
             own_user=settings.broker.username,
+            grants=parse_grants(settings.broker.publishers),
         )
 
     async def _serve_http(
@@ -299,6 +302,7 @@ class Service:
         """The HTTP API with every route, listening."""
         settings = self.settings
         app = create_app(runtime, settings.http)
+        add_ingest_routes(app)
         add_admin_routes(app, admin)
         add_bulk_routes(app)
         add_twilio_hooks(app, TwilioHooks(database, settings, self.clock))

@@ -85,6 +85,14 @@ def _optional_url(*schemes: str) -> Callable[[str], str | None]:
     return check
 
 
+def _grants(values: tuple[str, ...]) -> str | None:
+    for entry in values:
+        user, equals, sender = entry.partition("=")
+        if not equals or not user.strip() or not sender.strip():
+            return f"{entry!r} is not user=sender"
+    return None
+
+
 def _channels(values: tuple[str, ...]) -> str | None:
     unknown = [v for v in values if v not in CHANNEL_NAMES]
     return f"unknown channel {unknown[0]!r}; known: {', '.join(CHANNEL_NAMES)}" if unknown else None
@@ -95,6 +103,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "service.shutdown_grace_seconds": _positive,
     "service.directory_poll_seconds": _positive,
     "broker.url": _url("amqp", "amqps"),
+    "broker.publishers": _grants,
     "broker.prefetch": _positive,
     "broker.concurrency": _positive,
     "broker.delivery_limit": _positive,

@@ -61,6 +61,8 @@ class BrokerSettings:
     stuck_after_seconds: float
     retry_max_delay_seconds: float
     delivery_prefetch: int
+    publishers: tuple[str, ...] = ()
+    """Which senders other broker users may publish as: "user=sender" entries."""
     password: str = field(default="guest", repr=False)
 
 

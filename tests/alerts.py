@@ -11,6 +11,18 @@ from tests.samples import FIXTURES_DIR
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 
 
+TEST_SENDERS = (
+    "alerts@fusion.example.gov",
+    "analysis@fusion.example.gov",
+    "bolo@fusion.example.gov",
+    "dispatch@anytown-pd.example.gov",
+    "eoc@anytown.example.gov",
+    "sar-intake@fusion.example.gov",
+    "watch@fusion.example.gov",
+)
+"""The senders of `cap_json` and of every fixture alert: what test tokens publish as."""
+
+
 def cap_json(identifier: str = "TEST-1", **overrides: Any) -> dict[str, Any]:
     """A valid CAP-JSON alert; keyword overrides replace top-level fields."""
     document: dict[str, Any] = {

@@ -37,6 +37,7 @@ async def publish(
             content_type=content_type,
             message_id=message_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            user_id=settings.broker.username,
         ),
         routing_key=routing_key,
         mandatory=True,

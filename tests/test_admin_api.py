@@ -22,7 +22,7 @@ from dissemination.api.tokens import Role, TokenStore
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from tests.alerts import cap_json
+from tests.alerts import TEST_SENDERS, cap_json
 from tests.brokerutil import wait_until
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,9 @@ async def api(service_env: dict[str, str]) -> AsyncIterator[Api]:
     store = TokenStore(service.database)
     tokens = {}
     for role in Role:
-        _info, tokens[role.value] = await store.create(f"{role.value}-1", role, datetime.now(UTC))
+        _info, tokens[role.value] = await store.create(
+            f"{role.value}-1", role, datetime.now(UTC), TEST_SENDERS
+        )
     host, port = service.http.addresses[0][:2]
     async with aiohttp.ClientSession() as session:
         yield Api(session, f"http://{host}:{port}", tokens, service)

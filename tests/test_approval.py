@@ -26,7 +26,7 @@ from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, ale
 from dissemination.service import Service
 from dissemination.settings import load_settings
 from dissemination.store.tables import approvals, audit_log
-from tests.alerts import cap_json, fixture_document
+from tests.alerts import TEST_SENDERS, cap_json, fixture_document
 from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
@@ -112,7 +112,9 @@ def test_approval_can_be_switched_off() -> None:
 
 async def token(service: Service, name: str, role: Role = Role.ADMIN) -> dict[str, str]:
     assert service.database is not None
-    _, secret = await TokenStore(service.database).create(name, role, datetime.now(UTC))
+    _, secret = await TokenStore(service.database).create(
+        name, role, datetime.now(UTC), TEST_SENDERS
+    )
     return {"Authorization": f"Bearer {secret}"}
 
 

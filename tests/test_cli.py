@@ -34,13 +34,24 @@ async def test_migrate_then_tokens_lifecycle(service_env: dict[str, str]) -> Non
     assert code == 0
     assert "database schema at revision" in out
     code, out, _err = await run_cli(
-        service_env, "tokens", "create", "--role", "publisher", "--name", "nws-relay"
+        service_env,
+        "tokens",
+        "create",
+        "--role",
+        "publisher",
+        "--name",
+        "nws-relay",
+        "--sender",
+        "w-nws.webmaster@noaa.gov",
+        "--sender",
+        "nws@example.gov",
     )
     assert code == 0
+    assert "publishes as w-nws.webmaster@noaa.gov, nws@example.gov" in out
     secret = out.strip().splitlines()[-1]
     assert secret.startswith("fdt_")
     code, out, _err = await run_cli(service_env, "tokens", "list")
-    assert "publisher  nws-relay  live" in out
+    assert "publisher  nws-relay  live  w-nws.webmaster@noaa.gov,nws@example.gov" in out
     assert secret not in out
     assert (await run_cli(service_env, "tokens", "revoke", "nws-relay"))[0] == 0
     code, out, _err = await run_cli(service_env, "tokens", "list")

@@ -85,6 +85,58 @@ def test_tlp_parameter_in_cap_xml_is_read() -> None:
     assert not alert.handling.tlp_defaulted
 
 
+def _info(*parameters: tuple[str, str]) -> dict[str, object]:
+    info = dict(cap_json()["info"][0])
+    info["parameter"] = [{"valueName": name, "value": value} for name, value in parameters]
+    return info
+
+
+@pytest.mark.parametrize(
+    ("handling", "infos", "tlp", "caveats", "conflict"),
+    [
+        # two info blocks that disagree: the stricter wins, wherever it stands
+        (None, [_info(("TLP", "GREEN")), _info(("TLP", "RED"))], Tlp.RED, (), ("GREEN", "RED")),
+        (None, [_info(("TLP", "RED")), _info(("TLP", "GREEN"))], Tlp.RED, (), ("GREEN", "RED")),
+        # a handling field and a parameter
+        ({"tlp": "GREEN"}, [_info(("TLP", "AMBER"))], Tlp.AMBER, (), ("GREEN", "AMBER")),
+        ({"tlp": "RED"}, [_info(("TLP", "CLEAR"))], Tlp.RED, (), ("CLEAR", "RED")),
+        # two parameters in one block, and caveats from everywhere
+        (
+            {"caveats": ["LES"]},
+            [_info(("TLP", "AMBER"), ("TLP", "AMBER+STRICT"), ("CAVEAT", "PII"))],
+            Tlp.AMBER_STRICT,
+            ("LES", "PII"),
+            ("AMBER", "AMBER+STRICT"),
+        ),
+        # the same mark twice is no conflict
+        ({"tlp": "AMBER"}, [_info(("TLP", "tlp:amber"))], Tlp.AMBER, (), ()),
+    ],
+)
+def test_conflicting_marks_take_the_strictest_tlp_and_every_caveat(
+    handling: dict[str, object] | None,
+    infos: list[dict[str, object]],
+    tlp: Tlp,
+    caveats: tuple[str, ...],
+    conflict: tuple[str, ...],
+) -> None:
+    extra: dict[str, object] = {"info": infos}
+    if handling is not None:
+        extra["handling"] = handling
+    (alert,) = _decode(json.dumps(cap_json("CONFLICT-1", **extra)).encode())
+    assert alert.handling.tlp is tlp
+    assert alert.handling.caveats == caveats
+    assert alert.handling.conflict == conflict
+    assert "conflict" not in alert.to_json()["handling"]  # kept with the alert, not content
+
+
+def test_an_unknown_tlp_in_any_place_is_refused_with_where_it_stands() -> None:
+    document = cap_json("BAD-TLP", handling={"tlp": "RED"}, info=[_info(("TLP", "PURPLE"))])
+    with pytest.raises(RejectedInput) as rejected:
+        _decode(json.dumps(document).encode())
+    assert rejected.value.reason == "invalid_handling"
+    assert rejected.value.errors[0].path == "$.info[0].parameter.TLP"
+
+
 def test_sar_becomes_a_security_alert_with_its_details_kept() -> None:
     document = fixture_document("sar_full.json")
     (alert,) = _decode(json.dumps(document).encode())
@@ -152,7 +204,9 @@ def test_public_nws_samples_normalize(path: Path) -> None:
 
 @pytest.mark.parametrize("path", sample_params("valid-1.2")[:3] + sample_params("valid-1.1")[:3])
 def test_to_json_equals_the_dataclasses_rendering(path: Path) -> None:
-    """The fast serializer must give exactly what dataclasses.asdict gives (hashes depend on it)."""
+    """The fast serializer must give exactly what dataclasses.asdict gives (hashes depend on it),
+    less what is kept with an alert but is not its content (a handling conflict)."""
     (alert,) = _decode(path.read_bytes())
     reference = json.loads(json.dumps(dataclasses.asdict(alert), default=lambda t: t.isoformat()))
+    del reference["handling"]["conflict"]
     assert json.loads(json.dumps(alert.to_json())) == reference | {"id": alert.id}

@@ -36,22 +36,10 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     settled,
     sinks_fixture,
 )
+from tests.fakeclock import FakeClock
 from tests.people import create, enrol
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class FakeClock:
-    """The service's clock, moved by the test."""
-
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @dataclass

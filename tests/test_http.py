@@ -15,6 +15,7 @@ from aiohttp import web
 
 from core.alert import alert_id_for
 from dissemination.api.app import RUNTIME, Runtime, create_app
+from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.intake.pipeline import AlertPipeline
@@ -22,7 +23,7 @@ from dissemination.ledger.alerts import Ledger
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings
 from dissemination.store.database import Database
-from tests.alerts import cap_json, cap_json_bytes, cap_xml
+from tests.alerts import TEST_SENDERS, cap_json, cap_json_bytes, cap_xml
 from tests.brokerutil import open_connection, wait_until
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def _token(service: Service, role: Role) -> str:
     assert service.database is not None
     _info, secret = await TokenStore(service.database).create(
-        f"{role.value}-test", role, datetime.now(UTC)
+        f"{role.value}-test", role, datetime.now(UTC), TEST_SENDERS
     )
     return secret
 
@@ -72,7 +73,9 @@ async def test_readiness_is_503_when_store_and_broker_are_unreachable(
     )
     processor = AlertPipeline(Ledger(dead_store), settings.intake)
     runtime = Runtime(dead_store, Ledger(dead_store), TokenStore(dead_store), processor)
-    server = web.AppRunner(create_app(runtime, settings.http))
+    app = create_app(runtime, settings.http)
+    add_ingest_routes(app)
+    server = web.AppRunner(app)
     await server.setup()
     site = web.TCPSite(server, "127.0.0.1", 0)
     await site.start()

@@ -85,6 +85,54 @@ async def test_update_links_known_references_and_records_unknown_ones(ledger: Le
     ]
 
 
+@pytest.mark.parametrize(
+    ("sender", "sent"),
+    [
+        ("W-NWS.WEBMASTER@NOAA.GOV", "2026-11-24T10:00:00-05:00"),  # other case, same instant
+        ("w-nws.webmaster@noaa.gov", "2026-11-24T16:00:00+01:00"),  # another offset
+        ("W-Nws.Webmaster@Noaa.Gov", "2026-11-24T15:00:00+00:00"),  # +00:00 for -00:00
+    ],
+)
+async def test_a_reference_resolves_by_meaning_not_by_spelling(
+    ledger: Ledger, sender: str, sent: str
+) -> None:
+    original = alert_from_cap(
+        cap_json("A-4", sender="w-nws.webmaster@noaa.gov", sent="2026-11-24T15:00:00-00:00"),
+        "cap-json",
+        DEFAULTS,
+    )
+    await ledger.record_alert(original, _payload(), AlertState.RECEIVED, NOW)
+    update = alert_from_cap(
+        cap_json("A-4-U", msgType="Update", references=f"{sender},A-4,{sent}"),
+        "cap-json",
+        DEFAULTS,
+    )
+    assert update.references[0].alert_id != original.id  # spelled differently
+    await ledger.record_alert(update, _payload(b"u"), AlertState.RECEIVED, NOW)
+    [link] = await ledger.references_of(update.id)
+    assert (link["ref_alert_id"], link["resolved"]) == (original.id, 1)
+    [marks] = await ledger.marks_of(update.references)
+    assert (marks.tlp, marks.caveats) == (original.handling.tlp, original.handling.caveats)
+
+
+async def test_a_reference_to_another_instant_or_identifier_does_not_resolve(
+    ledger: Ledger,
+) -> None:
+    original = alert_from_cap(cap_json("A-5"), "cap-json", DEFAULTS)
+    await ledger.record_alert(original, _payload(), AlertState.RECEIVED, NOW)
+    references = (
+        f"{original.sender},A-5,2026-11-24T15:00:01-00:00 "
+        f"{original.sender},a-5,{original.sent_text} "
+        f"{original.sender},A-5,not-a-time"
+    )
+    update = alert_from_cap(
+        cap_json("A-5-U", msgType="Update", references=references), "cap-json", DEFAULTS
+    )
+    await ledger.record_alert(update, _payload(b"u"), AlertState.RECEIVED, NOW)
+    links = await ledger.references_of(update.id)
+    assert [link["resolved"] for link in links] == [0, 0, 0]
+
+
 async def test_rejections_keep_the_body_and_the_reasons(ledger: Ledger) -> None:
     rejection_id = await ledger.record_rejection(
         source="amqp",

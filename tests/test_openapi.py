@@ -43,6 +43,7 @@ from dissemination.api.app import Runtime, create_app
 from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes
+from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
@@ -65,7 +66,7 @@ from dissemination.store.audit import AuditLog
 from dissemination.store.database import Database
 from subscriptions.clearance import WithheldCode
 from subscriptions.matcher import NO_CONTACT, Matcher
-from tests.alerts import cap_json
+from tests.alerts import TEST_SENDERS, cap_json
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 DOCUMENT_PATH = SCHEMAS_DIR / "openapi.json"
@@ -205,6 +206,7 @@ async def test_documented_operations_are_exactly_the_registered_routes(tmp_path:
             database, ledger, TokenStore(database), AlertPipeline(ledger, settings.intake)
         )
         app = create_app(runtime, settings.http)
+        add_ingest_routes(app)
         admin = Admin(
             Directory(database),
             Matcher(),
@@ -403,7 +405,7 @@ async def running(service_env: dict[str, str]) -> AsyncIterator[Running]:
         assert service.database is not None
         assert service.http is not None
         _info, token = await TokenStore(service.database).create(
-            "openapi-admin", Role.ADMIN, datetime.now(UTC)
+            "openapi-admin", Role.ADMIN, datetime.now(UTC), TEST_SENDERS
         )
         host, port = service.http.addresses[0][:2]
         base = f"http://{host}:{port}"

@@ -98,6 +98,7 @@ async def test_an_alerts_report_counts_states_acks_and_who_has_not_acknowledged(
     table = list(csv.DictReader(io.StringIO(text)))
     assert len(table) == 3
     assert {row["stakeholderName"] for row in table} == {"Ada", "'=Bo", "Cy"}  # no formulas
+    assert {row["resent"] for row in table} == {"false"}
     for path in ("", "/deliveries", "/deliveries.csv", "/events"):
         assert (await get(sinks, f"/api/v1/alerts/no-such{path}", viewer))[0] == 404
         assert (await get(sinks, f"/api/v1/alerts/{alert_id}{path}", {}))[0] == 401
@@ -239,3 +240,29 @@ def test_the_ack_rate_series_is_cumulative_in_at_most_120_buckets() -> None:
     assert long[-1]["acknowledged"] == 10
     assert ack_series(None, moments, 4) == []
     assert ack_series(T0, [], 4) == []
+
+
+@pytest.mark.slow
+async def test_conflicting_marks_reach_only_those_cleared_for_the_strictest_and_are_reported(
+    service: Service, channel: AbstractChannel, settings: Settings, sinks: Sinks
+) -> None:
+    await enrol(service, "Green only", {"webhook": sinks.hooks.base + "g"}, max_tlp="GREEN")
+    await enrol(service, "Amber cleared", {"webhook": sinks.hooks.base + "a"}, max_tlp="AMBER")
+    info = dict(cap_json()["info"][0])
+    weaker, stricter = dict(info), dict(info)
+    weaker["parameter"] = [{"valueName": "TLP", "value": "GREEN"}]
+    stricter["parameter"] = [{"valueName": "TLP", "value": "AMBER"}]
+    alert_id = await publish_alert(
+        channel, settings, "TWO-MARKS", handling={"tlp": "GREEN"}, info=[weaker, stricter]
+    )
+    rows = await settled(service, alert_id, 2)
+    by_state = sorted((row["state"], row["address"].rsplit("/", 1)[1]) for row in rows)
+    assert by_state == [("sent", "a"), ("withheld", "g")]
+    assert {row["reason"] for row in rows if row["state"] == "withheld"} == {"tlp_above_clearance"}
+    assert sinks.hooks.calls == {"a": 1}
+    [(_, body)] = sinks.hooks.requests
+    assert json.loads(body)["alert"]["handling"]["tlp"] == "AMBER"
+    status, report = await get(sinks, f"/api/v1/alerts/{alert_id}", await bearer(service))
+    assert status == 200
+    marks = report["alert"]["handling"]
+    assert marks == {"tlp": "AMBER", "caveats": [], "conflict": ["GREEN", "AMBER"]}

@@ -16,8 +16,11 @@ from aiohttp import web
 from sqlalchemy import select, update
 
 from dissemination.api.directory import ADMIN
+from dissemination.controls import record
+from dissemination.controls.sendcheck import RESENT_NOTE
 from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
 from dissemination.directory.sync import apply_change
+from dissemination.ledger.progress import ProgressStore
 from dissemination.service import Service
 from dissemination.settings import Settings
 from dissemination.store.audit import Actor, AuditLog
@@ -175,6 +178,14 @@ async def test_a_row_stuck_in_sending_is_resent_once_flagged_then_failed(
     assert await worker.sweep() == [row["id"]]
     await wait_until(lambda: state_is("sent", 2), what="the one resend")
     assert (await _rows(service))["ok"]["resent"] is True
+    # the flag shows wherever the delivery is reported: the deliveries API (and its CSV,
+    # made from the same items) and the dissemination record
+    [item] = await ProgressStore(service.database).deliveries(row["alert_id"])
+    assert item["resent"] is True
+    entries = await record.export(service.database, alert_id=row["alert_id"])
+    assert [entry["outcome"] for entry in entries] == ["released", "released"]
+    assert RESENT_NOTE not in entries[0]["justification"]
+    assert entries[1]["justification"].endswith(RESENT_NOTE)
     await _age_into_sending(service, row["id"])
     assert await worker.sweep() == []
     failed = (await _rows(service))["ok"]

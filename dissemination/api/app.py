@@ -1,5 +1,5 @@
-"""The HTTP face of the service: health and readiness probes, and alert ingest for upstream
-systems that cannot speak AMQP (publishing onto the same exchange, with confirms)."""
+"""The HTTP application: health and readiness probes, bearer-token authentication, the
+OpenAPI document, and the live parts every API's handlers share (`Runtime`)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,13 @@ from importlib import resources
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
-from core.errors import RejectedInput, StoreUnavailable
+from core.errors import StoreUnavailable
 from dissemination.api.errors import ApiError, error_middleware
 from dissemination.api.tokens import Role, TokenInfo, TokenStore
 from dissemination.broker.publisher import AlertPublisher
-from dissemination.controls.approval import principal
-from dissemination.errors import PublishFailed
-from dissemination.intake.consumer import SUBMITTED_BY_HEADER
 from dissemination.intake.pipeline import AlertPipeline
-from dissemination.ledger.alerts import Ledger, Payload
+from dissemination.ledger.alerts import Ledger
 from dissemination.settings import HttpSettings
-from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 
 READINESS_TIMEOUT_SECONDS = 2.0
@@ -63,14 +59,14 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _broker_ready(runtime: Runtime) -> bool:
+def broker_ready(runtime: Runtime) -> bool:
     broker = runtime.broker
     return broker is not None and not broker.is_closed and broker.connected.is_set()
 
 
 async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    checks = {"broker": "ok" if _broker_ready(runtime) else "unavailable"}
+    checks = {"broker": "ok" if broker_ready(runtime) else "unavailable"}
     try:
         await asyncio.wait_for(runtime.database.ping(), READINESS_TIMEOUT_SECONDS)
         checks["store"] = "ok"
@@ -81,37 +77,6 @@ async def readyz(request: web.Request) -> web.Response:
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status=200 if ready else 503,
     )
-
-
-async def ingest_alert(request: web.Request) -> web.Response:
-    """POST /api/v1/alerts: validate, publish with confirms, 202 with the alert ids."""
-    token = await authenticate(request, Role.PUBLISHER, Role.ADMIN)
-    runtime = request.app[RUNTIME]
-    limit = runtime.processor.limits.max_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "body_too_large", f"bodies are limited to {limit} bytes")
-    payload = Payload(await request.read(), request.headers.get("Content-Type", ""))
-    try:
-        alerts = runtime.processor.parse(payload)
-    except RejectedInput as rejected:
-        raise ApiError.from_rejection(rejected) from None
-    if runtime.publisher is None or not _broker_ready(runtime):
-        raise ApiError(503, "broker_unavailable", "the broker is not connected; retry later")
-    first = alerts[0]
-    routing_key = f"{first.kind.value}.{first.msg_type.value.lower()}"
-    try:
-        await runtime.publisher.publish(
-            payload.body,
-            payload.content_type or "application/json",
-            routing_key,
-            first.id,
-            headers={SUBMITTED_BY_HEADER: principal(Actor(token.id, token.name))},
-            user_id=runtime.broker_user,
-        )
-    except PublishFailed as error:
-        raise ApiError(503, "broker_unavailable", str(error)) from None
-    ids = [alert.id for alert in alerts]
-    return web.json_response({"id": ids[0], "ids": ids}, status=202)
 
 
 @functools.cache
@@ -133,6 +98,5 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> web.Application:
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_post("/api/v1/alerts", ingest_alert)
     app.router.add_get("/api/v1/openapi.json", openapi)
     return app

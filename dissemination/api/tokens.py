@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import or_, select, update
 
@@ -37,6 +39,19 @@ class TokenInfo:
     role: Role
     created_at: datetime
     revoked_at: datetime | None = None
+    senders: tuple[str, ...] = ()
+    """The senders its holder may publish alerts as."""
+
+
+def _info(row: Mapping[Any, Any]) -> TokenInfo:
+    return TokenInfo(
+        row["id"],
+        row["name"],
+        Role(row["role"]),
+        row["created_at"],
+        row["revoked_at"],
+        tuple(row["senders"] or ()),
+    )
 
 
 def _digest(secret: str) -> str:
@@ -49,10 +64,14 @@ class TokenStore:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    async def create(self, name: str, role: Role, now: datetime) -> tuple[TokenInfo, str]:
-        """A new token and its secret (shown once)."""
+    async def create(
+        self, name: str, role: Role, now: datetime, senders: Sequence[str] = ()
+    ) -> tuple[TokenInfo, str]:
+        """A new token and its secret (shown once); `senders` are those its holder may
+        publish alerts as."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        info = TokenInfo(str(uuid.uuid4()), name, role, now)
+        senders = tuple(dict.fromkeys(s.strip() for s in senders if s.strip()))
+        info = TokenInfo(str(uuid.uuid4()), name, role, now, senders=senders)
         async with self.database.transaction() as conn:
             await conn.execute(
                 api_tokens.insert().values(
@@ -61,6 +80,7 @@ class TokenStore:
                     role=role.value,
                     token_sha256=_digest(secret),
                     created_at=now,
+                    senders=list(senders),
                 )
             )
         return info, secret
@@ -80,9 +100,7 @@ class TokenStore:
                 .mappings()
                 .first()
             )
-        if row is None:
-            return None
-        return TokenInfo(row["id"], row["name"], Role(row["role"]), row["created_at"])
+        return None if row is None else _info(row)
 
     async def revoke(self, id_or_name: str, now: datetime) -> int:
         """Revoke live tokens with this id or name; returns how many were revoked."""
@@ -102,10 +120,7 @@ class TokenStore:
             rows = (
                 await conn.execute(select(api_tokens).order_by(api_tokens.c.created_at))
             ).mappings()
-            return [
-                TokenInfo(r["id"], r["name"], Role(r["role"]), r["created_at"], r["revoked_at"])
-                for r in rows
-            ]
+            return [_info(row) for row in rows]
 
 
 READERS = (Role.ADMIN, Role.VIEWER)

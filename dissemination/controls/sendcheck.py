@@ -17,6 +17,7 @@ from subscriptions.clearance import withheld_reason
 from subscriptions.model import Channel
 
 INACTIVE = "stakeholder_inactive"
+RESENT_NOTE = "resent after a worker stopped mid-send: may be a duplicate"
 
 
 def handling_of(document: dict[str, Any]) -> Handling:
@@ -53,7 +54,13 @@ BASIS: dict[str, str] = {
 
 
 def release_justification(row: ClaimedRow) -> str:
-    """Why the row was released: its basis, and the clearance that admitted the marks."""
+    """Why the row was released: its basis, and the clearance that admitted the marks; and
+    that it may be a duplicate, when it was resent after a crash."""
+    justification = _basis_and_clearance(row)
+    return f"{justification}; {RESENT_NOTE}" if row.resent else justification
+
+
+def _basis_and_clearance(row: ClaimedRow) -> str:
     if row.origin == RowOrigin.IMMINENT_DANGER:
         return justification_text(row)
     basis = BASIS.get(row.origin) or row.origin.value

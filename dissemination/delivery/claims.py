@@ -31,6 +31,7 @@ from dissemination.store.rows import (
     insert_planned,
     resend_stuck_rows,
     settle_sending,
+    suppress_expired,
     suppress_pending,
     waiting,
 )
@@ -56,6 +57,8 @@ class Claim:
 
     rows: list[ClaimedRow]
     held: list[tuple[str, datetime]]
+    expired: int = 0
+    """Rows suppressed because their alert expired before they could be sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +135,14 @@ class DeliveryStore:
         self._documents: dict[str, dict[str, Any]] = {}
 
     async def claim(self, ids: Sequence[str], now: datetime) -> Claim:
-        """Take the pending rows among `ids` whose time has come; report the ones still held."""
+        """Take the pending rows among `ids` whose time has come; report the ones still held.
+        Rows of an alert that has expired meanwhile are suppressed instead, never sent."""
         async with self.database.transaction() as conn:
+            expired = await suppress_expired(conn, ids, now)
             claimed = await claim_due(conn, ids, now)
             held = await waiting(conn, ids, now)
             rows = await self._rows(conn, claimed) if claimed else []
-        return Claim(rows, held)
+        return Claim(rows, held, expired)
 
     async def _rows(self, conn: AsyncConnection, ids: list[str]) -> list[ClaimedRow]:
         records = await self._claimed_records(conn, ids)

@@ -174,6 +174,11 @@ class DeliveryWorker:
                         await self._room.wait_for(lambda: self._unsettled < 2 * self.concurrency)
                 claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
                 await self._delay(claim.held)
+                if claim.expired:
+                    outcomes[DeliveryState.SUPPRESSED.value] += claim.expired
+                    log.info(
+                        "%d %s rows not sent: their alert expired", claim.expired, self.channel
+                    )
                 self._unsettled += len(claim.rows)
                 new_ids = {row.id for row in claim.rows}
                 claimed |= new_ids

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -24,6 +25,7 @@ from core.clock import utc_now
 from core.errors import RejectedInput, StoreUnavailable
 from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.broker.topology import IntakeTopology
+from dissemination.controls.authority import Submitter, grants_for
 from dissemination.errors import PublishFailed
 from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Payload
@@ -34,16 +36,22 @@ log = logging.getLogger(__name__)
 SUBMITTED_BY_HEADER = "x-submitted-by"
 
 
-def submitter_of(message: AbstractIncomingMessage, own_user: str | None) -> str | None:
-    """Who published `message`: the API token named in its x-submitted-by header when this
-    service's own broker user published it (HTTP ingest; the broker checks user_id against
-    the connection's user), else the publishing broker user, if the message names it."""
+def submitter_of(
+    message: AbstractIncomingMessage,
+    own_user: str | None,
+    grants: Mapping[str, frozenset[str]],
+) -> Submitter:
+    """Who published `message`, as the broker vouches for it (it checks `user_id` against
+    the connection's user). The service's own user: HTTP ingest, which checked the token's
+    senders and names it in x-submitted-by (trusted from this user only), or the CLI. Any
+    other user: the senders `broker.publishers` grants it. No user named: unknown."""
     user_id = message.user_id
+    if not user_id:
+        return Submitter(None, frozenset(), known=False)
     if own_user is not None and user_id == own_user:
         submitted = message.headers.get(SUBMITTED_BY_HEADER)
-        if isinstance(submitted, str) and submitted:
-            return submitted
-    return f"amqp:{user_id}" if user_id else None
+        return Submitter(submitted if isinstance(submitted, str) and submitted else None)
+    return Submitter(f"amqp:{user_id}", grants_for(grants, user_id))
 
 
 class IntakeConsumer:
@@ -57,9 +65,11 @@ class IntakeConsumer:
         backoff: Backoff,
         dispatcher: DeliveryDispatcher | None = None,
         own_user: str | None = None,
+        grants: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.processor = processor
         self.own_user = own_user
+        self.grants = grants or {}
         self.dispatcher = dispatcher
         self.topology = topology
         self.backoff = backoff
@@ -92,7 +102,8 @@ class IntakeConsumer:
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         payload = Payload(message.body, message.content_type or "")
         try:
-            result = await self.processor.process(payload, submitter_of(message, self.own_user))
+            submitter = submitter_of(message, self.own_user, self.grants)
+            result = await self.processor.process(payload, submitter)
         except RejectedInput as rejected:
             await self._dead_letter(message, payload, rejected)
             return

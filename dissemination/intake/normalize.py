@@ -122,26 +122,38 @@ def _cap_references(text: str | None) -> tuple[Reference, ...]:
 def _handling(
     marks: Mapping[str, Any] | None, infos: Sequence[Info], scope: str, defaults: HandlingDefaults
 ) -> Handling:
-    tlp_text = (marks or {}).get("tlp")
+    """The effective marks: the strictest TLP found anywhere in the alert (the handling field
+    and every TLP parameter of every info block) and the union of every caveat, so a second,
+    weaker mark can never widen the audience. Differing TLP marks are kept as the conflict."""
+    found: list[tuple[str, str]] = []
+    if (marks or {}).get("tlp") is not None:
+        found.append(("$.handling.tlp", str((marks or {})["tlp"])))
     caveats = list((marks or {}).get("caveats", ()))
-    for info in infos:
+    for index, info in enumerate(infos):
         for parameter in info.parameters:
             name = parameter.name.strip().upper()
-            if name == TLP_PARAMETER and tlp_text is None:
-                tlp_text = parameter.value
+            if name == TLP_PARAMETER:
+                found.append((f"$.info[{index}].parameter.{TLP_PARAMETER}", parameter.value))
             elif name in CAVEAT_PARAMETERS:
                 caveats.extend(c.strip().upper() for c in parameter.value.replace(",", " ").split())
-    if tlp_text is not None:
-        try:
-            tlp = Tlp.parse(tlp_text)
-        except ValueError:
-            raise RejectedInput(
-                "invalid_handling",
-                [ErrorDetail("$.handling.tlp", f"unknown TLP marking {tlp_text!r}")],
-            ) from None
-        return Handling(tlp, tuple(sorted(set(caveats))))
-    fallback = defaults.public_scope_tlp if scope == "Public" else defaults.default_tlp
-    return Handling(fallback, tuple(sorted(set(caveats))), tlp_defaulted=True)
+    caveat_set = tuple(sorted(set(caveats)))
+    if not found:
+        fallback = defaults.public_scope_tlp if scope == "Public" else defaults.default_tlp
+        return Handling(fallback, caveat_set, tlp_defaulted=True)
+    levels = [_tlp(path, text) for path, text in found]
+    strictest = max(levels, key=lambda level: level.rank)
+    distinct = sorted(set(levels), key=lambda level: level.rank)
+    conflict = tuple(level.value for level in distinct) if len(distinct) > 1 else ()
+    return Handling(strictest, caveat_set, conflict=conflict)
+
+
+def _tlp(path: str, text: str) -> Tlp:
+    try:
+        return Tlp.parse(text)
+    except ValueError:
+        raise RejectedInput(
+            "invalid_handling", [ErrorDetail(path, f"unknown TLP marking {text!r}")]
+        ) from None
 
 
 def alert_from_cap(

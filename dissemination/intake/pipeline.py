@@ -5,6 +5,8 @@ composes them, in this order:
                                                duplicate keys, bounded size and depth)
     validate    core.validation                each document against its JSON Schema
     normalize   intake.normalize               documents -> Alert (marks, defaults)
+    authority   controls.authority             the publisher may publish as the sender, and an
+                                               Update or Cancel comes from the original's
     inherit     ledger.alerts                  an Update or Cancel takes the stricter marks of
                                                the stored alerts it refers to
     plan        ledger.planning                matched rows and withheld rows (with reasons);
@@ -36,6 +38,12 @@ from core.alert import Alert, MsgType, Status, Tlp
 from core.clock import Clock, utc_now
 from dissemination.controls import approval
 from dissemination.controls.approvalrules import ApprovalPolicy
+from dissemination.controls.authority import (
+    SERVICE,
+    Submitter,
+    check_submission,
+    foreign_senders_possible,
+)
 from dissemination.failpoints import failpoint
 from dissemination.intake.decoding import DecodeLimits, decode_alerts
 from dissemination.intake.normalize import HandlingDefaults
@@ -95,15 +103,17 @@ class AlertPipeline:
         """The validated alerts in `payload`, or RejectedInput."""
         return decode_alerts(payload.body, payload.content_type, self.limits, self.defaults)
 
-    async def process(self, payload: Payload, submitted_by: str | None = None) -> IntakeResult:
-        """Store the payload's alerts and plan their deliveries; `submitted_by` is who
-        published it, as far as it is known (see `submitter_of`)."""
+    async def process(self, payload: Payload, submitter: Submitter = SERVICE) -> IntakeResult:
+        """Store the payload's alerts and plan their deliveries; `submitter` is who published
+        it, as far as the broker vouches (see `submitter_of`)."""
         alerts = self.parse(payload)  # decode, validate, normalize
+        for alert in alerts:  # authority: the sender is the publisher's, and so is the original
+            check_submission(alert, submitter, await self._referenced_senders(alert, submitter))
         alerts = [await self._with_inherited_marks(alert) for alert in alerts]  # inherit
         now = self.clock()
         await failpoint("before_store")
         planned = tuple(self._planned(alert, now) for alert in alerts)  # plan, approval rule
-        message = AlertMessage(payload, planned, now, submitted_by)
+        message = AlertMessage(payload, planned, now, submitter.principal)
         recorded = await self.writer.submit(message)  # the transaction: see _record
         await failpoint("after_store")
         result = IntakeResult()
@@ -113,13 +123,20 @@ class AlertPipeline:
                 result.pending.setdefault(channel, []).extend(ids)
         return result
 
+    async def _referenced_senders(self, alert: Alert, submitter: Submitter) -> list[str]:
+        """The senders of the stored alerts an Update or Cancel refers to, when the
+        submitter's senders are to be checked against them."""
+        if submitter.senders is None or not foreign_senders_possible(alert):
+            return []
+        return await self.ledger.senders_of(alert.references)
+
     async def _with_inherited_marks(self, alert: Alert) -> Alert:
         """An Update or Cancel carries at least the marks of the alerts it refers to (those
         stored): the stricter TLP and every caveat, unless its own are stricter."""
         if alert.msg_type not in (MsgType.UPDATE, MsgType.CANCEL) or not alert.references:
             return alert
         handling = alert.handling
-        for original in await self.ledger.marks_of([ref.alert_id for ref in alert.references]):
+        for original in await self.ledger.marks_of(alert.references):
             handling = handling.at_least(original)
         return alert if handling is alert.handling else replace(alert, handling=handling)
 

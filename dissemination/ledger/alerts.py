@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.alert import Alert, Handling, Tlp, content_hash_of
+from core.alert import Alert, Handling, Reference, Tlp, content_hash_of
 from core.errors import ErrorDetail
 from dissemination.acks.escalation import EscalationState, end_escalations, plan_escalations
 from dissemination.acks.tracking import AckIssuer
@@ -91,6 +91,32 @@ class Recorded:
     pending: dict[str, list[str]] = field(default_factory=dict)
 
 
+async def resolve_reference(conn: AsyncConnection, reference: Reference) -> list[str]:
+    """The stored alerts a reference means: same sender in any letter case, same identifier,
+    and `sent` the same instant whatever UTC offset it is written in (CAP's `sender` is
+    case-insensitive in practice, and `sent` is a moment, not a string). Falls back to the
+    exact spelling when `sent` is not a timestamp."""
+    try:
+        instant = datetime.fromisoformat(reference.sent)
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        return list(
+            await conn.scalars(select(alerts.c.id).where(alerts.c.id == reference.alert_id))
+        )
+    return list(
+        await conn.scalars(
+            select(alerts.c.id)
+            .where(
+                alerts.c.identifier == reference.identifier,
+                func.lower(alerts.c.sender) == reference.sender.strip().lower(),
+                alerts.c.sent_at == instant,
+            )
+            .order_by(alerts.c.received_at, alerts.c.id)
+        )
+    )
+
+
 class Ledger:
     """Reads and writes of the alert ledger."""
 
@@ -142,6 +168,7 @@ class Ledger:
                 scope=alert.scope,
                 tlp=alert.handling.tlp.value,
                 caveats=list(alert.handling.caveats),
+                handling_conflict=list(alert.handling.conflict) or None,
                 state=state.value,
                 content_hash=content_hash,
                 expires_at=alert.expires,
@@ -280,8 +307,7 @@ class Ledger:
         """Link the alert's references; returns the ids of those that resolve to stored alerts."""
         if not alert.references:
             return []
-        wanted = [ref.alert_id for ref in alert.references]
-        known = set((await conn.scalars(select(alerts.c.id).where(alerts.c.id.in_(wanted)))).all())
+        resolved = [await resolve_reference(conn, ref) for ref in alert.references]
         await conn.execute(
             alert_references.insert(),
             [
@@ -291,13 +317,15 @@ class Ledger:
                     "ref_sender": ref.sender,
                     "ref_identifier": ref.identifier,
                     "ref_sent": ref.sent,
-                    "ref_alert_id": ref.alert_id,
-                    "resolved": int(ref.alert_id in known),
+                    "ref_alert_id": found[0] if found else ref.alert_id,
+                    "resolved": int(bool(found)),
                 }
-                for position, ref in enumerate(alert.references)
+                for position, (ref, found) in enumerate(
+                    zip(alert.references, resolved, strict=True)
+                )
             ],
         )
-        return sorted(known)
+        return sorted({alert_id for found in resolved for alert_id in found})
 
     async def record_rejection(
         self,
@@ -324,9 +352,18 @@ class Ledger:
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    async def marks_of(self, alert_ids: Sequence[str]) -> list[Handling]:
-        """The handling marks of those of these alerts that are stored."""
+    async def senders_of(self, references: Sequence[Reference]) -> list[str]:
+        """The senders of the stored alerts these references resolve to."""
         async with self.database.reading() as conn:
+            alert_ids = {i for ref in references for i in await resolve_reference(conn, ref)}
+            return list(
+                await conn.scalars(select(alerts.c.sender).where(alerts.c.id.in_(alert_ids)))
+            )
+
+    async def marks_of(self, references: Sequence[Reference]) -> list[Handling]:
+        """The handling marks of the stored alerts these references resolve to."""
+        async with self.database.reading() as conn:
+            alert_ids = {i for ref in references for i in await resolve_reference(conn, ref)}
             result = await conn.execute(
                 select(alerts.c.tlp, alerts.c.caveats).where(alerts.c.id.in_(alert_ids))
             )

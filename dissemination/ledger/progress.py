@@ -36,6 +36,7 @@ ALERT_COLUMNS = (
     alerts.c.msg_type,
     alerts.c.tlp,
     alerts.c.caveats,
+    alerts.c.handling_conflict,
     alerts.c.headline,
     alerts.c.state,
     alerts.c.received_at,
@@ -54,6 +55,14 @@ class AlertFilter:
     until: datetime | None = None
 
 
+def _handling(row: Any) -> dict[str, Any]:
+    """The alert's effective marks, and the differing TLP marks it carried, if any."""
+    handling: dict[str, Any] = {"tlp": row.tlp, "caveats": list(row.caveats or ())}
+    if row.handling_conflict:
+        handling["conflict"] = list(row.handling_conflict)
+    return handling
+
+
 def alert_summary(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -63,7 +72,7 @@ def alert_summary(row: Any) -> dict[str, Any]:
         "kind": row.kind,
         "status": row.status,
         "msgType": row.msg_type,
-        "handling": {"tlp": row.tlp, "caveats": list(row.caveats or ())},
+        "handling": _handling(row),
         "headline": row.headline,
         "state": row.state,
         "receivedAt": row.received_at.isoformat(),
@@ -264,6 +273,7 @@ DELIVERY_FIELDS = (
     "reason",
     "attempts",
     "origin",
+    "resent",
     "createdAt",
     "updatedAt",
     "acknowledgedAt",
@@ -286,6 +296,7 @@ def _delivery(row: Any) -> dict[str, Any]:
         "reason": row["reason"],
         "attempts": row["attempts"],
         "origin": row["origin"],
+        "resent": bool(row["resent"]),
         "createdAt": moment(row["created_at"]),
         "updatedAt": moment(row["updated_at"]),
         "acknowledgedAt": moment(row["acknowledged_at"]),

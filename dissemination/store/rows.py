@@ -6,7 +6,7 @@ states it names, so a late or repeated writer changes nothing.
     planned ──> pending ──claim──> sending ──settle──> sent ──status──> delivered | failed
        │          ^  │                 │  └──────────> failed | withheld | suppressed
        │          │  │                 └──retry──> pending (not_before)
-       │          │  └──Cancel, ack of an escalation──> suppressed
+       │          │  └──Cancel, escalation acknowledged, alert expired──> suppressed
        ├──> held ─┴─approve            (held ──reject, Cancel──> suppressed)
        └──> withheld
     sending, stuck after a crash ──> pending (resent once, flagged) ──stuck again──> failed
@@ -28,7 +28,7 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.store.database import Database
-from dissemination.store.tables import deliveries
+from dissemination.store.tables import alerts, deliveries
 from subscriptions.model import Stakeholder
 
 DELIVERY_ID_NAMESPACE = uuid.UUID("5b0f7c2e-3a7d-5e61-9c4b-0d2e8f1a6b73")
@@ -258,6 +258,21 @@ async def claim_due(conn: AsyncConnection, ids: Sequence[str], now: datetime) ->
             .returning(deliveries.c.id)
         )
     )
+
+
+async def suppress_expired(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> int:
+    """pending -> suppressed (`expired`) for the rows among `ids` whose alert has expired: an
+    alert is never sent after its expiry, whatever held it back (quiet hours, approval, a
+    retry, an escalation step). Returns how many rows it suppressed."""
+    expired = select(alerts.c.id).where(
+        alerts.c.expires_at.is_not(None), alerts.c.expires_at <= now
+    )
+    result = await conn.execute(
+        update(deliveries)
+        .where(_pending(ids), deliveries.c.alert_id.in_(expired))
+        .values(state=DeliveryState.SUPPRESSED.value, reason="expired", updated_at=now)
+    )
+    return int(result.rowcount or 0)
 
 
 async def waiting(

@@ -82,6 +82,7 @@ alerts = Table(
     Column("received_at", UtcDateTime, nullable=False),
     Column("revalidated_at", UtcDateTime),
     Column("purged_at", UtcDateTime),
+    Column("handling_conflict", JSON),
     UniqueConstraint("sender", "identifier", "sent", name="uq_alerts_key"),
 )
 
@@ -280,6 +281,7 @@ api_tokens = Table(
     Column("token_sha256", String(64), nullable=False, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
+    Column("senders", JSON),
 )
 
 stakeholders = Table(
