@@ -31,6 +31,7 @@ from dissemination.api.app import Runtime, create_app
 from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes, load_matcher
+from dissemination.api.guard import ConnectionGuard, GuardedRunner, guarding
 from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import TokenStore
@@ -309,9 +310,15 @@ class Service:
         add_ack_routes(app, AckEndpoints(signer, AckStore(database), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))
         add_control_routes(app, ControlEndpoints(database, dispatcher, self.clock))
-        http = web.AppRunner(app, access_log=None)
+        guard = ConnectionGuard(
+            settings.http.max_connections,
+            settings.http.header_timeout_seconds,
+            settings.http.body_timeout_seconds,
+        )
+        http = GuardedRunner(app, guard, access_log=None)
         await http.setup()
         self._undo.push_async_callback(http.cleanup)
+        self._undo.push_async_callback(await guarding(guard))
         await web.TCPSite(http, settings.http.host, settings.http.port).start()
         return http
 

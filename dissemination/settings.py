@@ -95,6 +95,9 @@ class HttpSettings:
     port: int
     public_url: str
     max_body_bytes: int
+    max_connections: int = 256
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
