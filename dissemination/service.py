@@ -234,7 +234,7 @@ class Service:
         """Intake, the HTTP API and the periodic jobs, on a matcher kept current by the
         directory follower."""
         settings = self.settings
-        directory = Directory(database)
+        directory = Directory(database, settings.service.max_subscriptions_per_stakeholder)
         follower = await self._follow_directory(directory)
         lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
         ledger = Ledger(database, Planner(follower.matcher), AckIssuer(lifetime))

@@ -102,6 +102,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "service.log_level": _log_level,
     "service.shutdown_grace_seconds": _positive,
     "service.directory_poll_seconds": _positive,
+    "service.max_subscriptions_per_stakeholder": _positive,
     "broker.url": _url("amqp", "amqps"),
     "broker.publishers": _grants,
     "broker.prefetch": _positive,

@@ -35,6 +35,7 @@ class ServiceSettings:
     log_level: str
     shutdown_grace_seconds: float
     directory_poll_seconds: float
+    max_subscriptions_per_stakeholder: int = 250
 
 
 @dataclass(frozen=True, slots=True)
