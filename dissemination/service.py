@@ -46,6 +46,7 @@ from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect, declare_intake
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
 from dissemination.controls.authority import parse_grants
+from dissemination.controls.recordkey import RecordKey, record_key
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore
 from dissemination.delivery.configure import configured_channel
@@ -106,12 +107,15 @@ class Service:
         self.clock = clock
         self.only = only
         self._parts: Parts | None = None
+        self.record_key: RecordKey | None = None
+        """The dissemination record's key, once `start` has read it."""
         self._undo = contextlib.AsyncExitStack()
 
     async def start(self) -> None:
         """Run the start-up steps in order; on failure, `stop` undoes those that ran."""
         settings = self.settings
         approval = approval_policy(settings.approval.rules)
+        self.record_key = record_key(settings)
         database = await self._open_store()
         broker = await self._connect_broker()
         dispatcher = await self._delivery_dispatcher(broker)
@@ -237,7 +241,7 @@ class Service:
         directory = Directory(database, settings.service.max_subscriptions_per_stakeholder)
         follower = await self._follow_directory(directory)
         lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
-        ledger = Ledger(database, Planner(follower.matcher), AckIssuer(lifetime))
+        ledger = Ledger(database, Planner(follower.matcher), AckIssuer(lifetime), self.record_key)
         pipeline = AlertPipeline(ledger, settings.intake, self.clock, approval)
         consumer = await self._consumer(broker, pipeline, dispatcher)
         publisher = await AlertPublisher.open(broker, settings.broker)
@@ -353,7 +357,7 @@ class Service:
         return DeliveryWorker(
             channel,
             builder,
-            DeliveryStore(database),
+            DeliveryStore(database, self.record_key),
             queue,
             dispatcher,
             retry_schedule(settings.broker),
