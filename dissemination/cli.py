@@ -21,6 +21,7 @@ from dissemination.api.tokens import Role, TokenStore
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect
 from dissemination.controls import record
+from dissemination.controls.recordkey import record_key
 from dissemination.controls.retention import run_retention
 from dissemination.errors import PublishFailed
 from dissemination.intake.decoding import DecodeLimits, decode_alerts
@@ -143,7 +144,12 @@ async def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{seq}:{digest}")
             return 0
         if args.audit_command == "verify":
-            result = await record.verify(database, args.anchor)
+            result = await record.verify(
+                database,
+                args.anchor,
+                record_key(settings),
+                settings.record.unkeyed_entries,
+            )
             if result.intact:
                 print(f"dissemination record intact: {result.checked} entries verified")
                 return 0

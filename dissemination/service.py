@@ -31,6 +31,7 @@ from dissemination.api.app import Runtime, create_app
 from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes, load_matcher
+from dissemination.api.guard import ConnectionGuard, GuardedRunner, guarding
 from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import TokenStore
@@ -45,6 +46,7 @@ from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect, declare_intake
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
 from dissemination.controls.authority import parse_grants
+from dissemination.controls.recordkey import RecordKey, record_key
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore
 from dissemination.delivery.configure import configured_channel
@@ -105,12 +107,15 @@ class Service:
         self.clock = clock
         self.only = only
         self._parts: Parts | None = None
+        self.record_key: RecordKey | None = None
+        """The dissemination record's key, once `start` has read it."""
         self._undo = contextlib.AsyncExitStack()
 
     async def start(self) -> None:
         """Run the start-up steps in order; on failure, `stop` undoes those that ran."""
         settings = self.settings
         approval = approval_policy(settings.approval.rules)
+        self.record_key = record_key(settings)
         database = await self._open_store()
         broker = await self._connect_broker()
         dispatcher = await self._delivery_dispatcher(broker)
@@ -233,10 +238,10 @@ class Service:
         """Intake, the HTTP API and the periodic jobs, on a matcher kept current by the
         directory follower."""
         settings = self.settings
-        directory = Directory(database)
+        directory = Directory(database, settings.service.max_subscriptions_per_stakeholder)
         follower = await self._follow_directory(directory)
         lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
-        ledger = Ledger(database, Planner(follower.matcher), AckIssuer(lifetime))
+        ledger = Ledger(database, Planner(follower.matcher), AckIssuer(lifetime), self.record_key)
         pipeline = AlertPipeline(ledger, settings.intake, self.clock, approval)
         consumer = await self._consumer(broker, pipeline, dispatcher)
         publisher = await AlertPublisher.open(broker, settings.broker)
@@ -309,9 +314,15 @@ class Service:
         add_ack_routes(app, AckEndpoints(signer, AckStore(database), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))
         add_control_routes(app, ControlEndpoints(database, dispatcher, self.clock))
-        http = web.AppRunner(app, access_log=None)
+        guard = ConnectionGuard(
+            settings.http.max_connections,
+            settings.http.header_timeout_seconds,
+            settings.http.body_timeout_seconds,
+        )
+        http = GuardedRunner(app, guard, access_log=None)
         await http.setup()
         self._undo.push_async_callback(http.cleanup)
+        self._undo.push_async_callback(await guarding(guard))
         await web.TCPSite(http, settings.http.host, settings.http.port).start()
         return http
 
@@ -346,7 +357,7 @@ class Service:
         return DeliveryWorker(
             channel,
             builder,
-            DeliveryStore(database),
+            DeliveryStore(database, self.record_key),
             queue,
             dispatcher,
             retry_schedule(settings.broker),

@@ -23,7 +23,14 @@ from dissemination.settingchecks import CHECKS
 
 ENV_PREFIX = "DISSEMINATION_"
 SECRET_KEYS = frozenset(
-    {"broker.password", "store.password", "email.password", "sms.auth_token", "ack.signing_keys"}
+    {
+        "broker.password",
+        "store.password",
+        "email.password",
+        "sms.auth_token",
+        "ack.signing_keys",
+        "record.key",
+    }
 )
 
 
@@ -35,6 +42,7 @@ class ServiceSettings:
     log_level: str
     shutdown_grace_seconds: float
     directory_poll_seconds: float
+    max_subscriptions_per_stakeholder: int = 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,9 @@ class HttpSettings:
     port: int
     public_url: str
     max_body_bytes: int
+    max_connections: int = 256
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +207,17 @@ class ApprovalSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordSettings:
+    """The dissemination record's key, kept outside the database: DISSEMINATION_RECORD_KEY,
+    the same on every instance (on the embedded store, a key file is made in the data
+    directory when it is unset). `unkeyed_entries`: how many entries at the start of the
+    chain were written before it was keyed (0 for a record begun keyed)."""
+
+    unkeyed_entries: int = 0
+    key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -213,6 +235,7 @@ class Settings:
     cap_ack: CapAckSettings
     retention: RetentionSettings
     approval: ApprovalSettings
+    record: RecordSettings = field(default_factory=RecordSettings)
 
     @property
     def data_path(self) -> Path:
@@ -323,6 +346,7 @@ SECTIONS: dict[str, type[Any]] = {
     "cap_ack": CapAckSettings,
     "retention": RetentionSettings,
     "approval": ApprovalSettings,
+    "record": RecordSettings,
 }
 
 

@@ -105,6 +105,7 @@ def settings_env(vhost: str, store_url: str, data_dir: Path, **overrides: str) -
         # few retry tiers (0.2, 0.8, 2 s): each service a test starts declares them all
         "DISSEMINATION_BROKER_RETRY_MAX_DELAY_SECONDS": "2",
         "DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "DISSEMINATION_RECORD_KEY": "test-record-key-" + "k" * 32,
     }
     env.update({f"DISSEMINATION_{k.upper()}": v for k, v in overrides.items()})
     return env

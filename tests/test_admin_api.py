@@ -53,23 +53,30 @@ class Api:
             return response.status, raw.decode()
 
 
+async def _api(env: dict[str, str]) -> AsyncIterator[Api]:
+    """The service started with `env`, and a client holding one token per role."""
+    service = Service(
+        load_settings(env | {"DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32"})
+    )
+    await service.start()
+    try:
+        store = TokenStore(service.database)
+        tokens = {}
+        for role in Role:
+            _info, tokens[role.value] = await store.create(
+                f"{role.value}-1", role, datetime.now(UTC), TEST_SENDERS
+            )
+        host, port = service.http.addresses[0][:2]
+        async with aiohttp.ClientSession() as session:
+            yield Api(session, f"http://{host}:{port}", tokens, service)
+    finally:
+        await service.stop()
+
+
 @pytest.fixture
 async def api(service_env: dict[str, str]) -> AsyncIterator[Api]:
-    env = service_env | {"DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32"}
-    service = Service(load_settings(env))
-    await service.start()
-    assert service.database is not None
-    assert service.http is not None
-    store = TokenStore(service.database)
-    tokens = {}
-    for role in Role:
-        _info, tokens[role.value] = await store.create(
-            f"{role.value}-1", role, datetime.now(UTC), TEST_SENDERS
-        )
-    host, port = service.http.addresses[0][:2]
-    async with aiohttp.ClientSession() as session:
-        yield Api(session, f"http://{host}:{port}", tokens, service)
-    await service.stop()
+    async for client in _api(service_env):
+        yield client
 
 
 def stakeholder(**overrides: Any) -> dict[str, Any]:
@@ -322,6 +329,24 @@ async def test_subscription_validation(api: Api) -> None:
         "PATCH", f"/api/v1/subscriptions/{created['id']}", body={"stakeholderId": "other"}
     )
     assert (status, error["error"]["code"]) == (422, "immutable_field")
+
+
+async def test_a_stakeholders_subscriptions_are_capped(service_env: dict[str, str]) -> None:
+    env = service_env | {"DISSEMINATION_SERVICE_MAX_SUBSCRIPTIONS_PER_STAKEHOLDER": "3"}
+    async for capped in _api(env):
+        sid = await _create_stakeholder(capped)
+        one = {"stakeholderId": sid, "rule": {"kinds": ["cap"]}, "channels": ["email"]}
+        for _ in range(3):
+            assert (await capped.call("POST", "/api/v1/subscriptions", body=one))[0] == 201
+        status, error = await capped.call("POST", "/api/v1/subscriptions", body=one)
+        assert (status, error["error"]["code"]) == (422, "too_many_subscriptions")
+        assert [d["path"] for d in error["error"]["details"]] == ["$.stakeholderId"]
+        listed = (await capped.call("GET", f"/api/v1/subscriptions?stakeholderId={sid}"))[1]
+        assert len(listed["items"]) == 3
+        many = stakeholder(subscriptions=[{"rule": {}, "channels": ["email"]}] * 4)
+        status, error = await capped.call("POST", "/api/v1/import", body={"stakeholders": [many]})
+        assert (status, error["error"]["code"]) == (422, "too_many_subscriptions")
+        assert error["error"]["details"][0]["path"] == "$.stakeholders[0].subscriptions"
 
 
 async def test_import_is_all_or_nothing_and_export_round_trips(api: Api) -> None:

@@ -6,20 +6,25 @@ and JSON, through the CLI and the admin API."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractChannel
 from sqlalchemy import text
 
+from core.errors import ConfigError
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.controls import record
+from dissemination.controls.recordkey import record_key
 from dissemination.service import Service
-from dissemination.settings import Settings
+from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
@@ -50,14 +55,16 @@ TRIGGERS = {  # (drop, re-create)
 }
 
 
-async def tamper(database: Database, store_kind: str, statement: str) -> None:
+async def tamper(
+    database: Database, store_kind: str, statement: str, values: dict[str, Any] | None = None
+) -> None:
     """What an intruder with the database owner's rights could do: drop the append-only
     triggers, change the entries, and put the triggers back (one transaction, so the shared
     test database keeps them)."""
     async with database.transaction() as conn:
         for drop, _ in TRIGGERS[store_kind]:
             await conn.execute(text(drop))
-        await conn.execute(text(statement))
+        await conn.execute(text(statement), values or {})
         for _, create in TRIGGERS[store_kind]:
             await conn.execute(text(create))
 
@@ -87,7 +94,7 @@ async def test_releases_and_withholdings_are_chained_with_the_content_hash(
     withheld = by_outcome["withheld"]
     assert withheld["justification"].startswith("tlp_above_clearance")
     assert withheld["content_sha256"] is None
-    assert (await record.verify(service.database)).intact
+    assert (await record.verify(service.database, key=service.record_key)).intact
 
     code, out, _ = await run_cli(service_env, "audit", "verify")
     assert (code, out.strip()) == (0, "dissemination record intact: 2 entries verified")
@@ -117,7 +124,7 @@ async def test_releases_and_withholdings_are_chained_with_the_content_hash(
         store_kind,
         "UPDATE dissemination_records SET address = 'elsewhere@example.org' WHERE seq = 1",
     )
-    found = await record.verify(service.database)
+    found = await record.verify(service.database, key=service.record_key)
     assert (found.checked, found.problem) == (0, "entry 1 was altered")
     code, out, _ = await run_cli(service_env, "audit", "verify")
     assert code == 1
@@ -136,15 +143,15 @@ async def test_a_deleted_entry_is_detected(
         await enrol(service, f"member-{n}", {"webhook": f"{sinks.hooks.base}m{n}"})
     alert_id = await publish_alert(channel, settings, "RECORD-2")
     await settled(service, alert_id, 3)
-    assert (await record.verify(service.database)).checked == 3
+    assert (await record.verify(service.database, key=service.record_key)).checked == 3
     with pytest.raises(Exception, match="append-only"):
         async with service.database.transaction() as conn:
             await conn.execute(text("DELETE FROM dissemination_records WHERE seq = 2"))
     await tamper(service.database, store_kind, "DELETE FROM dissemination_records WHERE seq = 2")
-    found = await record.verify(service.database)
+    found = await record.verify(service.database, key=service.record_key)
     assert (found.checked, found.problem) == (1, "entry 2 is missing (found 3 next)")
     await tamper(service.database, store_kind, "DELETE FROM dissemination_records WHERE seq = 3")
-    found = await record.verify(service.database)
+    found = await record.verify(service.database, key=service.record_key)
     assert found.problem == "the chain ends at entry 1 but its head says 3"
 
 
@@ -171,10 +178,104 @@ async def test_an_anchor_catches_a_cut_tail_with_a_rewritten_head(
         await conn.execute(
             text("UPDATE dissemination_chain SET seq = 1, last_hash = :h"), {"h": first["hash"]}
         )
-    assert (await record.verify(service.database)).intact  # undetectable from inside alone
+    assert (
+        await record.verify(service.database, key=service.record_key)
+    ).intact  # undetectable from inside alone
     code, out, _ = await run_cli(service_env, "audit", "verify", "--anchor", anchor)
     assert code == 1
     assert "the chain ends at entry 1, before the anchored entry 2" in out
     code, _, err = await run_cli(service_env, "audit", "verify", "--anchor", "two:abc")
     assert code == 2
     assert "expected SEQ:HASH" in err
+
+
+def _entry(n: int) -> record.Entry:
+    return record.Entry(
+        alert_id=f"a-{n}",
+        delivery_id=None,
+        stakeholder_id="s-1",
+        organization=None,
+        channel="email",
+        address=f"member-{n}@example.org",
+        outcome=record.RELEASED,
+        rule=("sub-1", "sub-1", "sub-2"),
+        justification="matched by subscription",
+        content_sha256=None,
+    )
+
+
+async def test_an_entry_fabricated_without_the_key_is_detected_with_no_anchor(
+    service: Service, store_kind: str
+) -> None:
+    """Someone with the database owner's rights but not the key appends an entry (hashed as
+    the chain would be, but without the key) and moves the head to it: `verify` finds it."""
+    key = service.record_key
+    assert key is not None
+    async with service.database.transaction() as conn:
+        await record.append_records(conn, [_entry(1), _entry(2)], datetime.now(UTC), key)
+    assert (await record.verify(service.database, key=key)).checked == 2
+    [first, second] = await record.export(service.database)
+    assert first["rule"] == ["sub-1", "sub-2"]  # each matching rule once
+    forged = dict(second) | {"seq": 3, "address": "attacker@example.org"}
+    forged["prev_hash"] = second["hash"]
+    digest = record.entry_hash(second["hash"], forged)  # as the chain hashes, less the key
+    for key_id, expected in (
+        (key.id, "entry 3 was altered"),
+        (None, "entry 3 is not keyed (only the first 0 may be)"),  # passed off as unkeyed
+    ):
+        await _append_forged(service, store_kind, forged | {"hash": digest, "key_id": key_id})
+        found = await record.verify(service.database, key=key)
+        assert (found.checked, found.problem) == (2, expected)
+        await tamper(service.database, store_kind, "DELETE FROM dissemination_records WHERE seq=3")
+    other = dataclasses.replace(key, secret=b"another key of at least thirty-two bytes")
+    found = await record.verify(service.database, key=other)
+    assert found.problem == f"entry 1 was keyed with another key ({key.id})"
+    assert (await record.verify(service.database)).problem == (
+        "entry 1 is keyed: verifying needs the record key"
+    )
+
+
+async def _append_forged(service: Service, store_kind: str, values: dict[str, Any]) -> None:
+    """The forged entry inserted past the append-only triggers, and the head moved to it."""
+    values = values | {"rule": json.dumps(values["rule"])}
+    rule = "CAST(:rule AS JSON)" if store_kind == "postgresql" else ":rule"
+    placeholders = ", ".join(rule if name == "rule" else f":{name}" for name in values)
+    statement = f"INSERT INTO dissemination_records ({', '.join(values)}) VALUES ({placeholders})"
+    await tamper(service.database, store_kind, statement, values)
+    async with service.database.transaction() as conn:
+        await conn.execute(
+            text("UPDATE dissemination_chain SET seq = :s, last_hash = :h"),
+            {"s": values["seq"], "h": values["hash"]},
+        )
+
+
+async def test_entries_from_before_the_record_was_keyed_are_accepted_only_as_its_start(
+    service: Service,
+) -> None:
+    key = service.record_key
+    async with service.database.transaction() as conn:
+        await record.append_records(conn, [_entry(1), _entry(2)], datetime.now(UTC), None)
+        await record.append_records(conn, [_entry(3)], datetime.now(UTC), key)
+    assert (await record.verify(service.database, key=key, unkeyed_entries=2)).intact
+    found = await record.verify(service.database, key=key, unkeyed_entries=1)
+    assert found.problem == "entry 2 is not keyed (only the first 1 may be)"
+    async with service.database.transaction() as conn:  # unkeyed after keyed: never
+        await record.append_records(conn, [_entry(4)], datetime.now(UTC), None)
+    found = await record.verify(service.database, key=key, unkeyed_entries=2)
+    assert found.problem == "entry 4 is not keyed (only the first 2 may be)"
+
+
+def test_the_record_key_comes_from_the_settings_or_the_embedded_stores_key_file(
+    tmp_path: Path,
+) -> None:
+    embedded = load_settings({"DISSEMINATION_SERVICE_DATA_DIR": str(tmp_path)})
+    key = record_key(embedded)
+    assert (tmp_path / "record.key").stat().st_mode & 0o777 == 0o600
+    assert record_key(embedded) == key  # made once, kept
+    configured = load_settings({"DISSEMINATION_RECORD_KEY": "x" * 32})
+    assert record_key(configured).secret == b"x" * 32
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        record_key(load_settings({"DISSEMINATION_RECORD_KEY": "short"}))
+    shared = load_settings({"DISSEMINATION_STORE_URL": "postgresql+asyncpg://db.example/x"})
+    with pytest.raises(ConfigError, match="DISSEMINATION_RECORD_KEY"):
+        record_key(shared)

@@ -104,5 +104,5 @@ async def test_old_content_is_purged_unless_revalidated_and_the_record_stays(
     assert bodies[rows[recent].payload_sha256]
     assert kept_rows == "sent"
     assert purges == [old]
-    assert (await record.verify(database)).checked == 3
+    assert (await record.verify(database, key=service.record_key)).checked == 3
     assert (await run_retention(database, now - timedelta(days=1826), now)).alerts == 0

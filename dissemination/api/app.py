@@ -13,6 +13,7 @@ from aiohttp import web
 
 from core.errors import StoreUnavailable
 from dissemination.api.errors import ApiError, error_middleware
+from dissemination.api.guard import guard_middleware
 from dissemination.api.tokens import Role, TokenInfo, TokenStore
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.intake.pipeline import AlertPipeline
@@ -93,7 +94,8 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> web.Application:
     """The aiohttp application; `runtime` holds the live parts its handlers use."""
     # Headroom over the ingest limit so an oversize body gets our own 413 with its code.
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 1
+        middlewares=[error_middleware, guard_middleware],
+        client_max_size=settings.max_body_bytes + 1,
     )
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)

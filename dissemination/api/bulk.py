@@ -86,6 +86,17 @@ def _importable(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in EXPORT_ONLY_FIELDS}
 
 
+def _check_subscription_count(admin: Admin, path: str, item: Mapping[str, Any]) -> None:
+    given = item.get("subscriptions")
+    if isinstance(given, list) and len(given) > admin.directory.max_subscriptions:
+        raise ApiError(
+            422,
+            "too_many_subscriptions",
+            f"at most {admin.directory.max_subscriptions} subscriptions per stakeholder",
+            [ErrorDetail(f"{path}.subscriptions", f"{len(given)} subscriptions")],
+        )
+
+
 async def _import_plan(admin: Admin, index: int, item: Any) -> ImportPlan:
     """Validate one imported stakeholder and its children; errors name the item's path."""
     path = f"$.stakeholders[{index}]"
@@ -102,6 +113,7 @@ async def _import_plan(admin: Admin, index: int, item: Any) -> ImportPlan:
     except RejectedInput as rejected:
         raise _item_error(path, rejected) from None
     children: dict[str, list[dict[str, Any]]] = {"contacts": [], "subscriptions": []}
+    _check_subscription_count(admin, path, item)
     for key, validated in children.items():
         given = item.get(key, [])
         if not isinstance(given, list):

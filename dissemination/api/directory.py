@@ -170,7 +170,10 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
         admin = admin_of(request)
         fields = await validated_fields(admin, spec, json_object(await json_body(request)))
         with unique_contacts("$.address"):
-            record, secret = await admin.directory.create(spec, fields, actor, utc_now())
+            try:
+                record, secret = await admin.directory.create(spec, fields, actor, utc_now())
+            except RejectedInput as rejected:
+                raise ApiError.from_rejection(rejected) from None
         apply_change(admin.matcher, spec, record, record["id"])
         body = record | ({"signingSecret": secret} if secret else {})
         return web.json_response(body, status=201)

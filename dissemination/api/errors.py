@@ -35,6 +35,7 @@ REASON_STATUS = {
     "unknown_stakeholder": 422,
     "immutable_field": 422,
     "duplicate_contact": 422,
+    "too_many_subscriptions": 422,
 }
 
 HTTP_STATUS_CODES = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}

@@ -2,16 +2,22 @@
 the same transaction as the ledger change it records, hash-chained so that a deleted, altered
 or reordered entry is detected by `verify`.
 
-Each entry's hash is SHA-256 over the previous entry's hash and the canonical JSON of its own
-fields (sequence number included). The chain's head (last sequence number and hash) is moved
-by every append under a row lock, so appends from any number of workers form one chain, and a
-deleted tail is detected too. The database also refuses UPDATE and DELETE on the entries.
+Each entry's hash is HMAC-SHA256, under a key kept outside the database (`recordkey`), over
+the previous entry's hash and the canonical JSON of its own fields (sequence number
+included), so an entry written or rewritten by someone without the key fails `verify` even
+with no anchor. Entries written before the record was keyed carry plain SHA-256 and no key
+id; they are accepted only as the chain's first `unkeyed_entries`.
+
+The chain's head (last sequence number and hash) is moved by every append under a row lock,
+so appends from any number of workers form one chain, and a deleted tail is detected too.
+The database also refuses UPDATE and DELETE on the entries.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -22,6 +28,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dissemination.controls.recordkey import RecordKey
 from dissemination.errors import RecordBroken
 from dissemination.store.database import Database
 from dissemination.store.tables import dissemination_chain, dissemination_records
@@ -69,18 +76,24 @@ def record_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
+def entry_hash(prev_hash: str, fields: Mapping[str, Any], key: RecordKey | None = None) -> str:
+    """The entry's link: HMAC-SHA256 under `key` (plain SHA-256 for an unkeyed entry)."""
     canonical = json.dumps(
         {name: fields[name] for name in HASHED_FIELDS},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+    message = (prev_hash + canonical).encode()
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return hmac.new(key.secret, message, hashlib.sha256).hexdigest()
 
 
-async def append_records(conn: AsyncConnection, entries: Iterable[Entry], now: datetime) -> None:
-    """Chain `entries` onto the record inside the caller's transaction."""
+async def append_records(
+    conn: AsyncConnection, entries: Iterable[Entry], now: datetime, key: RecordKey | None
+) -> None:
+    """Chain `entries` onto the record inside the caller's transaction, under `key`."""
     pending = list(entries)
     if not pending:
         return
@@ -109,12 +122,13 @@ async def append_records(conn: AsyncConnection, entries: Iterable[Entry], now: d
             "channel": entry.channel,
             "address": entry.address,
             "outcome": entry.outcome,
-            "rule": list(entry.rule),
+            "rule": list(dict.fromkeys(entry.rule)),
             "justification": entry.justification,
             "content_sha256": entry.content_sha256,
         }
-        digest = entry_hash(prev_hash, fields)
-        values.append(fields | {"prev_hash": prev_hash, "hash": digest})
+        digest = entry_hash(prev_hash, fields, key)
+        key_id = key.id if key is not None else None
+        values.append(fields | {"prev_hash": prev_hash, "hash": digest, "key_id": key_id})
         prev_hash = digest
     await conn.execute(dissemination_records.insert(), values)
     await conn.execute(
@@ -134,24 +148,26 @@ class Verification:
         return self.problem is None
 
 
-async def verify(database: Database, anchor: tuple[int, str] | None = None) -> Verification:
+async def verify(
+    database: Database,
+    anchor: tuple[int, str] | None = None,
+    key: RecordKey | None = None,
+    unkeyed_entries: int = 0,
+) -> Verification:
     """Walk the whole chain: consecutive sequence numbers, each entry's link to the one before,
-    each entry's own hash, and the head matching the last entry. An `anchor` (a sequence
-    number and hash noted outside the database earlier, see `head`) must still be in the
-    chain: that catches a tail cut off together with a rewritten head."""
+    each entry's own MAC under `key` (plain hash for the first `unkeyed_entries`, written
+    before the record was keyed), and the head matching the last entry. An `anchor` (a
+    sequence number and hash noted outside the database earlier, see `head`) must still be
+    in the chain: that catches a tail cut off together with a rewritten head."""
     expected_seq, prev_hash, checked = 1, GENESIS, 0
     async with database.reading() as conn:
         async for row in _entries(conn):
-            if row["seq"] != expected_seq:
-                return Verification(
-                    checked, f"entry {expected_seq} is missing (found {row['seq']} next)"
-                )
-            if row["prev_hash"] != prev_hash:
-                return Verification(checked, f"entry {row['seq']} does not follow the one before")
-            if entry_hash(prev_hash, row) != row["hash"]:
-                return Verification(checked, f"entry {row['seq']} was altered")
-            if anchor is not None and row["seq"] == anchor[0] and row["hash"] != anchor[1]:
-                return Verification(checked, f"entry {row['seq']} differs from the anchor")
+            problem = _link_problem(row, expected_seq, prev_hash, key, unkeyed_entries)
+            anchored = anchor is not None and row["seq"] == anchor[0]
+            if problem is None and anchored and anchor is not None and row["hash"] != anchor[1]:
+                problem = f"entry {row['seq']} differs from the anchor"
+            if problem:
+                return Verification(checked, problem)
             prev_hash, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
         head = (await conn.execute(select(dissemination_chain))).mappings().one()
     if anchor is not None and checked < anchor[0]:
@@ -163,6 +179,34 @@ async def verify(database: Database, anchor: tuple[int, str] | None = None) -> V
             checked, f"the chain ends at entry {checked} but its head says {head['seq']}"
         )
     return Verification(checked)
+
+
+def _link_problem(
+    row: Mapping[str, Any],
+    expected_seq: int,
+    prev_hash: str,
+    key: RecordKey | None,
+    unkeyed_entries: int,
+) -> str | None:
+    """What is wrong with one entry where it stands in the chain, if anything."""
+    seq = row["seq"]
+    if seq != expected_seq:
+        return f"entry {expected_seq} is missing (found {seq} next)"
+    if row["prev_hash"] != prev_hash:
+        return f"entry {seq} does not follow the one before"
+    if row["key_id"] is None:
+        if seq > unkeyed_entries and key is not None:
+            return f"entry {seq} is not keyed (only the first {unkeyed_entries} may be)"
+        used = None
+    elif key is None:
+        return f"entry {seq} is keyed: verifying needs the record key"
+    elif row["key_id"] != key.id:
+        return f"entry {seq} was keyed with another key ({row['key_id']})"
+    else:
+        used = key
+    if entry_hash(prev_hash, row, used) != row["hash"]:
+        return f"entry {seq} was altered"
+    return None
 
 
 async def head(database: Database) -> tuple[int, str]:

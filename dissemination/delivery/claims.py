@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.alert import MsgType
 from dissemination.acks.escalation import start_escalations
 from dissemination.controls.record import RELEASED, WITHHELD, Entry, append_records
+from dissemination.controls.recordkey import RecordKey
 from dissemination.controls.sendcheck import release_justification
 from dissemination.directory.store import CONTACT, STAKEHOLDER, first_active_contact, record_of
 from dissemination.store.audit import Actor, write_audit
@@ -129,8 +130,9 @@ def record_entries(settlements: Sequence[Settlement]) -> list[Entry]:
 class DeliveryStore:
     """Batch reads and writes of delivery rows."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, record_key: RecordKey | None = None) -> None:
         self.database = database
+        self.record_key = record_key
         # Alert documents never change once stored; a fan-out reads one for many rows.
         self._documents: dict[str, dict[str, Any]] = {}
 
@@ -225,7 +227,7 @@ class DeliveryStore:
                 ],
                 now,
             )
-            await append_records(conn, record_entries(settlements), now)
+            await append_records(conn, record_entries(settlements), now, self.record_key)
             retrying = [s.row.id for s in settlements if s.state is DeliveryState.PENDING]
             if retrying:
                 await self._stop_if_cancelled(conn, retrying, now)

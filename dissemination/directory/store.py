@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from channels.webhook import new_secret as new_webhook_secret
+from core.errors import ErrorDetail, RejectedInput
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.tables import contacts, escalation_policies, stakeholders, subscriptions
@@ -117,11 +118,16 @@ class Page:
     next_cursor: str | None
 
 
-class Directory:
-    """Create, read, list, update and delete directory entities, auditing every change."""
+DEFAULT_MAX_SUBSCRIPTIONS = 250
 
-    def __init__(self, database: Database) -> None:
+
+class Directory:
+    """Create, read, list, update and delete directory entities, auditing every change.
+    A stakeholder has at most `max_subscriptions` subscriptions."""
+
+    def __init__(self, database: Database, max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS):
         self.database = database
+        self.max_subscriptions = max_subscriptions
 
     async def create(
         self, spec: EntitySpec, fields: Mapping[str, Any], actor: Actor, now: datetime
@@ -139,6 +145,8 @@ class Directory:
         actor: Actor,
         now: datetime,
     ) -> tuple[dict[str, Any], str | None]:
+        if spec is SUBSCRIPTION:
+            await self._check_room(conn, fields["stakeholderId"])
         entity_id = str(uuid.uuid4())
         values = _columns(spec, fields) | {"id": entity_id, "created_at": now, "updated_at": now}
         secret = None
@@ -158,6 +166,25 @@ class Directory:
             after=record,
         )
         return record, secret
+
+    async def _check_room(self, conn: AsyncConnection, stakeholder_id: str) -> None:
+        """RejectedInput when the stakeholder already has the most subscriptions allowed."""
+        count = await conn.scalar(
+            select(func.count())
+            .select_from(subscriptions)
+            .where(subscriptions.c.stakeholder_id == stakeholder_id)
+        )
+        if (count or 0) >= self.max_subscriptions:
+            raise RejectedInput(
+                "too_many_subscriptions",
+                [
+                    ErrorDetail(
+                        "$.stakeholderId",
+                        f"the stakeholder has {count} subscriptions, the most allowed "
+                        f"(service.max_subscriptions_per_stakeholder)",
+                    )
+                ],
+            )
 
     async def get(self, spec: EntitySpec, entity_id: str) -> dict[str, Any] | None:
         async with self.database.reading() as conn:

@@ -20,6 +20,7 @@ from dissemination.acks.escalation import EscalationState, end_escalations, plan
 from dissemination.acks.tracking import AckIssuer
 from dissemination.controls import approval
 from dissemination.controls.record import WITHHELD, Entry, append_records
+from dissemination.controls.recordkey import RecordKey
 from dissemination.ledger.planning import Planner
 from dissemination.store.database import Database
 from dissemination.store.rows import (
@@ -125,10 +126,12 @@ class Ledger:
         database: Database,
         planner: Planner | None = None,
         acks: AckIssuer | None = None,
+        record_key: RecordKey | None = None,
     ) -> None:
         self.database = database
         self.planner = planner
         self.acks = acks or AckIssuer()
+        self.record_key = record_key
 
     async def record_alert(
         self, alert: Alert, payload: Payload, state: AlertState, now: datetime
@@ -244,9 +247,8 @@ class Ledger:
         await self._record_withheld(conn, values, now)
         return pending_by_channel(values)
 
-    @staticmethod
     async def _record_withheld(
-        conn: AsyncConnection, values: Sequence[dict[str, Any]], now: datetime
+        self, conn: AsyncConnection, values: Sequence[dict[str, Any]], now: datetime
     ) -> None:
         """Each withholding at planning goes into the dissemination record, with the reason."""
         withheld = [v for v in values if v["state"] == DeliveryState.WITHHELD.value]
@@ -279,6 +281,7 @@ class Ledger:
                 for v in withheld
             ],
             now,
+            self.record_key,
         )
 
     async def pending_of(self, conn: AsyncConnection, alert_id: str) -> dict[str, list[str]]:

@@ -262,6 +262,7 @@ dissemination_records = Table(
     Column("content_sha256", String(64)),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("key_id", String(16)),
 )
 
 dissemination_chain = Table(
