@@ -157,6 +157,14 @@ sms_opt_outs = Table(
     Column("at", UtcDateTime, nullable=False),
 )
 
+sms_inbound = Table(
+    "sms_inbound",
+    metadata,
+    Column("message_sid", String(64), primary_key=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("reply", Text),
+)
+
 acks = Table(
     "acks",
     metadata,
