@@ -3,7 +3,12 @@ validator against the configured public URL (what Twilio signed), never the Host
 
 - `POST /hooks/twilio/status`: message status callbacks move an SMS row from `sent` to
   `delivered`, or to `failed` when Twilio reports it undelivered or failed. Only forward: a
-  late or repeated callback changes nothing.
+  late or repeated callback (the same MessageSid and MessageStatus again) changes nothing,
+  and the first final status stands. A status that arrives before the send's outcome is
+  recorded (Twilio's callback overtaking its API response, the row still `sending`) is kept
+  and applied when the outcome is recorded, in the same transaction; one that matches no
+  recorded send within a day is forgotten (`dissemination.store.rows`). Non-final statuses
+  (`queued`, `sent`, ...) are answered and ignored.
 - `POST /hooks/twilio/sms`: inbound messages. Replies such as `ACK`, `ACK 4821`, `1` or
   `YES` acknowledge: with a code, that alert; without, the newest unacknowledged alert texted
   to the number. A code issued to another number acknowledges nothing and is audited. STOP
@@ -29,6 +34,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from twilio.twiml.messaging_response import MessagingResponse
 
+from channels.base import ChannelName
 from channels.sms import (
     Keyword,
     ack_reply,
@@ -43,7 +49,7 @@ from dissemination.delivery.configure import STATUS_HOOK
 from dissemination.settings import Settings
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
-from dissemination.store.rows import record_provider_status
+from dissemination.store.rows import ProviderStatus, record_provider_status
 from dissemination.store.tables import sms_inbound, sms_opt_outs
 
 INBOUND_HOOK = "/hooks/twilio/sms"
@@ -81,17 +87,9 @@ class TwilioHooks:
     async def status(self, request: web.Request) -> web.Response:
         update_ = status_update(await self._signed_form(request))
         if update_ is not None:
-            sid, state, error_code = update_
-            await self._record_status(sid, state, error_code, self.clock())
+            async with self.database.transaction() as conn:
+                await record_provider_status(conn, _provider_status(*update_), self.clock())
         return web.Response(status=204)
-
-    async def _record_status(
-        self, sid: str, state: str, error_code: str | None, now: datetime
-    ) -> None:
-        delivered = state == "delivered"
-        reason = None if delivered else f"{state}: Twilio error {error_code or 'unknown'}"
-        async with self.database.transaction() as conn:
-            await record_provider_status(conn, "sms", sid, delivered, reason, now)
 
     async def inbound(self, request: web.Request) -> web.Response:
         form = await self._signed_form(request)
@@ -141,6 +139,11 @@ class TwilioHooks:
         if outcome is None or outcome.new:
             return f"Acknowledged: {headline}. Thank you."
         return f"Already acknowledged: {headline}."
+
+
+def _provider_status(sid: str, state: str, error_code: str | None) -> ProviderStatus:
+    reason = None if state == "delivered" else f"{state}: Twilio error {error_code or 'unknown'}"
+    return ProviderStatus(ChannelName.SMS.value, sid, state, error_code, reason)
 
 
 def _message_sid(form: dict[str, str]) -> str:
