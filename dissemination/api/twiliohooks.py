@@ -14,12 +14,12 @@ validator against the configured public URL (what Twilio signed), never the Host
   to the number. A code issued to another number acknowledges nothing and is audited. STOP
   (and Twilio's other opt-out words) puts the number on the opt-out list, START takes it off
   (so does YES from an opted-out number), HELP answers with who we are; every change is
-  audited. SMS rows to an opted-out number are suppressed. Each reply is TwiML.
-  Each message is acted on once: its MessageSid is recorded in the transaction that makes
-  its changes, so a copy of it (Twilio retrying, or a signed request replayed, even at the
-  same moment) changes nothing, audits nothing, and is answered with the TwiML the first
-  copy got. Ids are remembered for a week (`INBOUND_MEMORY`); a form without one (Twilio
-  always sends it) is acted on each time.
+  audited. SMS rows to an opted-out number are suppressed. Each reply is TwiML. Each
+  message is acted on once: its MessageSid is recorded in the transaction that makes its
+  changes, so a copy of it (Twilio retrying, or a signed request replayed, even at the same
+  moment) changes nothing, audits nothing, and is answered with the TwiML the first copy
+  got. Ids are remembered for a week (`INBOUND_MEMORY`); a form without one (Twilio always
+  sends it) is acted on each time.
 
 Unsigned or wrongly signed requests get 403 and change nothing. With SMS not configured the
 hooks answer 404.
