@@ -10,7 +10,10 @@ recipient number (Twilio's magic test numbers where one exists):
     +15005550500  500 / 20500                      +15005550999  hangs until the fake closes
 
 It also plays Twilio's side of the webhooks: `send_status_callback` posts a signed status
-callback to the URL a message was created with, `signed_form` signs any form for a URL.
+callback to the URL a message was created with, `signed_form` signs any form for a URL. With
+`report_at_once` set, each created message's status callback is posted before the create is
+answered (a fast network can make Twilio's callback overtake its API response), or, with
+`report_before_answer` off, at the moment it is answered.
 """
 
 from __future__ import annotations
@@ -84,6 +87,12 @@ class TwilioFake:
     callbacks: dict[str, str] = field(default_factory=dict)
     hung: int = 0
     script: deque[Failure] = field(default_factory=deque)
+    report_at_once: tuple[str, int | None] | None = None
+    """(MessageStatus, ErrorCode) to call back with as each create is answered."""
+    report_before_answer: bool = True
+    reported: list[int] = field(default_factory=list)
+    """The receiver's HTTP status for each callback `report_at_once` posted."""
+    _reporting: set[asyncio.Task[None]] = field(default_factory=set)
     _release: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
@@ -115,6 +124,8 @@ class TwilioFake:
 
     async def close(self) -> None:
         self._release.set()
+        for task in self._reporting:
+            task.cancel()
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:
@@ -169,7 +180,20 @@ class TwilioFake:
         self.messages.append(message)
         if "StatusCallback" in form:
             self.callbacks[message["sid"]] = form["StatusCallback"]
+            if self.report_at_once is not None:
+                await self._report(message["sid"], self.report_at_once)
         return web.json_response(message, status=201)
+
+    async def _report(self, sid: str, report: tuple[str, int | None]) -> None:
+        async def post() -> None:
+            self.reported.append(await self.send_status_callback(sid, *report))
+
+        if self.report_before_answer:
+            await post()
+            return
+        task = asyncio.create_task(post())
+        self._reporting.add(task)
+        task.add_done_callback(self._reporting.discard)
 
     def _message(self, form: dict[str, str]) -> dict[str, Any]:
         sid = "SM" + secrets.token_hex(16)

@@ -155,8 +155,9 @@ class AckStore:
             )
         return dict(row) if row else None
 
+    @staticmethod
     async def for_sms_reply(
-        self, number: str, code: str | None, now: datetime
+        conn: AsyncConnection, number: str, code: str | None, now: datetime
     ) -> tuple[dict[str, Any] | None, bool]:
         """The open acknowledgment an SMS reply from `number` refers to: with a code, the one
         with that code among alerts texted to this number; without, the newest unacknowledged
@@ -184,13 +185,12 @@ class AckStore:
             query = query.where(acks.c.acknowledged_at.is_(None))
         else:
             query = query.where(acks.c.code == code)
-        async with self.database.reading() as conn:
-            row = (await conn.execute(query)).mappings().first()
-            if row is not None or code is None:
-                return (dict(row) if row else None), False
-            elsewhere = await conn.scalar(
-                select(acks.c.alert_id).where(acks.c.code == code, acks.c.expires_at > now).limit(1)
-            )
+        row = (await conn.execute(query)).mappings().first()
+        if row is not None or code is None:
+            return (dict(row) if row else None), False
+        elsewhere = await conn.scalar(
+            select(acks.c.alert_id).where(acks.c.code == code, acks.c.expires_at > now).limit(1)
+        )
         return None, elsewhere is not None
 
     async def acknowledge(
@@ -205,39 +205,61 @@ class AckStore:
     ) -> AckOutcome | None:
         """Record the acknowledgment once; None if no acknowledgment is owed for this pair.
         `on_behalf` (the administrator and the reason) is audited with the change."""
-        pair = and_(acks.c.alert_id == alert_id, acks.c.stakeholder_id == stakeholder_id)
         async with self.database.transaction() as conn:
-            actor_id, actor_name = await self._acknowledger(conn, stakeholder_id, on_behalf)
-            recorded = await conn.execute(
-                update(acks)
-                .where(pair, acks.c.acknowledged_at.is_(None))
-                .values(
-                    acknowledged_at=now,
-                    channel=channel.value,
-                    actor_id=actor_id,
-                    actor_name=actor_name or "(removed stakeholder)",
-                    comment=comment or None,
-                    reason=on_behalf[1] if on_behalf else None,
-                )
+            return await self.acknowledge_in(
+                conn,
+                alert_id,
+                stakeholder_id,
+                channel,
+                now,
+                comment=comment,
+                on_behalf=on_behalf,
             )
-            row = (await conn.execute(select(acks).where(pair))).mappings().first()
-            if row is None:
-                return None
-            new = recorded.rowcount == 1
-            if new:
-                await self._stop_escalation(conn, alert_id, stakeholder_id, now)
-            if new and on_behalf is not None:
-                await write_audit(
-                    conn,
-                    at=now,
-                    actor=on_behalf[0],
-                    action="acknowledge",
-                    entity="ack",
-                    entity_id=alert_id,
-                    before=None,
-                    after={"alertId": alert_id, "stakeholderId": stakeholder_id},
-                    reason=on_behalf[1],
-                )
+
+    async def acknowledge_in(
+        self,
+        conn: AsyncConnection,
+        alert_id: str,
+        stakeholder_id: str,
+        channel: AckChannel,
+        now: datetime,
+        *,
+        comment: str | None = None,
+        on_behalf: tuple[Actor, str] | None = None,
+    ) -> AckOutcome | None:
+        """`acknowledge` inside the caller's transaction."""
+        pair = and_(acks.c.alert_id == alert_id, acks.c.stakeholder_id == stakeholder_id)
+        actor_id, actor_name = await self._acknowledger(conn, stakeholder_id, on_behalf)
+        recorded = await conn.execute(
+            update(acks)
+            .where(pair, acks.c.acknowledged_at.is_(None))
+            .values(
+                acknowledged_at=now,
+                channel=channel.value,
+                actor_id=actor_id,
+                actor_name=actor_name or "(removed stakeholder)",
+                comment=comment or None,
+                reason=on_behalf[1] if on_behalf else None,
+            )
+        )
+        row = (await conn.execute(select(acks).where(pair))).mappings().first()
+        if row is None:
+            return None
+        new = recorded.rowcount == 1
+        if new:
+            await self._stop_escalation(conn, alert_id, stakeholder_id, now)
+        if new and on_behalf is not None:
+            await write_audit(
+                conn,
+                at=now,
+                actor=on_behalf[0],
+                action="acknowledge",
+                entity="ack",
+                entity_id=alert_id,
+                before=None,
+                after={"alertId": alert_id, "stakeholderId": stakeholder_id},
+                reason=on_behalf[1],
+            )
         return AckOutcome(
             alert_id,
             stakeholder_id,
@@ -273,18 +295,20 @@ class AckStore:
         )
         await suppress_escalation_sends(conn, alert_id, stakeholder_id, now)
 
-    async def audit_foreign_code(self, number: str, code: str, now: datetime) -> None:
+    @staticmethod
+    async def audit_foreign_code(
+        conn: AsyncConnection, number: str, code: str, now: datetime
+    ) -> None:
         """An SMS reply quoted a code issued for another number: nothing is acknowledged, and
         the attempt is kept in the audit log."""
-        async with self.database.transaction() as conn:
-            await write_audit(
-                conn,
-                at=now,
-                actor=Actor(None, "sms reply"),
-                action="ack_refused",
-                entity="ack",
-                entity_id=None,
-                before=None,
-                after={"from": number, "code": code},
-                reason="the code belongs to an alert sent to another number",
-            )
+        await write_audit(
+            conn,
+            at=now,
+            actor=Actor(None, "sms reply"),
+            action="ack_refused",
+            entity="ack",
+            entity_id=None,
+            before=None,
+            after={"from": number, "code": code},
+            reason="the code belongs to an alert sent to another number",
+        )

@@ -29,6 +29,7 @@ from dissemination.store.rows import (
     RowOrigin,
     RowOutcome,
     claim_due,
+    forget_unmatched_statuses,
     insert_planned,
     resend_stuck_rows,
     settle_sending,
@@ -82,6 +83,7 @@ class Settlement:
         """The row's state transition this settlement makes."""
         return RowOutcome(
             self.row.id,
+            self.row.channel,
             self.state,
             self.reason,
             self.provider_id,
@@ -292,6 +294,11 @@ class DeliveryStore:
         stuck). Returns the ids to publish again."""
         async with self.database.transaction() as conn:
             return await resend_stuck_rows(conn, channel, older_than, now, in_flight)
+
+    async def forget_unmatched_statuses(self, channel: str, now: datetime) -> int:
+        """Drop provider statuses of `channel` that no recorded send has matched in a day."""
+        async with self.database.transaction() as conn:
+            return await forget_unmatched_statuses(conn, channel, now)
 
     async def overdue_pending(self, channel: str, older_than: datetime) -> list[str]:
         """Pending rows that have been due since before `older_than`: their task was lost if

@@ -112,8 +112,11 @@ class DeliveryWorker:
     async def sweep(self) -> list[str]:
         """Apply the resend-once policy to rows stuck in `sending`, and, when the channel's
         queue is empty, republish overdue pending rows (their task was lost); returns the ids
-        published."""
+        published. Provider statuses that matched no send for a day are forgotten."""
         now = self.clock()
+        forgotten = await self.store.forget_unmatched_statuses(self.channel, now)
+        if forgotten:
+            log.info("%d %s provider statuses matched no send: forgotten", forgotten, self.channel)
         older_than = now - timedelta(seconds=self.stuck_after_seconds)
         ids = await self.store.resend_stuck(self.channel, older_than, now, set(self._in_flight))
         if ids:

@@ -88,6 +88,12 @@ def create_engine(settings: StoreSettings, data_dir: Path) -> AsyncEngine:
     )
 
 
+def insert_ignoring_conflicts(dialect: str, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING in `dialect` ("postgresql" or "sqlite")."""
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
 class Database:
     """An engine plus the dialect-aware helpers that the record modules share."""
 
@@ -136,8 +142,7 @@ class Database:
 
     def insert_ignoring_conflicts(self, table: Table) -> Any:
         """INSERT ... ON CONFLICT DO NOTHING in this database's dialect."""
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        return dialect_insert(table).on_conflict_do_nothing()
+        return insert_ignoring_conflicts(self.dialect, table)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless a trivial query succeeds."""

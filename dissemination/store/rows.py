@@ -11,24 +11,31 @@ states it names, so a late or repeated writer changes nothing.
        └──> withheld
     sending, stuck after a crash ──> pending (resent once, flagged) ──stuck again──> failed
 
+A provider may report a message's fate before its send is recorded (Twilio's status callback
+overtaking its API response): no row carries the provider id yet, so the status is kept in
+`provider_statuses` and the settle that records the send applies it in the same transaction,
+taking the row from `sending` through `sent` to `delivered` or `failed` at once.
+
 The module is longer than the ~400 lines a module should be, on purpose: the vocabulary and
 every transition stay together, so that one file answers how a row can move.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dissemination.store.database import Database
-from dissemination.store.tables import alerts, deliveries
+from channels.base import ChannelName
+from dissemination.store.database import Database, insert_ignoring_conflicts
+from dissemination.store.tables import alerts, deliveries, provider_statuses
 from subscriptions.model import Stakeholder
 
 DELIVERY_ID_NAMESPACE = uuid.UUID("5b0f7c2e-3a7d-5e61-9c4b-0d2e8f1a6b73")
@@ -210,6 +217,7 @@ class RowOutcome:
     `not_before` (a retry, or an open circuit, which does not count as an attempt)."""
 
     row_id: str
+    channel: str
     state: DeliveryState
     reason: str | None
     provider_id: str | None = None
@@ -296,10 +304,22 @@ def _due(now: datetime) -> Any:
 async def settle_sending(
     conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime
 ) -> None:
-    """sending -> each outcome's state, in one statement; only from `sending`, so a late writer
-    never moves a row backwards."""
+    """sending -> each outcome's state, in one statement for all; only from `sending`, so a late
+    writer never moves a row backwards. A row sent under a provider id whose status came first
+    (kept by `record_provider_status`) moves on at once to `delivered` or `failed`."""
     if not outcomes:
         return
+    reported = [
+        (o.channel, o.provider_id)
+        for o in outcomes
+        if o.state is DeliveryState.SENT and o.provider_id and o.channel in REPORTING_CHANNELS
+    ]
+    await _lock_messages(conn, reported)
+    await _settle(conn, outcomes, now)
+    await _apply_kept_statuses(conn, reported, now)
+
+
+async def _settle(conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime) -> None:
     await conn.execute(
         update(deliveries)
         .where(
@@ -404,30 +424,130 @@ async def reject_held(conn: AsyncConnection, alert_id: str, reason: str, now: da
     )
 
 
+REPORTING_CHANNELS = frozenset({ChannelName.SMS.value})
+"""Channels whose provider reports each message's fate after accepting it (Twilio's status
+callbacks), by the provider id the send recorded."""
+UNMATCHED_STATUS_LIFETIME = timedelta(days=1)
+"""How long a status no recorded send has matched is kept: a send is recorded within
+seconds, so an older one belongs to a send that never recorded that id (it timed out, or its
+worker died) and was retried under another."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """A message's fate as its provider reported it after accepting it: `delivered`, or a
+    failure (`undelivered`, `failed`) with the provider's error code and the row's reason."""
+
+    channel: str
+    provider_id: str
+    status: str
+    error_code: str | None = None
+    reason: str | None = None
+
+    @property
+    def state(self) -> DeliveryState:
+        delivered = self.status == DeliveryState.DELIVERED.value
+        return DeliveryState.DELIVERED if delivered else DeliveryState.FAILED
+
+
 async def record_provider_status(
-    conn: AsyncConnection,
-    channel: str,
-    provider_id: str,
-    delivered: bool,
-    reason: str | None,
-    now: datetime,
+    conn: AsyncConnection, status: ProviderStatus, now: datetime
 ) -> None:
-    """sent -> delivered, or sent -> failed with `reason`, as the provider reported later."""
-    values: dict[str, Any] = {
-        "state": (DeliveryState.DELIVERED if delivered else DeliveryState.FAILED).value,
-        "updated_at": now,
-    }
-    if not delivered:
-        values["reason"] = reason
+    """sent -> delivered, or sent -> failed with the status's reason, as the provider reported
+    later. A status for a message no row carries yet (its send not recorded) is kept for
+    `settle_sending` to apply; a repeated or late one (the row is past `sent`) changes
+    nothing, so the first final status stands."""
+    await _lock_messages(conn, [(status.channel, status.provider_id)])
+    if await _move_reported(conn, status, now):
+        return
+    known = await conn.scalar(
+        select(deliveries.c.id).where(_of_message(status.channel, status.provider_id)).limit(1)
+    )
+    if known is not None:
+        return
     await conn.execute(
+        insert_ignoring_conflicts(conn.dialect.name, provider_statuses).values(
+            channel=status.channel,
+            provider_id=status.provider_id,
+            status=status.status,
+            error_code=status.error_code,
+            reason=status.reason,
+            received_at=now,
+        )
+    )
+
+
+async def forget_unmatched_statuses(conn: AsyncConnection, channel: str, now: datetime) -> int:
+    """Drop the statuses of `channel` kept longer than `UNMATCHED_STATUS_LIFETIME`; returns
+    how many."""
+    result = await conn.execute(
+        delete(provider_statuses).where(
+            provider_statuses.c.channel == channel,
+            provider_statuses.c.received_at < now - UNMATCHED_STATUS_LIFETIME,
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+def _of_message(channel: str, provider_id: str) -> Any:
+    return and_(deliveries.c.provider_id == provider_id, deliveries.c.channel == channel)
+
+
+async def _move_reported(conn: AsyncConnection, status: ProviderStatus, now: datetime) -> bool:
+    """sent -> the status's state for its message's row; whether a row moved."""
+    values: dict[str, Any] = {"state": status.state.value, "updated_at": now}
+    if status.state is DeliveryState.FAILED:
+        values["reason"] = status.reason
+    result = await conn.execute(
         update(deliveries)
         .where(
-            deliveries.c.provider_id == provider_id,
-            deliveries.c.channel == channel,
+            _of_message(status.channel, status.provider_id),
             deliveries.c.state == DeliveryState.SENT.value,
         )
         .values(**values)
     )
+    return bool(result.rowcount)
+
+
+async def _apply_kept_statuses(
+    conn: AsyncConnection, messages: Collection[tuple[str, str]], now: datetime
+) -> None:
+    """Apply the kept statuses of these (channel, provider id) messages, now that their rows
+    are `sent`, and forget them."""
+    for channel in {channel for channel, _ in messages}:
+        ids = [provider_id for of_channel, provider_id in messages if of_channel == channel]
+        kept_here = and_(
+            provider_statuses.c.channel == channel, provider_statuses.c.provider_id.in_(ids)
+        )
+        kept = (await conn.execute(select(provider_statuses).where(kept_here))).mappings().all()
+        for row in kept:
+            status = ProviderStatus(
+                channel, row["provider_id"], row["status"], row["error_code"], row["reason"]
+            )
+            await _move_reported(conn, status, now)
+        if kept:
+            await conn.execute(delete(provider_statuses).where(kept_here))
+
+
+async def _lock_messages(conn: AsyncConnection, messages: Collection[tuple[str, str]]) -> None:
+    """Make a status callback and the settle that records the same message's provider id run
+    one after the other. Otherwise, on PostgreSQL, each can miss the other's uncommitted
+    write: the callback finds no row with that id and keeps the status, while the settle
+    finds no kept status, and the row stays `sent`. Transaction-scoped advisory locks, taken
+    in one order so that settles never deadlock; SQLite runs one writing transaction at a
+    time already (both begin by writing)."""
+    if not messages or conn.dialect.name != "postgresql":
+        return
+    keys = sorted({_lock_key(channel, provider_id) for channel, provider_id in messages})
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS BIGINT[])) AS key"),
+        {"keys": keys},
+    )
+
+
+def _lock_key(channel: str, provider_id: str) -> int:
+    digest = hashlib.blake2b(f"{channel}\x00{provider_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 async def resend_stuck_rows(

@@ -157,6 +157,25 @@ sms_opt_outs = Table(
     Column("at", UtcDateTime, nullable=False),
 )
 
+provider_statuses = Table(
+    "provider_statuses",
+    metadata,
+    Column("channel", String(20), primary_key=True),
+    Column("provider_id", Text, primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("error_code", Text),
+    Column("reason", Text),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+sms_inbound = Table(
+    "sms_inbound",
+    metadata,
+    Column("message_sid", Text, primary_key=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("reply", Text),
+)
+
 acks = Table(
     "acks",
     metadata,
