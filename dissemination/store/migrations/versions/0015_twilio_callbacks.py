@@ -7,15 +7,15 @@ status that arrived before its send was recorded (no row carried its provider id
 until the send is recorded and it is applied, or for a day if none ever is
 (`dissemination.store.rows`).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
