@@ -17,7 +17,7 @@ from core.alert import Alert, Kind
 from core.errors import ErrorDetail, RejectedInput
 from core.strictjson import loads_strict
 from core.validation import schema_errors
-from dissemination.intake.capxml import cap_document_from_xml
+from dissemination.intake.capxml import cap_document_from_xml, looks_like_xml
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
 from dissemination.intake.nws import cap_documents_from_nws
 
@@ -51,10 +51,9 @@ def media_type(content_type: str | None) -> str:
 
 
 def _sniff(body: bytes) -> str:
-    head = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    if head == b"<":
+    if looks_like_xml(body):  # in any encoding XML allows
         return "xml"
-    if head in (b"{", b"["):
+    if body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
         return "json"
     raise RejectedInput("unrecognized_format", "body is neither XML nor JSON")
 
