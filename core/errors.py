@@ -17,6 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# An error names a problem; it need not repeat the input. jsonschema quotes the offending
+# value whole, and a dead letter's headers must fit in one AMQP frame.
+MAX_DETAIL_CHARS = 500
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorDetail:
@@ -27,6 +31,16 @@ class ErrorDetail:
 
     def as_dict(self) -> dict[str, str]:
         return {"path": self.path, "message": self.message}
+
+    def bounded(self) -> ErrorDetail:
+        """This detail with its path and message cut to MAX_DETAIL_CHARS each."""
+        if len(self.path) <= MAX_DETAIL_CHARS and len(self.message) <= MAX_DETAIL_CHARS:
+            return self
+        return ErrorDetail(_cut(self.path), _cut(self.message))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 3] + "..."
 
 
 class DisseminationError(Exception):
@@ -50,7 +64,7 @@ class RejectedInput(DisseminationError):
         if isinstance(errors, str):
             errors = (ErrorDetail("$", errors),)
         self.reason = reason
-        self.errors: tuple[ErrorDetail, ...] = tuple(errors)
+        self.errors: tuple[ErrorDetail, ...] = tuple(e.bounded() for e in errors)
         first = self.errors[0].message if self.errors else ""
         super().__init__(f"{reason}: {first}" if first else reason)
 

@@ -25,6 +25,8 @@ XML_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
 JSON_TYPES = frozenset({"application/json", "application/geo+json", "application/ld+json"})
 SNIFFED_TYPES = frozenset({"", "application/octet-stream"})
 LOCAL_KINDS = frozenset(k.value for k in Kind if k is not Kind.CAP)
+# The payload's content type is stored as given, in a column of this many characters.
+MAX_CONTENT_TYPE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,17 @@ def _sniff(body: bytes) -> str:
     raise RejectedInput("unrecognized_format", "body is neither XML nor JSON")
 
 
+def _check_content_type(content_type: str | None) -> None:
+    """Refuse a Content-Type the store could not keep with the payload."""
+    if content_type is None:
+        return
+    if len(content_type) > MAX_CONTENT_TYPE or not content_type.isprintable():
+        raise RejectedInput(
+            "unsupported_content_type",
+            f"a content type must be printable and at most {MAX_CONTENT_TYPE} characters",
+        )
+
+
 def _json_documents(document: Any) -> list[Document]:
     if not isinstance(document, dict):
         raise RejectedInput("unrecognized_format", "top-level JSON value must be an object")
@@ -88,6 +101,7 @@ def decode_documents(body: bytes, content_type: str | None, limits: DecodeLimits
         raise RejectedInput(
             "body_too_large", f"{len(body)} bytes exceeds the {limits.max_bytes} limit"
         )
+    _check_content_type(content_type)
     declared = media_type(content_type)
     if declared in XML_TYPES:
         family = "xml"
@@ -110,6 +124,19 @@ def _prefixed(path: str, detail: ErrorDetail) -> ErrorDetail:
     return detail if path == "$" else ErrorDetail(path + detail.path[1:], detail.message)
 
 
+def _normalized(document: Document, defaults: HandlingDefaults) -> Alert:
+    """The document as an Alert; a refusal names the path in the whole body."""
+    try:
+        if document.schema == "cap":
+            return alert_from_cap(document.body, document.source_format, defaults)
+        return alert_from_local(document.body, defaults)
+    except RejectedInput as rejected:
+        if document.path == "$":
+            raise
+        errors = [_prefixed(document.path, detail) for detail in rejected.errors]
+        raise RejectedInput(rejected.reason, errors) from None
+
+
 def decode_alerts(
     body: bytes, content_type: str | None, limits: DecodeLimits, defaults: HandlingDefaults
 ) -> list[Alert]:
@@ -122,10 +149,4 @@ def decode_alerts(
     ]
     if errors:
         raise RejectedInput("schema_violation", errors)
-    alerts = []
-    for doc in documents:
-        if doc.schema == "cap":
-            alerts.append(alert_from_cap(doc.body, doc.source_format, defaults))
-        else:
-            alerts.append(alert_from_local(doc.body, defaults))
-    return alerts
+    return [_normalized(doc, defaults) for doc in documents]
