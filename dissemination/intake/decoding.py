@@ -20,13 +20,12 @@ from core.validation import schema_errors
 from dissemination.intake.capxml import cap_document_from_xml, looks_like_xml
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
 from dissemination.intake.nws import cap_documents_from_nws
+from dissemination.store.tables import CONTENT_TYPE_LENGTH
 
 XML_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
 JSON_TYPES = frozenset({"application/json", "application/geo+json", "application/ld+json"})
 SNIFFED_TYPES = frozenset({"", "application/octet-stream"})
 LOCAL_KINDS = frozenset(k.value for k in Kind if k is not Kind.CAP)
-# The payload's content type is stored as given, in a column of this many characters.
-MAX_CONTENT_TYPE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +60,13 @@ def _sniff(body: bytes) -> str:
 
 
 def _check_content_type(content_type: str | None) -> None:
-    """Refuse a Content-Type the store could not keep with the payload."""
+    """Refuse a Content-Type the store could not keep with the payload (it is kept as given)."""
     if content_type is None:
         return
-    if len(content_type) > MAX_CONTENT_TYPE or not content_type.isprintable():
+    if len(content_type) > CONTENT_TYPE_LENGTH or not content_type.isprintable():
         raise RejectedInput(
             "unsupported_content_type",
-            f"a content type must be printable and at most {MAX_CONTENT_TYPE} characters",
+            f"a content type must be printable and at most {CONTENT_TYPE_LENGTH} characters",
         )
 
 

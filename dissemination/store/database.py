@@ -133,10 +133,11 @@ class Database:
         async with self.reading() as connection:
             await connection.execute(text("SELECT 1"))
 
-    async def migrate(self) -> str:
-        """Apply every pending migration; return the schema revision now in force."""
+    async def migrate(self, revision: str = "head") -> str:
+        """Apply every pending migration up to `revision` (all of them by default); return
+        the schema revision now in force."""
         async with self.transaction() as connection:
-            await connection.run_sync(_upgrade_to_head)
+            await connection.run_sync(_upgrade_to, revision)
             result = await connection.execute(text("SELECT version_num FROM alembic_version"))
             return str(result.scalar_one())
 
@@ -165,7 +166,7 @@ def head_revision() -> str:
     return head
 
 
-def _upgrade_to_head(connection: Connection) -> None:
+def _upgrade_to(connection: Connection, revision: str) -> None:
     config = _alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
