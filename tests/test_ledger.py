@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import exc, select, text
 
 from core.alert import Tlp
-from core.errors import ErrorDetail
+from core.errors import ErrorDetail, StoreUnavailable
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.ledger.alerts import REJECTED_BODY_PREFIX, Ledger, Payload, RecordOutcome
 from dissemination.settings import StoreSettings
-from dissemination.store.database import Database, head_revision
+from dissemination.store.database import Database, head_revision, outage_as_store_unavailable
 from dissemination.store.rows import AlertState
 from dissemination.store.tables import rejections
 from tests.alerts import cap_json
@@ -194,3 +194,28 @@ async def test_migrations_are_idempotent(store_url: str, tmp_path: Path) -> None
         assert await database.revision() == head_revision()
     finally:
         await database.close()
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "outage"),
+    [
+        ("40P01", True),  # deadlock detected
+        ("40001", True),  # serialization failure
+        ("53300", True),  # too many connections
+        ("53100", True),  # disk full
+        ("57014", True),  # statement timeout
+        ("57P01", True),  # administrator shutdown
+        ("55P03", True),  # lock not available
+        ("22021", False),  # character not in repertoire: the data, every time
+        ("23505", False),  # unique violation
+        (None, False),
+    ],
+)
+def test_transient_database_errors_are_outages_to_retry(sqlstate: str | None, outage: bool) -> None:
+    """Intake dead-letters what fails for any other reason than an outage, so a deadlock or a
+    serialization failure must be retried, never rejected."""
+    original = type("PostgresError", (Exception,), {"sqlstate": sqlstate})("failed")
+    error = exc.DBAPIError("INSERT ...", None, original)
+    expected = StoreUnavailable if outage else exc.DBAPIError
+    with pytest.raises(expected), outage_as_store_unavailable():
+        raise error

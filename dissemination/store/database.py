@@ -31,18 +31,36 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (exc.DBAPIError, *OUTAGE_ERRORS)
 
+# PostgreSQL errors that pass if the work is tried again (SQLSTATE classes: 08 connection,
+# 40 transaction rollback such as a deadlock or a serialization failure, 53 insufficient
+# resources, 57 operator intervention such as a statement timeout, 58 system error; and a
+# lock or object not available). The asyncpg driver gives most of them no class of their own.
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+TRANSIENT_SQLSTATES = frozenset({"55P03", "55006"})
+
+
+def _transient(error: exc.DBAPIError) -> bool:
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if not isinstance(sqlstate, str):
+        return False
+    return sqlstate.startswith(TRANSIENT_SQLSTATE_CLASSES) or sqlstate in TRANSIENT_SQLSTATES
+
 
 @contextmanager
 def outage_as_store_unavailable() -> Iterator[None]:
-    """Turn a lost connection, refused connect or locked database into StoreUnavailable."""
+    """Turn a lost connection, refused connect, locked database or a transient PostgreSQL
+    error (deadlock, serialization failure, timeout, ...) into StoreUnavailable: the work is
+    retried, never rejected."""
     try:
         yield
     except OUTAGE_ERRORS as error:
         raise StoreUnavailable(f"store unavailable: {type(error).__name__}: {error}") from error
     except exc.DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-        raise StoreUnavailable(f"store connection lost: {error}") from error
+        if error.connection_invalidated:
+            raise StoreUnavailable(f"store connection lost: {error}") from error
+        if _transient(error):
+            raise StoreUnavailable(f"store busy: {type(error).__name__}: {error}") from error
+        raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
