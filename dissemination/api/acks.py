@@ -104,7 +104,7 @@ class AckEndpoints:
 
     async def by_token(self, request: web.Request) -> web.Response:
         """POST /api/v1/acks: a webhook receiver acknowledges with the token it was sent."""
-        body = _validated("ack", await json_body(request))
+        body = validated("ack", await json_body(request))
         try:
             row = await self._row(body["token"])
         except TokenRefused as refused:
@@ -115,7 +115,7 @@ class AckEndpoints:
     async def on_behalf(self, request: web.Request) -> web.Response:
         """POST /api/v1/alerts/{id}/acks: an administrator records someone's acknowledgment."""
         token = await authenticate(request, Role.ADMIN)
-        body = _validated("ack_on_behalf", await json_body(request))
+        body = validated("ack_on_behalf", await json_body(request))
         alert_id = request.match_info["id"]
         if "\x00" in alert_id:
             raise ApiError(404, "not_found", f"no alert {alert_id!r}")
@@ -177,7 +177,8 @@ def _page(
     return web.Response(status=status, text=html, content_type="text/html", headers=PAGE_HEADERS)
 
 
-def _validated(schema: str, document: Any) -> dict[str, Any]:
+def validated(schema: str, document: Any) -> dict[str, Any]:
+    """`document` if it is an object that satisfies schema `schema`; ApiError 422 otherwise."""
     if not isinstance(document, dict):
         raise ApiError(422, "schema_violation", "the body must be a JSON object")
     try:

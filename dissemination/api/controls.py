@@ -102,6 +102,38 @@ def _channels(fields: Mapping[str, Any]) -> list[str] | None:
     return channels
 
 
+def decision_reason(body: Any, *, approve: bool) -> str | None:
+    """The optional comment of an approval, or the required reason of a rejection, from a
+    request body; ApiError 422 naming the field otherwise."""
+    if approve:
+        return _text(_fields(body, set(), {"comment"}), "comment", TEXT_LIMITS["comment"])
+    return _required_text(_fields(body, {"reason"}, set()), "reason", TEXT_LIMITS["reason"])
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRequest:
+    """What an imminent-danger release asks for; `channels` None means all the stakeholder's."""
+
+    stakeholder_id: str
+    justification: str
+    channels: list[str] | None
+
+
+def release_request(body: Any) -> ReleaseRequest:
+    """A release's fields from a request body; ApiError 422 naming the field otherwise."""
+    fields = _fields(body, {"stakeholderId", "justification"}, {"channels"})
+    justification = _required_text(fields, "justification", specialrelease.JUSTIFICATION_LENGTH)
+    stakeholder_id = fields["stakeholderId"]
+    if not isinstance(stakeholder_id, str) or not stakeholder_id:
+        raise _violation("stakeholderId", "stakeholderId must be a stakeholder's id")
+    return ReleaseRequest(stakeholder_id, justification, _channels(fields))
+
+
+def review_note(body: Any) -> str:
+    """A review's note from a request body; ApiError 422 naming the field otherwise."""
+    return _required_text(_fields(body, {"note"}, set()), "note", TEXT_LIMITS["note"])
+
+
 def _refused(error: ControlRefused) -> ApiError:
     return ApiError(error.status, error.code, error.message)
 
@@ -148,12 +180,7 @@ class ControlEndpoints:
     async def _decide(self, request: web.Request, *, approve: bool) -> web.Response:
         actor = await self._actor(request)
         alert_id = _path_id(request, "alert")
-        body = await json_body(request)
-        if approve:
-            reason = _text(_fields(body, set(), {"comment"}), "comment", TEXT_LIMITS["comment"])
-        else:
-            fields = _fields(body, {"reason"}, set())
-            reason = _required_text(fields, "reason", TEXT_LIMITS["reason"])
+        reason = decision_reason(await json_body(request), approve=approve)
         try:
             decision = await approval.decide(
                 self.database, alert_id, actor, approve, reason, self.clock()
@@ -173,19 +200,14 @@ class ControlEndpoints:
     async def release(self, request: web.Request) -> web.Response:
         actor = await self._actor(request)
         alert_id = _path_id(request, "alert")
-        fields = _fields(await json_body(request), {"stakeholderId", "justification"}, {"channels"})
-        justification = _required_text(fields, "justification", specialrelease.JUSTIFICATION_LENGTH)
-        stakeholder_id = fields["stakeholderId"]
-        if not isinstance(stakeholder_id, str) or not stakeholder_id:
-            raise _violation("stakeholderId", "stakeholderId must be a stakeholder's id")
-        channels = _channels(fields)
+        wanted = release_request(await json_body(request))
         try:
             made = await specialrelease.release(
                 self.database,
                 alert_id,
-                stakeholder_id,
-                channels,
-                justification,
+                wanted.stakeholder_id,
+                wanted.channels,
+                wanted.justification,
                 actor,
                 self.clock(),
             )
@@ -213,9 +235,7 @@ class ControlEndpoints:
     async def review(self, request: web.Request) -> web.Response:
         actor = await self._actor(request)
         release_id = _path_id(request, "release")
-        note = _required_text(
-            _fields(await json_body(request), {"note"}, set()), "note", TEXT_LIMITS["note"]
-        )
+        note = review_note(await json_body(request))
         try:
             await specialrelease.review(self.database, release_id, note, actor, self.clock())
         except ControlRefused as error:
