@@ -69,6 +69,11 @@ def check_url_shape(url: str) -> tuple[str, int]:
         raise DestinationRejected("credentials_in_url", "a webhook URL must not carry credentials")
     if not parts.hostname:
         raise DestinationRejected("invalid_url", "the URL has no host")
+    try:
+        # What getaddrinfo does to a name first; its UnicodeError is no OSError.
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise DestinationRejected("invalid_url", "the host is not a valid name") from None
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 

@@ -334,3 +334,11 @@ def test_error_messages_are_bounded_even_when_they_quote_a_huge_value() -> None:
         _decode(json.dumps(cap_json("a b" * 200_000)).encode())
     assert caught.value.reason == "schema_violation"
     assert all(len(e.message) <= 1000 for e in caught.value.errors)
+
+
+@pytest.mark.parametrize("kind", [[], {}, 1, None, True])
+def test_a_kind_that_is_not_a_string_is_an_unknown_kind(kind: object) -> None:
+    """Found by tests/test_fuzz.py: an unhashable kind raised TypeError."""
+    with pytest.raises(RejectedInput) as caught:
+        _decode(json.dumps({"kind": kind, "identifier": "x"}).encode())
+    assert caught.value.reason == "unknown_kind"

@@ -392,6 +392,12 @@ MALFORMED_FORMS: list[tuple[str, bytes, dict[str, str]]] = [
         b'--zz\r\nContent-Disposition: form-data; name="a"; filename="f"\r\n\r\nv\r\n--zz--\r\n',
         {},
     ),
+    # Found by tests/test_fuzz.py: a part header is decoded with surrogateescape.
+    (
+        "multipart/form-data; boundary=zz",
+        b'--zz\r\nContent-Disposition: form-data; name="\xed\xa0\x80"\r\n\r\nv\r\n--zz--\r\n',
+        {"X-Twilio-Signature": "c2lnbmF0dXJl"},
+    ),
 ]
 
 
@@ -410,6 +416,7 @@ FORM_IDS = [
     "part-with-unknown-charset",
     "part-not-utf-8",
     "file-field",
+    "name-not-unicode",
 ]
 
 

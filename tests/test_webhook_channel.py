@@ -17,7 +17,8 @@ from aiohttp import web
 
 from channels.base import OutboundMessage, Outcome
 from channels.content import Rendering
-from channels.destinations import parse_networks
+from channels.destinations import check_webhook_url, parse_networks
+from channels.errors import DestinationRejected
 from channels.webhook import WebhookChannel, new_secret, notice_body, sign
 
 LOOPBACK = parse_networks(["127.0.0.1/32"])
@@ -186,6 +187,20 @@ async def test_forbidden_destinations_are_refused_at_connect_time(url: str) -> N
         await channel.close()
     assert result.outcome is Outcome.PERMANENT
     assert "forbidden_destination" in result.detail or "unsupported_scheme" in result.detail
+
+
+@pytest.mark.parametrize("url", ["http://a..b/hook", "http://" + "a" * 64 + ".example/hook"])
+async def test_a_host_name_idna_refuses_is_an_invalid_url_not_a_crash(url: str) -> None:
+    """Found by tests/test_fuzz.py: the UnicodeError of the IDNA codec escaped."""
+    with pytest.raises(DestinationRejected) as caught:
+        await check_webhook_url(url, ())
+    assert caught.value.code == "invalid_url"
+    channel = WebhookChannel(allowed=())
+    try:
+        result = await channel.send(outbound("d-6", url, new_secret()))
+    finally:
+        await channel.close()
+    assert result.outcome is Outcome.PERMANENT
 
 
 async def test_a_refused_connection_is_transient() -> None:

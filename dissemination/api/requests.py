@@ -49,7 +49,8 @@ FORM_ERRORS: tuple[type[Exception], ...] = (
 
 async def form_fields(request: web.Request) -> dict[str, str]:
     """A urlencoded or multipart form's text fields (the last of a repeated name), or
-    ApiError 400 invalid_form: the form cannot be parsed, holds a file, or holds NUL."""
+    ApiError 400 invalid_form: the form cannot be parsed, holds a file, NUL or text that is
+    not Unicode."""
     try:
         form = await request.post()
     except FORM_ERRORS as error:
@@ -60,10 +61,21 @@ async def form_fields(request: web.Request) -> dict[str, str]:
     for name, value in form.items():
         if not isinstance(value, str):
             raise ApiError(400, "invalid_form", f"field {name!r} is a file, not text")
-        if "\x00" in name or "\x00" in value:
-            raise ApiError(400, "invalid_form", "a form field holds NUL")
+        if not _storable(name) or not _storable(value):
+            raise ApiError(400, "invalid_form", "a form field holds NUL or is not valid text")
         fields[name] = value
     return fields
+
+
+def _storable(text: str) -> bool:
+    """No NUL, and no lone surrogate (aiohttp decodes part headers with surrogateescape)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def ascii_digits(raw: str) -> bool:

@@ -75,7 +75,7 @@ def _json_documents(document: Any) -> list[Document]:
         raise RejectedInput("unrecognized_format", "top-level JSON value must be an object")
     if "kind" in document:
         kind = document["kind"]
-        if kind not in LOCAL_KINDS:
+        if not isinstance(kind, str) or kind not in LOCAL_KINDS:
             raise RejectedInput(
                 "unknown_kind",
                 [ErrorDetail("$.kind", f"{kind!r} is not one of {sorted(LOCAL_KINDS)}")],
