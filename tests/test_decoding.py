@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.alert import Kind, MsgType, Status, Tlp
-from core.errors import RejectedInput
+from core.errors import ErrorDetail, RejectedInput
 from dissemination.intake.decoding import DecodeLimits, decode_alerts, media_type
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
 from tests.alerts import cap_json, cap_json_bytes, cap_xml, fixture_document
@@ -342,3 +342,14 @@ def test_a_kind_that_is_not_a_string_is_an_unknown_kind(kind: object) -> None:
     with pytest.raises(RejectedInput) as caught:
         _decode(json.dumps({"kind": kind, "identifier": "x"}).encode())
     assert caught.value.reason == "unknown_kind"
+
+
+def test_a_rejection_lists_at_most_twenty_problems_and_counts_the_rest() -> None:
+    collection = json.loads((FIXTURES_DIR / "nws" / "two_features.json").read_text())
+    collection["features"][0]["properties"]["severity"] = "Apocalyptic"
+    collection["features"] = collection["features"][:1] * 50
+    with pytest.raises(RejectedInput) as caught:
+        _decode(json.dumps(collection).encode())
+    errors = caught.value.errors
+    assert len(errors) == 20
+    assert errors[-1] == ErrorDetail("$", "and 31 more problems")

@@ -10,6 +10,8 @@ import pytest
 from aio_pika.abc import AbstractChannel
 
 from core.alert import Alert
+from core.errors import MAX_DETAIL_CHARS, ErrorDetail, RejectedInput
+from dissemination.intake.consumer import errors_header
 from dissemination.ledger.alerts import Ledger, Payload
 from dissemination.service import Service
 from dissemination.settings import Settings
@@ -121,6 +123,18 @@ async def test_draft_and_expired_alerts_are_recorded_not_released(
 
 
 _HUGE_CIRCLE = "38.5,-120.1 " + "9" * 400
+
+
+def _many_bad_features(count: int) -> bytes:
+    """An NWS collection whose every feature has errors that quote long values."""
+    collection = json.loads((FIXTURES_DIR / "nws" / "two_features.json").read_text())
+    feature = collection["features"][0]
+    for name in ("severity", "certainty", "urgency", "status"):
+        feature["properties"][name] = name + " x" * 200
+    collection["features"] = [feature] * count
+    return json.dumps(collection).encode()
+
+
 BAD_INPUTS: list[tuple[str, bytes, str | None, str]] = [
     ("empty body", b"", None, "unrecognized_format"),
     ("plain text", b"hello", None, "unrecognized_format"),
@@ -257,6 +271,12 @@ BAD_INPUTS: list[tuple[str, bytes, str | None, str]] = [
         "schema_violation",
     ),
     (
+        "schema violations in 150 features, together larger than an AMQP frame",
+        _many_bad_features(150),
+        "application/geo+json",
+        "schema_violation",
+    ),
+    (
         "xinclude in utf-16",
         cap_xml()
         .decode()
@@ -274,7 +294,7 @@ BAD_INPUTS: list[tuple[str, bytes, str | None, str]] = [
 async def test_bad_inputs_are_dead_lettered_with_a_named_reason(
     service: Service, channel: AbstractChannel, settings: Settings
 ) -> None:
-    assert len(BAD_INPUTS) >= 33
+    assert len(BAD_INPUTS) >= 34
     for index, (_name, body, content_type, _reason) in enumerate(BAD_INPUTS):
         await publish(channel, settings, body, content_type, message_id=f"bad-{index}")
     await publish(channel, settings, cap_json_bytes("STILL-CONSUMING"))
@@ -324,6 +344,16 @@ async def test_an_unexpected_failure_is_dead_lettered_once_as_internal_error(
     assert len(attempts) == 1
     logged = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
     assert any("bug-1" in r.getMessage() for r in logged)
+
+
+def test_the_errors_header_fits_in_an_amqp_frame_whatever_the_errors() -> None:
+    astral = "\U0001f300" * MAX_DETAIL_CHARS  # 12 bytes each once JSON escapes it
+    rejected = RejectedInput("schema_violation", [ErrorDetail(astral, astral)] * 100)
+    header = errors_header(rejected)
+    assert len(header.encode()) <= 32_768
+    listed = json.loads(header)
+    assert listed[-1]["message"].startswith("and ")
+    assert listed[-1]["message"].endswith(" more problems")
 
 
 async def test_consumer_recovers_when_the_broker_closes_its_connection(

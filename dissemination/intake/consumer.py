@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 SUBMITTED_BY_HEADER = "x-submitted-by"
 INTERNAL_ERROR = "internal_error"
+MAX_ERRORS_HEADER = 32_768
 
 
 def submitter_of(message: AbstractIncomingMessage, own_user: str | None) -> str | None:
@@ -204,6 +205,20 @@ def internal_error(error: Exception) -> RejectedInput:
     )
 
 
+def errors_header(rejected: RejectedInput) -> str:
+    """The rejection's errors as JSON (ASCII) of at most MAX_ERRORS_HEADER characters: the
+    message's headers must fit in one AMQP frame (128 KiB by default), or the broker closes
+    the connection. Errors that do not fit are counted, not listed."""
+    errors = rejected.errors_as_dicts()
+    text = json.dumps(errors)
+    kept = len(errors)
+    while len(text) > MAX_ERRORS_HEADER:
+        kept //= 2
+        note = {"path": "$", "message": f"and {len(errors) - kept} more problems"}
+        text = json.dumps([*errors[:kept], note])
+    return text
+
+
 def dead_letter_message(
     message: AbstractIncomingMessage, rejected: RejectedInput
 ) -> aio_pika.Message:
@@ -215,7 +230,7 @@ def dead_letter_message(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers={
             "x-rejection-reason": rejected.reason,
-            "x-rejection-errors": json.dumps(rejected.errors_as_dicts()),
+            "x-rejection-errors": errors_header(rejected),
             "x-original-exchange": message.exchange or "",
             "x-original-routing-key": message.routing_key or "",
             "x-rejected-at": utc_now().isoformat(),
