@@ -482,6 +482,20 @@ async def test_contacts_csv_export_and_import(api: Api) -> None:
     assert len((await api.call("GET", "/api/v1/contacts"))[1]["items"]) == 2
 
 
+async def test_a_contacts_csv_with_nul_is_400_not_stored(api: Api) -> None:
+    """csv reads NUL since Python 3.11; PostgreSQL text cannot hold it."""
+    sid = await _create_stakeholder(api)
+    rows = f"stakeholderId,channel,address,label\n{sid},email,nul@example.org,desk\x00\n"
+    async with api.session.post(
+        api.base + "/api/v1/contacts/import",
+        data=rows.encode(),
+        headers={"Authorization": f"Bearer {api.tokens['admin']}", "Content-Type": "text/csv"},
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_csv"
+    assert (await api.call("GET", "/api/v1/contacts"))[1]["items"] == []
+
+
 async def test_audit_log_cannot_be_changed(api: Api, settings: Settings) -> None:
     await _create_stakeholder(api)
     for method in ("PATCH", "DELETE", "PUT", "POST"):
