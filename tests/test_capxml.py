@@ -478,6 +478,10 @@ def test_a_declared_single_byte_encoding_is_read(declared: str) -> None:
             id="latin-1-bytes-as-utf-8",
         ),
         pytest.param(b"\xff\xfe" + b"<\x00a", id="truncated-utf-16"),
+        # Found by tests/test_fuzz.py: codecs.lookup raises ValueError on NUL.
+        pytest.param(encoded_alert("utf-8", declared="\x00UTF-8"), id="nul-in-the-name"),
+        pytest.param(encoded_alert("utf-8", declared="UTF 8"), id="space-in-the-name"),
+        pytest.param(b'<?xml version="1.0" encoding=""?>' + alert_xml(), id="empty-name"),
     ],
 )
 def test_an_encoding_that_contradicts_itself_or_is_unknown_is_invalid_xml(body: bytes) -> None:

@@ -68,6 +68,7 @@ _UNMARKED: tuple[tuple[bytes, str], ...] = (
 _DECLARED = re.compile(
     r"<\?xml\s+version\s*=\s*(?:\"[^\"]*\"|'[^']*')\s+encoding\s*=\s*(?:\"([^\"]*)\"|'([^']*)')"
 )
+_ENCODING_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")  # XML 1.0's EncName
 # Python codecs that decode bytes to text but are not character sets.
 _NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined"})
 
@@ -162,12 +163,16 @@ def _encoding_family(body: bytes) -> str:
 def _declared_encoding(body: bytes, family: str) -> str | None:
     head = body[:512].decode(family, errors="replace").lstrip("\ufeff")
     match = _DECLARED.match(head)
-    return None if match is None else match.group(1) or match.group(2)
+    if match is None:
+        return None
+    double_quoted: str | None = match.group(1)
+    return double_quoted if double_quoted is not None else match.group(2)
 
 
 def _codec(name: str) -> codecs.CodecInfo:
     try:
-        codec = codecs.lookup(name)
+        # codecs.lookup raises ValueError, not LookupError, on a name holding NUL.
+        codec = codecs.lookup(name) if _ENCODING_NAME.fullmatch(name) else None
     except LookupError:
         codec = None
     if codec is None or not codec._is_text_encoding or codec.name in _NOT_CHARSETS:
