@@ -786,6 +786,7 @@ async def _form(body: bytes, content_type: str) -> dict[str, str]:
 
 
 @pytest.mark.filterwarnings("ignore::aiohttp.BadContentDispositionHeader")
+@pytest.mark.filterwarnings("ignore::aiohttp.BadContentDispositionParam")
 @FUZZ
 @given(forms())
 def test_forms_of_the_twilio_hooks_and_the_ack_page(form: tuple[bytes, str]) -> None:
