@@ -141,6 +141,11 @@ def check_url_shape(url: str) -> Destination:
         raise DestinationRejected("credentials_in_url", "a webhook URL must not carry credentials")
     if not host or port is None:
         raise DestinationRejected("invalid_url", "the URL has no host")
+    try:
+        # What getaddrinfo does to a name first; its UnicodeError is no OSError.
+        host.encode("idna")
+    except UnicodeError:
+        raise DestinationRejected("invalid_url", "the host is not a valid name") from None
     return Destination(host, unicode_host or host, port)
 
 

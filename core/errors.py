@@ -20,6 +20,11 @@ from dataclasses import dataclass
 
 from core.masking import mask_text, mask_value
 
+# An error names a problem; it need not repeat the input. jsonschema quotes the offending
+# value whole, and a dead letter's headers must fit in one AMQP frame.
+MAX_DETAIL_CHARS = 500
+MAX_DETAILS = 20
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorDetail:
@@ -30,6 +35,16 @@ class ErrorDetail:
 
     def as_dict(self) -> dict[str, str]:
         return {"path": self.path, "message": self.message}
+
+    def bounded(self) -> ErrorDetail:
+        """This detail with its path and message cut to MAX_DETAIL_CHARS each."""
+        if len(self.path) <= MAX_DETAIL_CHARS and len(self.message) <= MAX_DETAIL_CHARS:
+            return self
+        return ErrorDetail(_cut(self.path), _cut(self.message))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 3] + "..."
 
 
 class DisseminationError(Exception):
@@ -56,12 +71,21 @@ class RejectedInput(DisseminationError):
         if isinstance(errors, str):
             errors = (ErrorDetail("$", errors),)
         self.reason = reason
-        self.errors: tuple[ErrorDetail, ...] = tuple(errors)
+        self.errors: tuple[ErrorDetail, ...] = _bounded(errors)
         first = self.errors[0].message if self.errors else ""
         super().__init__(f"{reason}: {first}" if first else reason)
 
     def errors_as_dicts(self) -> list[dict[str, str]]:
         return [e.as_dict() for e in self.errors]
+
+
+def _bounded(errors: Sequence[ErrorDetail]) -> tuple[ErrorDetail, ...]:
+    """At most MAX_DETAILS details, each bounded; the last says how many were left out."""
+    if len(errors) <= MAX_DETAILS:
+        return tuple(e.bounded() for e in errors)
+    left_out = len(errors) - MAX_DETAILS + 1
+    kept = [e.bounded() for e in errors[: MAX_DETAILS - 1]]
+    return (*kept, ErrorDetail("$", f"and {left_out} more problems"))
 
 
 class StoreUnavailable(DisseminationError):

@@ -18,16 +18,21 @@ from typing import Any
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractChannel
+from aiohttp import web
 from sqlalchemy import select
 
 from channels.sms import AckReply, ack_reply
 from core.errors import ConfigError
 from dissemination.acks.tokens import AckSigner, new_token_id
+from dissemination.acks.tracking import AckStore
+from dissemination.api.acks import AckEndpoints, add_ack_routes
+from dissemination.api.errors import error_middleware
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.api.twiliohooks import INBOUND_HOOK
 from dissemination.errors import TokenRefused
 from dissemination.service import Service
-from dissemination.settings import Settings, load_settings
+from dissemination.settings import Settings, StoreSettings, load_settings
+from dissemination.store.database import Database
 from dissemination.store.tables import acks, audit_log, service_secrets
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
@@ -307,6 +312,70 @@ async def test_an_administrator_acknowledges_on_behalf_with_an_audited_reason(
             .one()
         )
     assert (entry["actor_name"], entry["reason"]) == ("admin-1", "confirmed by phone")
+
+
+class OneAck(AckStore):
+    """An AckStore that knows one unacknowledged row and is never asked to record."""
+
+    async def by_token(self, token_id: str) -> dict[str, Any] | None:
+        document = {"id": "a-1", "kind": "cap", "infos": [{"headline": "Flood"}]}
+        return {"alert_id": "a-1", "stakeholder_id": "s-1", "document": document} | {
+            "acknowledged_at": None
+        }
+
+    async def acknowledge(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a form that cannot be read must acknowledge nothing")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded; charset=nope", b"comment=x"),
+        ("application/x-www-form-urlencoded", b"comment=\xff"),
+        ("multipart/form-data", b"comment=x"),
+        ("multipart/form-data; boundary=zz", b"--zz\r\nbroken"),
+        ("multipart/form-data; boundary=zz", b"--zz\r\n\r\nv\r\n--zz--\r\n"),
+        (
+            "multipart/form-data; boundary=zz",
+            b'--zz\r\nContent-Disposition: form-data; name="comment"\r\n'
+            b"Content-Transfer-Encoding: xx\r\n\r\nv\r\n--zz--\r\n",
+        ),
+        (
+            "multipart/form-data; boundary=zz",
+            b'--zz\r\nContent-Disposition: form-data; name="comment"; filename="c.txt"\r\n'
+            b"\r\nv\r\n--zz--\r\n",
+        ),
+    ],
+)
+async def test_an_ack_form_that_cannot_be_read_is_a_400_page(
+    tmp_path: Path, content_type: str, body: bytes
+) -> None:
+    database = Database.from_settings(
+        StoreSettings(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", 1, 0.05, 0.2), tmp_path
+    )
+    signer = AckSigner((KEY_A,))
+    app = web.Application(middlewares=[error_middleware])
+    add_ack_routes(app, AckEndpoints(signer, OneAck(database), lambda: T0))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    token = signer.sign(new_token_id(), T0 + timedelta(hours=1))
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://{host}:{port}/ack/{token}",
+                data=body,
+                headers={"Content-Type": content_type},
+            ) as response,
+        ):
+            assert response.status == 400
+            assert response.content_type == "text/html"
+            assert "could not be read" in await response.text()
+    finally:
+        await runner.cleanup()
+        await database.close()
 
 
 def test_tokens_verify_round_trip_and_carry_no_personal_data() -> None:

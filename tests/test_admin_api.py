@@ -387,6 +387,8 @@ async def test_duplicate_contacts_are_refused_not_crashing(api: Api) -> None:
         ("/api/v1/audit?after=99999999999999999999", 400, "invalid_parameter"),
         ("/api/v1/stakeholders?organization=a%00b", 400, "invalid_parameter"),
         ("/api/v1/stakeholders/a%00b", 404, "not_found"),
+        ("/api/v1/stakeholders?limit=" + "9" * 5000, 400, "invalid_parameter"),
+        ("/api/v1/audit?after=" + "0" * 5000, 400, "invalid_parameter"),
     ],
 )
 async def test_hostile_parameters_get_clear_errors(
@@ -403,6 +405,8 @@ async def test_hostile_parameters_get_clear_errors(
         (b'{"name": "a\\u0000b"}', "invalid_json"),
         (b"[" * 10000 + b"]" * 10000, "invalid_json"),
         (b'{"n": NaN}', "invalid_json"),
+        (b'{"name": ' + b"1" * 5000 + b"}", "invalid_json"),
+        (b'{"name": 1e999}', "invalid_json"),
     ],
 )
 async def test_hostile_bodies_get_clear_errors(api: Api, raw: bytes, code: str) -> None:
@@ -413,6 +417,87 @@ async def test_hostile_bodies_get_clear_errors(api: Api, raw: bytes, code: str) 
     ) as response:
         assert response.status == 400
         assert (await response.json())["error"]["code"] == code
+
+
+JUSTIFICATION = "Imminent danger to the named stakeholder, confirmed by phone."
+NULLABLE = {("/api/v1/stakeholders", "quietHours"), ("/api/v1/subscriptions", "escalationId")}
+
+
+def _null_cases(sid: str) -> list[tuple[str, dict[str, Any], str]]:
+    """(path, body, the field that is null) for every field of every admin body."""
+    contact = {"stakeholderId": sid, "channel": "email", "address": "n@example.org"}
+    subscription = {"stakeholderId": sid, "rule": {}, "channels": ["email"]}
+    step = {"afterSeconds": 60, "action": "notify", "supervisors": [sid], "channels": ["email"]}
+    cases: list[tuple[str, dict[str, Any], str]] = []
+    for path, body in (
+        ("/api/v1/stakeholders", stakeholder()),
+        ("/api/v1/contacts", contact | {"label": "desk", "active": True}),
+        ("/api/v1/subscriptions", subscription | {"ackRequired": True, "enabled": True}),
+    ):
+        for name in body:
+            if (path, name) not in NULLABLE:
+                cases.append((path, body | {name: None}, f"$.{name}"))
+    cases += [
+        ("/api/v1/stakeholders", stakeholder(clearance={"maxTlp": None}), "$.clearance.maxTlp"),
+        ("/api/v1/subscriptions", subscription | {"rule": {"tlp": None}}, "$.rule.tlp"),
+        ("/api/v1/escalations", {"name": "desk", "steps": None}, "$.steps"),
+        ("/api/v1/escalations", {"name": None, "steps": [step]}, "$.name"),
+        (
+            "/api/v1/escalations",
+            {"name": "d", "steps": [step | {"channels": None}]},
+            "$.steps[0].channels",
+        ),
+        (
+            "/api/v1/import",
+            {"stakeholders": [stakeholder(contacts=None)]},
+            "$.stakeholders[0].contacts",
+        ),
+        ("/api/v1/import", {"stakeholders": [stakeholder(kind=None)]}, "$.stakeholders[0].kind"),
+        ("/api/v1/alerts/nope/approve", {"comment": None}, "$.comment"),
+        ("/api/v1/alerts/nope/reject", {"reason": None}, "$.reason"),
+        (
+            "/api/v1/alerts/nope/releases",
+            {"stakeholderId": sid, "justification": None},
+            "$.justification",
+        ),
+        (
+            "/api/v1/alerts/nope/releases",
+            {"stakeholderId": None, "justification": JUSTIFICATION},
+            "$.stakeholderId",
+        ),
+        (
+            "/api/v1/alerts/nope/releases",
+            {"stakeholderId": sid, "justification": JUSTIFICATION, "channels": None},
+            "$.channels",
+        ),
+        ("/api/v1/releases/nope/review", {"note": None}, "$.note"),
+        ("/api/v1/alerts/nope/revalidate", {"reason": None}, "$.reason"),
+        (
+            "/api/v1/alerts/nope/acks",
+            {"stakeholderId": sid, "reason": "by phone", "comment": None},
+            "$.comment",
+        ),
+    ]
+    return cases
+
+
+async def test_null_in_any_field_is_422_naming_the_field(api: Api) -> None:
+    sid = await _create_stakeholder(api)
+    wrong = []
+    for path, body, field in _null_cases(sid):
+        status, answer = await api.call("POST", path, body=body)
+        named = [d["path"] for d in answer["error"]["details"]] if status >= 400 else []
+        if status != 422 or field not in named:
+            wrong.append((path, field, status, named))
+    assert wrong == [], "\n".join(map(str, wrong))
+    for path, name in sorted(NULLABLE):
+        body = (
+            stakeholder()
+            if path.endswith("stakeholders")
+            else {"stakeholderId": sid, "rule": {}, "channels": ["email"]}
+        )
+        status, answer = await api.call("POST", path, body=body | {name: None})
+        assert status == 201, answer
 
 
 async def test_contacts_csv_export_and_import(api: Api) -> None:
@@ -445,6 +530,20 @@ async def test_contacts_csv_export_and_import(api: Api) -> None:
         assert response.status == 422
     assert "$[1].address" in [d["path"] for d in error["details"]]
     assert len((await api.call("GET", "/api/v1/contacts"))[1]["items"]) == 2
+
+
+async def test_a_contacts_csv_with_nul_is_400_not_stored(api: Api) -> None:
+    """csv reads NUL since Python 3.11; PostgreSQL text cannot hold it."""
+    sid = await _create_stakeholder(api)
+    rows = f"stakeholderId,channel,address,label\n{sid},email,nul@example.org,desk\x00\n"
+    async with api.session.post(
+        api.base + "/api/v1/contacts/import",
+        data=rows.encode(),
+        headers={"Authorization": f"Bearer {api.tokens['admin']}", "Content-Type": "text/csv"},
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_csv"
+    assert (await api.call("GET", "/api/v1/contacts"))[1]["items"] == []
 
 
 async def test_audit_log_cannot_be_changed(api: Api, settings: Settings) -> None:

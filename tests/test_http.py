@@ -3,6 +3,7 @@ Ingest answers 202 only for what the broker confirmed, and the alert then reache
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -153,6 +154,46 @@ async def test_ingest_publishes_with_confirms_and_the_alert_is_stored(
         (cap_json_bytes(), "text/plain", 415, "unsupported_content_type", "$"),
         (b"<alert>&x;</alert>", "application/cap+xml", 400, "invalid_xml", "$"),
         (b'{"pad": "' + b"x" * 1_100_000 + b'"}', "application/json", 413, "body_too_large", None),
+        # Inputs that passed decoding and then answered 500 (or 202, and never got stored):
+        (
+            cap_json_bytes()[:-1] + b', "n": ' + b"7" * 5000 + b"}",
+            "application/json",
+            400,
+            "number_out_of_range",
+            "$",
+        ),
+        (
+            json.dumps(cap_json(sent="9999-12-31T23:59:59-23:59")).encode(),
+            "application/json",
+            422,
+            "invalid_field",
+            "$.sent",
+        ),
+        (
+            json.dumps(cap_json("NUL\u0000")).encode(),
+            "application/json",
+            400,
+            "nul_character",
+            "$.identifier",
+        ),
+        (
+            cap_json_bytes(),
+            "application/json; p=" + "x" * 300,
+            415,
+            "unsupported_content_type",
+            "$",
+        ),
+        (
+            cap_xml()
+            .decode()
+            .replace('encoding="UTF-8"', 'encoding="UTF-16"')
+            .replace("<scope>", '<xi:include xmlns:xi="http://www.w3.org/2001/XInclude"/><scope>')
+            .encode("utf-16"),
+            "application/cap+xml",
+            400,
+            "xml_forbidden_construct",
+            "$",
+        ),
     ],
 )
 async def test_ingest_rejects_bad_input_with_the_errors_and_publishes_nothing(
@@ -209,3 +250,50 @@ async def test_ingest_never_answers_2xx_without_a_broker_confirm(
             assert response.status == 503
     finally:
         await connection.close()
+
+
+async def test_a_body_that_cannot_be_read_is_400_not_500(
+    service: Service, base_url: str, http: aiohttp.ClientSession
+) -> None:
+    headers = {
+        **_auth(await _token(service, Role.PUBLISHER)),
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+    }
+    async with http.post(
+        f"{base_url}/api/v1/alerts", data=b"not gzip at all", headers=headers
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_body"
+
+
+async def test_the_unauthenticated_ack_api_answers_unreadable_bodies_with_400(
+    base_url: str, http: aiohttp.ClientSession
+) -> None:
+    for body in (b'{"token": ' + b"9" * 5000 + b"}", b'{"token": "a\\u0000"}', b"[1e999]"):
+        async with http.post(f"{base_url}/api/v1/acks", data=body) as response:
+            assert response.status == 400, body[:40]
+            assert (await response.json())["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/api/v1/alerts?limit=" + "1" * 5000,
+        "/api/v1/alerts?limit=" + "0" * 4999 + "1",
+        "/api/v1/audit?after=" + "1" * 5000,
+        "/api/v1/events?seconds=" + "1" * 5000,
+        "/api/v1/alerts?since=9999-12-31T23:59:59-23:59",
+        "/api/v1/alerts?until=0001-01-01T00:00:00%2B23:00",
+        "/api/v1/dissemination-records?since=9999-12-31T23:59:59-23:59",
+        "/api/v1/alerts?after=" + base64.urlsafe_b64encode(b"2026-01-01T00:00:00|x").decode(),
+        "/api/v1/alerts?after=" + base64.urlsafe_b64encode(b"9999-12-31T23:59:59-23:59|x").decode(),
+    ],
+)
+async def test_query_parameters_the_parsers_cannot_take_are_400(
+    service: Service, base_url: str, http: aiohttp.ClientSession, query: str
+) -> None:
+    headers = _auth(await _token(service, Role.ADMIN))
+    async with http.get(base_url + query, headers=headers) as response:
+        assert response.status == 400, query[:60]
+        assert (await response.json())["error"]["code"] == "invalid_parameter"

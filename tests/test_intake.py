@@ -4,10 +4,14 @@ acked, what is not is dead-lettered with a named reason, and nothing is lost or 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from aio_pika.abc import AbstractChannel
 
+from core.alert import Alert
+from core.errors import MAX_DETAIL_CHARS, ErrorDetail, RejectedInput
+from dissemination.intake.consumer import errors_header
 from dissemination.ledger.alerts import Ledger, Payload
 from dissemination.service import Service
 from dissemination.settings import Settings
@@ -118,6 +122,19 @@ async def test_draft_and_expired_alerts_are_recorded_not_released(
     assert states == {"draft": "draft", "expired": "expired"}
 
 
+_HUGE_CIRCLE = "38.5,-120.1 " + "9" * 400
+
+
+def _many_bad_features(count: int) -> bytes:
+    """An NWS collection whose every feature has errors that quote long values."""
+    collection = json.loads((FIXTURES_DIR / "nws" / "two_features.json").read_text())
+    feature = collection["features"][0]
+    for name in ("severity", "certainty", "urgency", "status"):
+        feature["properties"][name] = name + " x" * 200
+    collection["features"] = [feature] * count
+    return json.dumps(collection).encode()
+
+
 BAD_INPUTS: list[tuple[str, bytes, str | None, str]] = [
     ("empty body", b"", None, "unrecognized_format"),
     ("plain text", b"hello", None, "unrecognized_format"),
@@ -209,13 +226,75 @@ BAD_INPUTS: list[tuple[str, bytes, str | None, str]] = [
         "invalid_nws_geojson",
     ),
     ("xml declared as json", cap_xml(), "application/json", "invalid_json"),
+    # Inputs that once passed decoding and then failed on every delivery:
+    (
+        "integer of 5000 digits",
+        cap_json_bytes()[:-1] + b', "n": ' + b"1" * 5000 + b"}",
+        "application/json",
+        "number_out_of_range",
+    ),
+    (
+        "number overflowing a double",
+        b'{"identifier": "x", "n": 1e999}',
+        None,
+        "number_out_of_range",
+    ),
+    (
+        "sent beyond year 9999 in UTC",
+        json.dumps(cap_json(sent="9999-12-31T23:59:59-23:59")).encode(),
+        "application/json",
+        "invalid_field",
+    ),
+    (
+        "circle radius overflowing a double",
+        json.dumps(
+            cap_json(
+                info=[
+                    dict(cap_json()["info"][0], area=[{"areaDesc": "x", "circle": [_HUGE_CIRCLE]}])
+                ]
+            )
+        ).encode(),
+        "application/json",
+        "invalid_field",
+    ),
+    ("NUL in a string", json.dumps(cap_json("NUL\u0000")).encode(), None, "nul_character"),
+    (
+        "content type longer than the store holds",
+        cap_json_bytes(),
+        "application/json; profile=" + "p" * 190,  # an AMQP shortstr holds 255
+        "unsupported_content_type",
+    ),
+    (
+        "schema violation quoting a value larger than an AMQP frame",
+        json.dumps(cap_json("a b" * 200_000)).encode(),
+        "application/json",
+        "schema_violation",
+    ),
+    (
+        "schema violations in 150 features, together larger than an AMQP frame",
+        _many_bad_features(150),
+        "application/geo+json",
+        "schema_violation",
+    ),
+    (
+        "xinclude in utf-16",
+        cap_xml()
+        .decode()
+        .replace('encoding="UTF-8"', 'encoding="UTF-16"')
+        .replace(
+            "<scope>", '<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="x"/><scope>'
+        )
+        .encode("utf-16"),
+        None,
+        "xml_forbidden_construct",
+    ),
 ]
 
 
 async def test_bad_inputs_are_dead_lettered_with_a_named_reason(
     service: Service, channel: AbstractChannel, settings: Settings
 ) -> None:
-    assert len(BAD_INPUTS) >= 25
+    assert len(BAD_INPUTS) >= 34
     for index, (_name, body, content_type, _reason) in enumerate(BAD_INPUTS):
         await publish(channel, settings, body, content_type, message_id=f"bad-{index}")
     await publish(channel, settings, cap_json_bytes("STILL-CONSUMING"))
@@ -230,6 +309,51 @@ async def test_bad_inputs_are_dead_lettered_with_a_named_reason(
     counts = await wait_for_counts(service, alerts=1, rejections=len(BAD_INPUTS))
     assert counts == {"alerts": 1, "rejections": len(BAD_INPUTS), "quarantine": 0}
     assert await queue_depth(channel, settings.broker.inbound_queue) == 0
+
+
+async def test_an_unexpected_failure_is_dead_lettered_once_as_internal_error(
+    service: Service,
+    channel: AbstractChannel,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug (here: any exception the pipeline does not expect) must neither loop until the
+    delivery limit nor drop the message: it goes to alerts.dead at once, named."""
+    assert service.consumer is not None
+    pipeline = service.consumer.processor
+    real_parse = pipeline.parse
+    attempts: list[bytes] = []
+
+    def failing_parse(payload: Payload) -> list[Alert]:
+        if payload.body.startswith(b'{"identifier": "BUG-1"'):
+            attempts.append(payload.body)
+            raise RuntimeError("a bug")
+        return real_parse(payload)
+
+    pipeline.parse = failing_parse  # type: ignore[method-assign]
+    body = cap_json_bytes("BUG-1")
+    await publish(channel, settings, body, message_id="bug-1")
+    await publish(channel, settings, cap_json_bytes("AFTER-BUG"))
+    (dead,) = await get_all(channel, settings.broker.dead_letter_queue, 1)
+    reason, errors = rejection_of(dead)
+    assert (dead.message_id, dead.body, reason) == ("bug-1", body, "internal_error")
+    assert "RuntimeError" in errors[0]["message"]
+    assert "a bug" not in errors[0]["message"]  # exception texts may quote the input
+    counts = await wait_for_counts(service, alerts=1, rejections=1)
+    assert counts == {"alerts": 1, "rejections": 1, "quarantine": 0}
+    assert len(attempts) == 1
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert any("bug-1" in r.getMessage() for r in logged)
+
+
+def test_the_errors_header_fits_in_an_amqp_frame_whatever_the_errors() -> None:
+    astral = "\U0001f300" * MAX_DETAIL_CHARS  # 12 bytes each once JSON escapes it
+    rejected = RejectedInput("schema_violation", [ErrorDetail(astral, astral)] * 100)
+    header = errors_header(rejected)
+    assert len(header.encode()) <= 32_768
+    listed = json.loads(header)
+    assert listed[-1]["message"].startswith("and ")
+    assert listed[-1]["message"].endswith(" more problems")
 
 
 async def test_consumer_recovers_when_the_broker_closes_its_connection(

@@ -3,22 +3,31 @@ duplicates quarantined, references linked, rejections kept, migrations idempoten
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import exc, select, text
 
 from core.alert import Tlp
-from core.errors import ErrorDetail
+from core.errors import ErrorDetail, StoreUnavailable
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
-from dissemination.ledger.alerts import Ledger, Payload, RecordOutcome
+from dissemination.ledger.alerts import REJECTED_BODY_PREFIX, Ledger, Payload, RecordOutcome
 from dissemination.settings import StoreSettings
-from dissemination.store.database import Database, head_revision
+from dissemination.store.database import Database, head_revision, outage_as_store_unavailable
 from dissemination.store.rows import AlertState
+from dissemination.store.tables import rejections
 from tests.alerts import cap_json
+from tests.pg import psql
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+
+
 DEFAULTS = HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
 
 
@@ -146,6 +155,85 @@ async def test_rejections_keep_the_body_and_the_reasons(ledger: Ledger) -> None:
     assert (await ledger.counts())["rejections"] == 1
 
 
+async def _rejection_rows(ledger: Ledger) -> list[dict[str, Any]]:
+    async with ledger.database.reading() as conn:
+        result = await conn.execute(select(rejections).order_by(rejections.c.id))
+        return [dict(row) for row in result.mappings()]
+
+
+async def test_a_rejected_body_is_kept_as_a_prefix_with_its_size_and_hash(ledger: Ledger) -> None:
+    body = bytes(range(256)) * 40_000  # 10 MB
+    await ledger.record_rejection(
+        source="amqp",
+        reason="body_too_large",
+        errors=[ErrorDetail("$", "too large")],
+        payload=_payload(body),
+        message_id="m-big",
+        now=NOW,
+    )
+    (row,) = await _rejection_rows(ledger)
+    assert row["body"] == body[:REJECTED_BODY_PREFIX]
+    assert (row["body_size"], row["body_sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+
+
+async def test_a_rejection_keeps_what_the_store_cannot_hold_in_a_form_it_can(
+    ledger: Ledger,
+) -> None:
+    """An envelope the store cannot hold (NUL, an overlong content type) is still recorded:
+    recording the rejection must never be what fails."""
+    await ledger.record_rejection(
+        source="amqp",
+        reason="unsupported_content_type",
+        errors=[ErrorDetail("$.a\x00", "bad \x00 " + "x" * 5000)],
+        payload=Payload(b"{}", "application/json; p=\x00" + "p" * 300),
+        message_id="m\x00-1",
+        now=NOW,
+    )
+    (row,) = await _rejection_rows(ledger)
+    assert "\x00" not in row["message_id"]
+    assert "\x00" not in row["content_type"]
+    assert len(row["content_type"]) <= 200
+    assert "\x00" not in json.dumps(row["errors"])
+
+
+@pytest.fixture
+def empty_store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
+    """A store with no tables at all, of the parametrized kind."""
+    if store_kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = f"fd_test_{uuid.uuid4().hex[:10]}"
+    psql(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_the_migration_backfills_the_size_and_hash_of_kept_rejections(
+    empty_store_url: str, tmp_path: Path
+) -> None:
+    database = Database.from_settings(StoreSettings(empty_store_url, 5, 0.05, 0.2), tmp_path)
+    body = b"<alert>" + b"x" * 10_000
+    try:
+        assert await database.migrate("0011") == "0011"
+        async with database.transaction() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO rejections (received_at, source, reason, errors, body)"
+                    " VALUES (:at, 'amqp', 'invalid_xml', '[]', :body)"
+                ),
+                {"at": NOW.replace(tzinfo=None), "body": body},
+            )
+        assert await database.migrate() == head_revision()
+        (row,) = await _rejection_rows(Ledger(database))
+        assert (row["body_size"], row["body_sha256"]) == (
+            len(body),
+            hashlib.sha256(body).hexdigest(),
+        )
+        assert row["body"] == body  # kept whole: a migration does not cut what was recorded
+    finally:
+        await database.close()
+
+
 async def test_migrations_are_idempotent(store_url: str, tmp_path: Path) -> None:
     database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
     try:
@@ -154,3 +242,28 @@ async def test_migrations_are_idempotent(store_url: str, tmp_path: Path) -> None
         assert await database.revision() == head_revision()
     finally:
         await database.close()
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "outage"),
+    [
+        ("40P01", True),  # deadlock detected
+        ("40001", True),  # serialization failure
+        ("53300", True),  # too many connections
+        ("53100", True),  # disk full
+        ("57014", True),  # statement timeout
+        ("57P01", True),  # administrator shutdown
+        ("55P03", True),  # lock not available
+        ("22021", False),  # character not in repertoire: the data, every time
+        ("23505", False),  # unique violation
+        (None, False),
+    ],
+)
+def test_transient_database_errors_are_outages_to_retry(sqlstate: str | None, outage: bool) -> None:
+    """Intake dead-letters what fails for any other reason than an outage, so a deadlock or a
+    serialization failure must be retried, never rejected."""
+    original = type("PostgresError", (Exception,), {"sqlstate": sqlstate})("failed")
+    error = exc.DBAPIError("INSERT ...", None, original)
+    expected = StoreUnavailable if outage else exc.DBAPIError
+    with pytest.raises(expected), outage_as_store_unavailable():
+        raise error

@@ -279,6 +279,20 @@ def test_an_allowed_network_admits_its_addresses_however_wrapped() -> None:
     assert not address_allowed(ipaddress.ip_address("64:ff9b::127.0.0.2"), loopback)
 
 
+@pytest.mark.parametrize("url", ["http://a..b/hook", "http://" + "a" * 64 + ".example/hook"])
+async def test_a_host_name_idna_refuses_is_an_invalid_url_not_a_crash(url: str) -> None:
+    """Found by tests/test_fuzz.py: the UnicodeError of the IDNA codec escaped."""
+    with pytest.raises(DestinationRejected) as caught:
+        await check_webhook_url(url, ())
+    assert caught.value.code == "invalid_url"
+    channel = WebhookChannel(allowed=())
+    try:
+        result = await channel.send(outbound("d-6", url, new_secret()))
+    finally:
+        await channel.close()
+    assert result.outcome is Outcome.PERMANENT
+
+
 async def test_a_refused_connection_is_transient() -> None:
     channel = WebhookChannel(LOOPBACK, connect_timeout=1)
     try:

@@ -8,7 +8,8 @@
   behalf, with a reason that is audited.
 
 Repeating an acknowledgment is harmless. A tampered token gets 403, an expired one 410, one
-that names nothing 404; pages are HTML, API answers JSON errors.
+that names nothing 404, a form that cannot be read 400; pages are HTML, API answers JSON
+errors.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dissemination.acks.tokens import AckSigner
 from dissemination.acks.tracking import AckChannel, AckOutcome, AckStore
 from dissemination.api.app import authenticate
 from dissemination.api.errors import ApiError
-from dissemination.api.requests import json_body
+from dissemination.api.requests import form_fields, json_body
 from dissemination.api.tokens import Role
 from dissemination.errors import TokenRefused
 from dissemination.store.audit import Actor
@@ -84,8 +85,11 @@ class AckEndpoints:
             return _page(refused.status, "Acknowledgment", str(refused))
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
             return _page(413, "Acknowledgment", "The comment is too long.")
-        form = await request.post()
-        comment = _comment(str(form.get("comment", "")))
+        try:
+            form = await form_fields(request)
+        except ApiError:
+            return _page(400, "Acknowledgment", "The form could not be read. Please try again.")
+        comment = _comment(form.get("comment", ""))
         if comment is None:
             return _page(
                 400, "Acknowledgment", f"Comments are limited to {MAX_COMMENT} characters."
@@ -100,7 +104,7 @@ class AckEndpoints:
 
     async def by_token(self, request: web.Request) -> web.Response:
         """POST /api/v1/acks: a webhook receiver acknowledges with the token it was sent."""
-        body = _validated("ack", await json_body(request))
+        body = validated("ack", await json_body(request))
         try:
             row = await self._row(body["token"])
         except TokenRefused as refused:
@@ -111,7 +115,7 @@ class AckEndpoints:
     async def on_behalf(self, request: web.Request) -> web.Response:
         """POST /api/v1/alerts/{id}/acks: an administrator records someone's acknowledgment."""
         token = await authenticate(request, Role.ADMIN)
-        body = _validated("ack_on_behalf", await json_body(request))
+        body = validated("ack_on_behalf", await json_body(request))
         alert_id = request.match_info["id"]
         if "\x00" in alert_id:
             raise ApiError(404, "not_found", f"no alert {alert_id!r}")
@@ -173,7 +177,8 @@ def _page(
     return web.Response(status=status, text=html, content_type="text/html", headers=PAGE_HEADERS)
 
 
-def _validated(schema: str, document: Any) -> dict[str, Any]:
+def validated(schema: str, document: Any) -> dict[str, Any]:
+    """`document` if it is an object that satisfies schema `schema`; ApiError 422 otherwise."""
     if not isinstance(document, dict):
         raise ApiError(422, "schema_violation", "the body must be a JSON object")
     try:

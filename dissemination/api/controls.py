@@ -22,6 +22,7 @@ from aiohttp import web
 
 from channels.base import CHANNEL_NAMES
 from core.clock import Clock
+from core.errors import ErrorDetail
 from dissemination.api.app import authenticate
 from dissemination.api.errors import ApiError
 from dissemination.api.requests import json_body, limit_param
@@ -45,25 +46,92 @@ def _path_id(request: web.Request, what: str) -> str:
     return value
 
 
+def _violation(name: str, message: str) -> ApiError:
+    return ApiError(422, "schema_violation", message, [ErrorDetail(f"$.{name}", message)])
+
+
 def _fields(body: Any, required: set[str], optional: set[str]) -> dict[str, Any]:
     """The body's fields, checked: an object with `required` and only those or `optional`."""
     if not isinstance(body, dict) or not required <= set(body) <= required | optional:
         names = ", ".join(sorted(required)) or "no field"
         extra = f" (optional: {', '.join(sorted(optional))})" if optional else ""
-        raise ApiError(422, "schema_violation", f"the body must be an object with {names}{extra}")
+        message = f"the body must be an object with {names}{extra}"
+        raise ApiError(422, "schema_violation", message, _misfits(body, required, optional))
     return body
 
 
+def _misfits(body: Any, required: set[str], optional: set[str]) -> list[ErrorDetail]:
+    """Each missing or unknown field of an object body, by path."""
+    if not isinstance(body, dict):
+        return [ErrorDetail("$", "not an object")]
+    missing = [ErrorDetail(f"$.{name}", "required") for name in sorted(required - set(body))]
+    unknown = sorted(set(body) - required - optional)
+    return missing + [ErrorDetail(f"$.{name}", "not a field of this body") for name in unknown]
+
+
 def _text(fields: Mapping[str, Any], name: str, limits: tuple[int, int]) -> str | None:
-    value = fields.get(name)
-    if value is None:
+    """The trimmed text of field `name`; None if it is absent. Present, it must be a string
+    of the right length: null is no string."""
+    if name not in fields:
         return None
+    value = fields[name]
     low, high = limits
     if not isinstance(value, str) or not low <= len(value.strip()) <= high:
-        raise ApiError(
-            422, "schema_violation", f"{name} must be a string of {low} to {high} characters"
-        )
+        raise _violation(name, f"{name} must be a string of {low} to {high} characters")
     return value.strip()
+
+
+def _required_text(fields: Mapping[str, Any], name: str, limits: tuple[int, int]) -> str:
+    text = _text(fields, name, limits)
+    if text is None:
+        raise _violation(name, f"{name} is required")
+    return text
+
+
+def _channels(fields: Mapping[str, Any]) -> list[str] | None:
+    """The release's channels; None (all the stakeholder has) when the field is absent."""
+    if "channels" not in fields:
+        return None
+    channels = fields["channels"]
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or not all(isinstance(c, str) and c in CHANNEL_NAMES for c in channels)
+    ):
+        raise _violation("channels", f"channels must be a non-empty list of {CHANNEL_NAMES}")
+    return channels
+
+
+def decision_reason(body: Any, *, approve: bool) -> str | None:
+    """The optional comment of an approval, or the required reason of a rejection, from a
+    request body; ApiError 422 naming the field otherwise."""
+    if approve:
+        return _text(_fields(body, set(), {"comment"}), "comment", TEXT_LIMITS["comment"])
+    return _required_text(_fields(body, {"reason"}, set()), "reason", TEXT_LIMITS["reason"])
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRequest:
+    """What an imminent-danger release asks for; `channels` None means all the stakeholder's."""
+
+    stakeholder_id: str
+    justification: str
+    channels: list[str] | None
+
+
+def release_request(body: Any) -> ReleaseRequest:
+    """A release's fields from a request body; ApiError 422 naming the field otherwise."""
+    fields = _fields(body, {"stakeholderId", "justification"}, {"channels"})
+    justification = _required_text(fields, "justification", specialrelease.JUSTIFICATION_LENGTH)
+    stakeholder_id = fields["stakeholderId"]
+    if not isinstance(stakeholder_id, str) or not stakeholder_id:
+        raise _violation("stakeholderId", "stakeholderId must be a stakeholder's id")
+    return ReleaseRequest(stakeholder_id, justification, _channels(fields))
+
+
+def review_note(body: Any) -> str:
+    """A review's note from a request body; ApiError 422 naming the field otherwise."""
+    return _required_text(_fields(body, {"note"}, set()), "note", TEXT_LIMITS["note"])
 
 
 def _refused(error: ControlRefused) -> ApiError:
@@ -112,11 +180,7 @@ class ControlEndpoints:
     async def _decide(self, request: web.Request, *, approve: bool) -> web.Response:
         actor = await self._actor(request)
         alert_id = _path_id(request, "alert")
-        body = await json_body(request)
-        if approve:
-            reason = _text(_fields(body, set(), {"comment"}), "comment", TEXT_LIMITS["comment"])
-        else:
-            reason = _text(_fields(body, {"reason"}, set()), "reason", TEXT_LIMITS["reason"])
+        reason = decision_reason(await json_body(request), approve=approve)
         try:
             decision = await approval.decide(
                 self.database, alert_id, actor, approve, reason, self.clock()
@@ -136,28 +200,14 @@ class ControlEndpoints:
     async def release(self, request: web.Request) -> web.Response:
         actor = await self._actor(request)
         alert_id = _path_id(request, "alert")
-        fields = _fields(await json_body(request), {"stakeholderId", "justification"}, {"channels"})
-        justification = _text(fields, "justification", specialrelease.JUSTIFICATION_LENGTH)
-        stakeholder_id = fields["stakeholderId"]
-        channels = fields.get("channels")
-        if not isinstance(stakeholder_id, str) or not stakeholder_id or "\x00" in stakeholder_id:
-            raise ApiError(422, "schema_violation", "stakeholderId must be a stakeholder's id")
-        if channels is not None and (
-            not isinstance(channels, list)
-            or not channels
-            or not all(channel in CHANNEL_NAMES for channel in channels)
-        ):
-            raise ApiError(
-                422, "schema_violation", f"channels must be a non-empty list of {CHANNEL_NAMES}"
-            )
-        assert justification is not None
+        wanted = release_request(await json_body(request))
         try:
             made = await specialrelease.release(
                 self.database,
                 alert_id,
-                stakeholder_id,
-                channels,
-                justification,
+                wanted.stakeholder_id,
+                wanted.channels,
+                wanted.justification,
                 actor,
                 self.clock(),
             )
@@ -185,10 +235,7 @@ class ControlEndpoints:
     async def review(self, request: web.Request) -> web.Response:
         actor = await self._actor(request)
         release_id = _path_id(request, "release")
-        note = _text(
-            _fields(await json_body(request), {"note"}, set()), "note", TEXT_LIMITS["note"]
-        )
-        assert note is not None
+        note = review_note(await json_body(request))
         try:
             await specialrelease.review(self.database, release_id, note, actor, self.clock())
         except ControlRefused as error:

@@ -19,8 +19,8 @@ from core.errors import ErrorDetail, RejectedInput
 from dissemination.api.app import RUNTIME, authenticate
 from dissemination.api.errors import ApiError
 from dissemination.api.requests import (
-    ascii_digits,
     bool_param,
+    bounded_int,
     json_body,
     limit_param,
     optional_text_param,
@@ -243,11 +243,11 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
 
 async def audit_entries(request: web.Request) -> web.Response:
     await actor_of(request, Role.ADMIN)
-    after = request.query.get("after", "0")
-    if not ascii_digits(after) or int(after) > MAX_AUDIT_ID:
+    after = bounded_int(request.query.get("after", "0"), 0, MAX_AUDIT_ID)
+    if after is None:
         raise ApiError(400, "invalid_parameter", "after must be an audit entry id")
     entries = await admin_of(request).audit.entries(
-        after_id=int(after),
+        after_id=after,
         limit=limit_param(request),
         entity=optional_text_param(request, "entity"),
         entity_id=optional_text_param(request, "entityId"),

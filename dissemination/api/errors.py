@@ -8,6 +8,8 @@ rendered as `{"error": {"code", "message", "details"}}`. Codes never change mean
     and, turned into ApiError answers by the middleware:
          StoreUnavailable  503 store_unavailable
          HTTPException     its status, with a code from its reason
+         a body that cannot be read (its Content-Encoding does not decode, a bad chunk):
+                           400 invalid_body
          anything else     500 internal_error, logged with its traceback
 """
 
@@ -18,6 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from core.errors import DisseminationError, ErrorDetail, RejectedInput, StoreUnavailable
 
@@ -101,6 +105,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if "Allow" in error.headers:  # 405: RFC 9110 requires the methods the resource has
             response.headers["Allow"] = error.headers["Allow"]
         return response
+    except (RequestPayloadError, HttpProcessingError):
+        return ApiError(400, "invalid_body", "the request body cannot be read").response()
     except Exception:
         log.exception("unhandled error in %s %s", request.method, loggable_path(request.path))
         return ApiError(500, "internal_error", "internal error").response()

@@ -27,11 +27,11 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from core.clock import Clock
-from core.errors import StoreUnavailable
+from core.clock import Clock, parse_moment
+from core.errors import ErrorDetail, StoreUnavailable
 from dissemination.api.app import authenticate
 from dissemination.api.errors import ApiError
-from dissemination.api.requests import csv_cell, json_body, limit_param
+from dissemination.api.requests import bounded_int, csv_cell, json_body, limit_param
 from dissemination.api.tokens import READERS, Role
 from dissemination.controls import record
 from dissemination.controls.retention import revalidate
@@ -49,12 +49,11 @@ CLOCK_OVERLAP = timedelta(seconds=5)
 def _moment(name: str, raw: str | None) -> datetime | None:
     if raw is None:
         return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or "\x00" in raw:
-        raise ApiError(400, "invalid_parameter", f"{name} must be an ISO 8601 time with offset")
+    moment = parse_moment(raw)
+    if moment is None:
+        raise ApiError(
+            400, "invalid_parameter", f"{name} must be an ISO 8601 time with offset (years 1-9999)"
+        )
     return moment
 
 
@@ -63,9 +62,12 @@ def _cursor(raw: str | None) -> tuple[datetime, str] | None:
         return None
     try:
         at, _, alert_id = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), alert_id
     except (ValueError, UnicodeError, binascii.Error):
-        raise ApiError(400, "invalid_parameter", "after must be a cursor from `next`") from None
+        at, alert_id = "", ""
+    moment = parse_moment(at)
+    if moment is None or "\x00" in alert_id:
+        raise ApiError(400, "invalid_parameter", "after must be a cursor from `next`")
+    return moment, alert_id
 
 
 def _next_cursor(item: dict[str, str]) -> str:
@@ -174,9 +176,8 @@ class ProgressEndpoints:
         if set(body if isinstance(body, dict) else ()) != {"reason"} or not (
             isinstance(reason, str) and 3 <= len(reason.strip()) <= 500
         ):
-            raise ApiError(
-                422, "schema_violation", 'the body must be {"reason": "..."} (3 to 500 characters)'
-            )
+            message = 'the body must be {"reason": "..."} (3 to 500 characters)'
+            raise ApiError(422, "schema_violation", message, [ErrorDetail("$.reason", message)])
         now = self.clock()
         if not await revalidate(
             self.store.database, alert_id, Actor(token.id, token.name), reason, now
@@ -200,14 +201,15 @@ class ProgressEndpoints:
         (the first poll sends the watched alert's counts at once), and a comment line as a
         heartbeat; runs until the client goes away or the `seconds` asked for are over."""
         raw = request.query.get("seconds", str(MAX_STREAM_SECONDS))
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_STREAM_SECONDS:
+        seconds = bounded_int(raw, 1, MAX_STREAM_SECONDS)
+        if seconds is None:
             raise ApiError(
                 400,
                 "invalid_parameter",
                 f"seconds must be an integer from 1 to {MAX_STREAM_SECONDS}",
             )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + int(raw)
+        deadline = loop.time() + seconds
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",

@@ -21,8 +21,8 @@ validator against the configured public URL (what Twilio signed), never the Host
   got. Ids are remembered for a week (`INBOUND_MEMORY`); a form without one (Twilio always
   sends it) is acted on each time.
 
-Unsigned or wrongly signed requests get 403 and change nothing. With SMS not configured the
-hooks answer 404.
+Unsigned or wrongly signed requests get 403 and change nothing; a form that cannot be read
+(malformed, a file, NUL) gets 400. With SMS not configured the hooks answer 404.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from channels.sms import (
 from core.clock import Clock
 from dissemination.acks.tracking import AckChannel, AckStore
 from dissemination.api.errors import ApiError
+from dissemination.api.requests import form_fields
 from dissemination.delivery.configure import STATUS_HOOK
 from dissemination.settings import Settings
 from dissemination.store.audit import Actor, write_audit
@@ -77,7 +78,7 @@ class TwilioHooks:
     async def _signed_form(self, request: web.Request) -> dict[str, str]:
         if not self.auth_token:
             raise ApiError(404, "sms_not_configured", "SMS is not configured on this service")
-        form = {key: str(value) for key, value in (await request.post()).items()}
+        form = await form_fields(request)
         url = self.public_url + request.rel_url.path_qs
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not valid_twilio_signature(self.auth_token, url, form, signature):

@@ -6,9 +6,16 @@ Settlement happens in one place (`IntakeConsumer._settle`):
                                          (confirmed), then ack (the ledger holds it durably)
   - RejectedInput (bad input)         -> recorded, republished to the dead-letter exchange with
                                          x-rejection-* headers (confirmed), then acked
-  - StoreUnavailable / unexpected     -> nack with requeue after backoff (never rejected; a true
-                                         poison message reaches alerts.dead via the delivery limit)
-  - shutdown                          -> finished within the grace period, else nack with requeue
+  - StoreUnavailable, or the dead     -> nack with requeue after backoff (never rejected: ours
+    letter not confirmed                 to fix, and the message is fine)
+  - anything else (a bug)             -> logged with its traceback, then dead-lettered like a
+                                         rejection with reason "internal_error", at once
+
+Why a bug is not retried: decoding and planning are deterministic, so a message that fails
+them once fails them on every delivery; the store's transient failures (outages, deadlocks,
+serialization failures, timeouts) arrive as StoreUnavailable. A retried bug only loops until
+the queue's delivery limit and then reaches alerts.dead without a reason. Dead-lettered, the
+message is kept whole, with its reason, for republishing once the bug is fixed.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from dissemination.retrying import Backoff
 log = logging.getLogger(__name__)
 
 SUBMITTED_BY_HEADER = "x-submitted-by"
+INTERNAL_ERROR = "internal_error"
+MAX_ERRORS_HEADER = 32_768
 
 
 def submitter_of(
@@ -110,9 +119,11 @@ class IntakeConsumer:
         except StoreUnavailable as error:
             await self._requeue_later(message, f"store unavailable: {error}")
             return
-        except Exception:
-            log.exception("intake failed unexpectedly; requeueing message %s", message.message_id)
-            await self._requeue_later(message, "unexpected error")
+        except Exception as error:
+            log.exception(
+                "intake failed unexpectedly; dead-lettering message %s", message.message_id
+            )
+            await self._dead_letter(message, payload, internal_error(error))
             return
         self.backoff.reset()
         for alert_id, outcome in result.outcomes.items():
@@ -133,14 +144,7 @@ class IntakeConsumer:
     ) -> None:
         log.warning("message %s rejected: %s", message.message_id, rejected.reason)
         try:
-            await self.processor.ledger.record_rejection(
-                source="amqp",
-                reason=rejected.reason,
-                errors=rejected.errors,
-                payload=payload,
-                message_id=message.message_id,
-                now=self.processor.clock(),
-            )
+            await self._record_rejection(message, payload, rejected)
             await self.topology.dead_exchange.publish(
                 dead_letter_message(message, rejected), routing_key=message.routing_key or ""
             )
@@ -152,6 +156,25 @@ class IntakeConsumer:
             return
         await self._safely(message.ack())
         self.processed += 1
+
+    async def _record_rejection(
+        self, message: AbstractIncomingMessage, payload: Payload, rejected: RejectedInput
+    ) -> None:
+        """Record the rejection; if that fails for any reason but an outage, the dead letter
+        (which carries the body and the reason) still goes out, and the failure is logged."""
+        try:
+            await self.processor.ledger.record_rejection(
+                source="amqp",
+                reason=rejected.reason,
+                errors=rejected.errors,
+                payload=payload,
+                message_id=message.message_id,
+                now=self.processor.clock(),
+            )
+        except StoreUnavailable:
+            raise
+        except Exception:
+            log.exception("could not record the rejection of message %s", message.message_id)
 
     async def _requeue_later(self, message: AbstractIncomingMessage, why: str) -> None:
         delay = self.backoff.next_delay()
@@ -184,6 +207,29 @@ class IntakeConsumer:
                 await asyncio.wait(still_running)
 
 
+def internal_error(error: Exception) -> RejectedInput:
+    """The rejection a bug becomes. It names the exception's type only: its text may quote
+    the input, and it is in the service's log with the traceback."""
+    return RejectedInput(
+        INTERNAL_ERROR,
+        f"the service failed on this message ({type(error).__name__}); see its log",
+    )
+
+
+def errors_header(rejected: RejectedInput) -> str:
+    """The rejection's errors as JSON (ASCII) of at most MAX_ERRORS_HEADER characters: the
+    message's headers must fit in one AMQP frame (128 KiB by default), or the broker closes
+    the connection. Errors that do not fit are counted, not listed."""
+    errors = rejected.errors_as_dicts()
+    text = json.dumps(errors)
+    kept = len(errors)
+    while len(text) > MAX_ERRORS_HEADER:
+        kept //= 2
+        note = {"path": "$", "message": f"and {len(errors) - kept} more problems"}
+        text = json.dumps([*errors[:kept], note])
+    return text
+
+
 def dead_letter_message(
     message: AbstractIncomingMessage, rejected: RejectedInput
 ) -> aio_pika.Message:
@@ -195,7 +241,7 @@ def dead_letter_message(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers={
             "x-rejection-reason": rejected.reason,
-            "x-rejection-errors": json.dumps(rejected.errors_as_dicts()),
+            "x-rejection-errors": errors_header(rejected),
             "x-original-exchange": message.exchange or "",
             "x-original-routing-key": message.routing_key or "",
             "x-rejected-at": utc_now().isoformat(),

@@ -17,9 +17,10 @@ from core.alert import Alert, Kind
 from core.errors import ErrorDetail, RejectedInput
 from core.strictjson import loads_strict
 from core.validation import schema_errors
-from dissemination.intake.capxml import cap_document_from_xml
+from dissemination.intake.capxml import cap_document_from_xml, looks_like_xml
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
 from dissemination.intake.nws import cap_documents_from_nws
+from dissemination.store.tables import CONTENT_TYPE_LENGTH
 
 XML_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
 JSON_TYPES = frozenset({"application/json", "application/geo+json", "application/ld+json"})
@@ -51,12 +52,22 @@ def media_type(content_type: str | None) -> str:
 
 
 def _sniff(body: bytes) -> str:
-    head = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    if head == b"<":
+    if looks_like_xml(body):  # in any encoding XML allows
         return "xml"
-    if head in (b"{", b"["):
+    if body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
         return "json"
     raise RejectedInput("unrecognized_format", "body is neither XML nor JSON")
+
+
+def _check_content_type(content_type: str | None) -> None:
+    """Refuse a Content-Type the store could not keep with the payload (it is kept as given)."""
+    if content_type is None:
+        return
+    if len(content_type) > CONTENT_TYPE_LENGTH or not content_type.isprintable():
+        raise RejectedInput(
+            "unsupported_content_type",
+            f"a content type must be printable and at most {CONTENT_TYPE_LENGTH} characters",
+        )
 
 
 def _json_documents(document: Any) -> list[Document]:
@@ -64,7 +75,7 @@ def _json_documents(document: Any) -> list[Document]:
         raise RejectedInput("unrecognized_format", "top-level JSON value must be an object")
     if "kind" in document:
         kind = document["kind"]
-        if kind not in LOCAL_KINDS:
+        if not isinstance(kind, str) or kind not in LOCAL_KINDS:
             raise RejectedInput(
                 "unknown_kind",
                 [ErrorDetail("$.kind", f"{kind!r} is not one of {sorted(LOCAL_KINDS)}")],
@@ -89,6 +100,7 @@ def decode_documents(body: bytes, content_type: str | None, limits: DecodeLimits
         raise RejectedInput(
             "body_too_large", f"{len(body)} bytes exceeds the {limits.max_bytes} limit"
         )
+    _check_content_type(content_type)
     declared = media_type(content_type)
     if declared in XML_TYPES:
         family = "xml"
@@ -111,6 +123,19 @@ def _prefixed(path: str, detail: ErrorDetail) -> ErrorDetail:
     return detail if path == "$" else ErrorDetail(path + detail.path[1:], detail.message)
 
 
+def _normalized(document: Document, defaults: HandlingDefaults) -> Alert:
+    """The document as an Alert; a refusal names the path in the whole body."""
+    try:
+        if document.schema == "cap":
+            return alert_from_cap(document.body, document.source_format, defaults)
+        return alert_from_local(document.body, defaults)
+    except RejectedInput as rejected:
+        if document.path == "$":
+            raise
+        errors = [_prefixed(document.path, detail) for detail in rejected.errors]
+        raise RejectedInput(rejected.reason, errors) from None
+
+
 def decode_alerts(
     body: bytes, content_type: str | None, limits: DecodeLimits, defaults: HandlingDefaults
 ) -> list[Alert]:
@@ -123,10 +148,4 @@ def decode_alerts(
     ]
     if errors:
         raise RejectedInput("schema_violation", errors)
-    alerts = []
-    for doc in documents:
-        if doc.schema == "cap":
-            alerts.append(alert_from_cap(doc.body, doc.source_format, defaults))
-        else:
-            alerts.append(alert_from_local(doc.body, defaults))
-    return alerts
+    return [_normalized(doc, defaults) for doc in documents]

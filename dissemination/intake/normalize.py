@@ -1,8 +1,14 @@
 """Turns schema-valid documents (CAP-JSON and the local kinds) into the normalized Alert model,
-applying the fail-closed handling default where the originator set no TLP."""
+applying the fail-closed handling default where the originator set no TLP.
+
+A schema-valid document may still hold a value the model cannot take: a date-time the
+parser refuses, or one with no UTC equivalent before year 10000 (the store and every
+comparison need one), or a circle radius too large for a float. Those are refused as
+`invalid_field` with their path, here, before anything is stored."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +27,7 @@ from core.alert import (
     Status,
     Tlp,
 )
+from core.clock import parse_moment
 from core.errors import ErrorDetail, RejectedInput
 
 TLP_PARAMETER = "TLP"
@@ -54,8 +61,21 @@ class HandlingDefaults:
     public_scope_tlp: Tlp
 
 
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+def _invalid(path: str, message: str) -> RejectedInput:
+    return RejectedInput("invalid_field", [ErrorDetail(path, message)])
+
+
+def _moment(value: str, path: str) -> datetime:
+    moment = parse_moment(value)
+    if moment is None:
+        raise _invalid(
+            path, f"{value!r} is not a date-time with an offset between years 1 and 9999 UTC"
+        )
+    return moment
+
+
+def _time(value: str | None, path: str) -> datetime | None:
+    return _moment(value, path) if value else None
 
 
 def _named(items: Sequence[Mapping[str, str]] | None) -> tuple[NamedValue, ...]:
@@ -67,22 +87,27 @@ def _points(text: str) -> tuple[tuple[float, float], ...]:
     return tuple((float(lat), float(lon)) for lat, lon in pairs)
 
 
-def _circle(text: str) -> Circle:
+def _circle(text: str, path: str) -> Circle:
     centre, radius = text.split()
     lat, lon = centre.split(",")
-    return Circle(float(lat), float(lon), float(radius))
+    circle = Circle(float(lat), float(lon), float(radius))
+    if not math.isfinite(circle.radius_km):
+        raise _invalid(path, "the radius is too large")
+    return circle
 
 
-def _cap_area(area: Mapping[str, Any]) -> Area:
+def _cap_area(area: Mapping[str, Any], path: str) -> Area:
     return Area(
         description=area["areaDesc"],
         polygons=tuple(_points(p) for p in area.get("polygon", ())),
-        circles=tuple(_circle(c) for c in area.get("circle", ())),
+        circles=tuple(
+            _circle(c, f"{path}.circle[{i}]") for i, c in enumerate(area.get("circle", ()))
+        ),
         geocodes=_named(area.get("geocode")),
     )
 
 
-def _cap_info(info: Mapping[str, Any]) -> Info:
+def _cap_info(info: Mapping[str, Any], path: str) -> Info:
     return Info(
         language=info.get("language", "en-US"),
         categories=tuple(info["category"]),
@@ -94,13 +119,13 @@ def _cap_info(info: Mapping[str, Any]) -> Info:
         description=info.get("description"),
         instruction=info.get("instruction"),
         sender_name=info.get("senderName"),
-        effective=_time(info.get("effective")),
-        onset=_time(info.get("onset")),
-        expires=_time(info.get("expires")),
+        effective=_time(info.get("effective"), f"{path}.effective"),
+        onset=_time(info.get("onset"), f"{path}.onset"),
+        expires=_time(info.get("expires"), f"{path}.expires"),
         response_types=tuple(info.get("responseType", ())),
         event_codes=_named(info.get("eventCode")),
         parameters=_named(info.get("parameter")),
-        areas=tuple(_cap_area(a) for a in info.get("area", ())),
+        areas=tuple(_cap_area(a, f"{path}.area[{i}]") for i, a in enumerate(info.get("area", ()))),
         web=info.get("web"),
         contact=info.get("contact"),
     )
@@ -160,12 +185,14 @@ def alert_from_cap(
     document: Mapping[str, Any], source_format: str, defaults: HandlingDefaults
 ) -> Alert:
     """A schema-valid CAP-JSON document as an Alert."""
-    infos = tuple(_cap_info(i) for i in document.get("info", ()))
+    infos = tuple(
+        _cap_info(info, f"$.info[{i}]") for i, info in enumerate(document.get("info", ()))
+    )
     return Alert(
         kind=Kind.CAP,
         identifier=document["identifier"],
         sender=document["sender"],
-        sent=datetime.fromisoformat(document["sent"]),
+        sent=_moment(document["sent"], "$.sent"),
         sent_text=document["sent"],
         status=Status(document["status"]),
         msg_type=MsgType(document["msgType"]),
@@ -241,7 +268,7 @@ def alert_from_local(document: Mapping[str, Any], defaults: HandlingDefaults) ->
         certainty=document.get("certainty", "Unknown"),
         headline=document.get("headline", headline),
         description=description,
-        expires=_time(document.get("expires")),
+        expires=_time(document.get("expires"), "$.expires"),
         areas=_local_area(document),
     )
     references = tuple(
@@ -251,7 +278,7 @@ def alert_from_local(document: Mapping[str, Any], defaults: HandlingDefaults) ->
         kind=kind,
         identifier=document["identifier"],
         sender=document["sender"],
-        sent=datetime.fromisoformat(document["sent"]),
+        sent=_moment(document["sent"], "$.sent"),
         sent_text=document["sent"],
         status=Status(document["status"]),
         msg_type=MsgType(document["msgType"]),

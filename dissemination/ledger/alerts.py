@@ -32,6 +32,7 @@ from dissemination.store.rows import (
     suppress_owing,
 )
 from dissemination.store.tables import (
+    CONTENT_TYPE_LENGTH,
     alert_references,
     alerts,
     deliveries,
@@ -40,6 +41,9 @@ from dissemination.store.tables import (
     rejections,
     stakeholders,
 )
+
+REJECTED_BODY_PREFIX = 4096
+"""Bytes of a rejected body that are kept (with the whole body's size and SHA-256)."""
 
 
 class RecordOutcome(StrEnum):
@@ -116,6 +120,11 @@ async def resolve_reference(conn: AsyncConnection, reference: Reference) -> list
             .order_by(alerts.c.received_at, alerts.c.id)
         )
     )
+
+
+def storable_text(text: str) -> str:
+    """`text` without what no text column holds: NUL (as U+FFFD) and lone surrogates (as ?)."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 class Ledger:
@@ -340,17 +349,25 @@ class Ledger:
         message_id: str | None,
         now: datetime,
     ) -> int:
-        """Keep a refused input and why; returns the rejection's id."""
+        """Keep a refused input and why, bounded: the first REJECTED_BODY_PREFIX bytes of the
+        body with its size and SHA-256, and the envelope in a form the store can hold (an
+        input is often refused for the very text the store would refuse too); returns the
+        rejection's id."""
         async with self.database.transaction() as conn:
             result = await conn.execute(
                 rejections.insert().values(
                     received_at=now,
                     source=source,
-                    message_id=message_id,
+                    message_id=None if message_id is None else storable_text(message_id),
                     reason=reason,
-                    errors=[e.as_dict() for e in errors],
-                    content_type=payload.content_type,
-                    body=payload.body,
+                    errors=[
+                        {"path": storable_text(e.path), "message": storable_text(e.message)}
+                        for e in errors
+                    ],
+                    content_type=storable_text(payload.content_type)[:CONTENT_TYPE_LENGTH],
+                    body=payload.body[:REJECTED_BODY_PREFIX],
+                    body_size=len(payload.body),
+                    body_sha256=payload.sha256,
                 )
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]

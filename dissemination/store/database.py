@@ -32,22 +32,41 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (exc.DBAPIError, *OUTAGE_ERRORS)
 
+# PostgreSQL errors that pass if the work is tried again (SQLSTATE classes: 08 connection,
+# 40 transaction rollback such as a deadlock or a serialization failure, 53 insufficient
+# resources, 57 operator intervention such as a statement timeout, 58 system error; and a
+# lock or object not available). The asyncpg driver gives most of them no class of their own.
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+TRANSIENT_SQLSTATES = frozenset({"55P03", "55006"})
+
+
+def _transient(error: exc.DBAPIError) -> bool:
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if not isinstance(sqlstate, str):
+        return False
+    return sqlstate.startswith(TRANSIENT_SQLSTATE_CLASSES) or sqlstate in TRANSIENT_SQLSTATES
+
 
 @contextmanager
 def outage_as_store_unavailable(password: str | None = None) -> Iterator[None]:
-    """Turn a lost connection, refused connect or locked database into StoreUnavailable,
-    whose message (logged by whoever retries) carries no password."""
+    """Turn a lost connection, refused connect, locked database or a transient PostgreSQL
+    error (deadlock, serialization failure, timeout, ...) into StoreUnavailable: the work is
+    retried, never rejected. Its message (logged by whoever retries) carries no password."""
     try:
         yield
     except OUTAGE_ERRORS as error:
         reason = mask_text(str(error), password)
         raise StoreUnavailable(f"store unavailable: {type(error).__name__}: {reason}") from error
     except exc.DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-        raise StoreUnavailable(
-            f"store connection lost: {mask_text(str(error), password)}"
-        ) from error
+        if error.connection_invalidated:
+            raise StoreUnavailable(
+                f"store connection lost: {mask_text(str(error), password)}"
+            ) from error
+        if _transient(error):
+            raise StoreUnavailable(
+                f"store busy: {type(error).__name__}: {mask_text(str(error), password)}"
+            ) from error
+        raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -149,10 +168,11 @@ class Database:
         async with self.reading() as connection:
             await connection.execute(text("SELECT 1"))
 
-    async def migrate(self) -> str:
-        """Apply every pending migration; return the schema revision now in force."""
+    async def migrate(self, revision: str = "head") -> str:
+        """Apply every pending migration up to `revision` (all of them by default); return
+        the schema revision now in force."""
         async with self.transaction() as connection:
-            await connection.run_sync(_upgrade_to_head)
+            await connection.run_sync(_upgrade_to, revision)
             result = await connection.execute(text("SELECT version_num FROM alembic_version"))
             return str(result.scalar_one())
 
@@ -181,7 +201,7 @@ def head_revision() -> str:
     return head
 
 
-def _upgrade_to_head(connection: Connection) -> None:
+def _upgrade_to(connection: Connection, revision: str) -> None:
     config = _alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)

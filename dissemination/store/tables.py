@@ -47,12 +47,13 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 metadata = MetaData()
+CONTENT_TYPE_LENGTH = 200
 
 payloads = Table(
     "payloads",
     metadata,
     Column("sha256", String(64), primary_key=True),
-    Column("content_type", String(200), nullable=False),
+    Column("content_type", String(CONTENT_TYPE_LENGTH), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Column("purged_at", UtcDateTime),
@@ -107,8 +108,10 @@ rejections = Table(
     Column("message_id", Text),
     Column("reason", String(60), nullable=False),
     Column("errors", JSON, nullable=False),
-    Column("content_type", String(200)),
-    Column("body", LargeBinary, nullable=False),
+    Column("content_type", String(CONTENT_TYPE_LENGTH)),
+    Column("body", LargeBinary, nullable=False),  # a prefix: ledger.alerts.REJECTED_BODY_PREFIX
+    Column("body_size", BigInteger),  # of the whole body
+    Column("body_sha256", String(64)),  # of the whole body
 )
 
 quarantine = Table(
