@@ -288,10 +288,7 @@ class DeliveryStore:
         now: datetime,
         in_flight: Collection[str] = (),
     ) -> list[str]:
-        """The resend-once policy for rows stuck in `sending` (their worker died mid-send, so
-        whether they went is unknown): back to `pending` flagged `resent`, or `failed` if that
-        happened before. `in_flight` are rows the caller itself is still sending (slow, not
-        stuck). Returns the ids to publish again."""
+        """`resend_stuck_rows` in a transaction of its own: the ids to publish again."""
         async with self.database.transaction() as conn:
             return await resend_stuck_rows(conn, channel, older_than, now, in_flight)
 
