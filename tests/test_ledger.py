@@ -19,7 +19,12 @@ from core.errors import ErrorDetail, StoreUnavailable
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.ledger.alerts import REJECTED_BODY_PREFIX, Ledger, Payload, RecordOutcome
 from dissemination.settings import StoreSettings
-from dissemination.store.database import Database, head_revision, outage_as_store_unavailable
+from dissemination.store.database import (
+    Database,
+    head_revision,
+    migration_scripts,
+    outage_as_store_unavailable,
+)
 from dissemination.store.rows import AlertState
 from dissemination.store.tables import rejections
 from tests.alerts import cap_json
@@ -232,6 +237,18 @@ async def test_the_migration_backfills_the_size_and_hash_of_kept_rejections(
         assert row["body"] == body  # kept whole: a migration does not cut what was recorded
     finally:
         await database.close()
+
+
+def test_the_migrations_form_one_line_numbered_by_their_files() -> None:
+    """Migrations written side by side and merged must be renumbered into one line: two heads
+    stop every migration (alembic cannot choose)."""
+    script = migration_scripts()
+    assert script.get_heads() == [head_revision()]
+    for revision in script.walk_revisions():
+        filename = Path(revision.path).name
+        assert filename.startswith(f"{revision.revision}_"), filename
+        if revision.down_revision is not None:
+            assert int(str(revision.down_revision)) == int(revision.revision) - 1, filename
 
 
 async def test_migrations_are_idempotent(store_url: str, tmp_path: Path) -> None:

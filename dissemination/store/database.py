@@ -194,9 +194,14 @@ def _alembic_config() -> Config:
     return config
 
 
+def migration_scripts() -> ScriptDirectory:
+    """The migrations shipped with this version of the code."""
+    return ScriptDirectory.from_config(_alembic_config())
+
+
 def head_revision() -> str:
     """The newest migration shipped with this version of the code."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = migration_scripts().get_current_head()
     assert head is not None
     return head
 
