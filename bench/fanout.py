@@ -71,9 +71,9 @@ from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
 from dissemination.store.rows import DeliveryState
 from dissemination.store.tables import deliveries
-from tests.alerts import cap_json
-from tests.people import ACTOR, enrol_many
-from tests.twiliofake import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+from testbed.alerts import cap_json
+from testbed.directory import ACTOR, enrol_many
+from testbed.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 
 log = logging.getLogger("bench.fanout")
 WEBHOOK = ChannelName.WEBHOOK.value

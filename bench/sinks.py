@@ -18,8 +18,8 @@ import sys
 from aiohttp import web
 
 from bench.common import run_loop
-from tests.smtpsink import start_smtp_sink
-from tests.twiliofake import TwilioFake
+from testbed.smtp import start_smtp_sink
+from testbed.twilio import TwilioFake
 
 
 class Counts:

@@ -21,11 +21,11 @@ from dissemination.api.twiliohooks import INBOUND_HOOK
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from dissemination.store.tables import deliveries
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
+from testbed.smtp import SmtpSink, start_smtp_sink
+from testbed.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioFake
 from tests.brokerutil import open_connection, publish, wait_until
 from tests.serviceproc import free_port
-from tests.smtpsink import SmtpSink, start_smtp_sink
-from tests.twiliofake import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioFake
 
 TERMINAL = {"sent", "delivered", "failed", "withheld", "suppressed"}
 

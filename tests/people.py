@@ -4,7 +4,6 @@ directory follower."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,11 +12,8 @@ from dissemination.api.directory import ADMIN
 from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
 from dissemination.directory.sync import apply_change
 from dissemination.service import Service
-from dissemination.store.audit import Actor
-from dissemination.store.database import Database
 from subscriptions.codec import validate_stakeholder, validate_subscription
-
-ACTOR = Actor(None, "test")
+from testbed.directory import ACTOR
 
 
 @dataclass
@@ -85,51 +81,3 @@ async def enrol(
     }
     await create(service, SUBSCRIPTION, validate_subscription(subscription))
     return enrolled
-
-
-async def enrol_many(
-    database: Database,
-    count: int,
-    channel: str,
-    address_of: Callable[[int], str],
-    *,
-    ack_required: bool = False,
-    escalation_id: str | None = None,
-) -> None:
-    """`count` stakeholders, each with one contact on `channel` and a subscription to every
-    alert (acknowledged, under the escalation policy, if one is given), created in one
-    transaction (with their audit entries) before a service starts."""
-    stakeholder = validate_stakeholder(
-        {
-            "name": "bulk",
-            "organization": "Partner",
-            "sector": "government",
-            "kind": "individual",
-            "clearance": {"maxTlp": "AMBER"},
-        }
-    )
-    directory = Directory(database)
-    now = datetime.now(UTC)
-    async with database.transaction() as conn:
-        for n in range(count):
-            record, _ = await directory.create_in(
-                conn, STAKEHOLDER, stakeholder | {"name": f"bulk-{n}"}, ACTOR, now
-            )
-            contact = {
-                "stakeholderId": record["id"],
-                "channel": channel,
-                "address": address_of(n),
-                "label": "",
-                "active": True,
-            }
-            await directory.create_in(conn, CONTACT, contact, ACTOR, now)
-            subscription = {
-                "stakeholderId": record["id"],
-                "rule": {},
-                "channels": [channel],
-                "ackRequired": ack_required or escalation_id is not None,
-                "escalationId": escalation_id,
-            }
-            await directory.create_in(
-                conn, SUBSCRIPTION, validate_subscription(subscription), ACTOR, now
-            )

@@ -22,7 +22,8 @@ from dissemination.api.tokens import Role, TokenStore
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from tests.alerts import TEST_SENDERS, cap_json
+from testbed.alerts import cap_json
+from tests.alerts import TEST_SENDERS
 from tests.brokerutil import wait_until
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,8 @@ from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, ale
 from dissemination.service import Service
 from dissemination.settings import load_settings
 from dissemination.store.tables import approvals, audit_log
-from tests.alerts import TEST_SENDERS, cap_json, fixture_document
+from testbed.alerts import cap_json
+from tests.alerts import TEST_SENDERS, fixture_document
 from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,

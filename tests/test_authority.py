@@ -30,7 +30,7 @@ from dissemination.service import Service
 from dissemination.settings import Settings
 from dissemination.store.audit import AuditLog
 from dissemination.store.tables import alerts
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
 from tests.brokerutil import get_all, publish, rejection_of, wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.alerts import cap_xml
+from testbed.alerts import cap_xml
 from tests.samples import FIXTURES_DIR
 from tests.serviceproc import run_cli
 

@@ -13,7 +13,7 @@ from dissemination.broker.topology import connect, declare_intake
 from dissemination.ledger.alerts import Ledger
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
-from tests.alerts import cap_json_bytes
+from testbed.alerts import cap_json_bytes
 from tests.brokerutil import publish, queue_depth, wait_until
 from tests.serviceproc import ServiceProcess, run_cli
 

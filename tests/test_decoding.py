@@ -14,7 +14,8 @@ from core.alert import Kind, MsgType, Status, Tlp
 from core.errors import ErrorDetail, RejectedInput
 from dissemination.intake.decoding import DecodeLimits, decode_alerts, media_type
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
-from tests.alerts import cap_json, cap_json_bytes, cap_xml, fixture_document
+from testbed.alerts import cap_json, cap_json_bytes, cap_xml
+from tests.alerts import fixture_document
 from tests.samples import FIXTURES_DIR, sample_params
 
 LIMITS = DecodeLimits(max_bytes=1_048_576, max_depth=32)

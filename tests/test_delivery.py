@@ -20,7 +20,11 @@ from sqlalchemy import select
 from dissemination.service import Service
 from dissemination.settings import Settings
 from dissemination.store.tables import contacts, deliveries
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
+from testbed.twilio import (
+    HANGING_NUMBER,
+    INVALID_NUMBER,
+)
 from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
@@ -35,10 +39,6 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
 )
 from tests.people import enrol
 from tests.test_webhook_channel import independent_signature
-from tests.twiliofake import (
-    HANGING_NUMBER,
-    INVALID_NUMBER,
-)
 
 pytestmark = pytest.mark.slow
 

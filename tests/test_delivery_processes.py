@@ -24,9 +24,9 @@ from dissemination.directory.store import ESCALATION, Directory
 from dissemination.settings import Settings
 from dissemination.store.database import Database
 from dissemination.store.tables import deliveries, escalations
-from tests.alerts import cap_json_bytes
+from testbed.alerts import cap_json_bytes
+from testbed.directory import ACTOR, enrol_many
 from tests.brokerutil import publish, wait_until
-from tests.people import ACTOR, enrol_many
 from tests.serviceproc import ServiceProcess, run_cli
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
 from dissemination.store.tables import escalations
 from subscriptions.codec import validate_stakeholder
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
 from tests.brokerutil import open_connection, publish, wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,

@@ -72,7 +72,8 @@ from subscriptions.codec import (
     validate_subscription,
 )
 from subscriptions.matcher import Matcher
-from tests.alerts import cap_json, fixture_document
+from testbed.alerts import cap_json
+from tests.alerts import fixture_document
 from tests.samples import FIXTURES_DIR
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))

@@ -24,7 +24,8 @@ from dissemination.ledger.alerts import Ledger
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings
 from dissemination.store.database import Database
-from tests.alerts import TEST_SENDERS, cap_json, cap_json_bytes, cap_xml
+from testbed.alerts import cap_json, cap_json_bytes, cap_xml
+from tests.alerts import TEST_SENDERS
 from tests.brokerutil import open_connection, wait_until
 
 pytestmark = pytest.mark.slow

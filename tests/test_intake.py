@@ -15,7 +15,7 @@ from dissemination.intake.consumer import errors_header
 from dissemination.ledger.alerts import Ledger, Payload
 from dissemination.service import Service
 from dissemination.settings import Settings
-from tests.alerts import cap_json, cap_json_bytes, cap_xml
+from testbed.alerts import cap_json, cap_json_bytes, cap_xml
 from tests.brokerutil import (
     close_connections,
     get_all,

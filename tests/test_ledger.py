@@ -27,7 +27,7 @@ from dissemination.store.database import (
 )
 from dissemination.store.rows import AlertState
 from dissemination.store.tables import rejections
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
 from tests.pg import psql
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)

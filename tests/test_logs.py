@@ -17,6 +17,7 @@ from sqlalchemy import select
 from dissemination.service import Service
 from dissemination.settings import Settings
 from dissemination.store.tables import service_secrets
+from testbed.twilio import AUTH_TOKEN
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     delivery_settings_fixture,
@@ -26,7 +27,6 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     sinks_fixture,
 )
 from tests.people import enrol
-from tests.twiliofake import AUTH_TOKEN
 
 pytestmark = pytest.mark.slow
 # The loopback sinks log what they receive, as a real mail server would; they are not us.

@@ -66,7 +66,8 @@ from dissemination.store.audit import AuditLog
 from dissemination.store.database import Database
 from subscriptions.clearance import WithheldCode
 from subscriptions.matcher import NO_CONTACT, Matcher
-from tests.alerts import TEST_SENDERS, cap_json
+from testbed.alerts import cap_json
+from tests.alerts import TEST_SENDERS
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 DOCUMENT_PATH = SCHEMAS_DIR / "openapi.json"

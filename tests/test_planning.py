@@ -22,7 +22,7 @@ from dissemination.settings import Settings, load_settings
 from dissemination.store.audit import Actor
 from dissemination.store.tables import alerts, deliveries
 from subscriptions.codec import validate_stakeholder, validate_subscription
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
 from tests.brokerutil import get_all, publish, wait_until
 
 pytestmark = pytest.mark.slow

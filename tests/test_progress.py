@@ -25,7 +25,7 @@ from dissemination.ledger.progress import ack_series
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from dissemination.store.tables import cap_acks
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
 from tests.brokerutil import open_connection
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,

@@ -33,7 +33,7 @@ from dissemination.store.rows import (
     settle_sending,
 )
 from dissemination.store.tables import deliveries, provider_statuses
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 SID = "SM" + "0" * 32

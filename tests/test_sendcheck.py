@@ -21,7 +21,8 @@ from dissemination.intake.normalize import HandlingDefaults
 from dissemination.ledger.alerts import Ledger
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
+from testbed.directory import ACTOR
 from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
@@ -32,7 +33,7 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     settled,
     sinks_fixture,
 )
-from tests.people import ACTOR, enrol
+from tests.people import enrol
 from tests.samples import FIXTURES_DIR
 
 Starter = Callable[..., Awaitable[tuple[Service, Settings, AbstractChannel]]]

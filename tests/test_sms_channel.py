@@ -41,7 +41,7 @@ from dissemination.api.twiliohooks import INBOUND_HOOK, TwilioHooks, add_twilio_
 from dissemination.delivery.configure import STATUS_HOOK
 from dissemination.settings import load_settings
 from dissemination.store.database import Database
-from tests.twiliofake import (
+from testbed.twilio import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     BROKEN_NUMBER,

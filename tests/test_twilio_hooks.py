@@ -22,6 +22,7 @@ from dissemination.settings import Settings, StoreSettings
 from dissemination.store.database import Database
 from dissemination.store.rows import ProviderStatus, record_provider_status
 from dissemination.store.tables import audit_log, provider_statuses, sms_opt_outs
+from testbed.directory import enrol_many
 from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
@@ -33,7 +34,7 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     settled,
     sinks_fixture,
 )
-from tests.people import enrol, enrol_many
+from tests.people import enrol
 
 pytestmark = pytest.mark.slow
 NUMBER = "+12025550142"

@@ -26,7 +26,7 @@ from dissemination.settings import Settings
 from dissemination.store.audit import Actor, AuditLog
 from dissemination.store.tables import contacts, deliveries
 from subscriptions.codec import validate_stakeholder, validate_subscription
-from tests.alerts import cap_json
+from testbed.alerts import cap_json
 from tests.brokerutil import publish, wait_until
 from tests.test_webhook_channel import independent_signature
 

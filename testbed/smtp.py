@@ -24,7 +24,6 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, Literal
 
-import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
@@ -128,7 +127,7 @@ class SmtpSink:
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost (via the openssl command)."""
     if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
+        raise RuntimeError("the openssl command is needed to make a test certificate")
     cert, key = directory / "cert.pem", directory / "key.pem"
     request = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
     names = "subjectAltName=IP:127.0.0.1,DNS:localhost"
