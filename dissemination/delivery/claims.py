@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.alert import MsgType
@@ -19,8 +19,13 @@ from dissemination.acks.escalation import start_escalations
 from dissemination.controls.record import RELEASED, WITHHELD, Entry, append_records
 from dissemination.controls.recordkey import RecordKey
 from dissemination.controls.sendcheck import release_justification
-from dissemination.directory.store import CONTACT, STAKEHOLDER, first_active_contact, record_of
-from dissemination.store.audit import Actor, write_audit
+from dissemination.directory.store import (
+    STAKEHOLDER,
+    deactivate_contact,
+    first_active_contact,
+    record_of,
+)
+from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 from dissemination.store.rows import (
     ClaimedRow,
@@ -235,7 +240,9 @@ class DeliveryStore:
                 await self._stop_if_cancelled(conn, retrying, now)
             for s in settlements:
                 if s.disable_contact and s.row.contact_id:
-                    await self._disable_contact(conn, s.row.contact_id, s.reason or "", now)
+                    await deactivate_contact(
+                        conn, s.row.contact_id, DELIVERY_ACTOR, s.reason or "", now
+                    )
                 if s.fall_back:
                     created = await self._fall_back(conn, s.row, now)
                     if created is not None:
@@ -311,31 +318,3 @@ class DeliveryStore:
                     )
                 )
             )
-
-    async def _disable_contact(
-        self, conn: AsyncConnection, contact_id: str, reason: str, now: datetime
-    ) -> None:
-        """Deactivate an endpoint that said it is gone. Audited like any directory change,
-        which is also how every instance's matcher learns of it."""
-        row = (
-            (await conn.execute(select(contacts).where(contacts.c.id == contact_id)))
-            .mappings()
-            .first()
-        )
-        if row is None or not row.active:
-            return
-        await conn.execute(
-            update(contacts).where(contacts.c.id == contact_id).values(active=False, updated_at=now)
-        )
-        before = record_of(CONTACT, row)
-        await write_audit(
-            conn,
-            at=now,
-            actor=DELIVERY_ACTOR,
-            action="update",
-            entity=CONTACT.name,
-            entity_id=contact_id,
-            before=before,
-            after=before | {"active": False, "updatedAt": now.isoformat()},
-            reason=reason,
-        )

@@ -90,6 +90,34 @@ def record_of(spec: EntitySpec, row: Mapping[Any, Any]) -> dict[str, Any]:
     return record
 
 
+async def deactivate_contact(
+    conn: AsyncConnection, contact_id: str, actor: Actor, reason: str, now: datetime
+) -> None:
+    """Deactivate a contact (one that said it is gone), audited like any directory change,
+    which is also how every instance's matcher learns of it. Nothing if it is gone or
+    inactive already."""
+    row = (
+        (await conn.execute(select(contacts).where(contacts.c.id == contact_id))).mappings().first()
+    )
+    if row is None or not row["active"]:
+        return
+    await conn.execute(
+        update(contacts).where(contacts.c.id == contact_id).values(active=False, updated_at=now)
+    )
+    before = record_of(CONTACT, row)
+    await write_audit(
+        conn,
+        at=now,
+        actor=actor,
+        action="update",
+        entity=CONTACT.name,
+        entity_id=contact_id,
+        before=before,
+        after=before | {"active": False, "updatedAt": now.isoformat()},
+        reason=reason,
+    )
+
+
 async def first_active_contact(
     conn: AsyncConnection, stakeholder_id: str, channel: str
 ) -> Mapping[str, Any] | None:
