@@ -20,6 +20,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
@@ -83,6 +84,7 @@ class DeliveryWorker:
         self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._consumer_tag: str | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()  # tasks being handled, for `stop`
 
     async def start(self) -> None:
         await self.sweep()
@@ -92,13 +94,18 @@ class DeliveryWorker:
         )
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        """Stop taking tasks, then end the sweeper and the tasks still being handled (their
+        rows stay pending or sending for the next start), so that none of them outlives the
+        store and broker connections they hold: the service closes those next."""
         if self._consumer_tag is not None:
             try:
                 await self.queue.cancel(self._consumer_tag)
             except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
                 log.warning("could not cancel the %s consumer: %r", self.channel, error)
+        running = [t for t in (self._sweeper, *self._handlers) if t is not None and not t.done()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         await self.delivery_channel.close()
 
     async def _sweep_periodically(self) -> None:
@@ -139,6 +146,10 @@ class DeliveryWorker:
         return ids
 
     async def _on_task(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         try:
             ids = [str(i) for i in json.loads(message.body)["deliveries"]]
         except (ValueError, KeyError, TypeError):
