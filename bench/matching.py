@@ -508,14 +508,18 @@ def print_report(size: int, r: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--alerts", type=int, default=200)
     parser.add_argument("--brute-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     deadline = time.monotonic() + args.timeout
     document: dict[str, Any] = {
