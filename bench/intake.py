@@ -563,6 +563,8 @@ def bench_env(vhost: str, store_url: str, data_dir: Path, names: str) -> dict[st
         if k.startswith("DISSEMINATION_") and k not in OWNED_SETTINGS
     }
     env.setdefault("DISSEMINATION_SERVICE_SHUTDOWN_GRACE_SECONDS", "10")
+    # a shared store needs the record's key; a benchmark's store lives for one run
+    env.setdefault("DISSEMINATION_RECORD_KEY", "bench-record-key-" + uuid.uuid4().hex * 2)
     env.update(
         {
             "DISSEMINATION_SERVICE_DATA_DIR": str(data_dir),

@@ -1,6 +1,10 @@
-"""The loopback sinks both legs of the fan-out benchmark send to, in a process of their own so
-that they do not compete with the sender for one interpreter: a webhook receiver (204), an
-aiosmtpd SMTP server and the Twilio-compatible fake from the tests.
+"""The loopback sinks both legs of the fan-out and latency benchmarks send to, in a process of
+their own so that they do not compete with the sender for one interpreter: a webhook receiver
+(204), an aiosmtpd SMTP server and the Twilio-compatible fake from the tests.
+
+Webhooks posted under `/latency/` are also timed: the first arrival of each alert (found in the
+body by its `LAT-` identifier) on the system-wide monotonic clock, which `GET /latency-report`
+returns as `{identifier: seconds}` for the latency benchmark to compare with its publish times.
 
     python -m bench.sinks
 
@@ -12,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
+import time
 
 from aiohttp import web
 
@@ -21,17 +27,30 @@ from bench.common import run_loop
 from testbed.smtp import start_smtp_sink
 from testbed.twilio import TwilioFake
 
+LATENCY_IDENTIFIER = re.compile(rb"LAT-[0-9a-f]{8}-[0-9]+")
+
 
 class Counts:
-    """What each sink has accepted (the Twilio fake and the SMTP sink keep their own)."""
+    """What each sink has accepted (the Twilio fake and the SMTP sink keep their own), and the
+    first arrival of each timed alert."""
 
     webhooks = 0
+    first_arrival: dict[str, float] = {}
 
 
 async def _webhook(request: web.Request) -> web.Response:
-    await request.read()
+    body = await request.read()
+    arrived = time.monotonic()
     Counts.webhooks += 1
+    if request.path.startswith("/latency/"):
+        found = LATENCY_IDENTIFIER.search(body)
+        if found is not None:
+            Counts.first_arrival.setdefault(found.group().decode(), arrived)
     return web.Response(status=204)
+
+
+async def _latency_report(_request: web.Request) -> web.Response:
+    return web.json_response(Counts.first_arrival)
 
 
 async def _stdin_closed() -> None:
@@ -41,6 +60,7 @@ async def _stdin_closed() -> None:
 
 async def serve() -> None:
     app = web.Application()
+    app.router.add_get("/latency-report", _latency_report)
     app.router.add_post("/{tail:.*}", _webhook)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

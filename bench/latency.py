@@ -1,0 +1,336 @@
+"""Latency benchmark: alerts published at a steady rate, each to a few webhooks; the time from
+publish to the first delivery of each alert on the wire, p50 and p99, against the raw leg.
+
+    .venv/bin/python -m bench.latency [--rate 50] [--seconds 20] [--targets 10]
+                                      [--store sqlite|postgresql] [--runs 3] [--timeout 900]
+
+  service  `--targets` stakeholders, each with a webhook contact and a subscription to every
+           alert, are created before the service starts (not timed). The service runs as
+           `dissemination run` in a child process, as in production. CAP alerts are published
+           with confirms at `--rate` per second for `--seconds`, each on its own schedule (a slow
+           confirm never delays the next); an alert's latency is from just before its publish
+           to the first of its webhooks arriving at the sink.
+  raw      the physical limit of the same leg: the same publishes to a queue of our own, a bare
+           aio-pika consumer in this process that POSTs each message to the same webhooks with
+           aiohttp, timed the same way. Nothing is validated, stored, planned or signed.
+
+The webhook sink runs in a child process (`bench.sinks`) and stamps each alert's first arrival
+on the system-wide monotonic clock, which this process shares. Prints p50/p99 per run, their
+medians over the runs and the service/raw ratios, and writes
+bench/results/latency-<store>.json. Every wait is bounded by the overall timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+
+from bench.common import (
+    RESULTS_DIR,
+    BenchError,
+    Deadline,
+    Resources,
+    machine_context,
+    median,
+    run_loop,
+)
+from bench.fanout import SinkPorts, sinks_process
+from bench.intake import bench_env, store
+from channels.base import ChannelName
+from dissemination.broker.topology import broker_url, declare_intake
+from dissemination.settings import Settings, load_settings
+from dissemination.store.database import Database
+from testbed.alerts import cap_json
+from testbed.directory import enrol_many
+
+READY_SECONDS = 60.0
+
+
+@dataclass(slots=True)
+class Leg:
+    """One timed leg: the latency of each alert that arrived, and how many never did."""
+
+    latencies: list[float]
+    missing: int
+
+    def percentile(self, fraction: float) -> float | None:
+        if len(self.latencies) < 2:
+            return self.latencies[0] if self.latencies else None
+        return statistics.quantiles(self.latencies, n=1000, method="inclusive")[
+            round(fraction * 1000) - 1
+        ]
+
+
+@dataclass(slots=True)
+class Report:
+    """Every run of both legs."""
+
+    raw: list[Leg] = field(default_factory=list)
+    service: list[Leg] = field(default_factory=list)
+
+
+def webhook_url(sinks: SinkPorts) -> Callable[[int], str]:
+    return lambda n: f"http://127.0.0.1:{sinks.webhook}/latency/{n}"
+
+
+async def first_arrivals(sinks: SinkPorts, session: aiohttp.ClientSession) -> dict[str, float]:
+    async with session.get(f"http://127.0.0.1:{sinks.webhook}/latency-report") as response:
+        report: dict[str, float] = await response.json()
+        return report
+
+
+async def publish_steadily(
+    publish: Callable[[str], Awaitable[None]], series: str, rate: float, count: int
+) -> dict[str, float]:
+    """Publish `count` alerts at `rate` per second, each at its own slot of the schedule;
+    returns each identifier's publish time on the monotonic clock."""
+    published: dict[str, float] = {}
+    started = time.monotonic()
+    pending: set[asyncio.Task[None]] = set()
+    for index in range(count):
+        delay = started + index / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        identifier = f"LAT-{series}-{index}"
+        published[identifier] = time.monotonic()
+        task: asyncio.Task[None] = asyncio.ensure_future(publish(identifier))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    return published
+
+
+async def measure(
+    sinks: SinkPorts,
+    publish: Callable[[str], Awaitable[None]],
+    args: argparse.Namespace,
+    deadline: Deadline,
+) -> Leg:
+    series = uuid.uuid4().hex[:8]
+    count = int(args.rate * args.seconds)
+    published = await publish_steadily(publish, series, args.rate, count)
+    async with aiohttp.ClientSession() as session:
+        arrived = await first_arrivals(sinks, session)
+        while not published.keys() <= arrived.keys() and not deadline.expired():
+            await asyncio.sleep(0.2)
+            arrived = await first_arrivals(sinks, session)
+    latencies = sorted(arrived[i] - t for i, t in published.items() if i in arrived)
+    return Leg(latencies, len(published) - len(latencies))
+
+
+async def raw_leg(
+    settings: Settings, sinks: SinkPorts, args: argparse.Namespace, deadline: Deadline
+) -> Leg:
+    """Publish with confirms, consume with a bare aio-pika consumer, POST to each webhook."""
+    urls = [webhook_url(sinks)(n) for n in range(args.targets)]
+    connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
+    async with (
+        connection,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session,
+    ):
+        consuming = await connection.channel()
+        await consuming.set_qos(prefetch_count=settings.broker.prefetch)
+        queue = await consuming.declare_queue(exclusive=True)
+
+        async def deliver(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async def post(url: str) -> None:
+                async with session.post(url, data=message.body) as response:
+                    await response.read()
+
+            await asyncio.gather(*(post(url) for url in urls))
+            await message.ack()
+
+        await queue.consume(deliver)
+        publishing = await connection.channel(publisher_confirms=True)
+
+        async def publish(identifier: str) -> None:
+            body = json.dumps(cap_json(identifier, handling={"tlp": "GREEN"})).encode()
+            await publishing.default_exchange.publish(
+                aio_pika.Message(body, content_type="application/json"), routing_key=queue.name
+            )
+
+        return await measure(sinks, publish, args, deadline)
+
+
+async def start_service(
+    env: dict[str, str], log_path: Path
+) -> tuple[asyncio.subprocess.Process, int]:
+    """`dissemination run` in a child process logging to `log_path`, once its /readyz
+    answers 200."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "dissemination",
+            "run",
+            env={**os.environ, **env, "DISSEMINATION_HTTP_PORT": str(port)},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
+    ready_by = Deadline.after(READY_SECONDS)
+    async with aiohttp.ClientSession() as session:
+        while not ready_by.expired():
+            if process.returncode is not None:
+                raise BenchError(
+                    f"the service exited with {process.returncode} at start-up:\n"
+                    + log_path.read_text(errors="replace")[-2000:]  # noqa: ASYNC240 - once, on failure
+                )
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return process, port
+            await asyncio.sleep(0.1)
+    process.terminate()
+    await process.wait()
+    raise BenchError("the service was not ready within a minute")
+
+
+async def service_leg(
+    env: dict[str, str],
+    settings: Settings,
+    sinks: SinkPorts,
+    args: argparse.Namespace,
+    deadline: Deadline,
+) -> Leg:
+    database = Database.from_settings(settings.store, settings.data_path)
+    try:
+        await database.migrate()
+        await enrol_many(database, args.targets, ChannelName.WEBHOOK.value, webhook_url(sinks))
+    finally:
+        await database.close()
+    process, _port = await start_service(env, settings.data_path / "service.log")
+    try:
+        connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
+        async with connection:
+            topology = await declare_intake(
+                await connection.channel(publisher_confirms=True), settings.broker
+            )
+
+            async def publish(identifier: str) -> None:
+                body = json.dumps(cap_json(identifier, handling={"tlp": "GREEN"})).encode()
+                await topology.exchange.publish(
+                    aio_pika.Message(
+                        body, content_type="application/json", user_id=settings.broker.username
+                    ),
+                    routing_key="bench.latency",
+                    mandatory=True,
+                )
+
+            return await measure(sinks, publish, args, deadline)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 60)
+
+
+async def run(args: argparse.Namespace) -> Report:
+    deadline = Deadline.after(args.timeout)
+    report = Report()
+    resources = Resources()
+    try:
+        async with sinks_process() as sinks:
+            for number in range(1, args.runs + 1):
+                with (
+                    resources.vhost() as vhost,
+                    store(args.store, resources, None) as (url, data_dir),
+                ):
+                    env = bench_env(vhost, url, data_dir, f"bench-{uuid.uuid4().hex[:6]}") | {
+                        "DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+                        "DISSEMINATION_SERVICE_LOG_LEVEL": "WARNING",
+                    }
+                    settings = load_settings(env)
+                    raw = await raw_leg(settings, sinks, args, deadline)
+                    service = await service_leg(env, settings, sinks, args, deadline)
+                report.raw.append(raw)
+                report.service.append(service)
+                print(f"run {number}: service {summary(service)}   raw {summary(raw)}", flush=True)
+                if deadline.expired():
+                    break
+    finally:
+        resources.release_all()
+    return report
+
+
+def milliseconds(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def summary(leg: Leg) -> str:
+    missing = f", {leg.missing} never arrived" if leg.missing else ""
+    p50, p99 = leg.percentile(0.5), leg.percentile(0.99)
+    return f"p50 {milliseconds(p50)}, p99 {milliseconds(p99)}{missing}"
+
+
+def _medians(legs: list[Leg], fraction: float) -> float | None:
+    return median([p for leg in legs if (p := leg.percentile(fraction)) is not None])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--rate", type=float, default=50.0, help="alerts published per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long to publish")
+    parser.add_argument("--targets", type=int, default=10, help="webhooks per alert")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="postgresql")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not (0 < args.rate <= 1000 and 0 < args.seconds <= 600 and 1 <= args.targets <= 1000):
+        print("need 0 < --rate <= 1000, 0 < --seconds <= 600, 1 <= --targets <= 1000")
+        return 2
+    if not 1 <= args.runs <= 10 or args.timeout <= 0:
+        print("need 1 <= --runs <= 10 and --timeout > 0")
+        return 2
+    context = machine_context()
+    report = run_loop(run(args))
+    rows: dict[str, Any] = {}
+    print(f"\npublish -> first webhook, {args.rate:g}/s for {args.seconds:g} s, medians:")
+    for name, fraction in (("p50", 0.5), ("p99", 0.99)):
+        service, raw = _medians(report.service, fraction), _medians(report.raw, fraction)
+        ratio = f"{service / raw:.1f}x raw" if service and raw else "n/a"
+        print(f"  {name}: service {milliseconds(service)}  raw {milliseconds(raw)}  ({ratio})")
+        rows[name] = {"service_seconds": service, "raw_seconds": raw}
+    results = {
+        "benchmark": "latency",
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "targets": args.targets,
+        "store": args.store,
+        "medians": rows,
+        "runs": [
+            {"service": summary(s), "raw": summary(r)}
+            for s, r in zip(report.service, report.raw, strict=True)
+        ],
+        "missing": sum(leg.missing for leg in report.service),
+        "machine": context,
+    }
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"latency-{args.store}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
