@@ -3,6 +3,7 @@ publish to the first delivery of each alert on the wire, p50 and p99, against th
 
     .venv/bin/python -m bench.latency [--rate 50] [--seconds 20] [--targets 10]
                                       [--store sqlite|postgresql] [--runs 3] [--timeout 900]
+                                      [--profile]
 
   service  `--targets` stakeholders, each with a webhook contact and a subscription to every
            alert, are created before the service starts (not timed). The service runs as
@@ -13,6 +14,10 @@ publish to the first delivery of each alert on the wire, p50 and p99, against th
   raw      the physical limit of the same leg: the same publishes to a queue of our own, a bare
            aio-pika consumer in this process that POSTs each message to the same webhooks with
            aiohttp, timed the same way. Nothing is validated, stored, planned or signed.
+
+`--profile` samples the service process with py-spy (when installed) while it publishes, and
+writes its collapsed stacks to bench/results/latency-<store>.stacks and the functions with the
+most samples, on their own and with what they call, to the screen.
 
 The webhook sink runs in a child process (`bench.sinks`) and stamps each alert's first arrival
 on the system-wide monotonic clock, which this process shares. Prints p50/p99 per run, their
@@ -27,11 +32,13 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +224,7 @@ async def service_leg(
     finally:
         await database.close()
     process, _port = await start_service(env, settings.data_path / "service.log")
+    profiler = await start_profiler(process.pid, args) if args.profile else None
     try:
         connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
         async with connection:
@@ -236,9 +244,62 @@ async def service_leg(
 
             return await measure(sinks, publish, args, deadline)
     finally:
+        if profiler is not None:
+            await asyncio.wait_for(profiler.wait(), 60)
+            print_profile(stacks_path(args))
         if process.returncode is None:
             process.terminate()
         await asyncio.wait_for(process.wait(), 60)
+
+
+def stacks_path(args: argparse.Namespace) -> Path:
+    return RESULTS_DIR / f"latency-{args.store}.stacks"
+
+
+async def start_profiler(pid: int, args: argparse.Namespace) -> asyncio.subprocess.Process:
+    """py-spy sampling `pid` for as long as the alerts are published."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not os.access(py_spy, os.X_OK):
+        raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    return await asyncio.create_subprocess_exec(
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(args.seconds))),
+        "--rate",
+        "100",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--output",
+        str(stacks_path(args)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """The functions with the most samples in py-spy's collapsed stacks: on their own (the
+    innermost frame) and in all (anywhere on the stack)."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = [frame.split(" (")[0] + " " + frame.split("/")[-1] for frame in stack.split(";")]
+        samples += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    print(f"\nprofile of the service: {samples} samples")
+    for title, counts in (("own", own), ("in all", total)):
+        print(f"  most samples {title}:")
+        for frame, count in counts.most_common(top):
+            print(f"    {100 * count / max(samples, 1):5.1f}%  {frame}")
 
 
 async def run(args: argparse.Namespace) -> Report:
@@ -291,6 +352,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
     return parser
 
 
