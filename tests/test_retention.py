@@ -212,7 +212,7 @@ def test_a_job_whose_interval_is_0_is_not_scheduled(tmp_path: Path) -> None:
         ("retention", 1800)
     ]
     assert names(**NO_JOBS) == []
-    with pytest.raises(Exception, match="retention.interval_hours"):
+    with pytest.raises(Exception, match=r"retention\.interval_hours"):
         names(retention_interval_hours="-1")
 
 
