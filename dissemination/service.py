@@ -46,6 +46,7 @@ from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect, declare_intake
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
 from dissemination.controls.authority import parse_grants
+from dissemination.controls.jobs import RecordVerification, ScheduledControls
 from dissemination.controls.recordkey import RecordKey, record_key
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore
@@ -109,6 +110,9 @@ class Service:
         self._parts: Parts | None = None
         self.record_key: RecordKey | None = None
         """The dissemination record's key, once `start` has read it."""
+        self.scheduled: ScheduledControls | None = None
+        """Retention and record anchoring, once `start` has scheduled them (not in a
+        delivery-only instance)."""
         self._undo = contextlib.AsyncExitStack()
 
     async def start(self) -> None:
@@ -141,7 +145,7 @@ class Service:
             await self._start_worker(worker)
         if front is not None:
             await self._start_consuming(front.consumer)
-            self._start_jobs(front)
+            self._start_jobs(front, database)
         self._parts = Parts(database, broker, workers, front)
         log.info(
             "service started: delivering %s%s",
@@ -187,6 +191,12 @@ class Service:
     @property
     def http(self) -> web.AppRunner:
         return self._front().http
+
+    @property
+    def record_verification(self) -> RecordVerification:
+        """What this instance's last scheduled verification of the record found."""
+        scheduled = self.scheduled
+        return scheduled.anchoring.status if scheduled is not None else RecordVerification()
 
     @property
     def escalator(self) -> EscalationEngine:
@@ -378,12 +388,15 @@ class Service:
         await consumer.start()
         self._undo.push_async_callback(consumer.stop, self.settings.service.shutdown_grace_seconds)
 
-    def _start_jobs(self, front: Front) -> None:
-        """The periodic jobs: escalation steps and CAP Acks."""
+    def _start_jobs(self, front: Front, database: Database) -> None:
+        """The periodic jobs: escalation steps and CAP Acks; retention and record anchoring
+        unless their interval is 0."""
         poll = self.settings.escalation.poll_seconds
+        self.scheduled = ScheduledControls(database, self.settings, self.record_key, self.clock)
         for job in (
             PeriodicTask("escalation", front.escalator.run_due, poll),
             PeriodicTask("cap-acks", front.cap_acks.run_due, poll),
+            *self.scheduled.tasks(),
         ):
             job.start()
             self._undo.push_async_callback(job.stop)

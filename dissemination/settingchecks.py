@@ -17,6 +17,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than zero"
 
 
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be zero (off) or more"
+
+
 def _tlp(value: str) -> str | None:
     try:
         Tlp.parse(value)
@@ -146,6 +150,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "ack.default_lifetime_hours": _positive,
     "escalation.poll_seconds": _positive,
     "retention.days": _positive,
+    "retention.interval_hours": _not_negative,
+    "record.anchor_interval_minutes": _not_negative,
     "ack.retired_keys_until": _optional_timestamp,
     "ack.signing_keys": _signing_keys,
 }

@@ -194,9 +194,11 @@ class CapAckSettings:
 
 @dataclass(frozen=True, slots=True)
 class RetentionSettings:
-    """How long alert content is kept unless revalidated (28 CFR 23.20(h): five years)."""
+    """How long alert content is kept unless revalidated (28 CFR 23.20(h): five years), and
+    how often the service purges what is due (0: never; `dissemination retention run` only)."""
 
     days: int
+    interval_hours: float = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +213,14 @@ class RecordSettings:
     """The dissemination record's key, kept outside the database: DISSEMINATION_RECORD_KEY,
     the same on every instance (on the embedded store, a key file is made in the data
     directory when it is unset). `unkeyed_entries`: how many entries at the start of the
-    chain were written before it was keyed (0 for a record begun keyed)."""
+    chain were written before it was keyed (0 for a record begun keyed). Every
+    `anchor_interval_minutes` (0: never) the service verifies what was appended since the
+    last anchor and appends the head to `anchor_file` (relative: under the data directory)."""
 
     unkeyed_entries: int = 0
     key: str = field(default="", repr=False)
+    anchor_interval_minutes: float = 60
+    anchor_file: str = "record-anchors.log"
 
 
 @dataclass(frozen=True, slots=True)

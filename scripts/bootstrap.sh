@@ -1,5 +1,6 @@
-# Sourced by scripts/serve and scripts/test: make .venv hold this checkout's dependencies.
-# Reinstalls only when pyproject.toml changed since the last install.
+# Sourced by scripts/serve and scripts/test: make .venv hold this checkout's dependencies,
+# exactly as pinned and hashed in requirements.lock (`scripts/lock` regenerates it).
+# Reinstalls only when pyproject.toml or requirements.lock changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -12,11 +13,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "creating virtual environment in .venv" >&2
     "$PYTHON" -m venv "$VENV"
 fi
-STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/requirements.lock" | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
-    echo "installing fusion-dissemination and its dependencies into .venv" >&2
+    echo "installing fusion-dissemination and its locked dependencies into .venv" >&2
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+    "$VENV/bin/python" -m pip install --quiet --require-hashes -r "$ROOT/requirements.lock"
+    "$VENV/bin/python" -m pip install --quiet --no-deps -e "$ROOT"
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
 fi

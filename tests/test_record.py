@@ -1,7 +1,8 @@
 """The dissemination record: every release (with the hash of the exact content the recipient
 got) and every withholding is chained; `dissemination audit verify` finds the chain intact,
 and finds an altered, a deleted and a truncated entry; export by alert and time range, as CSV
-and JSON, through the CLI and the admin API."""
+and JSON, through the CLI and the admin API. The service's scheduled anchoring verifies what
+was appended since its last anchor and appends the new head to the anchor file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,15 +19,17 @@ from typing import Any
 import aiohttp
 import pytest
 from aio_pika.abc import AbstractChannel
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from core.errors import ConfigError
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.controls import record
+from dissemination.controls.jobs import RecordAnchoring, anchor_path
 from dissemination.controls.recordkey import record_key
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
+from dissemination.store.tables import audit_log
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     delivery_settings_fixture,
@@ -33,6 +37,7 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     settled,
     sinks_fixture,
 )
+from tests.fakeclock import FakeClock
 from tests.people import enrol
 from tests.serviceproc import run_cli
 
@@ -279,3 +284,125 @@ def test_the_record_key_comes_from_the_settings_or_the_embedded_stores_key_file(
     shared = load_settings({"DISSEMINATION_STORE_URL": "postgresql+asyncpg://db.example/x"})
     with pytest.raises(ConfigError, match="DISSEMINATION_RECORD_KEY"):
         record_key(shared)
+
+
+async def test_scheduled_anchoring_verifies_what_is_new_and_appends_the_head(
+    service_env: dict[str, str], store_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(service_env)
+    key = record_key(settings)
+    database = Database.from_settings(settings.store, settings.data_path)
+    clock = FakeClock(datetime.now(UTC))
+    job = RecordAnchoring(database, settings, key, clock)
+    path = anchor_path(settings)
+    assert path == settings.data_path / "record-anchors.log"
+
+    async def append(*numbers: int) -> None:
+        async with database.transaction() as conn:
+            await record.append_records(conn, [_entry(n) for n in numbers], clock.now, key)
+
+    try:
+        status = await job.run()  # an empty record: verified, nothing to anchor
+        assert status is not None
+        assert (status.ok, status.last_verified_seq) == (True, 0)
+        assert not path.exists()
+        await append(1, 2)
+        clock.advance(3600)
+        status = await job.run()
+        assert status is not None
+        assert (status.ok, status.last_verified_seq, status.last_verified_at) == (
+            True,
+            2,
+            clock.now,
+        )
+        assert job.status is status
+        [line] = path.read_text().splitlines()
+        anchor = line.split(" ")[0]
+        assert anchor == "{}:{}".format(*await record.head(database))
+        assert datetime.fromisoformat(line.split(" ")[1]) == clock.now.replace(microsecond=0)
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert await job.run() is None  # not due again within the interval
+        clock.advance(3600)
+        assert (await job.run()) is not None
+        assert len(path.read_text().splitlines()) == 1  # the head has not moved: no new line
+
+        await append(3)
+        found = await record.verify_after(database, (2, anchor.split(":")[1]), key)
+        assert (found.intact, found.checked) == (True, 1)  # only what came after the anchor
+        clock.advance(3600)
+        assert (await job.run()) is not None
+        lines = path.read_text().splitlines()
+        assert len(lines) == 2
+        code, out, _ = await run_cli(
+            service_env, "audit", "verify", "--anchor", lines[-1].split(" ")[0]
+        )
+        assert (code, out.strip()) == (0, "dissemination record intact: 3 entries verified")
+        async with database.reading() as conn:
+            anchored = list(
+                await conn.scalars(
+                    select(audit_log.c.after).where(audit_log.c.action == "record_anchor")
+                )
+            )
+        assert [entry["seq"] for entry in anchored] == [2, 3]
+
+        await append(4)
+        await tamper(
+            database,
+            store_kind,
+            "UPDATE dissemination_records SET address = 'elsewhere@example.org' WHERE seq = 4",
+        )
+        clock.advance(3600)
+        with caplog.at_level(logging.ERROR, "dissemination.controls.jobs"):
+            status = await job.run()
+        assert status is not None
+        assert (status.ok, status.failed_seq, status.problem) == (False, 4, "entry 4 was altered")
+        assert (status.last_verified_seq, status.last_verified_at) == (
+            3,
+            clock.now - timedelta(hours=1),
+        )
+        assert "verification FAILED at entry 4: entry 4 was altered" in caplog.text
+        assert len(path.read_text().splitlines()) == 2  # nothing anchored after a break
+        async with database.reading() as conn:
+            failures = list(
+                await conn.scalars(
+                    select(audit_log.c.reason).where(audit_log.c.action == "record_verify_failed")
+                )
+            )
+        assert failures == ["entry 4 was altered"]
+    finally:
+        await database.close()
+
+
+async def test_anchoring_reports_a_cut_tail_and_a_damaged_anchor_file(
+    service_env: dict[str, str], store_kind: str
+) -> None:
+    settings = load_settings(service_env | {"DISSEMINATION_RECORD_ANCHOR_INTERVAL_MINUTES": "0"})
+    key = record_key(settings)
+    database = Database.from_settings(settings.store, settings.data_path)
+    job = RecordAnchoring(database, settings, key, FakeClock(datetime.now(UTC)))
+    try:
+        async with database.transaction() as conn:
+            await record.append_records(conn, [_entry(1), _entry(2)], datetime.now(UTC), key)
+        status = await job.run()  # an interval of 0 here: due at every call
+        assert status is not None
+        assert (status.ok, status.last_verified_seq) == (True, 2)
+        [first, _] = await record.export(database)
+        await tamper(database, store_kind, "DELETE FROM dissemination_records WHERE seq = 2")
+        async with database.transaction() as conn:  # the head rewritten to match
+            await conn.execute(
+                text("UPDATE dissemination_chain SET seq = 1, last_hash = :h"), {"h": first["hash"]}
+            )
+        status = await job.run()
+        assert status is not None
+        assert (status.ok, status.failed_seq) == (False, 2)
+        assert status.problem == "the anchored entry 2 is missing"
+        path = anchor_path(settings)
+        with path.open("a") as file:
+            file.write("not an anchor\n")
+        status = await job.run()
+        assert status is not None
+        assert status.ok is False
+        assert status.problem is not None
+        assert "is not an anchor" in status.problem
+    finally:
+        await database.close()

@@ -1,10 +1,15 @@
 """Retention: content older than the period is purged unless revalidated; the ledger rows and
 the dissemination record (with its hashes) stay, every purge is audited, and a second run
-finds nothing to do."""
+finds nothing to do. The service runs it every `retention.interval_hours`, once per interval
+across the instances sharing a store."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,17 +18,23 @@ from sqlalchemy import select, update
 
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.controls import record
+from dissemination.controls.jobs import RetentionJob, ScheduledControls
 from dissemination.controls.retention import run_retention
 from dissemination.service import Service
-from dissemination.settings import Settings
+from dissemination.settings import Settings, load_settings
+from dissemination.store.database import Database
+from dissemination.store.locks import lock_key, try_lock
 from dissemination.store.tables import alerts, audit_log, deliveries, payloads
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
+    StartService,
+    custom_service_fixture,
     delivery_settings_fixture,
     publish_alert,
     settled,
     sinks_fixture,
 )
+from tests.fakeclock import FakeClock
 from tests.people import enrol
 from tests.serviceproc import run_cli
 
@@ -106,3 +117,114 @@ async def test_old_content_is_purged_unless_revalidated_and_the_record_stays(
     assert purges == [old]
     assert (await record.verify(database, key=service.record_key)).checked == 3
     assert (await run_retention(database, now - timedelta(days=1826), now)).alerts == 0
+
+
+NO_JOBS = {"retention_interval_hours": "0", "record_anchor_interval_minutes": "0"}
+
+
+async def test_the_scheduled_job_purges_what_is_due_and_keeps_the_rest(
+    custom_service: StartService, sinks: Sinks
+) -> None:
+    service, settings, channel = await custom_service(**NO_JOBS)
+    database = service.database
+    await enrol(service, "Keeper", {"webhook": sinks.hooks.base + "k"})
+    old, recent = [await publish_alert(channel, settings, name) for name in ("JOB-OLD", "JOB-NEW")]
+    for alert_id in (old, recent):
+        await settled(service, alert_id, 1)
+    clock = FakeClock(datetime.now(UTC))
+    async with database.transaction() as conn:
+        await conn.execute(
+            update(alerts).where(alerts.c.id == old).values(received_at=clock.now - SIX_YEARS)
+        )
+    daily = replace(settings, retention=replace(settings.retention, interval_hours=24))
+    job = RetentionJob(database, daily, clock)  # the service's own is off: this test runs it
+
+    report = await job.run()
+    assert report is not None
+    assert report.alerts == 1
+    assert await job.run() is None  # not due again within the interval
+    clock.advance(23 * 3600)
+    assert await job.run() is None
+    clock.advance(3600)
+    report = await job.run()
+    assert report is not None
+    assert report.alerts == 0
+    async with database.reading() as conn:
+        documents = dict(list(await conn.execute(select(alerts.c.id, alerts.c.document))))
+        runs = list(
+            await conn.scalars(
+                select(audit_log.c.actor_name).where(audit_log.c.action == "retention_run")
+            )
+        )
+    assert documents[old]["purged"] is True
+    assert documents[recent]["infos"]
+    assert runs == ["retention", "retention"]  # audited as `dissemination retention run` is
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"])
+async def test_instances_sharing_a_store_run_the_job_once_per_interval(
+    store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(
+        {"DISSEMINATION_STORE_URL": store_url, "DISSEMINATION_SERVICE_DATA_DIR": str(tmp_path)}
+    )
+    first = Database.from_settings(settings.store, settings.data_path)
+    second = Database.from_settings(settings.store, settings.data_path)
+    clock = FakeClock(datetime.now(UTC))
+    jobs = [RetentionJob(first, settings, clock), RetentionJob(second, settings, clock)]
+    try:
+        async with first.transaction() as conn:  # an instance in the middle of its run
+            assert await try_lock(conn, lock_key("scheduled-job", "retention"))
+            with caplog.at_level(logging.DEBUG, "dissemination.store.scheduled"):
+                assert await jobs[1].run() is None
+        assert "retention: another instance is running it; skipped" in caplog.text
+
+        for _ in range(3):
+            reports = await asyncio.gather(*(job.run() for job in jobs))
+            assert sum(report is not None for report in reports) == 1
+            assert [await job.run() for job in jobs] == [None, None]
+            clock.advance(24 * 3600)
+        async with first.reading() as conn:
+            runs = list(
+                await conn.scalars(
+                    select(audit_log.c.at).where(audit_log.c.action == "retention_run")
+                )
+            )
+        assert len(runs) == 3
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_a_job_whose_interval_is_0_is_not_scheduled(tmp_path: Path) -> None:
+    def names(**env: str) -> list[tuple[str, float]]:
+        settings = load_settings(
+            {"DISSEMINATION_SERVICE_DATA_DIR": str(tmp_path)}
+            | {f"DISSEMINATION_{k.upper()}": v for k, v in env.items()}
+        )
+        database = Database.from_settings(settings.store, settings.data_path)
+        tasks = ScheduledControls(database, settings, None, datetime.now).tasks()
+        return [(task.name, task.seconds) for task in tasks]
+
+    assert names() == [("retention", 86400), ("record-anchoring", 3600)]
+    assert names(retention_interval_hours="0") == [("record-anchoring", 3600)]
+    assert names(record_anchor_interval_minutes="0", retention_interval_hours="0.5") == [
+        ("retention", 1800)
+    ]
+    assert names(**NO_JOBS) == []
+    with pytest.raises(Exception, match=r"retention\.interval_hours"):
+        names(retention_interval_hours="-1")
+
+
+async def test_the_service_starts_the_jobs_unless_disabled(custom_service: StartService) -> None:
+    def running() -> set[str]:
+        return {task.get_name() for task in asyncio.all_tasks()}
+
+    service, _, _ = await custom_service()
+    assert {"retention", "record-anchoring"} <= running()
+    assert service.scheduled is not None
+    assert service.record_verification is service.scheduled.anchoring.status
+    await service.stop()
+    assert not {"retention", "record-anchoring"} & running()
+    await custom_service(**NO_JOBS)
+    assert not {"retention", "record-anchoring"} & running()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.controls.recordkey import RecordKey
@@ -142,6 +142,10 @@ class Verification:
 
     checked: int
     problem: str | None = None
+    last: tuple[int, str] = (0, GENESIS)
+    """The last entry found good (sequence number and hash): the chain's head when intact."""
+    failed_at: int | None = None
+    """The sequence number of the first entry found wrong or missing."""
 
     @property
     def intact(self) -> bool:
@@ -167,18 +171,25 @@ async def verify(
             if problem is None and anchored and anchor is not None and row["hash"] != anchor[1]:
                 problem = f"entry {row['seq']} differs from the anchor"
             if problem:
-                return Verification(checked, problem)
+                return Verification(checked, problem, (expected_seq - 1, prev_hash), expected_seq)
             prev_hash, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
         head = (await conn.execute(select(dissemination_chain))).mappings().one()
+    last = (checked, prev_hash)
     if anchor is not None and checked < anchor[0]:
         return Verification(
-            checked, f"the chain ends at entry {checked}, before the anchored entry {anchor[0]}"
+            checked,
+            f"the chain ends at entry {checked}, before the anchored entry {anchor[0]}",
+            last,
+            checked + 1,
         )
     if head["seq"] != checked or head["last_hash"] != prev_hash:
         return Verification(
-            checked, f"the chain ends at entry {checked} but its head says {head['seq']}"
+            checked,
+            f"the chain ends at entry {checked} but its head says {head['seq']}",
+            last,
+            checked + 1,
         )
-    return Verification(checked)
+    return Verification(checked, None, last)
 
 
 def _link_problem(
@@ -217,15 +228,74 @@ async def head(database: Database) -> tuple[int, str]:
     return int(row["seq"]), str(row["last_hash"])
 
 
-async def _entries(conn: AsyncConnection) -> AsyncIterator[dict[str, Any]]:
-    after = 0
+async def verify_after(
+    database: Database,
+    anchor: tuple[int, str],
+    key: RecordKey | None = None,
+    unkeyed_entries: int = 0,
+) -> Verification:
+    """Verify only what was appended after `anchor` (from `head`, noted outside the database;
+    `(0, GENESIS)` verifies the whole chain), so the cost does not grow with the record: the
+    anchored entry must still be there with its own MAC and the anchored hash, and each later
+    entry must link to the one before, up to the head as read first (entries appended while
+    this runs are left to the next verification, as the head moved with them)."""
+    seq, digest = anchor
+    async with database.reading() as conn:
+        head_row = (await conn.execute(select(dissemination_chain))).mappings().one()
+        if seq > 0:
+            anchored = await _entry(conn, seq)
+            problem = (
+                _link_problem(anchored, seq, anchored["prev_hash"], key, unkeyed_entries)
+                if anchored is not None
+                else f"the anchored entry {seq} is missing"
+            )
+            if problem is None and anchored is not None and anchored["hash"] != digest:
+                problem = f"entry {seq} differs from the anchor"
+            if problem:
+                return Verification(0, problem, failed_at=seq)
+        elif digest != GENESIS:
+            return Verification(0, "an anchor at entry 0 must be the genesis hash", failed_at=0)
+        last, checked = (seq, digest), 0
+        async for row in _entries(conn, after=seq, upto=int(head_row["seq"])):
+            problem = _link_problem(row, last[0] + 1, last[1], key, unkeyed_entries)
+            if problem:
+                return Verification(checked, problem, last, last[0] + 1)
+            last, checked = (int(row["seq"]), str(row["hash"])), checked + 1
+    if last != (head_row["seq"], head_row["last_hash"]):
+        return Verification(
+            checked,
+            f"the chain ends at entry {last[0]} but its head says {head_row['seq']}",
+            last,
+            last[0] + 1,
+        )
+    return Verification(checked, None, last)
+
+
+async def _entry(conn: AsyncConnection, seq: int) -> dict[str, Any] | None:
+    row = (
+        (
+            await conn.execute(
+                select(dissemination_records).where(dissemination_records.c.seq == seq)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row is not None else None
+
+
+async def _entries(
+    conn: AsyncConnection, after: int = 0, upto: int | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Entries after sequence number `after` (and up to `upto`), in chain order, in chunks."""
+    bounded = dissemination_records.c.seq <= upto if upto is not None else true()
     while True:
         rows = [
             dict(row)
             for row in (
                 await conn.execute(
                     select(dissemination_records)
-                    .where(dissemination_records.c.seq > after)
+                    .where(dissemination_records.c.seq > after, bounded)
                     .order_by(dissemination_records.c.seq)
                     .limit(VERIFY_CHUNK)
                 )

@@ -22,7 +22,6 @@ every transition stay together, so that one file answers how a row can move.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,11 +29,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from channels.base import ChannelName
 from dissemination.store.database import Database, insert_ignoring_conflicts
+from dissemination.store.locks import lock_all, lock_key
 from dissemination.store.tables import alerts, deliveries, provider_statuses
 from subscriptions.model import Stakeholder
 
@@ -536,18 +536,7 @@ async def _lock_messages(conn: AsyncConnection, messages: Collection[tuple[str, 
     finds no kept status, and the row stays `sent`. Transaction-scoped advisory locks, taken
     in one order so that settles never deadlock; SQLite runs one writing transaction at a
     time already (both begin by writing)."""
-    if not messages or conn.dialect.name != "postgresql":
-        return
-    keys = sorted({_lock_key(channel, provider_id) for channel, provider_id in messages})
-    await conn.execute(
-        text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS BIGINT[])) AS key"),
-        {"keys": keys},
-    )
-
-
-def _lock_key(channel: str, provider_id: str) -> int:
-    digest = hashlib.blake2b(f"{channel}\x00{provider_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    await lock_all(conn, {lock_key(channel, provider_id) for channel, provider_id in messages})
 
 
 async def resend_stuck_rows(

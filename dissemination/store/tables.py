@@ -378,3 +378,10 @@ audit_log = Table(
     Column("after", JSON),
     Column("reason", Text),
 )
+
+scheduled_runs = Table(
+    "scheduled_runs",
+    metadata,
+    Column("job", String(40), primary_key=True),
+    Column("last_run_at", UtcDateTime, nullable=False),
+)
