@@ -44,6 +44,7 @@ from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes
 from dissemination.api.ingest import add_ingest_routes
+from dissemination.api.lists import add_list_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
@@ -216,6 +217,7 @@ async def test_documented_operations_are_exactly_the_registered_routes(tmp_path:
         )
         add_admin_routes(app, admin)
         add_bulk_routes(app)
+        add_list_routes(app)
         add_twilio_hooks(app, TwilioHooks(database, settings, utc_now))
         add_ack_routes(app, AckEndpoints(AckSigner(("k" * 32,)), AckStore(database), utc_now))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), utc_now))
