@@ -2,7 +2,7 @@
 the lists each stakeholder belongs to, and the cycle an added member would close. Pure: no I/O.
 
 Lists never hold cycles (adding a member that would close one is refused), but resolution
-does not rely on it: a list already being resolved contributes nothing a second time."""
+does not rely on it."""
 
 from __future__ import annotations
 
@@ -13,26 +13,22 @@ from subscriptions.model import DistributionList
 
 def resolve(lists: Mapping[str, DistributionList]) -> dict[str, frozenset[str]]:
     """Each list's resolved stakeholders: its own and those of every list it reaches. A member
-    list that does not exist contributes nothing."""
+    list that does not exist contributes nothing. One walk per list (lists are few), so a
+    cycle, should one exist, cannot leave a list half resolved."""
     resolved: dict[str, frozenset[str]] = {}
-
-    def visit(list_id: str, open_: set[str]) -> frozenset[str]:
-        done = resolved.get(list_id)
-        if done is not None:
-            return done
-        found = lists.get(list_id)
-        if found is None or list_id in open_:
-            return frozenset()
-        open_.add(list_id)
-        members = set(found.stakeholder_ids)
-        for child in sorted(found.list_ids):
-            members |= visit(child, open_)
-        open_.discard(list_id)
-        resolved[list_id] = frozenset(members)
-        return resolved[list_id]
-
-    for list_id in lists:
-        visit(list_id, set())
+    for root in lists:
+        members: set[str] = set()
+        seen = {root}
+        stack = [root]
+        while stack:
+            found = lists.get(stack.pop())
+            if found is None:
+                continue
+            members |= found.stakeholder_ids
+            fresh = found.list_ids - seen
+            seen |= fresh
+            stack.extend(fresh)
+        resolved[root] = frozenset(members)
     return resolved
 
 
