@@ -377,7 +377,12 @@ STAKEHOLDER_BODY: dict[str, Any] = {
 
 async def _seed(base: str, auth: Headers) -> dict[str, list[str]]:
     """A few real entities, so that generated requests also reach the success paths."""
-    seeds: dict[str, list[str]] = {"stakeholder": [], "contact": [], "subscription": []}
+    seeds: dict[str, list[str]] = {
+        "stakeholder": [],
+        "contact": [],
+        "subscription": [],
+        "list": [],
+    }
     async with aiohttp.ClientSession(base, headers=auth) as session:
 
         async def create(kind: str, body: dict[str, Any]) -> str:
@@ -396,6 +401,8 @@ async def _seed(base: str, auth: Headers) -> dict[str, list[str]]:
                 await create("contact", contact)
             subscription = {"stakeholderId": sid, "rule": {"area": "jurisdiction"}}
             await create("subscription", subscription | {"channels": ["email", "webhook"]})
+        members = [{"kind": "stakeholder", "id": sid} for sid in seeds["stakeholder"]]
+        await create("list", {"name": "Seeded desk", "members": members})
     return seeds
 
 
