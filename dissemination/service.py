@@ -33,6 +33,7 @@ from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes, load_matcher
 from dissemination.api.guard import ConnectionGuard, GuardedRunner, guarding
 from dissemination.api.ingest import add_ingest_routes
+from dissemination.api.lists import add_list_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
@@ -320,6 +321,7 @@ class Service:
         add_ingest_routes(app)
         add_admin_routes(app, admin)
         add_bulk_routes(app)
+        add_list_routes(app)
         add_twilio_hooks(app, TwilioHooks(database, settings, self.clock))
         add_ack_routes(app, AckEndpoints(signer, AckStore(database), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))

@@ -25,7 +25,9 @@ from subscriptions.model import (
     Channel,
     Clearance,
     Contact,
+    DistributionList,
     Jurisdiction,
+    MemberKind,
     QuietHours,
     Sector,
     Stakeholder,
@@ -192,4 +194,15 @@ def subscription_model(record: Mapping[str, Any]) -> Subscription:
         escalation_id=record.get("escalationId"),
         enabled=bool(record["enabled"]),
         include_exercises=bool(record["includeExercises"]),
+    )
+
+
+def distribution_list_model(record: Mapping[str, Any]) -> DistributionList:
+    """A list record (`members`: `{"kind", "id"}` objects) as the matcher's model."""
+    members = record["members"]
+    return DistributionList(
+        id=record["id"],
+        name=record["name"],
+        stakeholder_ids=frozenset(m["id"] for m in members if m["kind"] == MemberKind.STAKEHOLDER),
+        list_ids=frozenset(m["id"] for m in members if m["kind"] == MemberKind.LIST),
     )

@@ -24,6 +24,11 @@ no update runs concurrently). `load` builds the tree once.
 Subscriptions are indexed only while enabled and their stakeholder exists and is active. A
 change of a stakeholder's jurisdiction reindexes only its subscriptions with area
 "jurisdiction"; a change of `active` reindexes all of its subscriptions.
+
+Distribution lists. A rule's `lists` is a property of the stakeholder, like its jurisdiction:
+the matcher keeps, per stakeholder, the lists it resolves into, and a rule whose stakeholder is
+in none of its lists is anchored nowhere. A list change recomputes the memberships (lists are
+few) and reindexes the `lists` rules of the stakeholders whose memberships changed.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from typing import Any
 
 from core.alert import Alert, Handling, Status
 from subscriptions.clearance import withheld_reason
-from subscriptions.model import Channel, Contact, Stakeholder, Subscription
+from subscriptions.lists import memberships as resolve_memberships
+from subscriptions.model import Channel, Contact, DistributionList, Stakeholder, Subscription
 from subscriptions.ruleindex import RECENT_LIMIT, RuleIndex
 from subscriptions.rules import (
     JURISDICTION,
@@ -109,12 +115,13 @@ def eligible(
     stakeholder: Stakeholder,
     facts: AlertFacts,
     jurisdiction: GeoArea | None,
+    memberships: frozenset[str] = frozenset(),
 ) -> bool:
     return (
         subscription.enabled
         and stakeholder.active
         and status_allowed(facts.status, subscription.include_exercises)
-        and facts_match(subscription.rule, facts, jurisdiction)
+        and facts_match(subscription.rule, facts, jurisdiction, memberships)
     )
 
 
@@ -172,17 +179,19 @@ def brute_force_match(
     contacts: Iterable[Contact],
     subscriptions: Iterable[Subscription],
     alert: Alert,
+    lists: Iterable[DistributionList] = (),
 ) -> MatchResult:
     """The reference: every subscription through the predicate, then `resolve`."""
     facts = AlertFacts.of(alert)
     holders = {s.id: s for s in stakeholders}
+    member_of = resolve_memberships({dl.id: dl for dl in lists})
     matches = []
     for sub in subscriptions:
         holder = holders.get(sub.stakeholder_id)
         if holder is None:
             continue
         area = jurisdiction_area(holder.jurisdiction) if sub.rule.area is JURISDICTION else None
-        if eligible(sub, holder, facts, area):
+        if eligible(sub, holder, facts, area, member_of.get(holder.id, frozenset())):
             matches.append((sub, holder))
     by_holder: dict[str, list[Contact]] = defaultdict(list)
     for contact in contacts:
@@ -211,6 +220,8 @@ class Matcher:
         self._contacts_by_holder: dict[str, dict[Channel, list[Contact]]] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._subscription_ids: defaultdict[str, set[str]] = defaultdict(set)
+        self._lists: dict[str, DistributionList] = {}
+        self._memberships: dict[str, frozenset[str]] = {}
         self._index = RuleIndex(self._recent_limit)
 
     def load(
@@ -218,9 +229,12 @@ class Matcher:
         stakeholders: Iterable[Stakeholder],
         contacts: Iterable[Contact],
         subscriptions: Iterable[Subscription],
+        lists: Iterable[DistributionList] = (),
     ) -> None:
         """Replace everything; the polygon tree is built once at the end."""
         self._reset()
+        self._lists = {dl.id: dl for dl in lists}
+        self._memberships = resolve_memberships(self._lists)
         for holder in stakeholders:
             self._stakeholders[holder.id] = holder
             self._areas[holder.id] = _area_of(holder)
@@ -290,6 +304,23 @@ class Matcher:
             self._subscription_ids[old.stakeholder_id].discard(subscription_id)
             self._index.remove(subscription_id)
 
+    def upsert_list(self, distribution_list: DistributionList) -> None:
+        self._lists[distribution_list.id] = distribution_list
+        self._relist()
+
+    def remove_list(self, list_id: str) -> None:
+        if self._lists.pop(list_id, None) is not None:
+            self._relist()
+
+    def _relist(self) -> None:
+        """Recompute memberships; reindex the `lists` rules of stakeholders whose changed."""
+        old = self._memberships
+        self._memberships = new = resolve_memberships(self._lists)
+        for holder_id in sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)):
+            for sub_id in sorted(self._subscription_ids.get(holder_id, ())):
+                if self._subscriptions[sub_id].rule.lists is not None:
+                    self._reindex(sub_id)
+
     def _regroup_contacts(self, holder_id: str) -> None:
         contacts = (self._contacts[i] for i in self._contact_ids.get(holder_id, ()))
         grouped = group_contacts(contacts)
@@ -304,7 +335,8 @@ class Matcher:
         if sub is None or holder is None or not (sub.enabled and holder.active):
             self._index.remove(sub_id)
             return
-        self._index.add(sub_id, sub.rule, self._areas[holder.id], defer)
+        member_of = self._memberships.get(holder.id, frozenset())
+        self._index.add(sub_id, sub.rule, self._areas[holder.id], defer, member_of)
 
     # -- queries
 
@@ -318,7 +350,8 @@ class Matcher:
         for sub_id in self._index.candidates(facts):
             sub = self._subscriptions[sub_id]
             holder = self._stakeholders[sub.stakeholder_id]
-            if eligible(sub, holder, facts, self._areas[holder.id]):
+            member_of = self._memberships.get(holder.id, frozenset())
+            if eligible(sub, holder, facts, self._areas[holder.id], member_of):
                 matches.append((sub, holder))
         return resolve(matches, self._contacts_by_holder, alert.handling)
 
@@ -329,6 +362,10 @@ class Matcher:
     def stakeholder(self, stakeholder_id: str) -> Stakeholder | None:
         """The stakeholder as the matcher knows it now (None if deleted)."""
         return self._stakeholders.get(stakeholder_id)
+
+    def lists_of(self, stakeholder_id: str) -> frozenset[str]:
+        """The distribution lists the stakeholder resolves into, as the matcher knows them."""
+        return self._memberships.get(stakeholder_id, frozenset())
 
     def __len__(self) -> int:
         return len(self._subscriptions)

@@ -103,3 +103,21 @@ class Subscription:
     escalation_id: str | None = None
     enabled: bool = True
     include_exercises: bool = False
+
+
+class MemberKind(StrEnum):
+    """What a distribution list's member is: a stakeholder, or another list."""
+
+    STAKEHOLDER = "stakeholder"
+    LIST = "list"
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionList:
+    """A named set of stakeholders and other lists; its audience is every stakeholder
+    reachable through the nesting (see `subscriptions.lists`)."""
+
+    id: str
+    name: str
+    stakeholder_ids: frozenset[str] = frozenset()
+    list_ids: frozenset[str] = frozenset()

@@ -120,8 +120,18 @@ class RuleIndex:
         self._polygons = PolygonIndex(recent_limit)
         self._anchors: dict[str, _Anchor] = {}
 
-    def add(self, sub_id: str, rule: Rule, jurisdiction: GeoArea | None, defer: bool) -> None:
+    def add(
+        self,
+        sub_id: str,
+        rule: Rule,
+        jurisdiction: GeoArea | None,
+        defer: bool,
+        memberships: frozenset[str] = frozenset(),
+    ) -> None:
+        """Anchor the rule; `jurisdiction` and `memberships` are its stakeholder's."""
         self.remove(sub_id)
+        if rule.lists is not None and rule.lists.isdisjoint(memberships):
+            return  # the stakeholder is in none of the rule's lists: anchored nowhere
         if rule.area is not None:
             area = jurisdiction if rule.area is JURISDICTION else rule.area
             if not isinstance(area, GeoArea) or area.is_empty:

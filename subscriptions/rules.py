@@ -3,11 +3,13 @@ by `Rule.to_json`, and `rule_matches`, the brute-force predicate that is the gro
 matching (the indexed matcher only prunes candidates, then asks the same predicate).
 
 Semantics: an absent field sets no constraint, list values are alternatives, fields are all
-required. Thresholds hold if one info block meets all three together; every other info-level
-field (events, eventCodes, categories, keywords) may be met by any block. Geography is in
-`GeoArea`: canonical geocode keys (see `subscriptions.geocodes`) plus polygons; circles are
-measured in an equirectangular projection centred on the circle, which is exact enough at the
-scale of an alert and cheap. Polygons crossing the antimeridian are not supported.
+required. `lists` is the one field about the stakeholder rather than the alert: the
+stakeholder must resolve into one of the named distribution lists. Thresholds hold if one
+info block meets all three together; every other info-level field (events, eventCodes,
+categories, keywords) may be met by any block. Geography is in `GeoArea`: canonical geocode
+keys (see `subscriptions.geocodes`) plus polygons; circles are measured in an
+equirectangular projection centred on the circle, which is exact enough at the scale of an
+alert and cheap. Polygons crossing the antimeridian are not supported.
 """
 
 from __future__ import annotations
@@ -235,6 +237,9 @@ class Rule:
     keywords: frozenset[tuple[str, ...]] | None = None
     tlp: frozenset[Tlp] | None = None
     caveats: frozenset[str] | None = None
+    lists: frozenset[str] | None = None
+    """Distribution list ids: the stakeholder must resolve into one of them (an audience
+    restriction, decided by the stakeholder's memberships, not by the alert)."""
     thresholds: tuple[int, int, int] | None = field(init=False, repr=False, compare=False)
     """(urgency, severity, certainty) ranks to meet in one info block, absent ones as 0."""
 
@@ -265,12 +270,13 @@ class Rule:
             keywords=_set(document, "keywords", words_of),
             tlp=_set(document, "tlp", Tlp),
             caveats=_set(document, "caveats", str),
+            lists=_set(document, "lists", str),
         )
 
     def to_json(self) -> dict[str, Any]:
         """The canonical JSON of the rule; `Rule.from_json(rule.to_json()) == rule`."""
         document: dict[str, Any] = {}
-        lists: tuple[tuple[str, Iterable[str] | None], ...] = (
+        sets: tuple[tuple[str, Iterable[str] | None], ...] = (
             ("kinds", None if self.kinds is None else (k.value for k in self.kinds)),
             ("events", self.events),
             ("eventCodes", self.event_codes),
@@ -279,7 +285,7 @@ class Rule:
             ("statuses", None if self.statuses is None else (s.value for s in self.statuses)),
             ("msgTypes", None if self.msg_types is None else (m.value for m in self.msg_types)),
         )
-        for name, values in lists:
+        for name, values in sets:
             if values is not None:
                 document[name] = sorted(values)
         for name, rank, ranks in (
@@ -299,6 +305,8 @@ class Rule:
             document["tlp"] = [t.value for t in sorted(self.tlp, key=lambda t: t.rank)]
         if self.caveats is not None:
             document["caveats"] = sorted(self.caveats)
+        if self.lists is not None:
+            document["lists"] = sorted(self.lists)
         return document
 
 
@@ -350,9 +358,17 @@ def _area_json(area: GeoArea) -> dict[str, Any]:
 # ---- the predicate -------------------------------------------------------------------------
 
 
-def facts_match(rule: Rule, facts: AlertFacts, jurisdiction: GeoArea | None) -> bool:
-    """The predicate itself, on an alert's facts; `jurisdiction` resolves area "jurisdiction".
-    Cheap set tests first, geometry last."""
+def facts_match(
+    rule: Rule,
+    facts: AlertFacts,
+    jurisdiction: GeoArea | None,
+    memberships: frozenset[str] = frozenset(),
+) -> bool:
+    """The predicate itself, on an alert's facts; `jurisdiction` resolves area "jurisdiction"
+    and `memberships` (the lists the stakeholder resolves into) decides `lists`. Cheap set
+    tests first, geometry last."""
+    if rule.lists is not None and rule.lists.isdisjoint(memberships):
+        return False
     if rule.kinds is not None and facts.kind not in rule.kinds:
         return False
     if rule.statuses is not None and facts.status not in rule.statuses:
@@ -386,7 +402,13 @@ def facts_match(rule: Rule, facts: AlertFacts, jurisdiction: GeoArea | None) -> 
     return isinstance(area, GeoArea) and area_matches(area, facts)
 
 
-def rule_matches(rule: Rule, alert: Alert, jurisdiction: Jurisdiction) -> bool:
-    """Whether `alert` satisfies `rule` for a stakeholder with `jurisdiction`: the reference."""
+def rule_matches(
+    rule: Rule,
+    alert: Alert,
+    jurisdiction: Jurisdiction,
+    memberships: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether `alert` satisfies `rule` for a stakeholder with `jurisdiction` who resolves
+    into the lists `memberships`: the reference."""
     area = jurisdiction_area(jurisdiction) if rule.area is JURISDICTION else None
-    return facts_match(rule, AlertFacts.of(alert), area)
+    return facts_match(rule, AlertFacts.of(alert), area, memberships)

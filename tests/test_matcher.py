@@ -1,7 +1,9 @@
 """The matcher (subscriptions/matcher.py): behaviour (channel choice, fallbacks, no_contact,
 clearance, exercise opt-in, deduplication, ordering, incremental updates) and a property: on
-random directories, rules and alerts, and after random sequences of updates, the indexed
-`Matcher` returns exactly what `brute_force_match` returns."""
+random directories (distribution lists and rules naming them included), rules and alerts,
+and after random sequences of updates, the indexed `Matcher` returns exactly what
+`brute_force_match` returns. Also the list graph itself: resolution through nesting against
+a plain fixpoint, and the cycle an added member would close."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.alert import Alert, Area, Circle, Handling, Info, Kind, MsgType, NamedValue, Status, Tlp
+from subscriptions.lists import cycle_through, memberships, resolve
 from subscriptions.matcher import (
     NO_CONTACT,
     Matcher,
@@ -27,6 +30,7 @@ from subscriptions.model import (
     Channel,
     Clearance,
     Contact,
+    DistributionList,
     Jurisdiction,
     Sector,
     Stakeholder,
@@ -434,6 +438,7 @@ CLEARANCES = [
 STAKEHOLDER_IDS = [f"s{i}" for i in range(5)]
 CONTACT_IDS = [f"c{i}" for i in range(8)]
 SUBSCRIPTION_IDS = [f"u{i}" for i in range(8)]
+LIST_IDS = ["L0", "L1", "L2", "L3"]
 MOSTLY_TRUE = [True, True, True, False]
 
 
@@ -466,6 +471,7 @@ RULE_FIELDS: dict[str, Any] = {
     "keywords": some(["fire", "active shooter", "bridge", "tornado"]),
     "tlp": some(["CLEAR", "GREEN", "RED"]),
     "caveats": some(["LES", "PII"]),
+    "lists": some(["L0", "L1", "L2"]),
 }
 
 
@@ -532,6 +538,19 @@ def subscriptions(draw: st.DrawFn) -> Subscription:
 
 
 @st.composite
+def distribution_lists(draw: st.DrawFn) -> DistributionList:
+    """Lists over the stakeholders (and one unknown), nesting any list, cycles included: the
+    store refuses cycles, the matcher must still agree with the reference on them."""
+    list_id = draw(st.sampled_from(LIST_IDS))
+    return DistributionList(
+        list_id,
+        f"List {list_id}",
+        frozenset(draw(some([*STAKEHOLDER_IDS, "s9"], 0, 3))),
+        frozenset(draw(some(LIST_IDS, 0, 2))),
+    )
+
+
+@st.composite
 def alert_areas(draw: st.DrawFn) -> Area:
     shape = draw(st.sampled_from(["codes", "rings", "circles", "mixed"]))
     least = {name: int(shape == name) for name in ("codes", "rings", "circles")}
@@ -587,6 +606,7 @@ class Directory:
     stakeholders: dict[str, Stakeholder] = field(default_factory=dict)
     contacts: dict[str, Contact] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    lists: dict[str, DistributionList] = field(default_factory=dict)
 
     def brute_force(self, alert: Alert) -> MatchResult:
         return brute_force_match(
@@ -594,6 +614,7 @@ class Directory:
             self.contacts.values(),
             self.subscriptions.values(),
             alert,
+            self.lists.values(),
         )
 
 
@@ -609,6 +630,8 @@ def directories(draw: st.DrawFn) -> Directory:
     for uid in SUBSCRIPTION_IDS[: draw(st.integers(1, len(SUBSCRIPTION_IDS)))]:
         sid = draw(st.sampled_from([*directory.stakeholders, *directory.stakeholders, "s9"]))
         directory.subscriptions[uid] = replace(draw(subscriptions()), id=uid, stakeholder_id=sid)
+    for list_id in LIST_IDS[: draw(st.integers(0, len(LIST_IDS)))]:
+        directory.lists[list_id] = replace(draw(distribution_lists()), id=list_id)
     return directory
 
 
@@ -626,6 +649,7 @@ def _load(directory: Directory, matcher: Matcher) -> Matcher:
         directory.stakeholders.values(),
         directory.contacts.values(),
         directory.subscriptions.values(),
+        directory.lists.values(),
     )
     return matcher
 
@@ -646,6 +670,8 @@ UPDATES: st.SearchStrategy[Update] = st.one_of(
     st.tuples(st.just("remove_contact"), st.sampled_from(CONTACT_IDS)),
     st.tuples(st.just("upsert_subscription"), subscriptions()),
     st.tuples(st.just("remove_subscription"), st.sampled_from(SUBSCRIPTION_IDS)),
+    st.tuples(st.just("upsert_list"), distribution_lists()),
+    st.tuples(st.just("remove_list"), st.sampled_from(LIST_IDS)),
 )
 
 
@@ -673,3 +699,64 @@ def test_index_equals_brute_force_after_updates(
         getattr(matcher, update[0])(update[1])
         _apply(directory, update)
         assert matcher.match(probe) == directory.brute_force(probe)
+
+
+# ---- distribution lists ----------------------------------------------------------------------
+
+
+def test_a_lists_rule_reaches_only_resolved_members() -> None:
+    """s1 is in L0, which is in L1; s2 is in no list. A rule naming L1 serves s1 only, until
+    s2 joins L0 (and so L1)."""
+    holders = [holder("s1"), holder("s2")]
+    contacts = [contact("c1", "s1"), contact("c2", "s2")]
+    rule = {"lists": ["L1"], "area": "jurisdiction"}
+    subscriptions = [sub("u1", "s1", rule), sub("u2", "s2", rule)]
+    lists = [
+        DistributionList("L0", "Desk", frozenset({"s1"})),
+        DistributionList("L1", "Region", list_ids=frozenset({"L0"})),
+    ]
+    matcher = Matcher()
+    matcher.load(holders, contacts, subscriptions, lists)
+    result = matcher.match(HERE)
+    assert [t.stakeholder_id for t in result.targets] == ["s1"]
+    assert result == brute_force_match(holders, contacts, subscriptions, HERE, lists)
+    assert matcher.lists_of("s1") == {"L0", "L1"}
+    assert matcher.candidate_ids(HERE) == {"u1"}  # u2 is anchored nowhere
+    matcher.upsert_list(DistributionList("L0", "Desk", frozenset({"s1", "s2"})))
+    assert [t.stakeholder_id for t in matcher.match(HERE).targets] == ["s1", "s2"]
+    matcher.remove_list("L1")
+    assert matcher.match(HERE).targets == ()
+
+
+def _closure(lists: dict[str, DistributionList]) -> dict[str, frozenset[str]]:
+    """Resolution the plain way: grow every list's audience until nothing changes."""
+    audience = {k: set(v.stakeholder_ids) for k, v in lists.items()}
+    changed = True
+    while changed:
+        changed = False
+        for list_id, dl in lists.items():
+            for child in dl.list_ids:
+                extra = audience.get(child, set()) - audience[list_id]
+                if extra:
+                    audience[list_id] |= extra
+                    changed = True
+    return {k: frozenset(v) for k, v in audience.items()}
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(distribution_lists(), max_size=6))
+def test_resolution_equals_the_plain_closure(drawn: list[DistributionList]) -> None:
+    lists = {dl.id: dl for dl in drawn}
+    resolved = resolve(lists)
+    assert resolved == _closure(lists)
+    for sid, member_of in memberships(lists).items():
+        assert member_of == {k for k, v in resolved.items() if sid in v}
+
+
+def test_cycle_through_names_the_path() -> None:
+    children = {"A": {"B"}, "B": {"C"}}
+    assert cycle_through(children, "A", "A") == ["A", "A"]
+    assert cycle_through(children, "C", "A") == ["C", "A", "B", "C"]
+    assert cycle_through(children, "B", "A") == ["B", "A", "B"]
+    assert cycle_through(children, "A", "C") is None
+    assert cycle_through(children, "D", "A") is None

@@ -44,6 +44,7 @@ from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes
 from dissemination.api.ingest import add_ingest_routes
+from dissemination.api.lists import add_list_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
@@ -216,6 +217,7 @@ async def test_documented_operations_are_exactly_the_registered_routes(tmp_path:
         )
         add_admin_routes(app, admin)
         add_bulk_routes(app)
+        add_list_routes(app)
         add_twilio_hooks(app, TwilioHooks(database, settings, utc_now))
         add_ack_routes(app, AckEndpoints(AckSigner(("k" * 32,)), AckStore(database), utc_now))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), utc_now))
@@ -375,7 +377,12 @@ STAKEHOLDER_BODY: dict[str, Any] = {
 
 async def _seed(base: str, auth: Headers) -> dict[str, list[str]]:
     """A few real entities, so that generated requests also reach the success paths."""
-    seeds: dict[str, list[str]] = {"stakeholder": [], "contact": [], "subscription": []}
+    seeds: dict[str, list[str]] = {
+        "stakeholder": [],
+        "contact": [],
+        "subscription": [],
+        "list": [],
+    }
     async with aiohttp.ClientSession(base, headers=auth) as session:
 
         async def create(kind: str, body: dict[str, Any]) -> str:
@@ -394,6 +401,8 @@ async def _seed(base: str, auth: Headers) -> dict[str, list[str]]:
                 await create("contact", contact)
             subscription = {"stakeholderId": sid, "rule": {"area": "jurisdiction"}}
             await create("subscription", subscription | {"channels": ["email", "webhook"]})
+        members = [{"kind": "stakeholder", "id": sid} for sid in seeds["stakeholder"]]
+        await create("list", {"name": "Seeded desk", "members": members})
     return seeds
 
 

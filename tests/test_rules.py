@@ -687,6 +687,7 @@ ROUND_TRIP_CASES: list[Doc] = [
         },
         "kinds": ["sar", "bolo"],
     },
+    {"lists": ["b-list", "a-list"], "minSeverity": "Severe"},
 ]
 
 
@@ -711,3 +712,17 @@ def test_canonical_form() -> None:
         },
         "keywords": ["active shooter"],
     }
+
+
+def test_lists_restrict_the_audience_not_the_alerts() -> None:
+    """A `lists` rule holds for a stakeholder that resolves into one of the lists, whatever
+    the alert; every other field still has to hold too."""
+    alert = make_alert()
+    rule = Rule.from_json({"lists": ["L1", "L2"]})
+    here = NOWHERE
+    assert rule_matches(rule, alert, here, frozenset({"L2", "L9"}))
+    assert not rule_matches(rule, alert, here, frozenset({"L9"}))
+    assert not rule_matches(rule, alert, here)
+    both = Rule.from_json({"lists": ["L1"], "kinds": ["sar"]})
+    assert not rule_matches(both, alert, here, frozenset({"L1"}))
+    assert rule.to_json() == {"lists": ["L1", "L2"]}

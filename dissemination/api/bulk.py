@@ -18,6 +18,7 @@ from dissemination.api.directory import (
     Admin,
     actor_of,
     admin_of,
+    check_rule_lists,
     json_object,
     unique_contacts,
     validated_fields,
@@ -138,6 +139,7 @@ async def _import_plan(admin: Admin, index: int, item: Any) -> ImportPlan:
                     fields = await validate_contact(document, admin.allowed_networks)
                 else:
                     fields = validate_subscription(document)
+                    await check_rule_lists(admin, fields["rule"], at)
             except RejectedInput as rejected:
                 raise _item_error(at, rejected) from None
             validated.append(_without_owner(fields))

@@ -27,6 +27,7 @@ from dissemination.api.requests import (
     text_param,
 )
 from dissemination.api.tokens import READERS, Role
+from dissemination.directory.lists import DistributionLists
 from dissemination.directory.store import (
     CONTACT,
     ESCALATION,
@@ -40,6 +41,7 @@ from dissemination.ledger.alerts import Payload
 from dissemination.store.audit import Actor, AuditLog
 from subscriptions.codec import (
     contact_model,
+    distribution_list_model,
     stakeholder_model,
     subscription_model,
     validate_contact,
@@ -126,6 +128,8 @@ async def validated_fields(
             "no such stakeholder",
             [ErrorDetail("$.stakeholderId", f"no stakeholder {fields['stakeholderId']!r}")],
         )
+    if spec is SUBSCRIPTION:
+        await check_rule_lists(admin, fields["rule"])
     escalation_id = fields.get("escalationId") if spec is SUBSCRIPTION else None
     if escalation_id and not await admin.directory.exists(ESCALATION, escalation_id):
         raise ApiError(
@@ -135,6 +139,23 @@ async def validated_fields(
             [ErrorDetail("$.escalationId", f"no escalation policy {escalation_id!r}")],
         )
     return fields
+
+
+async def check_rule_lists(admin: Admin, rule: Mapping[str, Any], path: str = "$") -> None:
+    """A rule names only distribution lists that exist (`path`: the subscription's)."""
+    named = rule.get("lists") or ()
+    unknown = set(await DistributionLists(admin.directory.database).unknown(named))
+    if unknown:
+        raise ApiError(
+            422,
+            "unknown_list",
+            "no such distribution list",
+            [
+                ErrorDetail(f"{path}.rule.lists[{i}]", f"no distribution list {list_id!r}")
+                for i, list_id in enumerate(named)
+                if list_id in unknown
+            ],
+        )
 
 
 async def check_supervisors(admin: Admin, fields: Mapping[str, Any]) -> None:
@@ -312,7 +333,8 @@ async def load_matcher(directory: Directory) -> Matcher:
     stakeholders = [stakeholder_model(r) for r in await directory.all(STAKEHOLDER)]
     contacts = [contact_model(r) for r in await directory.all(CONTACT)]
     subscriptions = [subscription_model(r) for r in await directory.all(SUBSCRIPTION)]
-    matcher.load(stakeholders, contacts, subscriptions)
+    lists = [distribution_list_model(r) for r in await DistributionLists(directory.database).all()]
+    matcher.load(stakeholders, contacts, subscriptions, lists)
     return matcher
 
 

@@ -40,6 +40,11 @@ REASON_STATUS = {
     "immutable_field": 422,
     "duplicate_contact": 422,
     "too_many_subscriptions": 422,
+    "unknown_member": 422,
+    "unknown_list": 422,
+    "duplicate_list_name": 409,
+    "list_cycle": 409,
+    "list_in_use": 409,
 }
 
 HTTP_STATUS_CODES = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}

@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from channels.webhook import new_secret as new_webhook_secret
 from core.errors import ErrorDetail, RejectedInput
+from dissemination.directory.lists import drop_member_everywhere
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.tables import contacts, escalation_policies, stakeholders, subscriptions
+from subscriptions.model import MemberKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,8 +287,9 @@ class Directory:
     async def delete(
         self, spec: EntitySpec, entity_id: str, actor: Actor, now: datetime
     ) -> list[tuple[EntitySpec, str]] | None:
-        """Delete the entity (a stakeholder takes its contacts and subscriptions with it);
-        returns what was deleted, children first, or None if there was no such entity."""
+        """Delete the entity (a stakeholder takes its contacts and subscriptions with it, and
+        leaves the distribution lists it was in); returns what was deleted, children first, or
+        None if there was no such entity."""
         async with self.database.transaction() as conn:
             table = spec.table
             row = (
@@ -302,6 +305,7 @@ class Directory:
                 for child in (CONTACT, SUBSCRIPTION):
                     ids = await self._delete_children(conn, child, entity_id, actor, now)
                     deleted += [(child, child_id) for child_id in ids]
+                await drop_member_everywhere(conn, MemberKind.STAKEHOLDER, entity_id, actor, now)
             await conn.execute(delete(table).where(table.c.id == entity_id))
             await write_audit(
                 conn,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from core.errors import StoreUnavailable
+from dissemination.directory.lists import LIST_ENTITY, DistributionLists
 from dissemination.directory.store import (
     CONTACT,
     ESCALATION,
@@ -27,7 +28,12 @@ from dissemination.directory.store import (
     EntitySpec,
 )
 from dissemination.store.tables import audit_log
-from subscriptions.codec import contact_model, stakeholder_model, subscription_model
+from subscriptions.codec import (
+    contact_model,
+    distribution_list_model,
+    stakeholder_model,
+    subscription_model,
+)
 from subscriptions.matcher import Matcher
 
 log = logging.getLogger(__name__)
@@ -61,11 +67,20 @@ def apply_change(
         matcher.upsert_subscription(subscription_model(record))
 
 
+def apply_list_change(matcher: Matcher, record: Mapping[str, Any] | None, list_id: str) -> None:
+    """Bring the matcher up to date with one distribution list (`record` None: deleted)."""
+    if record is None:
+        matcher.remove_list(list_id)
+    else:
+        matcher.upsert_list(distribution_list_model(record))
+
+
 class DirectoryFollower:
     """Follows directory changes made by any instance and applies them to this matcher."""
 
     def __init__(self, directory: Directory, matcher: Matcher, interval_seconds: float) -> None:
         self.directory = directory
+        self.lists = DistributionLists(directory.database)
         self.matcher = matcher
         self.interval_seconds = interval_seconds
         self.high_water = 0
@@ -83,15 +98,19 @@ class DirectoryFollower:
             rows = list(
                 await conn.execute(
                     select(audit_log.c.id, audit_log.c.entity, audit_log.c.entity_id)
-                    .where(audit_log.c.id > low, audit_log.c.entity.in_(SPECS))
+                    .where(audit_log.c.id > low, audit_log.c.entity.in_([*SPECS, LIST_ENTITY]))
                     .order_by(audit_log.c.id)
                 )
             )
         fresh = [row for row in rows if row.id not in self._applied]
         for row in fresh:
-            spec = SPECS[row.entity]
-            record = await self.directory.get(spec, row.entity_id)
-            apply_change(self.matcher, spec, record, row.entity_id)
+            if row.entity == LIST_ENTITY:
+                listed = await self.lists.get(row.entity_id)
+                apply_list_change(self.matcher, listed, row.entity_id)
+            else:
+                spec = SPECS[row.entity]
+                record = await self.directory.get(spec, row.entity_id)
+                apply_change(self.matcher, spec, record, row.entity_id)
             self._applied.add(row.id)
             self.high_water = max(self.high_water, row.id)
         self._applied = {i for i in self._applied if i > self.high_water - REPLAY_WINDOW}

@@ -385,3 +385,27 @@ scheduled_runs = Table(
     Column("job", String(40), primary_key=True),
     Column("last_run_at", UtcDateTime, nullable=False),
 )
+
+distribution_lists = Table(
+    "distribution_lists",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("name_key", Text, nullable=False, unique=True),  # the name case-folded
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+distribution_list_members = Table(
+    "distribution_list_members",
+    metadata,
+    Column(
+        "list_id",
+        String(36),
+        ForeignKey("distribution_lists.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("member_kind", String(20), primary_key=True),  # stakeholder | list
+    Column("member_id", String(36), primary_key=True),
+    Column("added_at", UtcDateTime, nullable=False),
+)
