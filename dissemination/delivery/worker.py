@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -339,7 +340,10 @@ def _log_settled(settlements: Sequence[Settlement]) -> None:
     """One line per recorded outcome, with its reason (the row's own address masked out: a
     provider may quote it): a failure or a retry at WARNING, a send at DEBUG (the task's line
     counts them), a deferral behind an open circuit, a withholding or a suppression at INFO."""
+    debug = log.isEnabledFor(logging.DEBUG)  # once per wave: sends are the many
     for s in settlements:
+        if s.state is DeliveryState.SENT and not debug:
+            continue
         row = s.row
         fields = {"alert_id": row.alert_id, "delivery_id": row.id, "channel": row.channel}
         reason = mask_text(s.reason, row.address) if s.reason else s.reason
