@@ -66,6 +66,7 @@ from channels.base import ChannelName
 from channels.sms import TwilioHttp
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.directory.store import ESCALATION, Directory
+from dissemination.logs import configure
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
@@ -418,9 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.targets <= 100_000 or not 1 <= args.runs <= 10 or args.timeout <= 0:
         print("need 1 <= --targets <= 100000, 1 <= --runs <= 10, --timeout > 0", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure("WARNING", "console", "bench")  # the service's log lines, as the CLI sets them
     context = machine_context()
     reports = run_loop(run(args))
     print(f"\nfan-out of one alert to {args.targets:,} targets, store {args.store}, medians:")

@@ -61,6 +61,7 @@ from bench.common import (
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Ledger, PlannedAlert
+from dissemination.logs import configure
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
@@ -787,9 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.count <= 1_000_000 or not 1 <= args.runs <= 20 or args.timeout <= 0:
         print("need 1 <= --count <= 1000000, 1 <= --runs <= 20, --timeout > 0", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure("WARNING", "console", "bench")  # the service's log lines, as the CLI sets them
     deadline = Deadline.after(args.timeout)
     report = Report(args.store, args.count, args.runs, args.profile, machine_context())
     if args.store == "postgresql":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from dissemination.controls.retention import run_retention
 from dissemination.errors import PublishFailed
 from dissemination.intake.decoding import DecodeLimits, decode_alerts
 from dissemination.intake.normalize import HandlingDefaults
+from dissemination.logs import configure, instance_name
 from dissemination.service import Service, run_until_signalled
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
@@ -279,12 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(
-            level=settings.service.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        # The twilio SDK logs every request's URL and headers at INFO: noise, per message.
-        logging.getLogger("twilio").setLevel(max(logging.WARNING, logging.root.level))
+        service = settings.service
+        configure(service.log_level, service.log_format, instance_name(service.instance_name))
         if args.command == "validate":
             return _validate_files(settings, args.files)
         return _run_loop(COMMANDS[args.command](settings, args))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
+
+import structlog
 
 from core.errors import StoreUnavailable
 from dissemination.errors import PublishFailed
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 
 class PeriodicTask:
@@ -37,5 +38,5 @@ class PeriodicTask:
             try:
                 await self.job()
             except (StoreUnavailable, PublishFailed) as error:
-                log.warning("%s failed, retrying in %.1f s: %s", self.name, self.seconds, error)
+                log.warning("job_failed", job=self.name, retry_in=self.seconds, reason=str(error))
             await asyncio.sleep(self.seconds)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from dataclasses import dataclass
 from datetime import timedelta
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
@@ -44,7 +44,7 @@ from dissemination.broker.dispatch import (
     retry_schedule,
 )
 from dissemination.broker.publisher import AlertPublisher
-from dissemination.broker.topology import connect, declare_intake
+from dissemination.broker.topology import connect, declare_intake, redacted_url
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
 from dissemination.controls.authority import parse_grants
 from dissemination.controls.jobs import RecordVerification, ScheduledControls
@@ -69,7 +69,7 @@ from dissemination.store.audit import AuditLog
 from dissemination.store.database import Database, head_revision
 from subscriptions.matcher import Matcher
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,16 +149,16 @@ class Service:
             self._start_jobs(front, database)
         self._parts = Parts(database, broker, workers, front)
         log.info(
-            "service started: delivering %s%s",
-            ", ".join(channels) or "nothing",
-            "" if self.only is not None else f"; consuming {settings.broker.inbound_queue}",
+            "service_started",
+            channels=list(channels),
+            consuming=settings.broker.inbound_queue if self.only is None else None,
         )
 
     async def stop(self) -> None:
         """Undo every start-up step that ran, in reverse order."""
         await self._undo.aclose()
         self._parts = None
-        log.info("service stopped")
+        log.info("service_stopped")
 
     # The parts, once started.
 
@@ -220,11 +220,14 @@ class Service:
                 f"database schema is at revision {revision or 'none'}, this version needs {head}: "
                 "run `dissemination migrate`"
             )
+        log.info("store_opened", url=database.engine.url.render_as_string(hide_password=True))
         return database
 
     async def _connect_broker(self) -> AbstractRobustConnection:
         broker = await connect(self.settings.broker, "dissemination")
         self._undo.push_async_callback(broker.close)
+        settings = self.settings.broker
+        log.info("broker_connected", url=redacted_url(settings), user=settings.username)
         return broker
 
     async def _delivery_dispatcher(self, broker: AbstractRobustConnection) -> DeliveryDispatcher:
@@ -336,6 +339,8 @@ class Service:
         self._undo.push_async_callback(http.cleanup)
         self._undo.push_async_callback(await guarding(guard))
         await web.TCPSite(http, settings.http.host, settings.http.port).start()
+        for address in http.addresses:  # as bound: port 0 becomes the port the system chose
+            log.info("http_listening", address=_host_port(address))
         return http
 
     async def _cap_acks(self, database: Database, broker: AbstractRobustConnection) -> CapAcks:
@@ -404,6 +409,11 @@ class Service:
             self._undo.push_async_callback(job.stop)
 
 
+def _host_port(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -419,6 +429,6 @@ async def run_until_signalled(service: Service) -> None:
     try:
         await service.start()
         await stop.wait()
-        log.info("signal received; shutting down")
+        log.info("shutting_down", why="signal received")
     finally:
         await service.stop()

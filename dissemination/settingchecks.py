@@ -104,6 +104,7 @@ def _channels(values: tuple[str, ...]) -> str | None:
 
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "service.log_level": _log_level,
+    "service.log_format": _one_of("console", "json"),
     "service.shutdown_grace_seconds": _positive,
     "service.directory_poll_seconds": _positive,
     "service.max_subscriptions_per_stakeholder": _positive,

@@ -43,6 +43,8 @@ class ServiceSettings:
     shutdown_grace_seconds: float
     directory_poll_seconds: float
     max_subscriptions_per_stakeholder: int = 250
+    log_format: str = "console"
+    instance_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

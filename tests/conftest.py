@@ -19,11 +19,13 @@ from channels.base import CHANNEL_NAMES
 from dissemination.broker.dispatch import delivery_queue, retry_queues
 from dissemination.broker.topology import broker_url
 from dissemination.controls.record import GENESIS
+from dissemination.logs import configure_structlog
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
 from dissemination.store.database import Database
 from dissemination.store.tables import dissemination_chain, metadata
 from tests.brokerutil import open_connection
+from tests.logcapture import LogLines, capturing
 from tests.pg import psql
 
 _names = itertools.count(1)
@@ -33,6 +35,20 @@ def _rabbitmqctl(*args: str) -> None:
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("rabbitmqctl not found: these tests need a local RabbitMQ")
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def structured_logs() -> None:
+    """Our log lines go through the standard library's logging, as in the service."""
+    configure_structlog()
+
+
+@pytest.fixture
+def logged() -> Iterator[LogLines]:
+    """The test's log lines as the service writes them in JSON: libraries' from INFO, ours
+    from DEBUG. Ask for it before `service` to see the start-up lines too."""
+    with capturing() as lines:
+        yield lines
 
 
 @pytest.fixture(scope="session")

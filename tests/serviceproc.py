@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -12,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -57,9 +59,11 @@ class ServiceProcess:
         args: Sequence[str] = (),
         log_path: Path | None = None,
     ) -> ServiceProcess:
-        """`dissemination run *args`; with `log_path`, its log goes to that file."""
+        """`dissemination run *args`; with `log_path`, its log (JSON lines unless `env` says
+        otherwise) goes to that file."""
         port = free_port()
-        child_env = {**os.environ, **env, "DISSEMINATION_HTTP_PORT": str(port)}
+        child_env = {"DISSEMINATION_SERVICE_LOG_FORMAT": "json", **os.environ, **env}
+        child_env["DISSEMINATION_HTTP_PORT"] = str(port)
         child_env["DISSEMINATION_FAILPOINTS"] = failpoints
         with log_path.open("wb") if log_path else contextlib.nullcontext() as log:
             process = await asyncio.create_subprocess_exec(
@@ -69,20 +73,41 @@ class ServiceProcess:
         if wait_ready and not args:
             await running.wait_ready()
         elif wait_ready:
-            await running.wait_logged("service started")
+            await running.wait_logged("service_started")
         return running
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path else ""
 
-    async def wait_logged(self, text: str, timeout: float = 30) -> None:
-        """Wait for `text` in the process's log (for processes without an HTTP server)."""
+    def events(self) -> list[dict[str, Any]]:
+        """The process's JSON log lines, parsed (a line it was writing when read is skipped)."""
+        events = []
+        for line in self.log().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+    def logged(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        """The lines of this event whose fields have these values."""
+        return [
+            e
+            for e in self.events()
+            if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+        ]
+
+    async def wait_logged(self, event: str, timeout: float = 30, **fields: Any) -> None:
+        """Wait for `event` (with these fields) in the process's log (for processes without
+        an HTTP server)."""
         deadline = time.monotonic() + timeout
-        while text not in self.log():
+        while not self.logged(event, **fields):
             if self.process.returncode is not None:
                 raise AssertionError(f"service exited early: {self.log()[-2000:]}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not logged: {self.log()[-2000:]}")
+                raise AssertionError(f"{event!r} not logged: {self.log()[-2000:]}")
             await asyncio.sleep(0.05)
 
     async def wait_ready(self, timeout: float = 30) -> None:

@@ -6,7 +6,6 @@ of an escalation policy neither skips nor repeats a step."""
 
 from __future__ import annotations
 
-import re
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -97,9 +96,7 @@ async def all_settled(database: Database, total: int) -> bool:
 
 def sent_by(process: ServiceProcess) -> int:
     """Rows this process reported sent, from its per-task log lines."""
-    return sum(
-        int(n) for n in re.findall(r"webhook task of \d+ rows done: .*?sent (\d+)", process.log())
-    )
+    return sum(int(e.get("sent", 0)) for e in process.logged("task_done", channel="webhook"))
 
 
 async def test_two_worker_processes_share_one_fan_out_and_send_no_row_twice(
@@ -181,9 +178,7 @@ async def test_kill_9_mid_fan_out_of_5000_loses_nothing_and_duplicates_only_flag
 def steps_fired(*processes: ServiceProcess) -> Counter[int]:
     """Escalation steps fired, by step number, from the processes' logs."""
     return Counter(
-        int(step)
-        for process in processes
-        for step in re.findall(r"escalation step (\d+) \(\w+\) fired", process.log())
+        int(e["step"]) for process in processes for e in process.logged("escalation_step_fired")
     )
 
 
@@ -214,7 +209,7 @@ async def test_kill_9_mid_escalation_neither_skips_nor_repeats_a_step(
     }
     doomed = await ServiceProcess.start(env, log_path=tmp_path / "doomed.log")
     await publish(channel, settings, cap_json_bytes("ESCALATE-KILL"))
-    await doomed.wait_logged("escalation step 2", timeout=60)
+    await doomed.wait_logged("escalation_step_fired", timeout=60, step=2)
     doomed.process.send_signal(signal.SIGKILL)
     assert await doomed.wait_exit() == -signal.SIGKILL
     before = steps_fired(doomed)

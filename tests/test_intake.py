@@ -4,7 +4,6 @@ acked, what is not is dead-lettered with a named reason, and nothing is lost or 
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 from aio_pika.abc import AbstractChannel
@@ -25,6 +24,7 @@ from tests.brokerutil import (
     rejection_of,
     wait_until,
 )
+from tests.logcapture import LogLines
 from tests.pg import psql
 from tests.samples import FIXTURES_DIR, SAMPLES_DIR, sample_files
 
@@ -315,7 +315,7 @@ async def test_an_unexpected_failure_is_dead_lettered_once_as_internal_error(
     service: Service,
     channel: AbstractChannel,
     settings: Settings,
-    caplog: pytest.LogCaptureFixture,
+    logged: LogLines,
 ) -> None:
     """A bug (here: any exception the pipeline does not expect) must neither loop until the
     delivery limit nor drop the message: it goes to alerts.dead at once, named."""
@@ -342,8 +342,9 @@ async def test_an_unexpected_failure_is_dead_lettered_once_as_internal_error(
     counts = await wait_for_counts(service, alerts=1, rejections=1)
     assert counts == {"alerts": 1, "rejections": 1, "quarantine": 0}
     assert len(attempts) == 1
-    logged = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
-    assert any("bug-1" in r.getMessage() for r in logged)
+    (failed,) = logged.named("intake_failed_unexpectedly", message_id="bug-1")
+    assert failed["level"] == "error"
+    assert "RuntimeError: a bug" in failed["exception"]  # the traceback, for whoever fixes it
 
 
 def test_the_errors_header_fits_in_an_amqp_frame_whatever_the_errors() -> None:

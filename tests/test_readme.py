@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
+import logging
 import os
 import re
 import shlex
@@ -20,10 +22,12 @@ from typing import Any, cast
 
 import aio_pika
 import pytest
+import structlog
 from aiormq.exceptions import ChannelAccessRefused
 
 from core.validation import validator_for
 from dissemination import cli
+from dissemination.logs import FIRST_KEYS, formatter
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -145,6 +149,26 @@ def subscription_validates(block: Block) -> None:
     document: Any = json.loads(block.text.replace("…", str(uuid.uuid4())))
     errors = [error.message for error in validator_for("subscription").iter_errors(document)]
     assert errors == [], errors
+
+
+@check("json", "log-line")
+def log_line_is_the_services_own(block: Block) -> None:
+    """The log line is what the service writes for those fields, keys in the same order."""
+    shown = json.loads(block.text)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter("json", shown["instance"]))
+    logger = logging.getLogger(shown["logger"])
+    logger.addHandler(handler)
+    try:
+        fields = {k: v for k, v in shown.items() if k not in FIRST_KEYS}
+        level = logging.getLevelName(shown["level"].upper())
+        structlog.stdlib.get_logger(shown["logger"]).log(level, shown["event"], **fields)
+    finally:
+        logger.removeHandler(handler)
+    written = json.loads(stream.getvalue())
+    assert list(written) == list(shown)
+    assert written | {"timestamp": shown["timestamp"]} == shown
 
 
 @check("text")

@@ -8,12 +8,12 @@ The Ack's identifier is derived from the alert, so a republish carries the same 
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
 
+import structlog
 from sqlalchemy import exists, select, update
 
 from core.alert import MsgType
@@ -24,7 +24,7 @@ from dissemination.store.database import Database
 from dissemination.store.rows import AlertState, DeliveryState
 from dissemination.store.tables import alerts, cap_acks, deliveries
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 CAP_NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
 ACK_NAMESPACE = uuid.UUID("f3a1c7de-2b64-4f0e-8a59-6d1e0c9b2a47")
@@ -156,4 +156,4 @@ class CapAcks:
             await conn.execute(
                 update(cap_acks).where(cap_acks.c.alert_id == alert.id).values(published_at=now)
             )
-        log.info("CAP Ack %s published for alert %s", identifier, alert.id)
+        log.info("cap_ack_published", identifier=identifier, alert_id=alert.id)

@@ -11,11 +11,11 @@ Before firing, an acknowledgment, a Cancel of the alert or its expiry ends the e
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -47,7 +47,7 @@ from subscriptions.clearance import withheld_reason
 from subscriptions.codec import stakeholder_model
 from subscriptions.model import Channel
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 DUE_BATCH = 500
 
@@ -122,12 +122,12 @@ class EscalationEngine:
             await insert_planned(conn, self.database, values)
         for row, count in fired:
             log.info(
-                "escalation step %d (%s) fired for alert %s, stakeholder %s: %d rows",
-                row["next_step"] + 1,
-                row["steps"][row["next_step"]]["action"],
-                row["alert_id"],
-                row["stakeholder_id"],
-                count,
+                "escalation_step_fired",
+                step=row["next_step"] + 1,
+                action=row["steps"][row["next_step"]]["action"],
+                alert_id=row["alert_id"],
+                stakeholder_id=row["stakeholder_id"],
+                rows=count,
             )
         return len(fired), pending_by_channel(values)
 

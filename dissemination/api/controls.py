@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from channels.base import CHANNEL_NAMES
@@ -34,7 +34,7 @@ from dissemination.errors import ControlRefused, PublishFailed
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 TEXT_LIMITS = {"comment": (0, 500), "reason": (3, 500), "note": (3, 500)}
 
@@ -156,7 +156,7 @@ class ControlEndpoints:
         try:
             await self.dispatcher.dispatch(released)
         except PublishFailed as error:
-            log.warning("released rows not dispatched yet: %s", error)
+            log.warning("released_rows_not_dispatched", reason=str(error))
             return False
         return True
 

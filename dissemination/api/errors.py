@@ -16,16 +16,16 @@ rendered as `{"error": {"code", "message", "details"}}`. Codes never change mean
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from core.errors import DisseminationError, ErrorDetail, RejectedInput, StoreUnavailable
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 # RejectedInput reasons that are not plain 400s.
 REASON_STATUS = {
@@ -113,5 +113,5 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (RequestPayloadError, HttpProcessingError):
         return ApiError(400, "invalid_body", "the request body cannot be read").response()
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, loggable_path(request.path))
+        log.exception("unhandled_error", method=request.method, path=loggable_path(request.path))
         return ApiError(500, "internal_error", "internal error").response()

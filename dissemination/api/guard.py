@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from aiohttp import web
 from aiohttp.web_server import Server
 
 from dissemination.api.errors import ApiError
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,7 +94,7 @@ class ConnectionGuard:
         while True:
             await asyncio.sleep(interval)
             if self.sweep():
-                log.info("closed idle or trickling HTTP connections")
+                log.info("idle_connections_closed")
 
 
 GUARD = web.AppKey("connection_guard", ConnectionGuard)

@@ -23,11 +23,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from channels.base import DeliveryChannel, Outcome, SendResult
 from core.clock import Clock
 from core.errors import StoreUnavailable
+from core.masking import mask_text
 from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.controls.sendcheck import send_time_refusal
 from dissemination.delivery.breaker import CircuitBreakers
@@ -37,7 +39,7 @@ from dissemination.errors import PublishFailed
 from dissemination.retrying import RetrySchedule
 from dissemination.store.rows import ClaimedRow, DeliveryState
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 CLAIM_CHUNK = 64
 """Rows claimed at once: bounds what a crash leaves in `sending` (and so may resend)."""
 SETTLE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
@@ -101,7 +103,7 @@ class DeliveryWorker:
             try:
                 await self.queue.cancel(self._consumer_tag)
             except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-                log.warning("could not cancel the %s consumer: %r", self.channel, error)
+                log.warning("consumer_cancel_failed", channel=self.channel, error=repr(error))
         running = [t for t in (self._sweeper, *self._handlers) if t is not None and not t.done()]
         for task in running:
             task.cancel()
@@ -114,7 +116,7 @@ class DeliveryWorker:
             try:
                 await self.sweep()
             except (StoreUnavailable, PublishFailed) as error:
-                log.warning("stuck-row sweep failed, will try again: %s", error)
+                log.warning("sweep_failed", channel=self.channel, error=str(error))
 
     async def sweep(self) -> list[str]:
         """Apply the resend-once policy to rows stuck in `sending`, and, when the channel's
@@ -123,11 +125,11 @@ class DeliveryWorker:
         now = self.clock()
         forgotten = await self.store.forget_unmatched_statuses(self.channel, now)
         if forgotten:
-            log.info("%d %s provider statuses matched no send: forgotten", forgotten, self.channel)
+            log.info("provider_statuses_forgotten", channel=self.channel, count=forgotten)
         older_than = now - timedelta(seconds=self.stuck_after_seconds)
         ids = await self.store.resend_stuck(self.channel, older_than, now, set(self._in_flight))
         if ids:
-            log.warning("%d %s rows were stuck in sending: resending once", len(ids), self.channel)
+            log.warning("stuck_rows_resent", channel=self.channel, count=len(ids))
         declared = await self.queue.declare()
         if not declared.message_count:
             resent = set(ids)
@@ -137,9 +139,7 @@ class DeliveryWorker:
                 if i not in resent
             ]
             if overdue:
-                log.warning(
-                    "%d %s rows had lost their task: publishing again", len(overdue), self.channel
-                )
+                log.warning("lost_tasks_republished", channel=self.channel, count=len(overdue))
             ids += overdue
         if ids:
             await self.dispatcher.dispatch({self.channel: ids})
@@ -150,10 +150,13 @@ class DeliveryWorker:
         if task is not None:
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
+        structlog.contextvars.bind_contextvars(channel=self.channel)  # this task's lines
         try:
             ids = [str(i) for i in json.loads(message.body)["deliveries"]]
         except (ValueError, KeyError, TypeError):
-            log.error("malformed delivery task %s: rejected", message.message_id)
+            log.error(
+                "malformed_task_rejected", channel=self.channel, message_id=message.message_id
+            )
             await message.reject(requeue=False)
             return
         try:
@@ -161,16 +164,11 @@ class DeliveryWorker:
         except (StoreUnavailable, PublishFailed) as error:
             # Settled rows stay settled; the rest are pending (redelivered with the task) or
             # sending (the stuck-row policy resolves them).
-            log.warning("%s task requeued: %s", self.channel, error)
+            log.warning("task_requeued", channel=self.channel, rows=len(ids), reason=str(error))
             await message.nack(requeue=True)
             return
         await message.ack()
-        log.info(
-            "%s task of %d rows done: %s",
-            self.channel,
-            len(ids),
-            ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items())) or "nothing due",
-        )
+        log.info("task_done", channel=self.channel, rows=len(ids), **dict(sorted(outcomes.items())))
 
     async def deliver(self, ids: Sequence[str]) -> Counter[str]:
         """Claim the rows in chunks while there is room, send them concurrently, and record
@@ -190,9 +188,7 @@ class DeliveryWorker:
                 await self._delay(claim.held)
                 if claim.expired:
                     outcomes[DeliveryState.SUPPRESSED.value] += claim.expired
-                    log.info(
-                        "%d %s rows not sent: their alert expired", claim.expired, self.channel
-                    )
+                    log.info("expired_rows_suppressed", channel=self.channel, count=claim.expired)
                 self._unsettled += len(claim.rows)
                 new_ids = {row.id for row in claim.rows}
                 claimed |= new_ids
@@ -231,6 +227,7 @@ class DeliveryWorker:
     async def _settle(self, settlements: list[Settlement]) -> None:
         try:
             settled = await self._settle_with_retries(settlements)
+            _log_settled(settlements)
         finally:
             self._in_flight.difference_update(s.row.id for s in settlements)
             async with self._room:
@@ -253,7 +250,7 @@ class DeliveryWorker:
             try:
                 return await self.store.settle(settlements, self.clock())
             except StoreUnavailable as error:
-                log.warning("recording %d outcomes failed, retrying: %s", len(settlements), error)
+                log.warning("settle_retrying", rows=len(settlements), reason=str(error))
                 await asyncio.sleep(delay)
         return await self.store.settle(settlements, self.clock())
 
@@ -272,6 +269,9 @@ class DeliveryWorker:
             await self.dispatcher.delay(self.channel, ids, seconds)
 
     async def _attempt(self, row: ClaimedRow) -> Settlement:
+        structlog.contextvars.bind_contextvars(  # this row's own task: its lines name it
+            alert_id=row.alert_id, delivery_id=row.id, channel=row.channel
+        )
         now = self.clock()
         refusal = send_time_refusal(row)
         if refusal is not None:
@@ -282,7 +282,7 @@ class DeliveryWorker:
         try:
             message = self.builder.build(row)
         except Exception as error:  # a bug in making the message must not strand the row
-            log.exception("%s message could not be made", self.channel)
+            log.exception("message_not_made")
             result = SendResult(Outcome.TRANSIENT, f"internal error: {type(error).__name__}")
             return self._settlement(row, result, now)
         host = self.delivery_channel.host(message)
@@ -299,7 +299,7 @@ class DeliveryWorker:
             try:
                 result = await self.delivery_channel.send(message)
             except Exception as error:  # a bug in a channel must not strand the row in sending
-                log.exception("%s send raised", self.channel)
+                log.exception("send_raised")
                 result = SendResult(Outcome.TRANSIENT, f"internal error: {type(error).__name__}")
         now = self.clock()
         self.breakers.record(host, failed=result.outcome is Outcome.TRANSIENT, now=now)
@@ -334,3 +334,32 @@ class DeliveryWorker:
             fall_back=True,
             disable_contact=result.disable_address,
         )
+
+
+def _log_settled(settlements: Sequence[Settlement]) -> None:
+    """One line per recorded outcome, with its reason (the row's own address masked out: a
+    provider may quote it): a failure or a retry at WARNING, a send at DEBUG (the task's line
+    counts them), a deferral behind an open circuit, a withholding or a suppression at INFO."""
+    debug = log.isEnabledFor(logging.DEBUG)  # once per wave: sends are the many
+    for s in settlements:
+        if s.state is DeliveryState.SENT and not debug:
+            continue
+        row = s.row
+        fields = {"alert_id": row.alert_id, "delivery_id": row.id, "channel": row.channel}
+        reason = mask_text(s.reason, row.address) if s.reason else s.reason
+        if s.state is DeliveryState.FAILED:
+            log.warning("send_failed", **fields, attempts=row.attempts, reason=reason)
+        elif s.state is DeliveryState.PENDING and s.uncount_attempt:
+            log.info("send_deferred", **fields, until=_iso(s.not_before), reason=reason)
+        elif s.state is DeliveryState.PENDING:
+            log.warning(
+                "send_retry", **fields, attempts=row.attempts, at=_iso(s.not_before), reason=reason
+            )
+        elif s.state is DeliveryState.SENT:
+            log.debug("send_sent", **fields, provider_id=s.provider_id)
+        else:  # withheld at send time, or suppressed (opted out)
+            log.info(f"send_{s.state.value}", **fields, reason=reason)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None

@@ -11,10 +11,10 @@ harmless.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
 from sqlalchemy import func, select
 
 from core.errors import StoreUnavailable
@@ -36,7 +36,7 @@ from subscriptions.codec import (
 )
 from subscriptions.matcher import Matcher
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 SPECS = {spec.name: spec for spec in (STAKEHOLDER, CONTACT, SUBSCRIPTION)}
 # PostgreSQL assigns audit ids at insert, not at commit: a transaction holding a lower id can
@@ -122,5 +122,5 @@ class DirectoryFollower:
             try:
                 await self.poll_once()
             except StoreUnavailable as error:
-                log.warning("directory follower cannot read the store: %s", error)
+                log.warning("directory_poll_failed", reason=str(error))
             await asyncio.sleep(self.interval_seconds)

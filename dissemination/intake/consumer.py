@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Mapping
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from core.clock import utc_now
@@ -38,7 +38,7 @@ from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Payload
 from dissemination.retrying import Backoff
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 SUBMITTED_BY_HEADER = "x-submitted-by"
 INTERNAL_ERROR = "internal_error"
@@ -110,6 +110,7 @@ class IntakeConsumer:
 
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         payload = Payload(message.body, message.content_type or "")
+        structlog.contextvars.bind_contextvars(message_id=message.message_id)  # this task's lines
         try:
             submitter = submitter_of(message, self.own_user, self.grants)
             result = await self.processor.process(payload, submitter)
@@ -120,14 +121,12 @@ class IntakeConsumer:
             await self._requeue_later(message, f"store unavailable: {error}")
             return
         except Exception as error:
-            log.exception(
-                "intake failed unexpectedly; dead-lettering message %s", message.message_id
-            )
+            log.exception("intake_failed_unexpectedly", message_id=message.message_id)
             await self._dead_letter(message, payload, internal_error(error))
             return
         self.backoff.reset()
         for alert_id, outcome in result.outcomes.items():
-            log.info("alert %s %s (message %s)", alert_id, outcome.value, message.message_id)
+            log.info("alert_recorded", alert_id=alert_id, outcome=outcome.value)
         if result.pending and self.dispatcher is not None:
             try:
                 await self.dispatcher.dispatch(result.pending)
@@ -142,7 +141,7 @@ class IntakeConsumer:
     async def _dead_letter(
         self, message: AbstractIncomingMessage, payload: Payload, rejected: RejectedInput
     ) -> None:
-        log.warning("message %s rejected: %s", message.message_id, rejected.reason)
+        log.warning("message_rejected", message_id=message.message_id, reason=rejected.reason)
         try:
             await self._record_rejection(message, payload, rejected)
             await self.topology.dead_exchange.publish(
@@ -174,11 +173,13 @@ class IntakeConsumer:
         except StoreUnavailable:
             raise
         except Exception:
-            log.exception("could not record the rejection of message %s", message.message_id)
+            log.exception("rejection_not_recorded", message_id=message.message_id)
 
     async def _requeue_later(self, message: AbstractIncomingMessage, why: str) -> None:
         delay = self.backoff.next_delay()
-        log.warning("requeueing message %s in %.2fs: %s", message.message_id, delay, why)
+        log.warning(
+            "message_requeued", message_id=message.message_id, delay=round(delay, 2), reason=why
+        )
         await asyncio.sleep(delay)
         await self._safely(message.nack(requeue=True))
 
@@ -188,7 +189,7 @@ class IntakeConsumer:
         try:
             await settle  # type: ignore[misc]
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-            log.warning("could not settle message (it will be redelivered): %r", error)
+            log.warning("settle_failed", error=repr(error))
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop consuming, let in-flight messages finish for `grace_seconds`, requeue the rest."""
@@ -197,7 +198,7 @@ class IntakeConsumer:
             try:
                 await self.topology.inbound.cancel(self._consumer_tag)
             except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-                log.warning("could not cancel the consumer: %r", error)
+                log.warning("consumer_cancel_failed", error=repr(error))
         pending = set(self._inflight)
         if pending:
             _, still_running = await asyncio.wait(pending, timeout=grace_seconds)

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.alert import Alert, MsgType, Status, Tlp
@@ -107,6 +108,8 @@ class AlertPipeline:
         """Store the payload's alerts and plan their deliveries; `submitter` is who published
         it, as far as the broker vouches (see `submitter_of`)."""
         alerts = self.parse(payload)  # decode, validate, normalize
+        # The message's task (the consumer's, one per message) names its alerts from here on.
+        structlog.contextvars.bind_contextvars(alert_id=",".join(alert.id for alert in alerts))
         for alert in alerts:  # authority: the sender is the publisher's, and so is the original
             check_submission(alert, submitter, await self._referenced_senders(alert, submitter))
         alerts = [await self._with_inherited_marks(alert) for alert in alerts]  # inherit
