@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     sinks_fixture,
 )
 from tests.fakeclock import FakeClock
+from tests.logcapture import capturing
 from tests.people import enrol
 from tests.serviceproc import run_cli
 
@@ -287,7 +287,7 @@ def test_the_record_key_comes_from_the_settings_or_the_embedded_stores_key_file(
 
 
 async def test_scheduled_anchoring_verifies_what_is_new_and_appends_the_head(
-    service_env: dict[str, str], store_kind: str, caplog: pytest.LogCaptureFixture
+    service_env: dict[str, str], store_kind: str
 ) -> None:
     settings = load_settings(service_env)
     key = record_key(settings)
@@ -352,7 +352,7 @@ async def test_scheduled_anchoring_verifies_what_is_new_and_appends_the_head(
             "UPDATE dissemination_records SET address = 'elsewhere@example.org' WHERE seq = 4",
         )
         clock.advance(3600)
-        with caplog.at_level(logging.ERROR, "dissemination.controls.jobs"):
+        with capturing() as logs:
             status = await job.run()
         assert status is not None
         assert (status.ok, status.failed_seq, status.problem) == (False, 4, "entry 4 was altered")
@@ -360,7 +360,9 @@ async def test_scheduled_anchoring_verifies_what_is_new_and_appends_the_head(
             3,
             clock.now - timedelta(hours=1),
         )
-        assert "verification FAILED at entry 4: entry 4 was altered" in caplog.text
+        assert logs.named(
+            "record_verification_failed", level="error", failed_seq=4, problem="entry 4 was altered"
+        )
         assert len(path.read_text().splitlines()) == 2  # nothing anchored after a break
         async with database.reading() as conn:
             failures = list(

@@ -6,7 +6,6 @@ across the instances sharing a store."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +34,7 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     sinks_fixture,
 )
 from tests.fakeclock import FakeClock
+from tests.logcapture import capturing
 from tests.people import enrol
 from tests.serviceproc import run_cli
 
@@ -163,7 +163,7 @@ async def test_the_scheduled_job_purges_what_is_due_and_keeps_the_rest(
 
 @pytest.mark.parametrize("store_kind", ["postgresql"])
 async def test_instances_sharing_a_store_run_the_job_once_per_interval(
-    store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    store_url: str, tmp_path: Path
 ) -> None:
     settings = load_settings(
         {"DISSEMINATION_STORE_URL": store_url, "DISSEMINATION_SERVICE_DATA_DIR": str(tmp_path)}
@@ -175,9 +175,9 @@ async def test_instances_sharing_a_store_run_the_job_once_per_interval(
     try:
         async with first.transaction() as conn:  # an instance in the middle of its run
             assert await try_lock(conn, lock_key("scheduled-job", "retention"))
-            with caplog.at_level(logging.DEBUG, "dissemination.store.scheduled"):
+            with capturing() as logs:
                 assert await jobs[1].run() is None
-        assert "retention: another instance is running it; skipped" in caplog.text
+        assert logs.named("job_skipped_running_elsewhere", level="debug", job="retention")
 
         for _ in range(3):
             reports = await asyncio.gather(*(job.run() for job in jobs))

@@ -6,10 +6,11 @@ sharing a store take turns (`store.scheduled`): each job runs once per interval 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+
+import structlog
 
 from core.clock import Clock
 from dissemination.controls import record
@@ -22,7 +23,7 @@ from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.scheduled import turn
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 ANCHORING_ACTOR = Actor(None, "record-anchoring")
 
@@ -47,13 +48,12 @@ class RetentionJob:
                 return None
             report = await run_retention(self.database, cutoff, now)
         log.info(
-            "retention: received before %s: purged %d alerts, %d payloads, %d rejected and "
-            "%d quarantined inputs",
-            cutoff.isoformat(),
-            report.alerts,
-            report.payloads,
-            report.rejections,
-            report.quarantined,
+            "retention_run",
+            received_before=cutoff.isoformat(),
+            alerts=report.alerts,
+            payloads=report.payloads,
+            rejections=report.rejections,
+            quarantined=report.quarantined,
         )
         return report
 
@@ -114,19 +114,11 @@ class RecordAnchoring:
             except OSError as error:
                 return await self._failed(now, None, f"cannot write the anchor file: {error}")
             await self._audit(now, "record_anchor", {"seq": head[0], "hash": head[1]}, None)
-            log.info(
-                "dissemination record verified (%d new entries) and anchored at %d:%s",
-                found.checked,
-                *head,
-            )
+            log.info("record_anchored", new_entries=found.checked, seq=head[0], hash=head[1])
         return RecordVerification(True, head[0], now)
 
     async def _failed(self, now: datetime, seq: int | None, problem: str) -> RecordVerification:
-        log.error(
-            "dissemination record verification FAILED at entry %s: %s",
-            seq if seq is not None else "?",
-            problem,
-        )
+        log.error("record_verification_failed", failed_seq=seq, problem=problem)
         await self._audit(now, "record_verify_failed", {"failedSeq": seq}, problem)
         return RecordVerification(
             False,

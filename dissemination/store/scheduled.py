@@ -3,11 +3,11 @@ instances share a store: one at a time, and once per interval across all of them
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,7 +15,7 @@ from dissemination.store.database import Database
 from dissemination.store.locks import lock_key, try_lock
 from dissemination.store.tables import scheduled_runs
 
-log = logging.getLogger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 SLACK = timedelta(minutes=1)
 """A run counts as due this much early, so that the instance that ran last is not skipped by
@@ -46,7 +46,7 @@ async def turn(
         return
     async with database.transaction() as conn:
         if not await try_lock(conn, lock_key("scheduled-job", job)):
-            log.debug("%s: another instance is running it; skipped", job)
+            log.debug("job_skipped_running_elsewhere", job=job)
             yield False
             return
         if not await _due(conn, job, interval, now):
@@ -62,7 +62,7 @@ async def _due(conn: AsyncConnection, job: str, interval: timedelta, now: dateti
     )
     if last is None or now - last >= interval - min(SLACK, interval / 10):
         return True
-    log.debug("%s: last run at %s, not due yet", job, last.isoformat())
+    log.debug("job_not_due", job=job, last_run_at=last.isoformat())
     return False
 
 
