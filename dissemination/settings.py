@@ -131,7 +131,8 @@ class DeliverySettings:
 
 @dataclass(frozen=True, slots=True)
 class EmailSettings:
-    """The SMTP relay that email deliveries go through."""
+    """The SMTP relay that email deliveries go through; an empty `host` means none, and mail
+    is written to the outbox under the data directory instead."""
 
     host: str
     port: int
@@ -148,8 +149,11 @@ class EmailSettings:
 @dataclass(frozen=True, slots=True)
 class SmsSettings:
     """Twilio: the account, the sender (messaging service or number), and the API base
-    (empty for Twilio itself; tests point it at a loopback fake)."""
+    (empty for Twilio itself; tests point it at a loopback fake). `transport`: "auto" (Twilio
+    when `account_sid` is set, else the outbox under the data directory), "outbox", or "off"
+    (every SMS row falls back to the next channel)."""
 
+    transport: str
     account_sid: str
     messaging_service_sid: str
     from_number: str
