@@ -246,10 +246,12 @@ class Settings:
     retention: RetentionSettings
     approval: ApprovalSettings
     record: RecordSettings = field(default_factory=RecordSettings)
+    base_dir: Path = field(default_factory=Path.cwd)
+    """What a relative `service.data_dir` is relative to (see `settings_base_dir`)."""
 
     @property
     def data_path(self) -> Path:
-        return Path(self.service.data_dir).expanduser().resolve()
+        return (self.base_dir / Path(self.service.data_dir).expanduser()).resolve()
 
 
 SectionT = TypeVar("SectionT")
@@ -360,10 +362,24 @@ SECTIONS: dict[str, type[Any]] = {
 }
 
 
+def settings_base_dir(config_file: Path | None) -> Path:
+    """What a relative `service.data_dir` is relative to, so that every command finds the same
+    data wherever it is run from: the directory of the settings file in use, if any; else the
+    source checkout this code runs from (the directory holding `config/` and
+    `pyproject.toml`, where `scripts/serve` runs); else the working directory."""
+    if config_file is not None:
+        return config_file.expanduser().resolve().parent
+    package = resources.files("config")
+    if isinstance(package, Path) and (package.parent / "pyproject.toml").is_file():
+        return package.parent.resolve()
+    return Path.cwd()
+
+
 def load_settings(
     env: Mapping[str, str] | None = None, config_file: Path | None = None
 ) -> Settings:
-    """Build Settings from the defaults, an optional overlay file and the environment."""
+    """Build Settings from the defaults, an optional overlay file (`config_file`, else the
+    one DISSEMINATION_CONFIG names) and the environment."""
     env = os.environ if env is None else env
     default_text = resources.files("config").joinpath("default.toml").read_text("utf-8")
     values = tomllib.loads(default_text)
@@ -385,4 +401,4 @@ def load_settings(
     sections = {
         name: _section(cls, name, values.get(name, {}), env) for name, cls in SECTIONS.items()
     }
-    return Settings(**sections)
+    return Settings(**sections, base_dir=settings_base_dir(path))
