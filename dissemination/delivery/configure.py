@@ -24,7 +24,7 @@ def outbox_path(settings: Settings, channel: str) -> Path:
 
 
 def sms_transport(settings: Settings) -> str:
-    """"twilio", "outbox" or "off", as `sms.transport` and `sms.account_sid` decide."""
+    """ "twilio", "outbox" or "off", as `sms.transport` and `sms.account_sid` decide."""
     transport = settings.sms.transport
     if transport == "auto":
         return "twilio" if settings.sms.account_sid else "outbox"
