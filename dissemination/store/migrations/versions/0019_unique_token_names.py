@@ -4,15 +4,15 @@ Tokens that shared a name before this revision keep it in order of creation: the
 the name as it was, each later one is renamed `<name>-2`, `<name>-3`, ... (the first such
 name not already taken).
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0019
+Revises: 0018
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017"
-down_revision = "0016"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
