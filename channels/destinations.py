@@ -47,6 +47,10 @@ _NOT_PUBLIC = (
     ipaddress.IPv6Network("3fff::/20"),  # documentation
 )
 _FULL_STOPS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
+ALLOW_HINT = (
+    "allow its network in webhook.allowed_networks (DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS)"
+)
+"""How a refusal tells an operator to permit a private or loopback destination on purpose."""
 
 
 def parse_networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:
@@ -168,7 +172,8 @@ def forbidden(destination: Destination, address: IPAddress) -> DestinationReject
     host = destination.unicode_host
     where = host if host == str(address) else f"{host} ({address})"
     return DestinationRejected(
-        "forbidden_destination", f"{where} is loopback, private, link-local or reserved"
+        "forbidden_destination",
+        f"{where} is loopback, private, link-local or reserved; to send there, {ALLOW_HINT}",
     )
 
 

@@ -39,6 +39,7 @@ from aiosmtplib import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.email import flatten_message
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
@@ -127,6 +128,21 @@ def _compose(
     return message
 
 
+def compose(message: OutboundMessage, from_address: str, message_id_domain: str) -> EmailMessage:
+    """The mail for one delivery from `from_address`; the same delivery always gets the same
+    Message-ID. ValueError when it cannot be addressed."""
+    return _compose(
+        message.content(), message.rendering, message.address, from_address, message_id_domain
+    )
+
+
+def as_sent(mail: EmailMessage) -> bytes:
+    """`mail` as RFC 5322 bytes, exactly as it is submitted over SMTP (CRLF line ends; SMTPUTF8
+    when an address needs it)."""
+    addresses = f"{mail.get('From', '')}{mail.get('To', '')}"
+    return flatten_message(mail, utf8=not addresses.isascii())
+
+
 def _render(name: str, context: dict[str, Any]) -> str:
     text = _templates.get_template(name).render(context)
     return text.replace("\r\n", "\n").replace("\r", "\n")
@@ -196,13 +212,7 @@ class EmailChannel:
     def compose(self, message: OutboundMessage) -> EmailMessage:
         """The mail for one delivery, from the configured sender; the same delivery always
         gets the same Message-ID. ValueError when it cannot be addressed."""
-        return _compose(
-            message.content(),
-            message.rendering,
-            message.address,
-            self.config.from_address,
-            self.config.message_id_domain,
-        )
+        return compose(message, self.config.from_address, self.config.message_id_domain)
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """Compose and submit; the result carries the hash of the mail when it was sent."""

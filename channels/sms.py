@@ -8,8 +8,10 @@ recipient replied STOP) permanent with detail "opted_out: ..."; other 4xx perman
 composed (an ack link too long for two segments) permanent, before anything is sent, while an
 alert's own web link too long to share the text is left out. Twilio has no idempotency key
 for messages, so a retried timeout may deliver twice. Sends are paced to
-`sms.messages_per_second`, and all share one circuit breaker ("twilio"); without Twilio
-settings every send fails permanently.
+`sms.messages_per_second`, and all share one circuit breaker ("twilio"). Without a Twilio
+account texts go to the outbox (channels/outbox.py); with SMS switched off
+(`sms.transport = "off"`) every send fails permanently, so SMS rows fall back to the next
+channel.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ _URL_SAFE = ":/?#[]@!$&'()*+,;=%-._~"  # everything else (non-ASCII, `, {, |) is
 _BAD_NUMBER = {21211: "invalid 'To' number", 21614: "'To' is not a mobile number"}
 _UNDELIVERABLE = frozenset({30003, 30004, 30005, 30006})
 TWILIO_HOST = "twilio"
-UNCONFIGURED = "sms is not configured (sms.account_sid)"
+SWITCHED_OFF = 'sms is switched off (sms.transport = "off")'
 _response_headers: ContextVar[list[Mapping[str, str]] | None] = ContextVar(
     "twilio_response_headers", default=None
 )
@@ -324,9 +326,9 @@ class SmsChannel:
         await self.http.close()
 
 
-class UnconfiguredSms:
-    """The SMS channel of a service without Twilio settings: every delivery fails
-    permanently, so its subscription falls back to the next channel."""
+class SmsOff:
+    """The SMS channel of a service with SMS switched off: every delivery fails permanently,
+    so its subscription falls back to the next channel."""
 
     name = ChannelName.SMS.value
 
@@ -334,7 +336,7 @@ class UnconfiguredSms:
         return TWILIO_HOST
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        return SendResult(Outcome.PERMANENT, UNCONFIGURED)
+        return SendResult(Outcome.PERMANENT, SWITCHED_OFF)
 
     async def close(self) -> None:
         return None

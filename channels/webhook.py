@@ -36,7 +36,13 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
-from channels.destinations import IPNetwork, address_allowed, check_url_shape, forbidden
+from channels.destinations import (
+    ALLOW_HINT,
+    IPNetwork,
+    address_allowed,
+    check_url_shape,
+    forbidden,
+)
 from channels.errors import DestinationRejected, ForbiddenAddress
 
 VERDICT_CACHE_SIZE = 100_000
@@ -72,7 +78,7 @@ class GuardedResolver(AbstractResolver):
             a for a in answers if address_allowed(ipaddress.ip_address(a["host"]), self.allowed)
         ]
         if not kept:
-            message = f"{host} resolves only to forbidden addresses"
+            message = f"{host} resolves only to forbidden addresses; to send there, {ALLOW_HINT}"
             raise ForbiddenAddress(message)
         return kept
 

@@ -22,13 +22,13 @@ from dissemination.broker.topology import connect
 from dissemination.controls import record
 from dissemination.controls.recordkey import record_key
 from dissemination.controls.retention import run_retention
-from dissemination.errors import PublishFailed
+from dissemination.errors import PublishFailed, SchemaOutOfDate
 from dissemination.intake.decoding import DecodeLimits, decode_alerts
 from dissemination.intake.normalize import HandlingDefaults
 from dissemination.logs import configure, instance_name
 from dissemination.service import Service, run_until_signalled
 from dissemination.settings import Settings, load_settings
-from dissemination.store.database import Database
+from dissemination.store.database import Database, head_revision, sqlite_file
 
 CONTENT_TYPES = {
     ".xml": "application/cap+xml",
@@ -48,6 +48,26 @@ def _run_loop(coro: object) -> int:
         return uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:  # pragma: no cover - uvloop is absent only on unsupported platforms
         return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _open_existing(settings: Settings) -> Database:
+    """The store, migrated to this code's revision, for a command that reads or changes it:
+    SchemaOutOfDate (never a new, empty database) when there is none yet or it is behind."""
+    path = sqlite_file(settings.store, settings.data_path)
+    if path is not None and not path.is_file():
+        raise SchemaOutOfDate(f"no database at {path}: run `dissemination migrate`")
+    database = Database.from_settings(settings.store, settings.data_path)
+    try:
+        revision, head = await database.revision(), head_revision()
+        if revision != head:
+            raise SchemaOutOfDate(
+                f"database schema is at revision {revision or 'none'}, this version needs "
+                f"{head}: run `dissemination migrate`"
+            )
+    except BaseException:
+        await database.close()
+        raise
+    return database
 
 
 async def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -111,7 +131,7 @@ async def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
-    database = Database.from_settings(settings.store, settings.data_path)
+    database = await _open_existing(settings)
     tokens = TokenStore(database)
     try:
         if args.tokens_command == "create":
@@ -137,7 +157,7 @@ async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    database = Database.from_settings(settings.store, settings.data_path)
+    database = await _open_existing(settings)
     try:
         if args.audit_command == "head":
             seq, digest = await record.head(database)
@@ -170,7 +190,7 @@ async def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
-    database = Database.from_settings(settings.store, settings.data_path)
+    database = await _open_existing(settings)
     now = utc_now()
     cutoff = now - timedelta(days=settings.retention.days)
     try:
@@ -214,6 +234,13 @@ def _channel_list(text: str) -> tuple[str, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dissemination", description=__doc__)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings file over config/default.toml (default: $DISSEMINATION_CONFIG); a "
+        "relative service.data_dir is relative to its directory",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the service until SIGTERM/SIGINT")
     run.add_argument(
@@ -231,7 +258,15 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--routing-key", default="alert.file")
     tokens = commands.add_parser("tokens", help="manage API tokens")
     token_commands = tokens.add_subparsers(dest="tokens_command", required=True)
-    create = token_commands.add_parser("create", help="create a token (its secret is shown once)")
+    create = token_commands.add_parser(
+        "create",
+        help="create a token (its secret is shown once)",
+        description="Create an API token. Prints `token ID (ROLE, NAME, publishes as "
+        "SENDERS);` and `its secret, shown once:`, then the secret alone on the last line: "
+        "`fdt_` and 43 URL-safe base64 characters (A-Z a-z 0-9 - _), to be sent as "
+        "`Authorization: Bearer <secret>`; e.g. `dissemination tokens create ... | tail -n 1`. "
+        "Names are unique (a revoked token's too): a taken name is refused with exit status 2.",
+    )
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--name", required=True)
     create.add_argument(
@@ -278,7 +313,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(config_file=args.config)
         service = settings.service
         configure(service.log_level, service.log_format, instance_name(service.instance_name))
         if args.command == "validate":

@@ -8,6 +8,7 @@
      ├── SchemaOutOfDate       the database needs `dissemination migrate`
      ├── RecordBroken          the dissemination record cannot be appended to
      ├── TokenRefused          an ack token that does not verify (status: 403, 404, 410)
+     ├── TokenNameTaken        an API token by that name exists already
      └── ControlRefused        an approval, release or review that cannot be made
                                (status and a stable code for the API)
 
@@ -38,6 +39,10 @@ class TokenRefused(DisseminationError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class TokenNameTaken(DisseminationError):
+    """An API token by that name exists already (live or revoked): names are unique."""
 
 
 class RecordBroken(DisseminationError):

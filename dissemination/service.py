@@ -51,7 +51,7 @@ from dissemination.controls.jobs import RecordVerification, ScheduledControls
 from dissemination.controls.recordkey import RecordKey, record_key
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore
-from dissemination.delivery.configure import configured_channel
+from dissemination.delivery.configure import configured_channel, describe_channel
 from dissemination.delivery.messages import AckLinks, MessageBuilder
 from dissemination.delivery.worker import DeliveryWorker
 from dissemination.directory.store import Directory
@@ -148,6 +148,8 @@ class Service:
             await self._start_consuming(front.consumer)
             self._start_jobs(front, database)
         self._parts = Parts(database, broker, workers, front)
+        for name in channels:
+            log.info("channel_transport", channel=name, transport=describe_channel(name, settings))
         log.info(
             "service_started",
             channels=list(channels),

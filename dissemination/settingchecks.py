@@ -129,6 +129,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "email.security": _one_of("none", "starttls", "tls"),
     "email.pool_size": _positive,
     "email.timeout_seconds": _positive,
+    "sms.transport": _one_of("auto", "outbox", "off"),
     "sms.api_base": _optional_url("http", "https"),
     "sms.timeout_seconds": _positive,
     "sms.messages_per_second": _positive,

@@ -133,7 +133,8 @@ class DeliverySettings:
 
 @dataclass(frozen=True, slots=True)
 class EmailSettings:
-    """The SMTP relay that email deliveries go through."""
+    """The SMTP relay that email deliveries go through; an empty `host` means none, and mail
+    is written to the outbox under the data directory instead."""
 
     host: str
     port: int
@@ -150,8 +151,11 @@ class EmailSettings:
 @dataclass(frozen=True, slots=True)
 class SmsSettings:
     """Twilio: the account, the sender (messaging service or number), and the API base
-    (empty for Twilio itself; tests point it at a loopback fake)."""
+    (empty for Twilio itself; tests point it at a loopback fake). `transport`: "auto" (Twilio
+    when `account_sid` is set, else the outbox under the data directory), "outbox", or "off"
+    (every SMS row falls back to the next channel)."""
 
+    transport: str
     account_sid: str
     messaging_service_sid: str
     from_number: str
@@ -244,10 +248,12 @@ class Settings:
     retention: RetentionSettings
     approval: ApprovalSettings
     record: RecordSettings = field(default_factory=RecordSettings)
+    base_dir: Path = field(default_factory=Path.cwd)
+    """What a relative `service.data_dir` is relative to (see `settings_base_dir`)."""
 
     @property
     def data_path(self) -> Path:
-        return Path(self.service.data_dir).expanduser().resolve()
+        return (self.base_dir / Path(self.service.data_dir).expanduser()).resolve()
 
 
 SectionT = TypeVar("SectionT")
@@ -358,10 +364,24 @@ SECTIONS: dict[str, type[Any]] = {
 }
 
 
+def settings_base_dir(config_file: Path | None) -> Path:
+    """What a relative `service.data_dir` is relative to, so that every command finds the same
+    data wherever it is run from: the directory of the settings file in use, if any; else the
+    source checkout this code runs from (the directory holding `config/` and
+    `pyproject.toml`, where `scripts/serve` runs); else the working directory."""
+    if config_file is not None:
+        return config_file.expanduser().resolve().parent
+    package = resources.files("config")
+    if isinstance(package, Path) and (package.parent / "pyproject.toml").is_file():
+        return package.parent.resolve()
+    return Path.cwd()
+
+
 def load_settings(
     env: Mapping[str, str] | None = None, config_file: Path | None = None
 ) -> Settings:
-    """Build Settings from the defaults, an optional overlay file and the environment."""
+    """Build Settings from the defaults, an optional overlay file (`config_file`, else the
+    one DISSEMINATION_CONFIG names) and the environment."""
     env = os.environ if env is None else env
     default_text = resources.files("config").joinpath("default.toml").read_text("utf-8")
     values = tomllib.loads(default_text)
@@ -383,4 +403,4 @@ def load_settings(
     sections = {
         name: _section(cls, name, values.get(name, {}), env) for name, cls in SECTIONS.items()
     }
-    return Settings(**sections)
+    return Settings(**sections, base_dir=settings_base_dir(path))

@@ -15,7 +15,8 @@ import pytest
 from bench import fanout
 from channels.base import CHANNEL_NAMES, ChannelName
 from channels.email import EmailChannel
-from channels.sms import SmsChannel, UnconfiguredSms
+from channels.outbox import EmailOutbox, SmsOutbox
+from channels.sms import SmsChannel, SmsOff
 from channels.webhook import WebhookChannel
 from core.errors import ConfigError
 from dissemination.cli import _channel_list
@@ -29,7 +30,8 @@ def test_the_one_list() -> None:
     assert CHANNEL_NAMES == ("email", "sms", "webhook")
     assert all(type(name) is str for name in CHANNEL_NAMES)
     assert Channel is ChannelName
-    names = {c.name for c in (WebhookChannel, EmailChannel, SmsChannel, UnconfiguredSms)}
+    classes = (WebhookChannel, EmailChannel, EmailOutbox, SmsChannel, SmsOutbox, SmsOff)
+    names = {c.name for c in classes}
     assert names == set(CHANNEL_NAMES)
     assert sorted(fanout.CHANNELS) == list(CHANNEL_NAMES)
 

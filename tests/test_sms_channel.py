@@ -25,8 +25,8 @@ from channels.content import AlertContent, Rendering
 from channels.sms import (
     Keyword,
     SmsChannel,
+    SmsOff,
     TwilioConfig,
-    UnconfiguredSms,
     gsm7_septets,
     opt_keyword,
     rewrite_url,
@@ -315,14 +315,14 @@ async def test_a_long_web_link_is_left_out_and_the_text_still_sent(
     assert segments(form["Body"]) <= 2
 
 
-async def test_without_twilio_settings_every_send_fails_permanently() -> None:
-    channel = UnconfiguredSms()
+async def test_switched_off_every_send_fails_permanently() -> None:
+    channel = SmsOff()
     result = await channel.send(short())
     await channel.close()
     assert (channel.name, channel.host(short())) == ("sms", "twilio")
     assert (result.outcome, result.detail) == (
         Outcome.PERMANENT,
-        "sms is not configured (sms.account_sid)",
+        'sms is switched off (sms.transport = "off")',
     )
 
 

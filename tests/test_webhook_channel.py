@@ -196,6 +196,26 @@ async def test_forbidden_destinations_are_refused_at_connect_time(url: str) -> N
     assert "forbidden_destination" in result.detail or "unsupported_scheme" in result.detail
 
 
+ALLOW_SETTING = "webhook.allowed_networks (DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS)"
+
+
+async def test_a_refusal_names_the_setting_that_would_allow_the_destination() -> None:
+    with pytest.raises(DestinationRejected) as rejected:
+        await check_webhook_url("http://127.0.0.1:9/hook", allowed=())
+    assert str(rejected.value) == (
+        "127.0.0.1 is loopback, private, link-local or reserved; to send there, allow its "
+        f"network in {ALLOW_SETTING}"
+    )
+    channel = WebhookChannel(allowed=())
+    try:
+        for url in ("http://127.0.0.1:9/hook", "http://localhost:9/hook"):
+            result = await channel.send(outbound("d-9", url, new_secret()))
+            assert result.outcome is Outcome.PERMANENT
+            assert result.detail.endswith(f"to send there, allow its network in {ALLOW_SETTING}")
+    finally:
+        await channel.close()
+
+
 DISGUISED_LOOPBACK = [
     "１２７.０.０.１",  # noqa: RUF001 - fullwidth digits
     "①②⑦.0.0.1",  # circled digits

@@ -1,7 +1,8 @@
 """API bearer tokens: created and revoked from the CLI, stored only as SHA-256 hashes.
 
 Tokens are 256-bit random secrets, so a fast hash is enough (no password stretching needed);
-the secret is shown once at creation and cannot be recovered."""
+the secret is shown once at creation and cannot be recovered. A secret is `fdt_` followed by
+43 URL-safe base64 characters (`A-Z a-z 0-9 - _`). Names are unique, revoked tokens' too."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exc, or_, select, update
 
+from dissemination.errors import TokenNameTaken
 from dissemination.store.database import Database
 from dissemination.store.tables import api_tokens
 
@@ -68,22 +70,31 @@ class TokenStore:
         self, name: str, role: Role, now: datetime, senders: Sequence[str] = ()
     ) -> tuple[TokenInfo, str]:
         """A new token and its secret (shown once); `senders` are those its holder may
-        publish alerts as."""
+        publish alerts as. TokenNameTaken if a token (even a revoked one) has the name."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         senders = tuple(dict.fromkeys(s.strip() for s in senders if s.strip()))
         info = TokenInfo(str(uuid.uuid4()), name, role, now, senders=senders)
-        async with self.database.transaction() as conn:
-            await conn.execute(
-                api_tokens.insert().values(
-                    id=info.id,
-                    name=name,
-                    role=role.value,
-                    token_sha256=_digest(secret),
-                    created_at=now,
-                    senders=list(senders),
+        try:
+            async with self.database.transaction() as conn:
+                if await conn.scalar(select(api_tokens.c.id).where(api_tokens.c.name == name)):
+                    raise TokenNameTaken(self._taken(name))
+                await conn.execute(
+                    api_tokens.insert().values(
+                        id=info.id,
+                        name=name,
+                        role=role.value,
+                        token_sha256=_digest(secret),
+                        created_at=now,
+                        senders=list(senders),
+                    )
                 )
-            )
+        except exc.IntegrityError:  # created by someone else since the check
+            raise TokenNameTaken(self._taken(name)) from None
         return info, secret
+
+    @staticmethod
+    def _taken(name: str) -> str:
+        return f"a token named {name!r} exists already (token names are unique, revoked ones too)"
 
     async def verify(self, secret: str) -> TokenInfo | None:
         """The live token for `secret`, or None (unknown or revoked)."""

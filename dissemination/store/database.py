@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Table, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from core.errors import ConfigError, StoreUnavailable
@@ -79,20 +79,34 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _url(settings: StoreSettings) -> URL:
+    try:
+        return make_url(settings.url)
+    except (exc.ArgumentError, ValueError):
+        # not chained: the parser's message may quote the URL, password and all
+        raise ConfigError("store.url", settings.url, "not a database URL") from None
+
+
+def sqlite_file(settings: StoreSettings, data_dir: Path) -> Path | None:
+    """The file of a SQLite store (a relative path is under `data_dir`); None for another
+    database or one in memory."""
+    url = _url(settings)
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return data_dir / database
+
+
 def create_engine(settings: StoreSettings, data_dir: Path) -> AsyncEngine:
     """An async engine for the configured URL; relative SQLite paths live under `data_dir`.
     Statement parameters (addresses, message content) never appear in error messages, and so
     never in logs."""
-    try:
-        url = make_url(settings.url)
-    except (exc.ArgumentError, ValueError):
-        # not chained: the parser's message may quote the URL, password and all
-        raise ConfigError("store.url", settings.url, "not a database URL") from None
+    url = _url(settings)
     if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database and database != ":memory:" and not Path(database).is_absolute():
+        path = sqlite_file(settings, data_dir)
+        if path is not None and not Path(url.database or "").is_absolute():
             data_dir.mkdir(parents=True, exist_ok=True)
-            url = url.set(database=str(data_dir / database))
+            url = url.set(database=str(path))
         engine = create_async_engine(url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -305,6 +305,7 @@ api_tokens = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
     Column("senders", JSON),
+    UniqueConstraint("name", name="uq_api_tokens_name"),
 )
 
 stakeholders = Table(
