@@ -83,7 +83,19 @@ def formatter(log_format: str, instance: str, *, colors: bool = False) -> loggin
 
 
 class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The one handler `configure` puts on the root logger (and replaces when called again)."""
+    """The one handler `configure` puts on the root logger (and replaces when called again).
+    Without a stream of its own it writes to whatever standard error is when a line is
+    written, so a process that swaps `sys.stderr` (as a test harness does) never writes to a
+    closed one."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._follows_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follows_stderr:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure(
@@ -92,9 +104,8 @@ def configure(
     """Log at `level` and above to `stream` (standard error) in `log_format`, every line
     naming `instance`; returns the handler put on the root logger."""
     configure_structlog()
-    stream = stream if stream is not None else sys.stderr
     handler = ServiceLogHandler(stream)
-    handler.setFormatter(formatter(log_format, instance, colors=_is_terminal(stream)))
+    handler.setFormatter(formatter(log_format, instance, colors=_is_terminal(handler.stream)))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, ServiceLogHandler)]:
         root.removeHandler(old)

@@ -4,6 +4,7 @@ queue names inside it, and the store on both SQLite and PostgreSQL (a database p
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import subprocess
 import uuid
@@ -41,6 +42,19 @@ def _rabbitmqctl(*args: str) -> None:
 def structured_logs() -> None:
     """Our log lines go through the standard library's logging, as in the service."""
     configure_structlog()
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """A test that runs the CLI's `main` in-process configures logging as the command does
+    (its handler, its levels): undone after the test, so no other test depends on the order."""
+    watched = [logging.getLogger(), logging.getLogger("twilio")]
+    before = [(logger.level, list(logger.handlers)) for logger in watched]
+    yield
+    for logger, (level, handlers) in zip(watched, before, strict=True):
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+    logging.captureWarnings(False)
 
 
 @pytest.fixture

@@ -112,6 +112,7 @@ async def test_a_database_behind_this_version_says_to_migrate(
     database = Database.from_settings(settings.store, settings.data_path)
     await database.migrate("0016")
     await database.close()
+    capsys.readouterr()
     assert await cli("audit", "head") == 2
     _out, err = capsys.readouterr()
     assert err == (
