@@ -44,7 +44,7 @@ from channels.destinations import (
     forbidden,
 )
 from channels.errors import DestinationRejected, ForbiddenAddress
-from channels.webhookbody import alert_head, dumps, notice_body, public_alert
+from channels.webhookbody import alert_head, dumps, notice_body, public_alert, with_alert
 
 VERDICT_CACHE_SIZE = 100_000
 ALERT_CACHE_SIZE = 64
@@ -144,7 +144,7 @@ class WebhookChannel:
                 self._alert_json.clear()
             alert_json = dumps(public_alert(message.document))
             self._alert_json[key] = alert_json
-        return dumps(alert_head(message))[:-1] + b',"alert":' + alert_json + b"}"
+        return with_alert(alert_head(message), alert_json)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -61,11 +61,11 @@ def contract_violations(body: bytes | dict[str, Any]) -> list[str]:
         document = json.loads(body) if isinstance(body, bytes) else body
     except ValueError as error:
         return [f"not JSON: {error}"]
-    problems = []
-    for validator in (published_validator(), strict_validator()):
-        for error in validator.iter_errors(document):
-            problems.append(f"{json_path(error)}: {error.message}")
-    return problems
+    return [
+        f"{json_path(problem)}: {problem.message}"
+        for validator in (published_validator(), strict_validator())
+        for problem in validator.iter_errors(document)
+    ]
 
 
 def assert_contract(body: bytes | dict[str, Any]) -> dict[str, Any]:
