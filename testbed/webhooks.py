@@ -27,24 +27,17 @@ refuse the properties their parent declares."""
 
 
 def _closed(node: Any, in_place: bool = False) -> Any:
-    """`node` with `unevaluatedProperties: false` on every subschema that declares
-    properties (`alert.details` declares none, so it stays open)."""
+    """`node` with `additionalProperties: false` on every subschema that declares properties,
+    but the root (whose `allOf` branches, closed themselves, declare the rest) and those
+    applied in place. `alert.details` declares none, so it stays open."""
     if isinstance(node, dict):
         closed = {key: _closed(value, key in _IN_PLACE) for key, value in node.items()}
-        if "properties" in node and not in_place:
-            closed["unevaluatedProperties"] = False
+        if "properties" in node and not in_place and "$schema" not in node:
+            closed["additionalProperties"] = False
         return closed
     if isinstance(node, list):
         return [_closed(item, in_place) for item in node]
     return node
-
-
-@functools.cache
-def published_validator() -> Draft202012Validator:
-    """The schema as published."""
-    schema = schema_documents()[SCHEMA_ID]
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 @functools.cache
@@ -61,10 +54,11 @@ def contract_violations(body: bytes | dict[str, Any]) -> list[str]:
         document = json.loads(body) if isinstance(body, bytes) else body
     except ValueError as error:
         return [f"not JSON: {error}"]
+    validator = strict_validator()  # the published schema's constraints and more
+    if validator.is_valid(document):
+        return []
     return [
-        f"{json_path(problem)}: {problem.message}"
-        for validator in (published_validator(), strict_validator())
-        for problem in validator.iter_errors(document)
+        f"{json_path(problem)}: {problem.message}" for problem in validator.iter_errors(document)
     ]
 
 
@@ -76,16 +70,38 @@ def assert_contract(body: bytes | dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
+def _shape(body: bytes) -> bytes:
+    """`body` with its delivery id spelled "-": the bodies of one fan-out differ only there,
+    so each shape is validated once (a 5,000-row fan-out would otherwise spend a minute
+    here). A body whose delivery id is not a non-empty string is its own shape."""
+    try:
+        delivery_id = json.loads(body).get("deliveryId")
+    except (ValueError, AttributeError):
+        return body
+    if not isinstance(delivery_id, str) or not delivery_id:
+        return body
+    spelled = b'"deliveryId":' + json.dumps(delivery_id).encode()
+    return body.replace(spelled, b'"deliveryId":"-"', 1)
+
+
 @dataclass
 class WebhookContract:
     """What a loopback receiver found wrong with the bodies it was sent."""
 
     checked: int = 0
     violations: list[str] = field(default_factory=list)
+    valid_shapes: set[bytes] = field(default_factory=set)
 
     def check(self, body: bytes) -> None:
         self.checked += 1
-        self.violations.extend(contract_violations(body))
+        shape = _shape(body)
+        if shape in self.valid_shapes:
+            return
+        problems = contract_violations(body)
+        if problems:
+            self.violations.extend(problems)
+        else:
+            self.valid_shapes.add(shape)
 
     def assert_kept(self) -> None:
         assert not self.violations, (

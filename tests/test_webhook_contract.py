@@ -22,8 +22,9 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from channels.base import OutboundMessage, Outcome
 from channels.destinations import parse_networks
 from channels.webhook import WebhookChannel, new_secret
-from channels.webhookbody import alert_body, notice_body, public_alert
+from channels.webhookbody import SCHEMA, alert_body, notice_body, public_alert
 from core.alert import Tlp
+from core.validation import validator_for
 from dissemination.acks.tokens import AckSigner
 from dissemination.controls.redaction import redact
 from dissemination.delivery.messages import AckLinks, MessageBuilder
@@ -179,6 +180,26 @@ def test_the_contract_check_refuses_what_v1_does_not_allow(change: Any, problem:
     change(body)
     problems = contract_violations(body)
     assert any(problem in p for p in problems), problems
+
+
+def test_a_receivers_check_validates_each_shape_once_and_still_sees_a_bad_id() -> None:
+    [document] = documents(FIXTURES_DIR / "alerts" / "sar_full.json")
+    contract = WebhookContract()
+    for row_id in ("row-1", "row-2", "row-3"):
+        contract.check(alert_body(message(document, owes_ack=False, delivery_id=row_id)))
+    assert (contract.checked, len(contract.valid_shapes)) == (3, 1)
+    contract.assert_kept()
+    contract.check(alert_body(message(document, owes_ack=False, delivery_id="")))
+    with pytest.raises(AssertionError, match="deliveryId"):
+        contract.assert_kept()
+
+
+def test_the_published_schema_lets_receivers_ignore_fields_added_within_v1() -> None:
+    [document] = documents(FIXTURES_DIR / "alerts" / "sar_full.json")
+    body = json.loads(alert_body(message(document)))
+    body["alert"]["infos"][0]["addedLater"] = "x"
+    assert validator_for(SCHEMA).is_valid(body)
+    assert contract_violations(body)  # the tests hold the service to what is declared
 
 
 def test_the_old_internal_body_is_not_v1() -> None:
