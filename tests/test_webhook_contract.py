@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from channels.base import OutboundMessage, Outcome
 from channels.destinations import parse_networks
-from channels.webhook import WebhookChannel, new_secret
+from channels.webhook import WebhookChannel, new_secret, sign
 from channels.webhookbody import SCHEMA, alert_body, notice_body, public_alert
 from core.alert import Tlp
 from core.validation import validator_for
@@ -37,7 +37,6 @@ from tests.samples import FIXTURES_DIR, sample_params
 
 LIMITS = DecodeLimits(max_bytes=1_048_576, max_depth=32)
 DEFAULTS = HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
-README = Path(__file__).resolve().parents[1] / "README.md"
 LOOPBACK = parse_networks(["127.0.0.1/32"])
 LOCAL_FIXTURES = sorted((FIXTURES_DIR / "alerts").glob("*.json"))
 INTERNAL_NAMES = ("msg_type", "sent_text", "tlp_defaulted", "source_format", "radius_km")
@@ -207,38 +206,51 @@ def test_the_old_internal_body_is_not_v1() -> None:
     assert contract_violations({"type": "alert", "deliveryId": "row-1", "alert": document})
 
 
-# ---- the README's section -----------------------------------------------------------------
-
-
-def readme_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("\n## Webhook contract\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end >= 0 else len(text)]
-
-
-def readme_block(language: str) -> str:
-    found = re.search(rf"```{language}\n(.*?)```", readme_section(), re.DOTALL)
-    assert found, f"no {language} block in the README's webhook contract section"
-    return found.group(1)
+# ---- the README's section (its blocks are claimed by tests/test_readme.py, which calls
+# the checks here) ----------------------------------------------------------------------------
 
 
 def example_body() -> str:
     """The README's example: a CAP alert that must be acknowledged, as its body is sent
-    (pretty-printed)."""
+    (pretty-printed, each point on one line)."""
     document = cap_json("FC-2026-0142", handling={"tlp": "GREEN"})
     [alert] = decode_alerts(json.dumps(document).encode(), "application/json", LIMITS, DEFAULTS)
     built = message(alert.to_json(), delivery_id="7d1f0b2c-5e0a-5b9e-8f43-6a2d9c1e4b70")
-    text = json.dumps(json.loads(alert_body(built)), indent=2) + "\n"
+    text = json.dumps(json.loads(alert_body(built)), indent=2)
     return re.sub(r"\[\s+(-?[0-9.]+),\s+(-?[0-9.]+)\s+\]", r"[\1, \2]", text)  # points
 
 
-def test_the_readme_example_is_a_valid_body_made_by_the_builder() -> None:
-    shown = readme_block("json")
+def check_example_body(shown: str) -> None:
+    """The README's example body keeps the contract and is what the builder makes."""
     assert_contract(json.loads(shown))
-    assert shown == example_body(), (
-        "the README example differs from the builder's:\n" + example_body()
-    )
+    assert shown == example_body(), "the README example is not the builder's:\n" + example_body()
+
+
+def verification_example(code: str) -> Callable[[str, dict[str, str], bytes], Any]:
+    """The README's `receive` function, from its Python example run as written."""
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    receive: Callable[[str, dict[str, str], bytes], Any] = namespace["receive"]
+    return receive
+
+
+def check_verification_example(code: str) -> None:
+    """The README's example accepts a body signed as the service signs one, and refuses it
+    changed or under another secret."""
+    receive = verification_example(code)
+    secret = new_secret()
+    body = json.loads(example_body())
+    raw = json.dumps(body).encode()
+    timestamp = int(datetime.now(UTC).timestamp())
+    headers = {
+        "webhook-id": body["deliveryId"],
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, body["deliveryId"], timestamp, raw),
+    }
+    assert receive(secret, headers, raw) == body
+    for wrong_secret, wrong_body in ((secret, raw + b" "), (new_secret(), raw)):
+        with pytest.raises(WebhookVerificationError):
+            receive(wrong_secret, headers, wrong_body)
 
 
 @pytest.fixture
@@ -290,12 +302,13 @@ async def test_a_delivery_verifies_with_the_standardwebhooks_library(
         Webhook(new_secret()).verify(body, headers)
 
 
-async def test_the_readme_verification_example_runs(
+async def test_the_readme_verification_example_verifies_a_real_delivery(
     receiver: tuple[str, list[tuple[dict[str, str], bytes]]],
 ) -> None:
-    namespace: dict[str, Any] = {}
-    exec(compile(readme_block("python"), "README.md", "exec"), namespace)  # noqa: S102
-    receive = namespace["receive"]
+    from tests.test_readme import BLOCKS
+
+    [block] = [b for b in BLOCKS if b.label == "webhook-verify"]
+    receive = verification_example(block.text)
     url, received = receiver
     secret = new_secret()
     await delivered(url, secret)
