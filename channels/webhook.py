@@ -7,9 +7,10 @@ secret). Redirects are not followed, the response read is capped, and the addres
 dialled is checked against private and internal ranges at connect time, so a DNS answer that
 changed since the URL was saved gains nothing.
 
-The body is `{"type": "alert", "deliveryId", "ack": {"token", "url"}, "alert"}` (`ack` only
-when an acknowledgment is owed), or a supervisor's notice (`"type": "unacknowledged"`); the
-alert's JSON is made once per alert and entitlement and shared by its deliveries.
+The body is the public, versioned one of `channels/webhookbody.py` (`schemas/webhook-v1.json`):
+an alert (`"type": "alert"`, with `ack` {token, url} when an acknowledgment is owed) or a
+supervisor's notice (`"type": "unacknowledged"`); the alert's public JSON is made once per
+alert and entitlement and shared by its deliveries.
 
 Status mapping: 2xx sent; 410 permanent and the endpoint is disabled; 429 and 5xx transient
 (honouring Retry-After); timeouts and connection errors transient; other 3xx/4xx permanent;
@@ -23,7 +24,6 @@ import functools
 import hashlib
 import hmac
 import ipaddress
-import json
 import secrets
 import socket
 import time
@@ -44,6 +44,7 @@ from channels.destinations import (
     forbidden,
 )
 from channels.errors import DestinationRejected, ForbiddenAddress
+from channels.webhookbody import alert_head, dumps, notice_body, public_alert, with_alert
 
 VERDICT_CACHE_SIZE = 100_000
 ALERT_CACHE_SIZE = 64
@@ -84,39 +85,6 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-def notice_body(message: OutboundMessage) -> bytes:
-    """A supervisor's notice as webhook JSON; the alert (as the supervisor may see it) only if
-    the supervisor is cleared for it."""
-    notice = message.notice or {}
-    document = message.document
-    alert = (
-        document
-        if notice.get("cleared")
-        else {"id": document.get("id"), "handling": document.get("handling")}
-    )
-    body = {
-        "type": "unacknowledged",
-        "deliveryId": message.delivery_id,
-        "notAcknowledgedBy": notice.get("about"),
-        "afterSeconds": notice.get("afterSeconds"),
-        "alert": alert,
-    }
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def webhook_body(message: OutboundMessage) -> bytes:
-    """The JSON a webhook receiver gets for an alert: the delivery id, the ack token and link
-    when the alert must be acknowledged (POST the token to /api/v1/acks), and the normalized
-    alert as the recipient may see it. (`WebhookChannel.body` makes the same bytes, with the
-    alert serialized once per alert and entitlement.)"""
-    rendering = message.rendering
-    body: dict[str, Any] = {"type": "alert", "deliveryId": message.delivery_id}
-    if rendering.ack_token:
-        body["ack"] = {"token": rendering.ack_token, "url": rendering.ack_url}
-    body["alert"] = message.document
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 @functools.lru_cache(maxsize=65536)
@@ -164,8 +132,9 @@ class WebhookChannel:
         return _netloc(str(message.address))
 
     def body(self, message: OutboundMessage) -> bytes:
-        """Exactly `webhook_body(message)` (or `notice_body`), with the alert serialized once
-        per alert and entitlement (`message.document_key`), not once per delivery."""
+        """Exactly `webhookbody.alert_body(message)` (or `notice_body`), with the alert
+        converted and serialized once per alert and entitlement (`message.document_key`), not
+        once per delivery."""
         if message.notice is not None:
             return notice_body(message)
         key = message.document_key
@@ -173,14 +142,9 @@ class WebhookChannel:
         if alert_json is None:
             if len(self._alert_json) >= ALERT_CACHE_SIZE:
                 self._alert_json.clear()
-            alert_json = json.dumps(message.document, separators=(",", ":")).encode()
+            alert_json = dumps(public_alert(message.document))
             self._alert_json[key] = alert_json
-        rendering = message.rendering
-        head = b'{"type":"alert","deliveryId":' + json.dumps(message.delivery_id).encode()
-        if rendering.ack_token:
-            ack = {"token": rendering.ack_token, "url": rendering.ack_url}
-            head += b',"ack":' + json.dumps(ack, separators=(",", ":")).encode()
-        return head + b',"alert":' + alert_json + b"}"
+        return with_alert(alert_head(message), alert_json)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

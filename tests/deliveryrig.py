@@ -24,6 +24,7 @@ from dissemination.store.tables import deliveries
 from testbed.alerts import cap_json
 from testbed.smtp import SmtpSink, start_smtp_sink
 from testbed.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioFake
+from testbed.webhooks import WebhookContract
 from tests.brokerutil import open_connection, publish, wait_until
 from tests.serviceproc import free_port
 
@@ -32,17 +33,21 @@ TERMINAL = {"sent", "delivered", "failed", "withheld", "suppressed"}
 
 @dataclass
 class Hooks:
-    """Webhook receivers by path: ok, flaky (503 once), missing (404), broken (503), stall."""
+    """Webhook receivers by path: ok, flaky (503 once), missing (404), broken (503), stall.
+    Every body must keep the webhook contract (checked when the fixture ends)."""
 
     base: str = ""
     calls: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    contract: WebhookContract = field(default_factory=WebhookContract)
 
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         self.calls[name] = self.calls.get(name, 0) + 1
-        self.requests.append((dict(request.headers), await request.read()))
+        body = await request.read()
+        self.contract.check(body)
+        self.requests.append((dict(request.headers), body))
         if name == "stall":
             await self.release.wait()
         if name == "flaky" and self.calls[name] == 1:
@@ -82,6 +87,7 @@ async def sinks_fixture() -> AsyncIterator[Sinks]:
         smtp.release.set()
         hooks.release.set()
     await runner.cleanup()
+    hooks.contract.assert_kept()
 
 
 def delivery_env(service_env: dict[str, str], sinks: Sinks) -> dict[str, str]:

@@ -3,20 +3,22 @@ tiers), the per-host circuit breaker, and quiet hours."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from channels.webhook import WebhookChannel, webhook_body
+from channels.webhook import WebhookChannel
+from channels.webhookbody import alert_body
 from dissemination.acks.tokens import AckSigner
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.messages import AckLinks, MessageBuilder
 from dissemination.retrying import RetrySchedule
 from subscriptions.model import QuietHours
 from subscriptions.quiethours import quiet_until
+from testbed.webhooks import assert_contract
 from tests.claimedrows import claimed_row
+from tests.test_webhook_channel import ALERT
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -124,14 +126,16 @@ def test_no_quiet_hours_or_an_unknown_zone() -> None:
 def test_the_cached_webhook_body_is_exactly_the_plain_serialization(owes_ack: bool) -> None:
     builder = MessageBuilder(AckLinks(AckSigner(("k" * 32,)), "https://alerts.example.org"))
     channel = WebhookChannel(())
-    document = {"id": "a-1", "headline": 'quote " and \\u2028 and ü', "n": [1, 2.5, None]}
+    info = ALERT["infos"][0] | {"headline": 'quote " and \\u2028 and ü', "instruction": None}
+    document = ALERT | {"infos": [info]}
     for row_id in ("row-1", 'row-"2"'):
-        row = claimed_row(id=row_id, alert_id="a-1", document=document)
+        row = claimed_row(id=row_id, alert_id=document["id"], document=document)
         if owes_ack:
             row = replace(row, ack_token_id="ab" * 16, ack_code="0042", ack_expires_at=T0)
         message = builder.build(row)
-        assert channel.body(message) == webhook_body(message)
-        body = json.loads(channel.body(message))
+        assert channel.body(message) == alert_body(message)
+        body = assert_contract(channel.body(message))
+        assert body["alert"]["infos"][0]["headline"] == 'quote " and \\u2028 and ü'
         assert body["deliveryId"] == row_id
         assert ("ack" in body) is owes_ack
         if owes_ack:

@@ -25,6 +25,7 @@ from dissemination.store.database import Database
 from dissemination.store.tables import deliveries, escalations
 from testbed.alerts import cap_json_bytes
 from testbed.directory import ACTOR, enrol_many
+from testbed.webhooks import WebhookContract
 from tests.brokerutil import publish, wait_until
 from tests.serviceproc import ServiceProcess, run_cli
 
@@ -34,13 +35,15 @@ TERMINAL = ("sent", "delivered", "failed", "withheld", "suppressed")
 
 @dataclass
 class CountingReceiver:
-    """A webhook receiver that counts requests per `webhook-id` (the ledger row id)."""
+    """A webhook receiver that counts requests per `webhook-id` (the ledger row id), each
+    body checked against the webhook contract."""
 
     base: str = ""
     received: Counter[str] = field(default_factory=Counter)
+    contract: WebhookContract = field(default_factory=WebhookContract)
 
     async def handle(self, request: web.Request) -> web.Response:
-        await request.read()
+        self.contract.check(await request.read())
         self.received[request.headers["webhook-id"]] += 1
         return web.Response(status=204)
 
@@ -61,6 +64,7 @@ async def receiver() -> AsyncIterator[CountingReceiver]:
     state.base = f"http://{host}:{port}/"
     yield state
     await runner.cleanup()
+    state.contract.assert_kept()
 
 
 @pytest.fixture

@@ -91,18 +91,20 @@ async def api(
         return response.status, await response.json() if response.status != 204 else None
 
 
-async def supervisor(service: Service, name: str, email: str) -> str:
-    """A stakeholder with an email contact and no subscription of its own."""
+async def supervisor(
+    service: Service, name: str, email: str, *, channel: str = "email", max_tlp: str = "AMBER"
+) -> str:
+    """A stakeholder with an email (or `channel`) contact and no subscription of its own."""
     fields = validate_stakeholder(
         {
             "name": name,
             "organization": "Fusion center",
             "sector": "government",
-            "clearance": {"maxTlp": "AMBER"},
+            "clearance": {"maxTlp": max_tlp},
         }
     )
     stakeholder_id, _ = await create(service, STAKEHOLDER, fields)
-    contact = {"stakeholderId": stakeholder_id, "channel": "email", "address": email}
+    contact = {"stakeholderId": stakeholder_id, "channel": channel, "address": email}
     await create(service, CONTACT, contact | {"label": "", "active": True})
     return stakeholder_id
 
@@ -248,6 +250,61 @@ async def test_each_step_fires_at_its_delay_and_not_before(clocked: Clocked, sin
     assert (await escalation_of(run, alert_id))["state"] == "done"
     run.clock.advance(86400)
     assert await run.engine.run_due() == 0
+
+
+async def test_supervisors_notices_by_webhook_carry_the_alert_only_when_cleared(
+    clocked: Clocked, sinks: Sinks
+) -> None:
+    """Both notices reach webhook receivers as `unacknowledged` bodies (the receivers check
+    each against schemas/webhook-v1.json)."""
+    run = clocked
+    cleared = await supervisor(run.service, "Lead", sinks.hooks.base + "lead", channel="webhook")
+    uncleared = await supervisor(
+        run.service, "Clerk", sinks.hooks.base + "clerk", channel="webhook", max_tlp="GREEN"
+    )
+    policy_id = await policy(
+        run,
+        sinks,
+        [
+            {
+                "afterSeconds": 60,
+                "action": "notify",
+                "supervisors": [cleared, uncleared],
+                "channels": ["webhook"],
+            }
+        ],
+    )
+    await enrol(
+        run.service,
+        "Riley Quinn",
+        {"webhook": sinks.hooks.base + "ok"},
+        ack_required=True,
+        escalation_id=policy_id,
+    )
+    alert_id = await publish_alert(
+        run.channel, run.settings, "ESC-HOOK-NOTICE", handling={"tlp": "AMBER"}
+    )
+    await settled(run.service, alert_id, 1)
+    run.clock.advance(60)
+    assert await run.engine.run_due() == 1
+    rows = await settled(run.service, alert_id, 3)
+    assert sorted(r["state"] for r in rows) == ["sent", "sent", "sent"]
+    notices = {
+        headers["webhook-id"]: json.loads(body)
+        for headers, body in sinks.hooks.requests
+        if json.loads(body)["type"] == "unacknowledged"
+    }
+    by_address = {
+        r["address"].rsplit("/", 1)[-1]: notices[r["id"]] for r in rows if r["id"] in notices
+    }
+    assert set(by_address) == {"lead", "clerk"}
+    lead, clerk = by_address["lead"], by_address["clerk"]
+    assert (lead["notAcknowledgedBy"], lead["afterSeconds"]) == ("Riley Quinn", 60)
+    assert lead["contentWithheld"] is False
+    assert lead["alert"]["identifier"] == "ESC-HOOK-NOTICE"
+    assert "ack" not in lead  # the supervisor is told, not asked to acknowledge
+    assert clerk["contentWithheld"] is True
+    assert clerk["alert"] == {"id": alert_id, "handling": {"tlp": "AMBER", "caveats": []}}
 
 
 async def test_an_acknowledgment_stops_the_escalation(clocked: Clocked, sinks: Sinks) -> None:

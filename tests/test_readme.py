@@ -28,6 +28,7 @@ from aiormq.exceptions import ChannelAccessRefused
 from core.validation import validator_for
 from dissemination import cli
 from dissemination.logs import FIRST_KEYS, formatter
+from tests.test_webhook_contract import check_example_body, check_verification_example
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -169,6 +170,16 @@ def log_line_is_the_services_own(block: Block) -> None:
     written = json.loads(stream.getvalue())
     assert list(written) == list(shown)
     assert written | {"timestamp": shown["timestamp"]} == shown
+
+
+@check("json", "webhook-body")
+def webhook_body_is_the_builders(block: Block) -> None:
+    check_example_body(block.text)
+
+
+@check("python", "webhook-verify")
+def webhook_verification_runs(block: Block) -> None:
+    check_verification_example(block.text)
 
 
 @check("text")

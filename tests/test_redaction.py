@@ -28,6 +28,7 @@ from dissemination.controls.redaction import Redactions, pii_entitled, redact
 from dissemination.delivery.messages import MessageBuilder
 from dissemination.intake.normalize import HandlingDefaults, alert_from_local
 from subscriptions.model import Clearance, Jurisdiction, Sector, Stakeholder, StakeholderKind
+from testbed.webhooks import assert_contract
 from tests.alerts import fixture_document
 from tests.brokerutil import publish
 from tests.claimedrows import claimed_row
@@ -182,6 +183,7 @@ def renderings(tlp: str, entitlement: str) -> dict[str, str]:
     )
     message = MessageBuilder().build(row)
     body = WebhookChannel(()).body(message)
+    assert_contract(body)
     rendering = Rendering(delivery_id="row-1", portal_url="https://alerts.example.org/a/1")
     to_person = replace(message, address="duty@example.org", rendering=rendering)
     mail = EmailChannel(RELAY).compose(to_person)

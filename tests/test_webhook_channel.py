@@ -22,12 +22,20 @@ from channels.base import OutboundMessage, Outcome
 from channels.content import Rendering
 from channels.destinations import address_allowed, check_webhook_url, parse_networks
 from channels.errors import DestinationRejected
-from channels.webhook import WebhookChannel, new_secret, notice_body, sign
+from channels.webhook import WebhookChannel, new_secret, sign
+from channels.webhookbody import alert_body, notice_body, public_alert
+from core.alert import Tlp
+from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
+from testbed.alerts import cap_json
+from testbed.webhooks import WebhookContract, assert_contract
 
 LOOPBACK = parse_networks(["127.0.0.1/32"])
-ALERT = {"id": "a-1"}
-ALERT_BODY = b'{"type":"alert","deliveryId":"%s","alert":{"id":"a-1"}}'
-"""What a receiver gets for `ALERT` with no acknowledgment owed, by delivery id."""
+ALERT = alert_from_cap(
+    cap_json("HOOK-1", handling={"tlp": "GREEN"}),
+    "cap-json",
+    HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR),
+).to_json()
+"""A stored alert document, as the delivery worker hands it to the channel."""
 
 
 def outbound(
@@ -62,9 +70,12 @@ class Receiver:
 async def receiver() -> AsyncIterator[Receiver]:
     never = asyncio.Event()
     received = Receiver("")
+    contract = WebhookContract()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        received.requests.append((dict(request.headers), await request.read()))
+        body = await request.read()
+        contract.check(body)
+        received.requests.append((dict(request.headers), body))
         name = request.match_info["name"]
         if name == "stall":
             await never.wait()
@@ -98,6 +109,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     yield received
     never.set()
     await runner.cleanup()
+    contract.assert_kept()
 
 
 def independent_signature(secret: str, headers: dict[str, str], body: bytes) -> str:
@@ -122,9 +134,10 @@ def test_signature_matches_the_specification_vector() -> None:
 async def test_a_signed_delivery_verifies_and_keeps_its_id_on_retry(receiver: Receiver) -> None:
     channel = WebhookChannel(LOOPBACK)
     secret = new_secret()
-    body = ALERT_BODY % b"delivery-1"
+    message = outbound("delivery-1", receiver.base + "ok", secret)
+    body = alert_body(message)
+    assert assert_contract(body)["alert"]["identifier"] == "HOOK-1"
     try:
-        message = outbound("delivery-1", receiver.base + "ok", secret)
         first = await channel.send(message)
         again = await channel.send(message)
     finally:
@@ -349,26 +362,30 @@ def test_the_host_is_the_urls_network_location() -> None:
 async def test_a_supervisors_notice_carries_the_alert_only_when_cleared(
     receiver: Receiver, cleared: bool
 ) -> None:
-    document = {"id": "a-2", "handling": {"tlp": "RED"}, "infos": [{"headline": "Secret"}]}
+    document = ALERT | {"handling": {"tlp": "RED", "caveats": [], "tlp_defaulted": False}}
     notice = {"about": "Night desk", "afterSeconds": 600, "cleared": cleared}
     message = outbound("n-1", receiver.base + "ok", new_secret(), document, notice)
-    alert = (
-        b'{"id":"a-2","handling":{"tlp":"RED"},"infos":[{"headline":"Secret"}]}'
-        if cleared
-        else b'{"id":"a-2","handling":{"tlp":"RED"}}'
-    )
-    expected = (
-        b'{"type":"unacknowledged","deliveryId":"n-1","notAcknowledgedBy":"Night desk",'
-        b'"afterSeconds":600,"alert":' + alert + b"}"
-    )
+    handling = {"tlp": "RED", "caveats": []}
+    alert = public_alert(document) if cleared else {"id": ALERT["id"], "handling": handling}
+    expected = {
+        "version": "1",
+        "type": "unacknowledged",
+        "deliveryId": "n-1",
+        "notAcknowledgedBy": "Night desk",
+        "afterSeconds": 600,
+        "contentWithheld": not cleared,
+        "alert": alert,
+    }
     channel = WebhookChannel(LOOPBACK)
     try:
-        assert channel.body(message) == notice_body(message) == expected
+        assert channel.body(message) == notice_body(message)
+        assert assert_contract(notice_body(message)) == expected
         result = await channel.send(message)
     finally:
         await channel.close()
     assert result.outcome is Outcome.SENT
     [(headers, received)] = receiver.requests
-    assert received == expected
+    assert received == notice_body(message)
     assert headers["webhook-id"] == "n-1"
-    assert result.content_sha256 == hashlib.sha256(expected).hexdigest()
+    assert result.content_sha256 == hashlib.sha256(received).hexdigest()
+    assert (b"Flash flood" in received) is cleared

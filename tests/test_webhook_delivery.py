@@ -27,6 +27,7 @@ from dissemination.store.audit import Actor, AuditLog
 from dissemination.store.tables import contacts, deliveries
 from subscriptions.codec import validate_stakeholder, validate_subscription
 from testbed.alerts import cap_json
+from testbed.webhooks import WebhookContract
 from tests.brokerutil import publish, wait_until
 from tests.test_webhook_channel import independent_signature
 
@@ -38,6 +39,7 @@ class Receiver:
     base: str = ""
     calls: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    contract: WebhookContract = field(default_factory=WebhookContract)
 
 
 @pytest.fixture
@@ -47,7 +49,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     async def handle(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         state.calls[name] = state.calls.get(name, 0) + 1
-        state.requests.append((dict(request.headers), await request.read()))
+        body = await request.read()
+        state.contract.check(body)
+        state.requests.append((dict(request.headers), body))
         if name == "flaky" and state.calls[name] == 1:
             return web.Response(status=503)
         return web.Response(status={"gone": 410, "missing": 404}.get(name, 200))
@@ -61,6 +65,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     state.base = f"http://{host}:{port}/"
     yield state
     await runner.cleanup()
+    state.contract.assert_kept()
 
 
 async def _create(
