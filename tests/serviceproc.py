@@ -58,10 +58,11 @@ class ServiceProcess:
         wait_ready: bool = True,
         args: Sequence[str] = (),
         log_path: Path | None = None,
+        port: int | None = None,
     ) -> ServiceProcess:
-        """`dissemination run *args`; with `log_path`, its log (JSON lines unless `env` says
-        otherwise) goes to that file."""
-        port = free_port()
+        """`dissemination run *args` (HTTP on `port`, or a free one); with `log_path`, its log
+        (JSON lines unless `env` says otherwise) goes to that file."""
+        port = port or free_port()
         child_env = {"DISSEMINATION_SERVICE_LOG_FORMAT": "json", **os.environ, **env}
         child_env["DISSEMINATION_HTTP_PORT"] = str(port)
         child_env["DISSEMINATION_FAILPOINTS"] = failpoints

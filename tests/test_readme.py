@@ -6,6 +6,7 @@ untested. Pictures are fenced as `text` and only need to be pictures."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import io
 import json
@@ -13,7 +14,9 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from aiormq.exceptions import ChannelAccessRefused
 from core.validation import validator_for
 from dissemination import cli
 from dissemination.logs import FIRST_KEYS, formatter
+from tests.serviceproc import ServiceProcess, free_port, run_cli
 from tests.test_webhook_contract import check_example_body, check_verification_example
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,11 +191,15 @@ def picture(block: Block) -> None:
     assert block.text.strip(), f"line {block.line}: an empty picture"
 
 
+OWN_TESTS = {"broker-users", "walkthrough"}
+"""Blocks with a test of their own below."""
+
+
 def test_every_readme_block_is_claimed_by_a_check() -> None:
     unclaimed = [
         f"line {block.line}: ```{block.language} {block.label or '(no label)'}"
         for block in BLOCKS
-        if (block.language, block.label) not in CHECKS and block.label != "broker-users"
+        if (block.language, block.label) not in CHECKS and block.label not in OWN_TESTS
     ]
     assert unclaimed == [], "README examples no test exercises: " + "; ".join(unclaimed)
 
@@ -250,3 +258,51 @@ async def test_the_broker_users_example_gives_the_feed_publish_rights_only() -> 
         _rabbitmqctl("delete_vhost", vhost)
         _rabbitmqctl("delete_user", service_user)
         _rabbitmqctl("delete_user", feed_user)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+async def test_the_walkthrough_delivers_and_acknowledges_a_first_alert(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The "A first delivery" block, run by bash as written, from a checkout-like directory
+    (the project's `.venv` and `examples/`), against `dissemination run` on the embedded
+    defaults: SQLite and the outbox under `data/`."""
+    for tool in ("curl", "jq"):
+        assert shutil.which(tool), f"the walkthrough needs {tool} (.ci/run installs it)"
+    (block,) = [b for b in BLOCKS if b.label == "walkthrough"]
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(Path(sys.prefix))
+    (checkout / "examples").symlink_to(ROOT / "examples")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    env = service_env | {
+        "DISSEMINATION_SERVICE_DATA_DIR": str(checkout / "data"),
+        "DISSEMINATION_STORE_URL": "sqlite+aiosqlite:///dissemination.db",
+        "DISSEMINATION_HTTP_PUBLIC_URL": api,
+    }
+    assert (await run_cli(env, "migrate"))[0] == 0
+    service = await ServiceProcess.start(env, port=port)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            block.text,
+            cwd=checkout,
+            env={**os.environ, **env, "API": api},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        await service.stop()
+    text = out.decode()
+    assert process.returncode == 0, text
+    assert "Tornado Warning for central Fairfax County" in text
+    assert "acknowledged: HTTP 200" in text
+    progress = json.loads(text[text.rindex("{") :])
+    assert progress == {"targeted": 1, "sent": 1, "ackRequired": 1, "acknowledged": 1}
+    assert len(list((checkout / "data" / "outbox" / "email").glob("*.eml"))) == 1
