@@ -20,7 +20,7 @@ from core.alert import alert_id_for
 from dissemination.api.twiliohooks import INBOUND_HOOK
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
-from dissemination.store.tables import deliveries
+from dissemination.store.tables import alerts, deliveries
 from testbed.alerts import cap_json
 from testbed.smtp import SmtpSink, start_smtp_sink
 from testbed.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioFake
@@ -116,6 +116,11 @@ def delivery_settings_fixture(service_env: dict[str, str], sinks: Sinks) -> Sett
     return load_settings(delivery_env(service_env, sinks))
 
 
+async def recorded(service: Service, alert_id: str) -> bool:
+    async with service.database.reading() as conn:
+        return await conn.scalar(select(alerts.c.id).where(alerts.c.id == alert_id)) is not None
+
+
 async def rows_of(service: Service, alert_id: str) -> list[dict[str, Any]]:
     assert service.database is not None
     async with service.database.reading() as conn:
@@ -134,8 +139,13 @@ async def publish_alert(
 
 
 async def settled(service: Service, alert_id: str, count: int, timeout: float = 30) -> list[Any]:
+    """The alert's `count` rows once it is recorded and every row is in a terminal state (an
+    alert expected to have no rows must still have been recorded first)."""
+
     async def done() -> bool:
         rows = await rows_of(service, alert_id)
+        if count == 0 and not await recorded(service, alert_id):
+            return False
         return len(rows) == count and all(r["state"] in TERMINAL for r in rows)
 
     await wait_until(done, timeout=timeout, what=f"{count} settled rows")
