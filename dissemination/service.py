@@ -213,6 +213,11 @@ class Service:
     def cap_acks(self) -> CapAcks:
         return self._front().cap_acks
 
+    @property
+    def releaser(self) -> SendReleaser:
+        """Releases ad-hoc sends that are due (the "sends" job)."""
+        return self._front().releaser
+
     # Start-up steps: each returns what it made and registers how to undo it.
 
     async def _open_store(self) -> Database:
