@@ -222,7 +222,7 @@ async def _schedule(desk: Desk, audience: dict[str, Any], hours: float = 1) -> d
     send_at = (datetime.now(UTC) + timedelta(hours=hours)).isoformat(timespec="seconds")
     sent = await desk.send({"alert": bolo(), "audience": audience, "sendAt": send_at})
     assert sent["state"] == "scheduled"
-    return sent
+    return dict(sent)
 
 
 async def _come_due(service: Service, send_id: str) -> None:
