@@ -35,6 +35,7 @@ from dissemination.api.guard import ConnectionGuard, GuardedRunner, guarding
 from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.lists import add_list_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
+from dissemination.api.sends import SendEndpoints, add_send_routes
 from dissemination.api.tokens import TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
 from dissemination.broker.dispatch import (
@@ -59,9 +60,11 @@ from dissemination.directory.sync import DirectoryFollower
 from dissemination.errors import SchemaOutOfDate
 from dissemination.intake.consumer import IntakeConsumer
 from dissemination.intake.pipeline import AlertPipeline
+from dissemination.intake.release import SendReleaser
 from dissemination.ledger.alerts import Ledger
 from dissemination.ledger.planning import Planner
 from dissemination.ledger.progress import ProgressStore
+from dissemination.ledger.sends import Sends
 from dissemination.periodic import PeriodicTask
 from dissemination.retrying import Backoff
 from dissemination.settings import Settings
@@ -80,6 +83,7 @@ class Front:
     http: web.AppRunner
     escalator: EscalationEngine
     cap_acks: CapAcks
+    releaser: SendReleaser
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +213,11 @@ class Service:
     def cap_acks(self) -> CapAcks:
         return self._front().cap_acks
 
+    @property
+    def releaser(self) -> SendReleaser:
+        """Releases ad-hoc sends that are due (the "sends" job)."""
+        return self._front().releaser
+
     # Start-up steps: each returns what it made and registers how to undo it.
 
     async def _open_store(self) -> Database:
@@ -276,10 +285,11 @@ class Service:
             AuditLog(database),
             parse_networks(settings.webhook.allowed_networks),
         )
-        http = await self._serve_http(runtime, admin, database, dispatcher, signer)
+        releaser = SendReleaser(Sends(database), publisher, settings.broker.username, self.clock)
+        http = await self._serve_http(runtime, admin, database, dispatcher, signer, releaser)
         escalator = EscalationEngine(database, dispatcher, self.clock)
         cap_acks = await self._cap_acks(database, broker)
-        return Front(consumer, http, escalator, cap_acks)
+        return Front(consumer, http, escalator, cap_acks, releaser)
 
     async def _follow_directory(self, directory: Directory) -> DirectoryFollower:
         """The matcher, loaded from the directory and kept current by the follower."""
@@ -319,6 +329,7 @@ class Service:
         database: Database,
         dispatcher: DeliveryDispatcher,
         signer: AckSigner,
+        releaser: SendReleaser,
     ) -> web.AppRunner:
         """The HTTP API with every route, listening."""
         settings = self.settings
@@ -327,6 +338,8 @@ class Service:
         add_admin_routes(app, admin)
         add_bulk_routes(app)
         add_list_routes(app)
+        sends = SendEndpoints(releaser.sends, releaser, self.clock, settings.sends.max_audience)
+        add_send_routes(app, sends)
         add_twilio_hooks(app, TwilioHooks(database, settings, self.clock))
         add_ack_routes(app, AckEndpoints(signer, AckStore(database), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))
@@ -405,6 +418,7 @@ class Service:
         for job in (
             PeriodicTask("escalation", front.escalator.run_due, poll),
             PeriodicTask("cap-acks", front.cap_acks.run_due, poll),
+            PeriodicTask("sends", front.releaser.run_due, self.settings.sends.poll_seconds),
             *self.scheduled.tasks(),
         ):
             job.start()

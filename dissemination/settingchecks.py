@@ -151,6 +151,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "webhook.timeout_seconds": _positive,
     "ack.default_lifetime_hours": _positive,
     "escalation.poll_seconds": _positive,
+    "sends.max_audience": _positive,
+    "sends.poll_seconds": _positive,
     "retention.days": _positive,
     "retention.interval_hours": _not_negative,
     "record.anchor_interval_minutes": _not_negative,

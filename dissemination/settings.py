@@ -188,6 +188,15 @@ class EscalationSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SendSettings:
+    """Ad-hoc sends: the most stakeholders one send may name, and how often scheduled sends
+    are looked for (one is released at most this late)."""
+
+    max_audience: int = 500
+    poll_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class CapAckSettings:
     """CAP Ack messages for originators that ask for them: which alert senders, the exchange
     and routing key they are published to, and the `sender` the Acks carry."""
@@ -248,6 +257,7 @@ class Settings:
     retention: RetentionSettings
     approval: ApprovalSettings
     record: RecordSettings = field(default_factory=RecordSettings)
+    sends: SendSettings = field(default_factory=SendSettings)
     base_dir: Path = field(default_factory=Path.cwd)
     """What a relative `service.data_dir` is relative to (see `settings_base_dir`)."""
 
@@ -361,6 +371,7 @@ SECTIONS: dict[str, type[Any]] = {
     "retention": RetentionSettings,
     "approval": ApprovalSettings,
     "record": RecordSettings,
+    "sends": SendSettings,
 }
 
 

@@ -39,8 +39,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.alert import Alert, Handling, Status
+from subscriptions.audience import Audience, members, unknown_names
 from subscriptions.clearance import withheld_reason
 from subscriptions.lists import memberships as resolve_memberships
+from subscriptions.lists import resolve as resolve_lists
 from subscriptions.model import Channel, Contact, DistributionList, Stakeholder, Subscription
 from subscriptions.ruleindex import RECENT_LIMIT, RuleIndex
 from subscriptions.rules import (
@@ -52,6 +54,8 @@ from subscriptions.rules import (
 )
 
 NO_CONTACT = "no_contact"
+STAKEHOLDER_INACTIVE = "stakeholder_inactive"
+STAKEHOLDER_UNKNOWN = "stakeholder_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +358,43 @@ class Matcher:
             if eligible(sub, holder, facts, self._areas[holder.id], member_of):
                 matches.append((sub, holder))
         return resolve(matches, self._contacts_by_holder, alert.handling)
+
+    def match_audience(self, alert: Alert, audiences: Iterable[Audience]) -> MatchResult:
+        """Targets and withheld entries for an ad-hoc alert: exactly the members of
+        `audiences` (`subscriptions.audience`), through `resolve` like any match; a member
+        deactivated or deleted since it was named is withheld, saying so."""
+        if alert.status == Status.DRAFT:
+            return MatchResult()
+        resolved = resolve_lists(self._lists)
+        matches: list[tuple[Subscription, Stakeholder]] = []
+        absent: list[Withheld] = []
+        for audience in audiences:
+            found = members(
+                audience, alert, self._stakeholders, resolved, self._areas, self._memberships
+            )
+            for holder_id in sorted(found):
+                holder = self._stakeholders.get(holder_id)
+                if holder is not None and holder.active:
+                    matches.append((audience.subscription_for(holder_id), holder))
+                    continue
+                reason = STAKEHOLDER_UNKNOWN if holder is None else STAKEHOLDER_INACTIVE
+                detail = "the stakeholder was deleted" if holder is None else "it is deactivated"
+                absent.append(
+                    Withheld(holder_id, audience.send_id, None, None, None, reason, detail)
+                )
+        result = resolve(matches, self._contacts_by_holder, alert.handling)
+        return MatchResult(result.targets, result.withheld + tuple(absent))
+
+    def audience_size(self, alert: Alert, audience: Audience) -> int:
+        """How many stakeholders the audience names for this alert."""
+        resolved = resolve_lists(self._lists)
+        return len(
+            members(audience, alert, self._stakeholders, resolved, self._areas, self._memberships)
+        )
+
+    def unknown_in(self, audience: Audience) -> list[tuple[str, str]]:
+        """(JSON path, id) of the lists and stakeholders the audience names that do not exist."""
+        return unknown_names(audience, self._stakeholders, self._lists)
 
     def candidate_ids(self, alert: Alert) -> frozenset[str]:
         """Diagnostics: the subscriptions the index hands to the predicate for `alert`."""

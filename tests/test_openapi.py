@@ -46,9 +46,11 @@ from dissemination.api.directory import Admin, add_admin_routes
 from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.lists import add_list_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
+from dissemination.api.sends import SendEndpoints, add_send_routes
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
 from dissemination.broker.dispatch import DeliveryDispatcher
+from dissemination.broker.publisher import AlertPublisher
 from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
 from dissemination.intake.decoding import (
     JSON_TYPES,
@@ -59,8 +61,10 @@ from dissemination.intake.decoding import (
 )
 from dissemination.intake.normalize import HandlingDefaults
 from dissemination.intake.pipeline import AlertPipeline
+from dissemination.intake.release import SendReleaser
 from dissemination.ledger.alerts import Ledger
 from dissemination.ledger.progress import ProgressStore
+from dissemination.ledger.sends import Sends
 from dissemination.service import Service
 from dissemination.settings import load_settings
 from dissemination.store.audit import AuditLog
@@ -223,6 +227,9 @@ async def test_documented_operations_are_exactly_the_registered_routes(tmp_path:
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), utc_now))
         no_dispatcher = cast(DeliveryDispatcher, None)  # routes only: nothing is dispatched
         add_control_routes(app, ControlEndpoints(database, no_dispatcher, utc_now))
+        no_publisher = cast(AlertPublisher, None)  # routes only: nothing is published
+        releaser = SendReleaser(Sends(database), no_publisher, None)
+        add_send_routes(app, SendEndpoints(releaser.sends, releaser, utc_now, 500))
         registered = _routes(app)
     finally:
         await database.close()

@@ -43,7 +43,7 @@ async def ingest_alert(request: web.Request) -> web.Response:
         alerts = runtime.processor.parse(payload)
     except RejectedInput as rejected:
         raise ApiError.from_rejection(rejected) from None
-    acting_for = await _authority(request, runtime, token, alerts)
+    acting_for = await check_authority(request, runtime, token, alerts)
     if runtime.publisher is None or not broker_ready(runtime):
         raise ApiError(503, "broker_unavailable", "the broker is not connected; retry later")
     first = alerts[0]
@@ -60,7 +60,7 @@ async def ingest_alert(request: web.Request) -> web.Response:
     except PublishFailed as error:
         raise ApiError(503, "broker_unavailable", str(error)) from None
     if acting_for:
-        await _audit_acting_for(runtime, token, alerts, acting_for)
+        await audit_acting_for(runtime, token, alerts, acting_for)
     ids = [alert.id for alert in alerts]
     return web.json_response({"id": ids[0], "ids": ids}, status=202)
 
@@ -69,7 +69,7 @@ ACT_REASON_HEADER = "X-Act-Reason"
 REASON_LENGTH = (3, 500)
 
 
-async def _authority(
+async def check_authority(
     request: web.Request, runtime: Runtime, token: TokenInfo, alerts: Sequence[Alert]
 ) -> str | None:
     """403 unless the token may publish every alert; the administrator's stated reason when
@@ -115,7 +115,7 @@ def _stated_reason(request: web.Request) -> str:
     return reason
 
 
-async def _audit_acting_for(
+async def audit_acting_for(
     runtime: Runtime, token: TokenInfo, alerts: Sequence[Alert], reason: str
 ) -> None:
     async with runtime.database.transaction() as conn:

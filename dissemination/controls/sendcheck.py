@@ -46,6 +46,7 @@ def send_time_refusal(row: ClaimedRow) -> tuple[str, str] | None:
 
 BASIS: dict[str, str] = {
     RowOrigin.MATCH: "matched by subscription",
+    RowOrigin.AUDIENCE: "named in the audience of an ad-hoc send",
     RowOrigin.REFERENCED: "earlier recipient of the alert this one updates or cancels",
     RowOrigin.FALLBACK: "next channel of the subscription after a failed one",
     RowOrigin.ESCALATION: "escalation of an unacknowledged alert",

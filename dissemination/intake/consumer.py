@@ -41,6 +41,7 @@ from dissemination.retrying import Backoff
 log = structlog.stdlib.get_logger(__name__)
 
 SUBMITTED_BY_HEADER = "x-submitted-by"
+SEND_HEADER = "x-send-id"
 INTERNAL_ERROR = "internal_error"
 MAX_ERRORS_HEADER = 32_768
 
@@ -61,6 +62,15 @@ def submitter_of(
         submitted = message.headers.get(SUBMITTED_BY_HEADER)
         return Submitter(submitted if isinstance(submitted, str) and submitted else None)
     return Submitter(f"amqp:{user_id}", grants_for(grants, user_id))
+
+
+def send_of(message: AbstractIncomingMessage, own_user: str | None) -> str | None:
+    """The ad-hoc send a message was released by (x-send-id), trusted from the service's own
+    user only, as x-submitted-by is: nobody else can narrow or widen an alert's audience."""
+    if own_user is None or not message.user_id or message.user_id != own_user:
+        return None
+    send_id = message.headers.get(SEND_HEADER)
+    return send_id if isinstance(send_id, str) and send_id else None
 
 
 class IntakeConsumer:
@@ -113,7 +123,8 @@ class IntakeConsumer:
         structlog.contextvars.bind_contextvars(message_id=message.message_id)  # this task's lines
         try:
             submitter = submitter_of(message, self.own_user, self.grants)
-            result = await self.processor.process(payload, submitter)
+            send_id = send_of(message, self.own_user)
+            result = await self.processor.process(payload, submitter, send_id)
         except RejectedInput as rejected:
             await self._dead_letter(message, payload, rejected)
             return

@@ -9,6 +9,8 @@ composes them, in this order:
                                                Update or Cancel comes from the original's
     inherit     ledger.alerts                  an Update or Cancel takes the stricter marks of
                                                the stored alerts it refers to
+    audience    ledger.sends                   an ad-hoc alert's named audience (or that of
+                                               the ad-hoc alerts an Update or Cancel refers to)
     plan        ledger.planning                matched rows and withheld rows (with reasons);
                 controls.approvalrules         whether the alert waits for approval
   in one transaction per group commit (store.groupcommit):
@@ -56,9 +58,11 @@ from dissemination.ledger.alerts import (
     Recorded,
     RecordOutcome,
 )
+from dissemination.ledger.sends import Sends
 from dissemination.settings import IntakeSettings
 from dissemination.store.groupcommit import GroupCommit
 from dissemination.store.rows import AlertState, held
+from subscriptions.audience import Audience
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class AlertPipeline:
         approval: ApprovalPolicy | None = None,
     ) -> None:
         self.ledger = ledger
+        self.sends = Sends(ledger.database)
         self.clock = clock
         self.approval = approval
         self.writer: GroupCommit[AlertMessage, list[Recorded]] = GroupCommit(self.record_messages)
@@ -104,18 +109,25 @@ class AlertPipeline:
         """The validated alerts in `payload`, or RejectedInput."""
         return decode_alerts(payload.body, payload.content_type, self.limits, self.defaults)
 
-    async def process(self, payload: Payload, submitter: Submitter = SERVICE) -> IntakeResult:
+    async def process(
+        self, payload: Payload, submitter: Submitter = SERVICE, send_id: str | None = None
+    ) -> IntakeResult:
         """Store the payload's alerts and plan their deliveries; `submitter` is who published
-        it, as far as the broker vouches (see `submitter_of`)."""
+        it, as far as the broker vouches (see `submitter_of`); `send_id` names the ad-hoc send
+        it was released by, whose audience it is planned for."""
         alerts = self.parse(payload)  # decode, validate, normalize
         # The message's task (the consumer's, one per message) names its alerts from here on.
         structlog.contextvars.bind_contextvars(alert_id=",".join(alert.id for alert in alerts))
         for alert in alerts:  # authority: the sender is the publisher's, and so is the original
             check_submission(alert, submitter, await self._referenced_senders(alert, submitter))
         alerts = [await self._with_inherited_marks(alert) for alert in alerts]  # inherit
+        audiences = [await self.sends.audiences_for(alert, send_id) for alert in alerts]
         now = self.clock()
         await failpoint("before_store")
-        planned = tuple(self._planned(alert, now) for alert in alerts)  # plan, approval rule
+        planned = tuple(  # plan, approval rule
+            self._planned(alert, now, audience)
+            for alert, audience in zip(alerts, audiences, strict=True)
+        )
         message = AlertMessage(payload, planned, now, submitter.principal)
         recorded = await self.writer.submit(message)  # the transaction: see _record
         await failpoint("after_store")
@@ -143,13 +155,15 @@ class AlertPipeline:
             handling = handling.at_least(original)
         return alert if handling is alert.handling else replace(alert, handling=handling)
 
-    def _planned(self, alert: Alert, now: datetime) -> PlannedAlert:
+    def _planned(
+        self, alert: Alert, now: datetime, audiences: Sequence[Audience] | None = None
+    ) -> PlannedAlert:
         state = initial_state(alert, now)
         planner = self.ledger.planner
         if state is not AlertState.RECEIVED or planner is None:
             return PlannedAlert(alert, state)
         hold_rule = self.approval.hold_rule(alert) if self.approval is not None else None
-        return PlannedAlert(alert, state, tuple(planner.plan(alert)), hold_rule)
+        return PlannedAlert(alert, state, tuple(planner.plan(alert, audiences)), hold_rule)
 
     async def record_messages(self, messages: Sequence[AlertMessage]) -> list[list[Recorded]]:
         """Record the alerts of several messages, and their delivery rows, in one transaction

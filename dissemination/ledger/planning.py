@@ -1,24 +1,28 @@
 """Delivery planning: which ledger rows an alert gets. The matcher's targets become `pending`
 rows and its withheld targets `withheld` rows (with the reason). An Update or Cancel also
 reaches everyone who had the alert it refers to, from the ledger, even if rules changed
-since; their clearance is checked again against the new message's marks."""
+since; their clearance is checked again against the new message's marks.
+
+An ad-hoc alert (an analyst's send) is planned for its named audience instead of the standing
+subscriptions (`subscriptions.audience`); its rows have origin `audience`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from core.alert import Alert, MsgType
 from dissemination.store.rows import DeliveryState, PlannedRow, RowOrigin
+from subscriptions.audience import Audience
 from subscriptions.clearance import withheld_reason
 from subscriptions.matcher import Matcher, MatchResult
 from subscriptions.model import Channel
 from subscriptions.quiethours import overrides_quiet_hours, quiet_until
 
 
-def rows_from_match(result: MatchResult) -> list[PlannedRow]:
+def rows_from_match(result: MatchResult, origin: RowOrigin = RowOrigin.MATCH) -> list[PlannedRow]:
     rows = [
         PlannedRow(
             stakeholder_id=t.stakeholder_id,
@@ -30,6 +34,7 @@ def rows_from_match(result: MatchResult) -> list[PlannedRow]:
             fallback_channels=tuple(c.value for c in t.fallback_channels),
             ack_required=t.ack_required,
             subscriptions=t.matched_subscription_ids,
+            origin=origin,
         )
         for t in result.targets
     ]
@@ -44,6 +49,7 @@ def rows_from_match(result: MatchResult) -> list[PlannedRow]:
             reason=w.reason,
             detail=w.detail,
             subscriptions=(w.subscription_id,),
+            origin=origin,
         )
         for w in result.withheld
     ]
@@ -56,9 +62,12 @@ class Planner:
     def __init__(self, matcher: Matcher) -> None:
         self.matcher = matcher
 
-    def plan(self, alert: Alert) -> list[PlannedRow]:
-        """Rows for the alert's current matches (pure; no I/O)."""
-        return rows_from_match(self.matcher.match(alert))
+    def plan(self, alert: Alert, audiences: Sequence[Audience] | None = None) -> list[PlannedRow]:
+        """Rows for the alert's current matches, or with `audiences` (an ad-hoc alert) for
+        exactly their members (pure; no I/O)."""
+        if audiences is None:
+            return rows_from_match(self.matcher.match(alert))
+        return rows_from_match(self.matcher.match_audience(alert, audiences), RowOrigin.AUDIENCE)
 
     @staticmethod
     def follows_references(alert: Alert) -> bool:

@@ -65,6 +65,7 @@ class RowOrigin(StrEnum):
     """Why a delivery row exists."""
 
     MATCH = "match"  # a subscription matched the alert
+    AUDIENCE = "audience"  # named in the audience of an ad-hoc send
     REFERENCED = "referenced"  # an earlier recipient of the alert an Update or Cancel refers to
     FALLBACK = "fallback"  # the previous channel of the subscription failed
     ESCALATION = "escalation"  # an escalation step resent the alert

@@ -410,3 +410,25 @@ distribution_list_members = Table(
     Column("member_id", String(36), primary_key=True),
     Column("added_at", UtcDateTime, nullable=False),
 )
+
+sends = Table(
+    "sends",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("alert_id", String(36), nullable=False),  # the alert it becomes (indexed)
+    Column("sender", Text, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("routing_key", String(100), nullable=False),
+    Column("headline", Text),
+    Column("audience", JSON, nullable=False),  # subscriptions.audience.Audience.to_json
+    Column("content_type", String(CONTENT_TYPE_LENGTH), nullable=False),
+    Column("body", LargeBinary, nullable=False),  # the alert as it is published
+    Column("state", String(20), nullable=False),  # scheduled | releasing | released | cancelled
+    Column("send_at", UtcDateTime, nullable=False),
+    Column("claimed_until", UtcDateTime),  # a release in progress, until then
+    Column("submitted_by", Text),  # the principal (token:<id>), as approval compares it
+    Column("submitter_name", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("released_at", UtcDateTime),
+)
