@@ -71,11 +71,11 @@ class Staff:
             sent[CSRF_HEADER] = session.csrf if csrf is None else csrf
         if origin is not None:
             sent["Origin"] = origin
-        async with self.http.request(
-            method, self.base + path, json=body, headers=sent
-        ) as response:
+        async with self.http.request(method, self.base + path, json=body, headers=sent) as response:
             text = await response.text()
-            parsed = await response.json() if text and response.content_type.endswith("json") else text
+            parsed = (
+                await response.json() if text and response.content_type.endswith("json") else text
+            )
             return Answer(response.status, parsed, dict(response.headers), response.cookies)
 
     async def make_account(
@@ -118,7 +118,10 @@ class Staff:
         assert begun.status == 201, begun.body
         secret = parse_qs(urlparse(begun.body["uri"]).query)["secret"][0]
         confirmed = await self.call(
-            "POST", "/api/v1/account/totp/confirm", body={"code": self.code(secret)}, session=session
+            "POST",
+            "/api/v1/account/totp/confirm",
+            body={"code": self.code(secret)},
+            session=session,
         )
         assert confirmed.status == 200, confirmed.body
         self.clock.advance(30)  # the confirming code's time-step is used

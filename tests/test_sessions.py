@@ -19,9 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 async def staff(service_env: dict[str, str]) -> AsyncIterator[Staff]:
-    async for rig in staff_service(
-        service_env, DISSEMINATION_ACCOUNTS_MAX_FAILED_ATTEMPTS="3"
-    ):
+    async for rig in staff_service(service_env, DISSEMINATION_ACCOUNTS_MAX_FAILED_ATTEMPTS="3"):
         yield rig
 
 
