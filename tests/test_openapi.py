@@ -38,14 +38,18 @@ from core.alert import Tlp
 from core.clock import utc_now
 from dissemination.acks.tokens import AckSigner
 from dissemination.acks.tracking import AckStore
+from dissemination.accounts.signin import SignIn
+from dissemination.accounts.store import AccountStore
+from dissemination.api.accounts import AccountEndpoints, add_account_routes
 from dissemination.api.acks import AckEndpoints, add_ack_routes
-from dissemination.api.app import Runtime, create_app
+from dissemination.api.app import Runtime, StaffAuth, create_app
 from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes
 from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.lists import add_list_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
+from dissemination.api.session import add_session_routes
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
 from dissemination.broker.dispatch import DeliveryDispatcher
@@ -223,6 +227,11 @@ async def test_documented_operations_are_exactly_the_registered_routes(tmp_path:
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), utc_now))
         no_dispatcher = cast(DeliveryDispatcher, None)  # routes only: nothing is dispatched
         add_control_routes(app, ControlEndpoints(database, no_dispatcher, utc_now))
+        signin = SignIn(database, settings.accounts, utc_now)
+        add_session_routes(app, StaffAuth(signin, settings.http.public_url))
+        add_account_routes(
+            app, AccountEndpoints(AccountStore(database), settings.accounts, utc_now)
+        )
         registered = _routes(app)
     finally:
         await database.close()
