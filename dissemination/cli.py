@@ -31,8 +31,8 @@ from dissemination.intake.decoding import DecodeLimits, decode_alerts
 from dissemination.intake.normalize import HandlingDefaults
 from dissemination.logs import configure, instance_name
 from dissemination.service import Service, run_until_signalled
-from dissemination.store.audit import Actor
 from dissemination.settings import Settings, load_settings
+from dissemination.store.audit import Actor
 from dissemination.store.database import Database, head_revision, sqlite_file
 
 CONTENT_TYPES = {

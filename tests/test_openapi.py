@@ -36,10 +36,10 @@ from schemathesis.specs.openapi.checks import (
 from channels.destinations import parse_networks
 from core.alert import Tlp
 from core.clock import utc_now
-from dissemination.acks.tokens import AckSigner
-from dissemination.acks.tracking import AckStore
 from dissemination.accounts.signin import SignIn
 from dissemination.accounts.store import AccountStore
+from dissemination.acks.tokens import AckSigner
+from dissemination.acks.tracking import AckStore
 from dissemination.api.accounts import AccountEndpoints, add_account_routes
 from dissemination.api.acks import AckEndpoints, add_ack_routes
 from dissemination.api.app import Runtime, StaffAuth, create_app
