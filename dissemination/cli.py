@@ -1,5 +1,6 @@
 """The `dissemination` command: run the service, migrate the store, validate and publish alert
-files, manage API tokens, verify and export the dissemination record, and apply retention."""
+files, manage API tokens, create the first staff administrator, verify and export the
+dissemination record, and apply retention."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from core.alert import Tlp
 from core.clock import utc_now
 from core.errors import DisseminationError, RejectedInput
 from core.masking import mask_text
+from dissemination.accounts.roles import AccountRole
+from dissemination.accounts.store import AccountStore
+from dissemination.api.principal import grants_of
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect
@@ -28,6 +32,7 @@ from dissemination.intake.normalize import HandlingDefaults
 from dissemination.logs import configure, instance_name
 from dissemination.service import Service, run_until_signalled
 from dissemination.settings import Settings, load_settings
+from dissemination.store.audit import Actor
 from dissemination.store.database import Database, head_revision, sqlite_file
 
 CONTENT_TYPES = {
@@ -142,6 +147,8 @@ async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
             print(f"token {info.id} ({info.role.value}, {info.name}, publishes as {senders});")
             print("its secret, shown once:")
             print(secret)
+        elif args.tokens_command == "assign":
+            return await _assign_token(database, tokens, args.token, args.account)
         elif args.tokens_command == "revoke":
             count = await tokens.revoke(args.token, utc_now())
             print(f"revoked {count} token(s)")
@@ -153,6 +160,44 @@ async def _cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"{info.id}  {info.role.value:<9}  {info.name}  {state}  {senders}")
     finally:
         await database.close()
+    return 0
+
+
+async def _assign_token(database: Database, tokens: TokenStore, name: str, username: str) -> int:
+    account = await AccountStore(database).by_username(username)
+    if account is None:
+        raise DisseminationError(f"no account {username!r}")
+    live = {t.name: t for t in await tokens.all() if t.revoked_at is None}
+    token = live.get(name)
+    if token is None:
+        raise DisseminationError(f"no live token named {name!r}")
+    if token.role not in grants_of(account.roles):
+        raise DisseminationError(
+            f"{account.username} does not hold the role {token.role.value} of token {name!r}"
+        )
+    await tokens.assign(name, account.id)
+    print(f"token {token.id} ({name}) now belongs to {account.username}")
+    return 0
+
+
+async def _cmd_accounts(settings: Settings, args: argparse.Namespace) -> int:
+    database = await _open_existing(settings)
+    try:
+        fields = {
+            "username": args.username,
+            "displayName": args.display_name or args.username,
+            "organization": args.organization,
+            "roles": [AccountRole.ADMINISTRATOR.value],
+            "clearance": {"maxTlp": args.max_tlp.value, "caveats": sorted(set(args.caveat or ()))},
+        }
+        record, password = await AccountStore(database).create(
+            fields, Actor(None, "cli"), utc_now()
+        )
+    finally:
+        await database.close()
+    print(f"administrator {record['username']} ({record['id']}); sign in with the temporary")
+    print("password below, then enrol a TOTP second factor (POST /api/v1/account/totp):")
+    print(password)
     return 0
 
 
@@ -274,9 +319,32 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="a sender the holder may publish alerts as (repeat for several)",
     )
+    assign = token_commands.add_parser(
+        "assign",
+        help="give a shared token an owner (it keeps its secret, role and senders)",
+    )
+    assign.add_argument("token", metavar="NAME")
+    assign.add_argument("--account", required=True, metavar="USERNAME")
     revoke = token_commands.add_parser("revoke", help="revoke a token by id or name")
     revoke.add_argument("token")
     token_commands.add_parser("list", help="list tokens (never their secrets)")
+    accounts = commands.add_parser("accounts", help="staff accounts")
+    account_commands = accounts.add_subparsers(dest="accounts_command", required=True)
+    admin = account_commands.add_parser(
+        "create-admin",
+        help="create an administrator account (its temporary password on the last line)",
+        description="Create a staff administrator; reads nothing from standard input. Prints "
+        "the temporary password alone on the last line (e.g. `... | tail -n 1`); sign in "
+        "with it at POST /api/v1/session and enrol a TOTP second factor. A taken username "
+        "is refused with exit status 2.",
+    )
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--display-name")
+    admin.add_argument("--organization", default="Fusion Center")
+    admin.add_argument(
+        "--max-tlp", type=Tlp.parse, default=Tlp.RED, help="the clearance's highest TLP"
+    )
+    admin.add_argument("--caveat", action="append", help="a caveat held (repeat for several)")
     audit = commands.add_parser("audit", help="the dissemination record")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_commands.add_parser("verify", help="check the hash chain; exit 1 if broken")
@@ -305,6 +373,7 @@ COMMANDS = {
     "migrate": _cmd_migrate,
     "publish": _cmd_publish,
     "tokens": _cmd_tokens,
+    "accounts": _cmd_accounts,
     "audit": _cmd_audit,
     "retention": _cmd_retention,
 }

@@ -22,12 +22,15 @@ from aiohttp import web
 from channels.base import DeliveryChannel
 from channels.destinations import parse_networks
 from core.clock import Clock, utc_now
+from dissemination.accounts.signin import SignIn
+from dissemination.accounts.store import AccountStore
 from dissemination.acks.capack import CapAcks
 from dissemination.acks.escalator import EscalationEngine
 from dissemination.acks.tokens import AckSigner, signing_keys
 from dissemination.acks.tracking import AckIssuer, AckStore
+from dissemination.api.accounts import AccountEndpoints, add_account_routes
 from dissemination.api.acks import AckEndpoints, add_ack_routes
-from dissemination.api.app import Runtime, create_app
+from dissemination.api.app import Runtime, StaffAuth, create_app
 from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes, load_matcher
@@ -36,6 +39,7 @@ from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.lists import add_list_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.sends import SendEndpoints, add_send_routes
+from dissemination.api.session import add_session_routes
 from dissemination.api.tokens import TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
 from dissemination.broker.dispatch import (
@@ -344,6 +348,11 @@ class Service:
         add_ack_routes(app, AckEndpoints(signer, AckStore(database), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))
         add_control_routes(app, ControlEndpoints(database, dispatcher, self.clock))
+        signin = SignIn(database, settings.accounts, self.clock)
+        add_session_routes(app, StaffAuth(signin, settings.http.public_url))
+        add_account_routes(
+            app, AccountEndpoints(AccountStore(database), settings.accounts, self.clock)
+        )
         guard = ConnectionGuard(
             settings.http.max_connections,
             settings.http.header_timeout_seconds,

@@ -158,4 +158,12 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "record.anchor_interval_minutes": _not_negative,
     "ack.retired_keys_until": _optional_timestamp,
     "ack.signing_keys": _signing_keys,
+    "accounts.session_idle_minutes": _positive,
+    "accounts.session_absolute_hours": _positive,
+    "accounts.max_failed_attempts": _positive,
+    "accounts.failure_window_minutes": _positive,
+    "accounts.lockout_minutes": _positive,
+    "accounts.attempts_per_address_per_minute": _positive,
+    "accounts.token_default_days": _positive,
+    "accounts.token_max_days": _positive,
 }

@@ -239,6 +239,23 @@ class RecordSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountsSettings:
+    """Staff sign-in: session timeouts, lockout of failed attempts, per-address throttling,
+    whether a second factor is required, and personal API tokens' lifetimes."""
+
+    session_idle_minutes: float = 30
+    session_absolute_hours: float = 12
+    max_failed_attempts: int = 5
+    failure_window_minutes: float = 15
+    lockout_minutes: float = 15
+    attempts_per_address_per_minute: int = 30
+    require_totp: bool = True
+    totp_issuer: str = "Fusion Dissemination"
+    token_default_days: int = 90
+    token_max_days: int = 365
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -258,6 +275,7 @@ class Settings:
     approval: ApprovalSettings
     record: RecordSettings = field(default_factory=RecordSettings)
     sends: SendSettings = field(default_factory=SendSettings)
+    accounts: AccountsSettings = field(default_factory=AccountsSettings)
     base_dir: Path = field(default_factory=Path.cwd)
     """What a relative `service.data_dir` is relative to (see `settings_base_dir`)."""
 
@@ -372,6 +390,7 @@ SECTIONS: dict[str, type[Any]] = {
     "approval": ApprovalSettings,
     "record": RecordSettings,
     "sends": SendSettings,
+    "accounts": AccountsSettings,
 }
 
 

@@ -36,10 +36,13 @@ from schemathesis.specs.openapi.checks import (
 from channels.destinations import parse_networks
 from core.alert import Tlp
 from core.clock import utc_now
+from dissemination.accounts.signin import SignIn
+from dissemination.accounts.store import AccountStore
 from dissemination.acks.tokens import AckSigner
 from dissemination.acks.tracking import AckStore
+from dissemination.api.accounts import AccountEndpoints, add_account_routes
 from dissemination.api.acks import AckEndpoints, add_ack_routes
-from dissemination.api.app import Runtime, create_app
+from dissemination.api.app import Runtime, StaffAuth, create_app
 from dissemination.api.bulk import add_bulk_routes
 from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes
@@ -47,6 +50,7 @@ from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.lists import add_list_routes
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.sends import SendEndpoints, add_send_routes
+from dissemination.api.session import add_session_routes
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
 from dissemination.broker.dispatch import DeliveryDispatcher
@@ -230,6 +234,11 @@ async def test_documented_operations_are_exactly_the_registered_routes(tmp_path:
         no_publisher = cast(AlertPublisher, None)  # routes only: nothing is published
         releaser = SendReleaser(Sends(database), no_publisher, None)
         add_send_routes(app, SendEndpoints(releaser.sends, releaser, utc_now, 500))
+        signin = SignIn(database, settings.accounts, utc_now)
+        add_session_routes(app, StaffAuth(signin, settings.http.public_url))
+        add_account_routes(
+            app, AccountEndpoints(AccountStore(database), settings.accounts, utc_now)
+        )
         registered = _routes(app)
     finally:
         await database.close()

@@ -31,7 +31,6 @@ from dissemination.api.errors import ApiError
 from dissemination.api.requests import form_fields, json_body
 from dissemination.api.tokens import Role
 from dissemination.errors import TokenRefused
-from dissemination.store.audit import Actor
 
 MAX_COMMENT = 500
 MAX_FORM_BYTES = 4096
@@ -125,7 +124,7 @@ class AckEndpoints:
             AckChannel.ADMIN,
             self.clock(),
             comment=body.get("comment") or None,
-            on_behalf=(Actor(token.id, token.name), body["reason"]),
+            on_behalf=(token.actor, body["reason"]),
         )
         if outcome is None:
             raise ApiError(

@@ -146,9 +146,8 @@ class ControlEndpoints:
     dispatcher: DeliveryDispatcher
     clock: Clock
 
-    async def _actor(self, request: web.Request) -> Actor:
-        token = await authenticate(request, Role.ADMIN)
-        return Actor(token.id, token.name)
+    async def _actor(self, request: web.Request, *roles: Role) -> Actor:
+        return (await authenticate(request, *(roles or (Role.ADMIN,)))).actor
 
     async def _dispatch(self, released: dict[str, list[str]]) -> bool:
         """Publish the released rows' tasks; False if the broker did not confirm (the rows
@@ -161,7 +160,7 @@ class ControlEndpoints:
         return True
 
     async def approvals(self, request: web.Request) -> web.Response:
-        await authenticate(request, Role.ADMIN)
+        await authenticate(request, Role.ADMIN, Role.APPROVER)
         raw = request.query.get("state")
         try:
             state = ApprovalState(raw) if raw is not None else None
@@ -178,7 +177,7 @@ class ControlEndpoints:
         return await self._decide(request, approve=False)
 
     async def _decide(self, request: web.Request, *, approve: bool) -> web.Response:
-        actor = await self._actor(request)
+        actor = await self._actor(request, Role.ADMIN, Role.APPROVER)
         alert_id = _path_id(request, "alert")
         reason = decision_reason(await json_body(request), approve=approve)
         try:

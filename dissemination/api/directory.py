@@ -73,8 +73,7 @@ def admin_of(request: web.Request) -> Admin:
 
 
 async def actor_of(request: web.Request, *roles: Role) -> Actor:
-    token = await authenticate(request, *roles)
-    return Actor(token.id, token.name)
+    return (await authenticate(request, *roles)).actor
 
 
 def entity_id_param(request: web.Request, spec: EntitySpec) -> str:

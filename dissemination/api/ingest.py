@@ -18,7 +18,8 @@ from core.clock import utc_now
 from core.errors import RejectedInput
 from dissemination.api.app import RUNTIME, Runtime, authenticate, broker_ready
 from dissemination.api.errors import ApiError
-from dissemination.api.tokens import Role, TokenInfo
+from dissemination.api.principal import Principal
+from dissemination.api.tokens import Role
 from dissemination.controls.approval import principal
 from dissemination.controls.authority import (
     foreign_senders,
@@ -28,7 +29,7 @@ from dissemination.controls.authority import (
 from dissemination.errors import PublishFailed
 from dissemination.intake.consumer import SUBMITTED_BY_HEADER
 from dissemination.ledger.alerts import Payload
-from dissemination.store.audit import Actor, write_audit
+from dissemination.store.audit import write_audit
 
 
 async def ingest_alert(request: web.Request) -> web.Response:
@@ -54,7 +55,7 @@ async def ingest_alert(request: web.Request) -> web.Response:
             payload.content_type or "application/json",
             routing_key,
             first.id,
-            headers={SUBMITTED_BY_HEADER: principal(Actor(token.id, token.name))},
+            headers={SUBMITTED_BY_HEADER: principal(token.actor)},
             user_id=runtime.broker_user,
         )
     except PublishFailed as error:
@@ -70,7 +71,7 @@ REASON_LENGTH = (3, 500)
 
 
 async def check_authority(
-    request: web.Request, runtime: Runtime, token: TokenInfo, alerts: Sequence[Alert]
+    request: web.Request, runtime: Runtime, token: Principal, alerts: Sequence[Alert]
 ) -> str | None:
     """403 unless the token may publish every alert; the administrator's stated reason when
     one acts for another sender (None when the token's own senders suffice)."""
@@ -116,14 +117,14 @@ def _stated_reason(request: web.Request) -> str:
 
 
 async def audit_acting_for(
-    runtime: Runtime, token: TokenInfo, alerts: Sequence[Alert], reason: str
+    runtime: Runtime, token: Principal, alerts: Sequence[Alert], reason: str
 ) -> None:
     async with runtime.database.transaction() as conn:
         for alert in alerts:
             await write_audit(
                 conn,
                 at=utc_now(),
-                actor=Actor(token.id, token.name),
+                actor=token.actor,
                 action="publish_for_sender",
                 entity="alert",
                 entity_id=alert.id,

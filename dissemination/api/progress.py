@@ -36,7 +36,6 @@ from dissemination.api.tokens import READERS, Role
 from dissemination.controls import record
 from dissemination.controls.retention import revalidate
 from dissemination.ledger.progress import DELIVERY_FIELDS, AlertFilter, ProgressStore
-from dissemination.store.audit import Actor
 
 HEARTBEAT_SECONDS = 15.0
 MAX_STREAM_SECONDS = 86400
@@ -179,9 +178,7 @@ class ProgressEndpoints:
             message = 'the body must be {"reason": "..."} (3 to 500 characters)'
             raise ApiError(422, "schema_violation", message, [ErrorDetail("$.reason", message)])
         now = self.clock()
-        if not await revalidate(
-            self.store.database, alert_id, Actor(token.id, token.name), reason, now
-        ):
+        if not await revalidate(self.store.database, alert_id, token.actor, reason, now):
             raise ApiError(404, "not_found", f"no alert {alert_id!r} with content to keep")
         return web.json_response({"id": alert_id, "revalidatedAt": now.isoformat()})
 

@@ -29,8 +29,9 @@ from core.validation import validate
 from dissemination.api.app import RUNTIME, Runtime, authenticate, broker_ready
 from dissemination.api.errors import ApiError
 from dissemination.api.ingest import audit_acting_for, check_authority
+from dissemination.api.principal import Principal
 from dissemination.api.requests import json_body, limit_param, text_param
-from dissemination.api.tokens import Role, TokenInfo
+from dissemination.api.tokens import Role
 from dissemination.controls.approval import principal
 from dissemination.errors import PublishFailed
 from dissemination.intake.release import SendReleaser
@@ -58,9 +59,10 @@ class SendEndpoints:
 SENDS = web.AppKey("sends", SendEndpoints)
 
 
-def _submitter(token: TokenInfo) -> tuple[Actor, str]:
-    """Who submits: the actor the audit log names, and the principal approval compares."""
-    actor = Actor(token.id, token.name)
+def _submitter(token: Principal) -> tuple[Actor, str]:
+    """Who submits: the actor the audit log names (the account, when one signed in), and the
+    principal approval compares."""
+    actor = token.actor
     return actor, principal(actor)
 
 
@@ -96,13 +98,13 @@ def _send_at(body: dict[str, Any], now: datetime) -> datetime | None:
 
 
 def _composed(
-    runtime: Runtime, token: TokenInfo, document: dict[str, Any], sent: datetime
+    runtime: Runtime, token: Principal, document: dict[str, Any], sent: datetime
 ) -> tuple[Alert, Payload]:
     """The alert with its defaults filled in, parsed as intake parses it."""
     filled = dict(document)
     filled.setdefault("identifier", f"send-{uuid.uuid4()}")
     filled.setdefault("sent", sent.isoformat(timespec="seconds"))
-    if "sender" not in filled and token.senders is not None and len(token.senders) == 1:
+    if "sender" not in filled and len(token.senders) == 1:
         filled["sender"] = next(iter(token.senders))
     payload = Payload(json.dumps(filled).encode(), "application/json")
     try:

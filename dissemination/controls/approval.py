@@ -69,7 +69,10 @@ class Decision:
 
 
 def principal(actor: Actor) -> str:
-    """How a submitter or approver is compared: an API token, or the CLI."""
+    """How a submitter or approver is compared: the staff account (whichever of its sessions
+    or tokens acted), else the API token, else the CLI."""
+    if actor.account_id:
+        return f"account:{actor.account_id}"
     return f"token:{actor.id}" if actor.id else "cli"
 
 

@@ -17,10 +17,13 @@ from dissemination.store.tables import audit_log
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who acted: an API token (id and name) or a CLI operator (id None)."""
+    """Who acted: an API token (id and name), a staff account signed in (its id and
+    username), or a CLI operator (id None). `account_id`: the staff account behind the
+    token or session, if any."""
 
     id: str | None
     name: str
+    account_id: str | None = None
 
 
 async def write_audit(

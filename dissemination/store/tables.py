@@ -305,6 +305,9 @@ api_tokens = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
     Column("senders", JSON),
+    # personal tokens: the account that owns it (None: a shared token from before accounts)
+    Column("owner_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE")),
+    Column("expires_at", UtcDateTime),
     UniqueConstraint("name", name="uq_api_tokens_name"),
 )
 
@@ -431,4 +434,57 @@ sends = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("released_at", UtcDateTime),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),  # lower case
+    Column("display_name", Text, nullable=False),
+    Column("organization", Text, nullable=False),
+    Column("roles", JSON, nullable=False),
+    Column("clearance", JSON, nullable=False),
+    Column("senders", JSON, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("totp_secret", Text),  # set at enrolment, live once totp_enabled
+    Column("totp_enabled", Boolean, nullable=False),
+    Column("totp_last_step", BigInteger),  # the last accepted time-step: no replay
+    Column("failed_attempts", Integer, nullable=False),
+    Column("failed_since", UtcDateTime),
+    Column("locked_until", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+account_recovery_codes = Table(
+    "account_recovery_codes",
+    metadata,
+    Column(
+        "account_id",
+        String(36),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("code_sha256", String(64), primary_key=True),
+    Column("used_at", UtcDateTime),
+)
+
+account_sessions = Table(
+    "account_sessions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "account_id",
+        String(36),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("csrf_sha256", String(64), nullable=False),
+    Column("second_factor", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
 )

@@ -1,0 +1,208 @@
+"""The accounts API. Administrators: create accounts (the answer carries a temporary
+password, shown once), list and read them, change roles, clearance, senders and whether they
+are active, reset a password or second factor, end an account's sessions, list and revoke
+its tokens. Every account: its own personal API tokens (create with a role it holds and an
+expiry, list, revoke). Every change is audited in the transaction that makes it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiohttp import web
+
+from core.clock import Clock
+from dissemination.accounts.errors import AccountRefused
+from dissemination.accounts.store import AccountStore
+from dissemination.api.app import RUNTIME, authenticate
+from dissemination.api.errors import ApiError
+from dissemination.api.principal import Principal, grants_of
+from dissemination.api.requests import json_body, limit_param, text_param
+from dissemination.api.session import refused, validated
+from dissemination.api.tokens import Role, TokenInfo, TokenStore
+from dissemination.errors import TokenNameTaken
+from dissemination.settings import AccountsSettings
+from dissemination.store.audit import Actor, write_audit
+
+TOKENS_ENTITY = "api_token"
+
+
+class AccountEndpoints:
+    """Handlers over the account store and the token store."""
+
+    def __init__(self, store: AccountStore, settings: AccountsSettings, clock: Clock) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    async def _administrator(self, request: web.Request) -> Principal:
+        principal = await authenticate(request, Role.ADMIN)
+        if not principal.is_administrator:
+            raise ApiError(403, "forbidden", "only administrators manage accounts")
+        return principal
+
+    @staticmethod
+    def _id(request: web.Request, name: str = "id") -> str:
+        value = request.match_info[name]
+        if "\x00" in value:
+            raise ApiError(404, "not_found", f"no such resource {value!r}")
+        return value
+
+    async def create(self, request: web.Request) -> web.Response:
+        actor = (await self._administrator(request)).actor
+        body = validated("account", await json_body(request))
+        try:
+            record, password = await self.store.create(body, actor, self.clock())
+        except AccountRefused as error:
+            raise refused(error) from None
+        return web.json_response(record | {"temporaryPassword": password}, status=201)
+
+    async def listing(self, request: web.Request) -> web.Response:
+        await self._administrator(request)
+        unknown = set(request.query) - {"limit", "after"}
+        if unknown:
+            raise ApiError(400, "invalid_parameter", f"unknown filter {sorted(unknown)[0]!r}")
+        after = text_param("after", request.query.get("after", ""))
+        items, cursor = await self.store.page(after, limit_param(request))
+        return web.json_response({"items": items, "next": cursor})
+
+    async def show(self, request: web.Request) -> web.Response:
+        await self._administrator(request)
+        try:
+            return web.json_response(await self.store.record(self._id(request)))
+        except AccountRefused as error:
+            raise refused(error) from None
+
+    async def update(self, request: web.Request) -> web.Response:
+        actor = (await self._administrator(request)).actor
+        changes = validated("account_update", await json_body(request))
+        try:
+            record = await self.store.update(self._id(request), changes, actor, self.clock())
+        except AccountRefused as error:
+            raise refused(error) from None
+        return web.json_response(record)
+
+    async def reset_password(self, request: web.Request) -> web.Response:
+        actor = (await self._administrator(request)).actor
+        try:
+            password = await self.store.reset_password(self._id(request), actor, self.clock())
+        except AccountRefused as error:
+            raise refused(error) from None
+        return web.json_response({"temporaryPassword": password})
+
+    async def reset_totp(self, request: web.Request) -> web.Response:
+        actor = (await self._administrator(request)).actor
+        try:
+            await self.store.reset_totp(self._id(request), actor, self.clock())
+        except AccountRefused as error:
+            raise refused(error) from None
+        return web.json_response({"totpEnabled": False})
+
+    async def revoke_sessions(self, request: web.Request) -> web.Response:
+        actor = (await self._administrator(request)).actor
+        try:
+            count = await self.store.revoke_sessions(self._id(request), actor, self.clock())
+        except AccountRefused as error:
+            raise refused(error) from None
+        return web.json_response({"revoked": count})
+
+    async def account_tokens(self, request: web.Request) -> web.Response:
+        await self._administrator(request)
+        account_id = self._id(request)
+        await self._existing(account_id)
+        tokens = await request.app[RUNTIME].tokens.owned(account_id)
+        return web.json_response({"items": [t.as_dict() for t in tokens]})
+
+    async def revoke_account_token(self, request: web.Request) -> web.Response:
+        actor = (await self._administrator(request)).actor
+        account_id = self._id(request)
+        await self._existing(account_id)
+        return await self._revoke(request, account_id, actor)
+
+    async def _existing(self, account_id: str) -> None:
+        try:
+            await self.store.record(account_id)
+        except AccountRefused as error:
+            raise refused(error) from None
+
+    async def own_tokens(self, request: web.Request) -> web.Response:
+        principal = await authenticate(request)
+        account = _owner(principal)
+        tokens = await request.app[RUNTIME].tokens.owned(account)
+        return web.json_response({"items": [t.as_dict() for t in tokens]})
+
+    async def create_own_token(self, request: web.Request) -> web.Response:
+        """A personal token: only from a signed-in session, with a role its owner holds,
+        expiring after `expiresInDays` (default and maximum in [accounts])."""
+        principal = await authenticate(request)
+        account = principal.account
+        if account is None or principal.session_id is None:
+            raise ApiError(403, "session_required", "personal tokens are made from a session")
+        body = validated("personal_token", await json_body(request))
+        role = Role(body["role"])
+        if role not in grants_of(account.roles):
+            raise ApiError(403, "role_not_held", f"the account does not hold the role {role.value}")
+        days = body.get("expiresInDays", self.settings.token_default_days)
+        if days > self.settings.token_max_days:
+            raise ApiError(
+                422,
+                "expiry_too_long",
+                f"personal tokens live at most {self.settings.token_max_days} days",
+            )
+        senders = account.senders if role in (Role.PUBLISHER, Role.ADMIN) else ()
+        tokens: TokenStore = request.app[RUNTIME].tokens
+        now = self.clock()
+        try:
+            info, secret = await tokens.create(
+                body["name"], role, now, senders, account.id, timedelta(days=days)
+            )
+        except TokenNameTaken as taken:
+            raise ApiError(409, "duplicate_token_name", str(taken)) from None
+        await self._audit(principal.actor, "create", info)
+        return web.json_response(info.as_dict() | {"secret": secret}, status=201)
+
+    async def revoke_own_token(self, request: web.Request) -> web.Response:
+        principal = await authenticate(request)
+        return await self._revoke(request, _owner(principal), principal.actor)
+
+    async def _revoke(self, request: web.Request, owner: str, actor: Actor) -> web.Response:
+        tokens: TokenStore = request.app[RUNTIME].tokens
+        info = await tokens.revoke_owned(self._id(request, "tokenId"), owner, self.clock())
+        if info is None:
+            raise ApiError(404, "not_found", "no such token of this account")
+        await self._audit(actor, "revoke", info)
+        return web.Response(status=204)
+
+    async def _audit(self, actor: Actor, action: str, info: TokenInfo) -> None:
+        database = self.store.database
+        async with database.transaction() as conn:
+            await write_audit(
+                conn,
+                at=self.clock(),
+                actor=actor,
+                action=action,
+                entity=TOKENS_ENTITY,
+                entity_id=info.id,
+                before=None,
+                after=info.as_dict(),
+            )
+
+
+def _owner(principal: Principal) -> str:
+    if principal.account is None:
+        raise ApiError(403, "account_required", "a shared token has no account")
+    return principal.account.id
+
+
+def add_account_routes(app: web.Application, endpoints: AccountEndpoints) -> None:
+    app.router.add_post("/api/v1/accounts", endpoints.create)
+    app.router.add_get("/api/v1/accounts", endpoints.listing, allow_head=False)
+    app.router.add_get("/api/v1/accounts/{id}", endpoints.show, allow_head=False)
+    app.router.add_patch("/api/v1/accounts/{id}", endpoints.update)
+    app.router.add_post("/api/v1/accounts/{id}/password", endpoints.reset_password)
+    app.router.add_delete("/api/v1/accounts/{id}/totp", endpoints.reset_totp)
+    app.router.add_delete("/api/v1/accounts/{id}/sessions", endpoints.revoke_sessions)
+    app.router.add_get("/api/v1/accounts/{id}/tokens", endpoints.account_tokens, allow_head=False)
+    app.router.add_delete("/api/v1/accounts/{id}/tokens/{tokenId}", endpoints.revoke_account_token)
+    app.router.add_get("/api/v1/account/tokens", endpoints.own_tokens, allow_head=False)
+    app.router.add_post("/api/v1/account/tokens", endpoints.create_own_token)
+    app.router.add_delete("/api/v1/account/tokens/{tokenId}", endpoints.revoke_own_token)
