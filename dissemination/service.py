@@ -33,6 +33,7 @@ from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes, load_matcher
 from dissemination.api.guard import ConnectionGuard, GuardedRunner, guarding
 from dissemination.api.ingest import add_ingest_routes
+from dissemination.api.metrics import add_metrics_route, serve_metrics
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
@@ -55,11 +56,13 @@ from dissemination.delivery.worker import DeliveryWorker
 from dissemination.directory.store import Directory
 from dissemination.directory.sync import DirectoryFollower
 from dissemination.errors import SchemaOutOfDate
+from dissemination.gauges import GaugeSampler, Queues
 from dissemination.intake.consumer import IntakeConsumer
 from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Ledger
 from dissemination.ledger.planning import Planner
 from dissemination.ledger.progress import ProgressStore
+from dissemination.metrics import Metrics
 from dissemination.periodic import PeriodicTask
 from dissemination.retrying import Backoff
 from dissemination.settings import Settings
@@ -107,6 +110,9 @@ class Service:
         self.clock = clock
         self.only = only
         self._parts: Parts | None = None
+        self.metrics = Metrics(only if only is not None else settings.delivery.channels)
+        """This instance's metrics, in a registry of its own."""
+        self.gauges: GaugeSampler | None = None
         self.record_key: RecordKey | None = None
         """The dissemination record's key, once `start` has read it."""
         self._undo = contextlib.AsyncExitStack()
@@ -142,6 +148,7 @@ class Service:
         if front is not None:
             await self._start_consuming(front.consumer)
             self._start_jobs(front)
+        await self._start_metrics(database, workers, front)
         self._parts = Parts(database, broker, workers, front)
         log.info(
             "service started: delivering %s%s",
@@ -242,7 +249,7 @@ class Service:
         follower = await self._follow_directory(directory)
         lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
         ledger = Ledger(database, Planner(follower.matcher), AckIssuer(lifetime), self.record_key)
-        pipeline = AlertPipeline(ledger, settings.intake, self.clock, approval)
+        pipeline = AlertPipeline(ledger, settings.intake, self.clock, approval, self.metrics)
         consumer = await self._consumer(broker, pipeline, dispatcher)
         publisher = await AlertPublisher.open(broker, settings.broker)
         runtime = Runtime(
@@ -261,7 +268,7 @@ class Service:
             parse_networks(settings.webhook.allowed_networks),
         )
         http = await self._serve_http(runtime, admin, database, dispatcher, signer)
-        escalator = EscalationEngine(database, dispatcher, self.clock)
+        escalator = EscalationEngine(database, dispatcher, self.clock, self.metrics)
         cap_acks = await self._cap_acks(database, broker)
         return Front(consumer, http, escalator, cap_acks)
 
@@ -310,10 +317,11 @@ class Service:
         add_ingest_routes(app)
         add_admin_routes(app, admin)
         add_bulk_routes(app)
-        add_twilio_hooks(app, TwilioHooks(database, settings, self.clock))
-        add_ack_routes(app, AckEndpoints(signer, AckStore(database), self.clock))
+        add_twilio_hooks(app, TwilioHooks(database, settings, self.clock, self.metrics))
+        add_ack_routes(app, AckEndpoints(signer, AckStore(database, self.metrics), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))
         add_control_routes(app, ControlEndpoints(database, dispatcher, self.clock))
+        add_metrics_route(app, self.metrics)
         guard = ConnectionGuard(
             settings.http.max_connections,
             settings.http.header_timeout_seconds,
@@ -366,6 +374,7 @@ class Service:
             concurrency=delivery.concurrency,
             per_host_concurrency=delivery.per_host_concurrency,
             stuck_after_seconds=settings.broker.stuck_after_seconds,
+            metrics=self.metrics,
         )
 
     async def _start_worker(self, worker: DeliveryWorker) -> None:
@@ -387,6 +396,29 @@ class Service:
         ):
             job.start()
             self._undo.push_async_callback(job.stop)
+
+    async def _start_metrics(
+        self, database: Database, workers: tuple[DeliveryWorker, ...], front: Front | None
+    ) -> None:
+        """The job that refreshes the gauges a scrape must not wait for, and the metrics
+        listener of its own when `[metrics] port` is set."""
+        settings = self.settings
+        topology = front.consumer.topology if front is not None else None
+        queues = Queues(
+            {worker.channel: worker.queue for worker in workers},
+            topology.inbound if topology is not None else None,
+            topology.dead_queue if topology is not None else None,
+        )
+        self.gauges = GaugeSampler(
+            self.metrics, database, queues, settings.broker.stuck_after_seconds, self.clock
+        )
+        job = PeriodicTask("metrics-gauges", self.gauges.refresh, settings.metrics.refresh_seconds)
+        job.start()
+        self._undo.push_async_callback(job.stop)
+        port = settings.metrics.port
+        if port:
+            listener = await serve_metrics(self.metrics, settings.metrics.host, port)
+            self._undo.push_async_callback(listener.cleanup)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

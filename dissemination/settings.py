@@ -218,6 +218,17 @@ class RecordSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Prometheus metrics: a listener of their own on `port` (0: none; a full service also
+    serves them at /metrics on its HTTP port), and how often the gauges that need the store
+    or the broker are refreshed."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    refresh_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -236,6 +247,7 @@ class Settings:
     retention: RetentionSettings
     approval: ApprovalSettings
     record: RecordSettings = field(default_factory=RecordSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def data_path(self) -> Path:
@@ -347,6 +359,7 @@ SECTIONS: dict[str, type[Any]] = {
     "retention": RetentionSettings,
     "approval": ApprovalSettings,
     "record": RecordSettings,
+    "metrics": MetricsSettings,
 }
 
 

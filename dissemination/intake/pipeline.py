@@ -55,6 +55,7 @@ from dissemination.ledger.alerts import (
     Recorded,
     RecordOutcome,
 )
+from dissemination.metrics import Metrics
 from dissemination.settings import IntakeSettings
 from dissemination.store.groupcommit import GroupCommit
 from dissemination.store.rows import AlertState, held
@@ -89,10 +90,12 @@ class AlertPipeline:
         settings: IntakeSettings,
         clock: Clock = utc_now,
         approval: ApprovalPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.ledger = ledger
         self.clock = clock
         self.approval = approval
+        self.metrics = metrics or Metrics()
         self.writer: GroupCommit[AlertMessage, list[Recorded]] = GroupCommit(self.record_messages)
         self.limits = DecodeLimits(settings.max_body_bytes, settings.max_json_depth)
         self.defaults = HandlingDefaults(
@@ -103,9 +106,12 @@ class AlertPipeline:
         """The validated alerts in `payload`, or RejectedInput."""
         return decode_alerts(payload.body, payload.content_type, self.limits, self.defaults)
 
-    async def process(self, payload: Payload, submitter: Submitter = SERVICE) -> IntakeResult:
+    async def process(
+        self, payload: Payload, submitter: Submitter = SERVICE, source: str = "amqp"
+    ) -> IntakeResult:
         """Store the payload's alerts and plan their deliveries; `submitter` is who published
-        it, as far as the broker vouches (see `submitter_of`)."""
+        it, as far as the broker vouches (see `submitter_of`), and `source` the way it came
+        (a metrics label)."""
         alerts = self.parse(payload)  # decode, validate, normalize
         for alert in alerts:  # authority: the sender is the publisher's, and so is the original
             check_submission(alert, submitter, await self._referenced_senders(alert, submitter))
@@ -117,11 +123,23 @@ class AlertPipeline:
         recorded = await self.writer.submit(message)  # the transaction: see _record
         await failpoint("after_store")
         result = IntakeResult()
+        for each, outcome in zip(planned, recorded, strict=True):
+            self._count(source, each, outcome.outcome)
         for alert, outcome in zip(alerts, recorded, strict=True):
             result.outcomes[alert.id] = outcome.outcome
             for channel, ids in outcome.pending.items():
                 result.pending.setdefault(channel, []).extend(ids)
         return result
+
+    def _count(self, source: str, planned: PlannedAlert, outcome: RecordOutcome) -> None:
+        kind = planned.alert.kind.value
+        self.metrics.alert_received(source, kind, outcome.value)
+        if outcome is not RecordOutcome.STORED:
+            return
+        if planned.hold_rule is not None:
+            self.metrics.alert_held(kind)
+        if planned.state is AlertState.EXPIRED:
+            self.metrics.alert_expired(kind)
 
     async def _referenced_senders(self, alert: Alert, submitter: Submitter) -> list[str]:
         """The senders of the stored alerts an Update or Cancel refers to, when the
