@@ -73,33 +73,25 @@ class GaugeSampler:
         if not channels:
             return
         cutoff = self.clock() - self.stuck_after
-        count = func.count()
+        by_channel = select(deliveries.c.channel, func.count()).group_by(deliveries.c.channel)
+        in_channels = deliveries.c.channel.in_(channels)
         async with self.database.reading() as conn:
-            pending = dict(
-                (
-                    await conn.execute(
-                        select(deliveries.c.channel, count)
-                        .where(
-                            deliveries.c.state == DeliveryState.PENDING.value,
-                            deliveries.c.channel.in_(channels),
-                        )
-                        .group_by(deliveries.c.channel)
+            pending = {
+                str(channel): int(n)
+                for channel, n in await conn.execute(
+                    by_channel.where(in_channels, deliveries.c.state == DeliveryState.PENDING.value)
+                )
+            }
+            stuck = {
+                str(channel): int(n)
+                for channel, n in await conn.execute(
+                    by_channel.where(
+                        in_channels,
+                        deliveries.c.state == DeliveryState.SENDING.value,
+                        deliveries.c.updated_at < cutoff,
                     )
-                ).tuples()
-            )
-            stuck = dict(
-                (
-                    await conn.execute(
-                        select(deliveries.c.channel, count)
-                        .where(
-                            deliveries.c.state == DeliveryState.SENDING.value,
-                            deliveries.c.channel.in_(channels),
-                            deliveries.c.updated_at < cutoff,
-                        )
-                        .group_by(deliveries.c.channel)
-                    )
-                ).tuples()
-            )
+                )
+            }
         for channel in channels:
             self.metrics.pending_rows.labels(channel).set(pending.get(channel, 0))
             self.metrics.stuck_rows.labels(channel).set(stuck.get(channel, 0))

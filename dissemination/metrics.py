@@ -159,8 +159,8 @@ class Metrics:
         )
         self.acknowledgments = Counter(
             "dissemination_acknowledgments",
-            "Acknowledgments recorded (the first per recipient), by how they arrived",
-            ["channel"],
+            "Acknowledgments recorded (the first per recipient), by the way they came",
+            ["via"],
             registry=r,
         )
         self.escalation_steps = Counter(
