@@ -199,6 +199,25 @@ async def test_rejections_are_counted_by_reason(fanned_out: FanOut) -> None:
     assert secret not in text
 
 
+async def test_acknowledgments_are_counted_once(custom_service: StartService, sinks: Sinks) -> None:
+    service, settings, channel = await custom_service()
+    await enrol(service, "Ops desk", {"webhook": sinks.hooks.base + "ok"}, ack_required=True)
+    alert_id = await publish_alert(channel, settings, "METRICS-ACK")
+    await settled(service, alert_id, 1)
+    body = json.loads(sinks.hooks.requests[-1][1])
+    token = body["ack"]["token"]
+    async with aiohttp.ClientSession() as session:
+        for expected in (201, 200):  # the second is the same acknowledgment again
+            async with session.post(
+                base_url(service) + "/api/v1/acks", json={"token": token}
+            ) as response:
+                assert response.status == expected
+    text = await scrape(base_url(service) + "/metrics")
+    assert value(text, "dissemination_acknowledgments_total", via="webhook") == 1
+    assert value(text, "dissemination_acknowledgments_total") == 1
+    assert token not in text
+
+
 @pytest.fixture(name="split")
 async def split_fixture(
     service_env: dict[str, str], sinks: Sinks
