@@ -138,7 +138,8 @@ class Metrics:
         )
         self.deliveries = Counter(
             "dissemination_deliveries",
-            "Delivery attempts by channel and outcome",
+            "Delivery outcomes by channel: what each attempt became, and rows withheld "
+            "at matching or before a send",
             ["channel", "outcome"],
             registry=r,
         )

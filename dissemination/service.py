@@ -33,7 +33,7 @@ from dissemination.api.controls import ControlEndpoints, add_control_routes
 from dissemination.api.directory import Admin, add_admin_routes, load_matcher
 from dissemination.api.guard import ConnectionGuard, GuardedRunner, guarding
 from dissemination.api.ingest import add_ingest_routes
-from dissemination.api.metrics import add_metrics_route, serve_metrics
+from dissemination.api.metrics import serve_metrics
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.tokens import TokenStore
 from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
@@ -321,7 +321,6 @@ class Service:
         add_ack_routes(app, AckEndpoints(signer, AckStore(database, self.metrics), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))
         add_control_routes(app, ControlEndpoints(database, dispatcher, self.clock))
-        add_metrics_route(app, self.metrics)
         guard = ConnectionGuard(
             settings.http.max_connections,
             settings.http.header_timeout_seconds,

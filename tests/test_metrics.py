@@ -48,6 +48,8 @@ pytestmark = pytest.mark.slow
 
 RECEIVERS = ("ok-a", "ok-b", "ok-c", "flaky")
 """Webhook receivers: three answer 200, one 503 once and then 200 (one retry)."""
+UNCLEARED = "ok-uncleared"
+"""A receiver whose stakeholder is cleared for TLP:CLEAR only: the GREEN alert is withheld."""
 
 
 def samples(text: str) -> list[Sample]:
@@ -99,9 +101,14 @@ async def fanned_out_fixture(custom_service: StartService, sinks: Sinks) -> FanO
         addresses.append(address)
         secrets.append(enrolled.secrets["webhook"])
         ids.append(enrolled.id)
+    uncleared = await enrol(
+        service, "Uncleared", {"webhook": sinks.hooks.base + UNCLEARED}, max_tlp="CLEAR"
+    )
+    addresses.append(sinks.hooks.base + UNCLEARED)
+    ids.append(uncleared.id)
     alert_id = await publish_alert(channel, settings, "METRICS-1")
-    rows = await settled(service, alert_id, len(RECEIVERS))
-    assert {row["state"] for row in rows} == {"sent"}
+    rows = await settled(service, alert_id, len(RECEIVERS) + 1)
+    assert sorted(row["state"] for row in rows) == ["sent"] * len(RECEIVERS) + ["withheld"]
     return FanOut(service, settings, channel, alert_id, addresses, secrets, ids)
 
 
@@ -119,6 +126,7 @@ async def test_a_fan_out_is_counted(fanned_out: FanOut) -> None:
     assert value(text, deliveries, channel="webhook", outcome="sent") == n
     assert value(text, deliveries, channel="webhook", outcome="retried") == 1
     assert value(text, deliveries, channel="webhook", outcome="failed") == 0
+    assert value(text, deliveries, channel="webhook", outcome="withheld") == 1
     assert value(text, deliveries, channel="email", outcome="sent") == 0
     assert value(text, "dissemination_send_seconds_count", channel="webhook") == n + 1
     assert value(text, "dissemination_send_seconds_sum", channel="webhook") > 0
@@ -133,7 +141,7 @@ async def test_a_fan_out_is_counted(fanned_out: FanOut) -> None:
     assert value(text, "dissemination_delivery_queue_messages", channel="webhook") == 0
     assert value(text, "dissemination_inbound_queue_messages") == 0
     assert value(text, "dissemination_dead_letter_queue_messages") == 0
-    assert value(text, "dissemination_record_entries") == n  # one release each
+    assert value(text, "dissemination_record_entries") == n + 1  # releases and the withholding
     assert value(text, "dissemination_gauges_refreshed_timestamp_seconds") > 0
 
 
@@ -149,6 +157,7 @@ async def test_the_output_names_no_one(fanned_out: FanOut) -> None:
         "127.0.0.1",
         *fanned_out.addresses,
         *RECEIVERS,
+        UNCLEARED,
         *fanned_out.secrets,
         *fanned_out.stakeholder_ids,
     ]

@@ -1,5 +1,6 @@
 """The HTTP application: health and readiness probes, bearer-token authentication, the
-OpenAPI document, and the live parts every API's handlers share (`Runtime`)."""
+OpenAPI document, the Prometheus metrics, and the live parts every API's handlers share
+(`Runtime`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aiohttp import web
 from core.errors import StoreUnavailable
 from dissemination.api.errors import ApiError, error_middleware
 from dissemination.api.guard import guard_middleware
+from dissemination.api.metrics import add_metrics_route
 from dissemination.api.tokens import Role, TokenInfo, TokenStore
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.intake.pipeline import AlertPipeline
@@ -101,4 +103,5 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/openapi.json", openapi)
+    add_metrics_route(app, runtime.processor.metrics)  # the pipeline's are the instance's
     return app

@@ -58,7 +58,7 @@ from dissemination.ledger.alerts import (
 from dissemination.metrics import Metrics
 from dissemination.settings import IntakeSettings
 from dissemination.store.groupcommit import GroupCommit
-from dissemination.store.rows import AlertState, held
+from dissemination.store.rows import AlertState, DeliveryState, held
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +140,9 @@ class AlertPipeline:
             self.metrics.alert_held(kind)
         if planned.state is AlertState.EXPIRED:
             self.metrics.alert_expired(kind)
+        for row in planned.rows:  # withheld at matching: the clearance does not admit it
+            if row.state is DeliveryState.WITHHELD:
+                self.metrics.delivered(row.channel, "withheld")
 
     async def _referenced_senders(self, alert: Alert, submitter: Submitter) -> list[str]:
         """The senders of the stored alerts an Update or Cancel refers to, when the
