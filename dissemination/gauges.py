@@ -4,6 +4,7 @@ stuck in `sending` per channel, and the dissemination record's length."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aio_pika
-from aio_pika.abc import AbstractQueue
+from aio_pika.abc import AbstractRobustChannel
 from prometheus_client import Gauge
 from sqlalchemy import func, select
 
@@ -28,28 +29,33 @@ QUEUE_TIMEOUT_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Queues:
-    """The queues whose depth this process reports (a delivery-only process has no intake)."""
+    """The names of the queues whose depth this process reports, delivery queues by channel
+    (a delivery-only process has no intake)."""
 
-    delivery: Mapping[str, AbstractQueue] = field(default_factory=dict)
-    inbound: AbstractQueue | None = None
-    dead_letter: AbstractQueue | None = None
+    delivery: Mapping[str, str] = field(default_factory=dict)
+    inbound: str | None = None
+    dead_letter: str | None = None
 
 
 class GaugeSampler:
     """Reads what the gauges show from the broker and the store (`refresh`, run by a
-    `PeriodicTask`). A queue that cannot be read keeps its last value, and the broker's
-    trouble is logged; a store outage ends this refresh (the task retries next time)."""
+    `PeriodicTask`). Queues are read by passive declares on an AMQP channel of the sampler's
+    own: a refresh cancelled mid-call (at shutdown) must not upset a channel that consumes. A
+    queue that cannot be read keeps its last value, and the broker's trouble is logged; a
+    store outage ends this refresh (the task retries next time)."""
 
     def __init__(
         self,
         metrics: Metrics,
         database: Database,
+        channel: AbstractRobustChannel,
         queues: Queues,
         stuck_after_seconds: float,
         clock: Clock,
     ) -> None:
         self.metrics = metrics
         self.database = database
+        self.channel = channel
         self.queues = queues
         self.stuck_after = timedelta(seconds=stuck_after_seconds)
         self.clock = clock
@@ -57,11 +63,11 @@ class GaugeSampler:
     async def refresh(self) -> None:
         metrics, queues = self.metrics, self.queues
         if queues.inbound is not None:
-            await _depth(metrics.inbound_queue, queues.inbound)
+            await self._depth(metrics.inbound_queue, queues.inbound)
         if queues.dead_letter is not None:
-            await _depth(metrics.dead_letter_queue, queues.dead_letter)
+            await self._depth(metrics.dead_letter_queue, queues.dead_letter)
         for channel, queue in queues.delivery.items():
-            await _depth(metrics.delivery_queue.labels(channel), queue)
+            await self._depth(metrics.delivery_queue.labels(channel), queue)
         await self._rows()
         seq, _ = await record.head(self.database)
         metrics.record_entries.set(seq)
@@ -96,11 +102,18 @@ class GaugeSampler:
             self.metrics.pending_rows.labels(channel).set(pending.get(channel, 0))
             self.metrics.stuck_rows.labels(channel).set(stuck.get(channel, 0))
 
-
-async def _depth(gauge: Gauge, queue: AbstractQueue) -> None:
-    try:
-        declared = await queue.declare(timeout=QUEUE_TIMEOUT_SECONDS)
-    except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as error:
-        log.warning("could not read the depth of queue %s: %r", queue.name, error)
-        return
-    gauge.set(declared.message_count or 0)
+    async def _depth(self, gauge: Gauge, name: str) -> None:
+        try:
+            # not robust: neither kept for redeclaring nor answered from a cache
+            queue = await self.channel.declare_queue(
+                name, passive=True, robust=False, timeout=QUEUE_TIMEOUT_SECONDS
+            )
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as err:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # aiormq reports an RPC cancelled mid-call as a channel error: the job is
+                # being stopped, and swallowing this would keep it running
+                raise asyncio.CancelledError from err
+            log.warning("could not read the depth of queue %s: %r", name, err)
+            return
+        gauge.set(queue.declaration_result.message_count or 0)

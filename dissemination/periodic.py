@@ -33,9 +33,14 @@ class PeriodicTask:
                 await self._task
 
     async def _run(self) -> None:
+        task = asyncio.current_task()
         while True:
             try:
                 await self.job()
             except (StoreUnavailable, PublishFailed) as error:
                 log.warning("%s failed, retrying in %.1f s: %s", self.name, self.seconds, error)
+            if task is not None and task.cancelling():
+                # a library swallowed the stop's cancellation mid-call (aiormq does, in an
+                # RPC): stop all the same, or `stop` waits for ever
+                raise asyncio.CancelledError
             await asyncio.sleep(self.seconds)

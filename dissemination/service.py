@@ -148,7 +148,7 @@ class Service:
         if front is not None:
             await self._start_consuming(front.consumer)
             self._start_jobs(front)
-        await self._start_metrics(database, workers, front)
+        await self._start_metrics(database, broker, workers, front)
         self._parts = Parts(database, broker, workers, front)
         log.info(
             "service started: delivering %s%s",
@@ -397,19 +397,24 @@ class Service:
             self._undo.push_async_callback(job.stop)
 
     async def _start_metrics(
-        self, database: Database, workers: tuple[DeliveryWorker, ...], front: Front | None
+        self,
+        database: Database,
+        connection: AbstractRobustConnection,
+        workers: tuple[DeliveryWorker, ...],
+        front: Front | None,
     ) -> None:
         """The job that refreshes the gauges a scrape must not wait for, and the metrics
         listener of its own when `[metrics] port` is set."""
         settings = self.settings
-        topology = front.consumer.topology if front is not None else None
+        broker = settings.broker
         queues = Queues(
-            {worker.channel: worker.queue for worker in workers},
-            topology.inbound if topology is not None else None,
-            topology.dead_queue if topology is not None else None,
+            {worker.channel: worker.queue.name for worker in workers},
+            broker.inbound_queue if front is not None else None,
+            broker.dead_letter_queue if front is not None else None,
         )
+        amqp = await connection.channel()
         self.gauges = GaugeSampler(
-            self.metrics, database, queues, settings.broker.stuck_after_seconds, self.clock
+            self.metrics, database, amqp, queues, broker.stuck_after_seconds, self.clock
         )
         job = PeriodicTask("metrics-gauges", self.gauges.refresh, settings.metrics.refresh_seconds)
         job.start()

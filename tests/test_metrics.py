@@ -7,6 +7,8 @@ exports."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -28,6 +30,7 @@ from core.errors import RejectedInput
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.ledger.alerts import Payload
 from dissemination.metrics import Metrics
+from dissemination.periodic import PeriodicTask
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from testbed.alerts import cap_json
@@ -291,6 +294,35 @@ async def test_the_metrics_port_closes_with_the_service(
         await worker.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
         await scrape(f"http://127.0.0.1:{port}/metrics")
+
+
+async def test_a_service_stopped_while_reading_its_gauges_stops_promptly(
+    settings: Settings,
+) -> None:
+    """The first refresh runs as the service starts; stopping then cancels it mid-call. Its
+    AMQP calls are on a channel of its own, so the consumers' channels still answer."""
+    for _ in range(3):
+        service = Service(settings)
+        await service.start()
+        await asyncio.wait_for(service.stop(), timeout=20)
+
+
+async def test_a_periodic_job_that_swallows_its_cancellation_still_stops() -> None:
+    """aiormq turns an RPC cancelled mid-call into a channel error, which a job may catch:
+    the gauge refresh did, and `stop` then waited for ever."""
+    started = asyncio.Event()
+
+    async def swallowing() -> None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+
+    job = PeriodicTask("swallowing", swallowing, 10)
+    job.start()
+    await started.wait()
+    stopping = asyncio.create_task(job.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert stopping in done, "the job did not stop"
 
 
 def test_two_instances_count_apart() -> None:
