@@ -34,9 +34,14 @@ class PeriodicTask:
                 await self._task
 
     async def _run(self) -> None:
+        task = asyncio.current_task()
         while True:
             try:
                 await self.job()
             except (StoreUnavailable, PublishFailed) as error:
                 log.warning("job_failed", job=self.name, retry_in=self.seconds, reason=str(error))
+            if task is not None and task.cancelling():
+                # a library swallowed the stop's cancellation mid-call (aiormq does, in an
+                # RPC): stop all the same, or `stop` waits for ever
+                raise asyncio.CancelledError
             await asyncio.sleep(self.seconds)

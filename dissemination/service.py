@@ -37,6 +37,7 @@ from dissemination.api.directory import Admin, add_admin_routes, load_matcher
 from dissemination.api.guard import ConnectionGuard, GuardedRunner, guarding
 from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.lists import add_list_routes
+from dissemination.api.metrics import serve_metrics
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
 from dissemination.api.sends import SendEndpoints, add_send_routes
 from dissemination.api.session import add_session_routes
@@ -62,6 +63,7 @@ from dissemination.delivery.worker import DeliveryWorker
 from dissemination.directory.store import Directory
 from dissemination.directory.sync import DirectoryFollower
 from dissemination.errors import SchemaOutOfDate
+from dissemination.gauges import GaugeSampler, Queues
 from dissemination.intake.consumer import IntakeConsumer
 from dissemination.intake.pipeline import AlertPipeline
 from dissemination.intake.release import SendReleaser
@@ -69,6 +71,7 @@ from dissemination.ledger.alerts import Ledger
 from dissemination.ledger.planning import Planner
 from dissemination.ledger.progress import ProgressStore
 from dissemination.ledger.sends import Sends
+from dissemination.metrics import Metrics
 from dissemination.periodic import PeriodicTask
 from dissemination.retrying import Backoff
 from dissemination.settings import Settings
@@ -117,6 +120,9 @@ class Service:
         self.clock = clock
         self.only = only
         self._parts: Parts | None = None
+        self.metrics = Metrics(only if only is not None else settings.delivery.channels)
+        """This instance's metrics, in a registry of its own."""
+        self.gauges: GaugeSampler | None = None
         self.record_key: RecordKey | None = None
         """The dissemination record's key, once `start` has read it."""
         self.scheduled: ScheduledControls | None = None
@@ -155,6 +161,7 @@ class Service:
         if front is not None:
             await self._start_consuming(front.consumer)
             self._start_jobs(front, database)
+        await self._start_metrics(database, broker, workers, front)
         self._parts = Parts(database, broker, workers, front)
         for name in channels:
             log.info("channel_transport", channel=name, transport=describe_channel(name, settings))
@@ -271,7 +278,7 @@ class Service:
         follower = await self._follow_directory(directory)
         lifetime = timedelta(hours=settings.ack.default_lifetime_hours)
         ledger = Ledger(database, Planner(follower.matcher), AckIssuer(lifetime), self.record_key)
-        pipeline = AlertPipeline(ledger, settings.intake, self.clock, approval)
+        pipeline = AlertPipeline(ledger, settings.intake, self.clock, approval, self.metrics)
         consumer = await self._consumer(broker, pipeline, dispatcher)
         publisher = await AlertPublisher.open(broker, settings.broker)
         runtime = Runtime(
@@ -291,7 +298,7 @@ class Service:
         )
         releaser = SendReleaser(Sends(database), publisher, settings.broker.username, self.clock)
         http = await self._serve_http(runtime, admin, database, dispatcher, signer, releaser)
-        escalator = EscalationEngine(database, dispatcher, self.clock)
+        escalator = EscalationEngine(database, dispatcher, self.clock, self.metrics)
         cap_acks = await self._cap_acks(database, broker)
         return Front(consumer, http, escalator, cap_acks, releaser)
 
@@ -344,8 +351,8 @@ class Service:
         add_list_routes(app)
         sends = SendEndpoints(releaser.sends, releaser, self.clock, settings.sends.max_audience)
         add_send_routes(app, sends)
-        add_twilio_hooks(app, TwilioHooks(database, settings, self.clock))
-        add_ack_routes(app, AckEndpoints(signer, AckStore(database), self.clock))
+        add_twilio_hooks(app, TwilioHooks(database, settings, self.clock, self.metrics))
+        add_ack_routes(app, AckEndpoints(signer, AckStore(database, self.metrics), self.clock))
         add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))
         add_control_routes(app, ControlEndpoints(database, dispatcher, self.clock))
         signin = SignIn(database, settings.accounts, self.clock)
@@ -407,6 +414,7 @@ class Service:
             concurrency=delivery.concurrency,
             per_host_concurrency=delivery.per_host_concurrency,
             stuck_after_seconds=settings.broker.stuck_after_seconds,
+            metrics=self.metrics,
         )
 
     async def _start_worker(self, worker: DeliveryWorker) -> None:
@@ -423,7 +431,9 @@ class Service:
         """The periodic jobs: escalation steps and CAP Acks; retention and record anchoring
         unless their interval is 0."""
         poll = self.settings.escalation.poll_seconds
-        self.scheduled = ScheduledControls(database, self.settings, self.record_key, self.clock)
+        self.scheduled = ScheduledControls(
+            database, self.settings, self.record_key, self.clock, self.metrics
+        )
         for job in (
             PeriodicTask("escalation", front.escalator.run_due, poll),
             PeriodicTask("cap-acks", front.cap_acks.run_due, poll),
@@ -432,6 +442,34 @@ class Service:
         ):
             job.start()
             self._undo.push_async_callback(job.stop)
+
+    async def _start_metrics(
+        self,
+        database: Database,
+        connection: AbstractRobustConnection,
+        workers: tuple[DeliveryWorker, ...],
+        front: Front | None,
+    ) -> None:
+        """The job that refreshes the gauges a scrape must not wait for, and the metrics
+        listener of its own when `[metrics] port` is set."""
+        settings = self.settings
+        broker = settings.broker
+        queues = Queues(
+            {worker.channel: worker.queue.name for worker in workers},
+            broker.inbound_queue if front is not None else None,
+            broker.dead_letter_queue if front is not None else None,
+        )
+        amqp = await connection.channel()
+        self.gauges = GaugeSampler(
+            self.metrics, database, amqp, queues, broker.stuck_after_seconds, self.clock
+        )
+        job = PeriodicTask("metrics-gauges", self.gauges.refresh, settings.metrics.refresh_seconds)
+        job.start()
+        self._undo.push_async_callback(job.stop)
+        port = settings.metrics.port
+        if port:
+            listener = await serve_metrics(self.metrics, settings.metrics.host, port)
+            self._undo.push_async_callback(listener.cleanup)
 
 
 def _host_port(address: tuple[str, int] | tuple[str, int, int, int]) -> str:

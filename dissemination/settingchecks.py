@@ -142,6 +142,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "intake.default_tlp": _tlp,
     "intake.public_scope_tlp": _tlp,
     "http.port": _port,
+    "metrics.port": _port,
+    "metrics.refresh_seconds": _positive,
     "http.public_url": _url("http", "https"),
     "http.max_body_bytes": _positive,
     "http.max_connections": _positive,

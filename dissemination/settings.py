@@ -256,6 +256,17 @@ class AccountsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Prometheus metrics: a listener of their own on `port` (0: none; a full service also
+    serves them at /metrics on its HTTP port), and how often the gauges that need the store
+    or the broker are refreshed."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    refresh_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -276,6 +287,7 @@ class Settings:
     record: RecordSettings = field(default_factory=RecordSettings)
     sends: SendSettings = field(default_factory=SendSettings)
     accounts: AccountsSettings = field(default_factory=AccountsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     base_dir: Path = field(default_factory=Path.cwd)
     """What a relative `service.data_dir` is relative to (see `settings_base_dir`)."""
 
@@ -391,6 +403,7 @@ SECTIONS: dict[str, type[Any]] = {
     "record": RecordSettings,
     "sends": SendSettings,
     "accounts": AccountsSettings,
+    "metrics": MetricsSettings,
 }
 
 

@@ -250,6 +250,9 @@ async def test_each_step_fires_at_its_delay_and_not_before(clocked: Clocked, sin
     assert (await escalation_of(run, alert_id))["state"] == "done"
     run.clock.advance(86400)
     assert await run.engine.run_due() == 0
+    registry, name = run.service.metrics.registry, "dissemination_escalation_steps_total"
+    for action in ("resend", "next_channel", "notify"):
+        assert registry.get_sample_value(name, {"action": action}) == 1, action
 
 
 async def test_supervisors_notices_by_webhook_carry_the_alert_only_when_cleared(

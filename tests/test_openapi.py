@@ -254,7 +254,7 @@ def test_operations_declare_security_and_their_error_answers() -> None:
     assert document["security"] == [{"bearerAuth": []}]
     scheme = document["components"]["securitySchemes"]["bearerAuth"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
-    public = {"/healthz", "/readyz", "/api/v1/openapi.json"}
+    public = {"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"}
     signed = {"/hooks/twilio/status", "/hooks/twilio/sms"}
     by_ack_token = {"/ack/{token}", "/api/v1/acks"}
     operation_ids = set()

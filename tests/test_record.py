@@ -25,6 +25,7 @@ from dissemination.api.tokens import Role, TokenStore
 from dissemination.controls import record
 from dissemination.controls.jobs import RecordAnchoring, anchor_path
 from dissemination.controls.recordkey import record_key
+from dissemination.metrics import Metrics
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
@@ -293,9 +294,13 @@ async def test_scheduled_anchoring_verifies_what_is_new_and_appends_the_head(
     key = record_key(settings)
     database = Database.from_settings(settings.store, settings.data_path)
     clock = FakeClock(datetime.now(UTC))
-    job = RecordAnchoring(database, settings, key, clock)
+    metrics = Metrics()
+    job = RecordAnchoring(database, settings, key, clock, metrics)
     path = anchor_path(settings)
     assert path == settings.data_path / "record-anchors.log"
+
+    def sample(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name)
 
     async def append(*numbers: int) -> None:
         async with database.transaction() as conn:
@@ -316,6 +321,10 @@ async def test_scheduled_anchoring_verifies_what_is_new_and_appends_the_head(
             clock.now,
         )
         assert job.status is status
+        assert sample("dissemination_record_verified_seq") == 2
+        assert sample("dissemination_record_last_verified_timestamp_seconds") == (
+            clock.now.timestamp()
+        )
         [line] = path.read_text().splitlines()
         anchor = line.split(" ")[0]
         assert anchor == "{}:{}".format(*await record.head(database))
@@ -356,6 +365,8 @@ async def test_scheduled_anchoring_verifies_what_is_new_and_appends_the_head(
             status = await job.run()
         assert status is not None
         assert (status.ok, status.failed_seq, status.problem) == (False, 4, "entry 4 was altered")
+        assert sample("dissemination_record_verification_failures_total") == 1
+        assert sample("dissemination_record_verified_seq") == 3  # the last good verification
         assert (status.last_verified_seq, status.last_verified_at) == (
             3,
             clock.now - timedelta(hours=1),

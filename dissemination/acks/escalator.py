@@ -24,6 +24,7 @@ from core.clock import Clock
 from dissemination.acks.escalation import EscalationState, end_escalations, step_row_id
 from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.directory.store import STAKEHOLDER, first_active_contact, record_of
+from dissemination.metrics import Metrics
 from dissemination.store.database import Database
 from dissemination.store.rows import (
     ALERT_ORIGINS,
@@ -60,10 +61,12 @@ class EscalationEngine:
         database: Database,
         dispatcher: DeliveryDispatcher,
         clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
         self.database = database
         self.dispatcher = dispatcher
         self.clock = clock
+        self.metrics = metrics or Metrics()
 
     async def run_due(self) -> int:
         """Fire every step due by now, a batch per transaction; returns how many steps this
@@ -121,6 +124,7 @@ class EscalationEngine:
                 fired.append((row, len(planned)))
             await insert_planned(conn, self.database, values)
         for row, count in fired:
+            self.metrics.escalation_step(row["steps"][row["next_step"]]["action"])
             log.info(
                 "escalation_step_fired",
                 step=row["next_step"] + 1,

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.acks.escalation import EscalationState, end_escalations
 from dissemination.acks.tokens import new_token_id
+from dissemination.metrics import Metrics
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.rows import OWING_STATES, DeliveryState, suppress_escalation_sends
@@ -126,8 +127,9 @@ class AckIssuer:
 class AckStore:
     """Finds what a token or an SMS reply acknowledges, and records acknowledgments."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, metrics: Metrics | None = None) -> None:
         self.database = database
+        self.metrics = metrics or Metrics()
 
     async def by_token(self, token_id: str) -> dict[str, Any] | None:
         """The `acks` row a token names, with its alert's headline, marks and document."""
@@ -248,6 +250,7 @@ class AckStore:
         new = recorded.rowcount == 1
         if new:
             await self._stop_escalation(conn, alert_id, stakeholder_id, now)
+            self.metrics.acknowledged(channel.value)
         if new and on_behalf is not None:
             await write_audit(
                 conn,

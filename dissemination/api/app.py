@@ -1,6 +1,6 @@
 """The HTTP application: health and readiness probes, authentication (a bearer token or a
-staff session cookie, with CSRF checks for the cookie), the OpenAPI document, and the live
-parts every API's handlers share (`Runtime`)."""
+staff session cookie, with CSRF checks for the cookie), the OpenAPI document, the Prometheus
+metrics, and the live parts every API's handlers share (`Runtime`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dissemination.accounts.signin import SignIn
 from dissemination.accounts.store import AccountStore
 from dissemination.api.errors import ApiError, error_middleware
 from dissemination.api.guard import guard_middleware
+from dissemination.api.metrics import add_metrics_route
 from dissemination.api.principal import Principal, session_principal, token_principal
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.broker.publisher import AlertPublisher
@@ -185,4 +186,5 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/openapi.json", openapi)
+    add_metrics_route(app, runtime.processor.metrics)  # the pipeline's are the instance's
     return app

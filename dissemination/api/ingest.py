@@ -43,6 +43,7 @@ async def ingest_alert(request: web.Request) -> web.Response:
     try:
         alerts = runtime.processor.parse(payload)
     except RejectedInput as rejected:
+        runtime.processor.metrics.alert_rejected("http", rejected.reason)
         raise ApiError.from_rejection(rejected) from None
     acting_for = await check_authority(request, runtime, token, alerts)
     if runtime.publisher is None or not broker_ready(runtime):

@@ -47,6 +47,7 @@ from dissemination.acks.tracking import AckChannel, AckStore
 from dissemination.api.errors import ApiError
 from dissemination.api.requests import form_fields
 from dissemination.delivery.configure import STATUS_HOOK
+from dissemination.metrics import Metrics
 from dissemination.settings import Settings
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
@@ -67,9 +68,11 @@ INBOUND_MEMORY = timedelta(days=7)
 class TwilioHooks:
     """The handlers, with what they need: the ledger, the auth token, the public URL."""
 
-    def __init__(self, database: Database, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, clock: Clock, metrics: Metrics | None = None
+    ) -> None:
         self.database = database
-        self.acks = AckStore(database)
+        self.acks = AckStore(database, metrics)
         self.auth_token = settings.sms.auth_token if settings.sms.account_sid else None
         self.public_url = settings.http.public_url.rstrip("/")
         self.sender_name = settings.email.from_address

@@ -17,6 +17,7 @@ from dissemination.controls import record
 from dissemination.controls.anchors import AnchorFileError, append_anchor, last_anchor
 from dissemination.controls.recordkey import RecordKey
 from dissemination.controls.retention import PurgeReport, run_retention
+from dissemination.metrics import Metrics
 from dissemination.periodic import PeriodicTask
 from dissemination.settings import Settings
 from dissemination.store.audit import Actor, write_audit
@@ -78,10 +79,16 @@ class RecordAnchoring:
     name = "record-anchoring"
 
     def __init__(
-        self, database: Database, settings: Settings, key: RecordKey | None, clock: Clock
+        self,
+        database: Database,
+        settings: Settings,
+        key: RecordKey | None,
+        clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
         self.database = database
         self.key = key
+        self.metrics = metrics or Metrics()
         self.unkeyed_entries = settings.record.unkeyed_entries
         self.interval = timedelta(minutes=settings.record.anchor_interval_minutes)
         self.path = anchor_path(settings)
@@ -95,6 +102,12 @@ class RecordAnchoring:
             if not mine:
                 return None
             self.status = await self._verify_and_anchor(now)
+        if self.status.ok and self.status.last_verified_at is not None:
+            self.metrics.record_verified(
+                self.status.last_verified_seq, self.status.last_verified_at
+            )
+        elif not self.status.ok:
+            self.metrics.record_verification_failed()
         return self.status
 
     async def _verify_and_anchor(self, now: datetime) -> RecordVerification:
@@ -156,10 +169,15 @@ class ScheduledControls:
     for a job whose interval is 0 (disabled)."""
 
     def __init__(
-        self, database: Database, settings: Settings, key: RecordKey | None, clock: Clock
+        self,
+        database: Database,
+        settings: Settings,
+        key: RecordKey | None,
+        clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
         self.retention = RetentionJob(database, settings, clock)
-        self.anchoring = RecordAnchoring(database, settings, key, clock)
+        self.anchoring = RecordAnchoring(database, settings, key, clock, metrics)
 
     def tasks(self) -> list[PeriodicTask]:
         return [

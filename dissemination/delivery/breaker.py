@@ -56,6 +56,10 @@ class CircuitBreakers:
         if circuit.opened_at is not None or circuit.failures >= self.threshold:
             circuit.opened_at = now
 
+    def open_hosts(self) -> int:
+        """How many hosts' circuits are open (or half-open) now."""
+        return sum(1 for circuit in self._circuits.values() if circuit.opened_at is not None)
+
     def is_open(self, host: str) -> bool:
         circuit = self._circuits.get(host)
         return circuit is not None and circuit.opened_at is not None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.alert import MsgType
@@ -100,9 +100,11 @@ class Settlement:
 
 @dataclass(slots=True)
 class SettleResult:
-    """Rows created by fallback, by channel, to be published as tasks."""
+    """Rows created by fallback, by channel, to be published as tasks; and, for each alert
+    whose first delivery this settlement sent, the seconds from its receipt to now."""
 
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    first_deliveries: list[float] = field(default_factory=list)
 
 
 def record_entries(settlements: Sequence[Settlement]) -> list[Entry]:
@@ -132,6 +134,23 @@ def record_entries(settlements: Sequence[Settlement]) -> list[Entry]:
             )
         )
     return entries
+
+
+async def first_deliveries(
+    conn: AsyncConnection, alert_ids: Collection[str], now: datetime
+) -> list[float]:
+    """Mark `now` as the first delivery of those of `alert_ids` that had none (a conditional
+    update: of concurrent settlements, one marks each alert); the seconds from each marked
+    alert's receipt."""
+    if not alert_ids:
+        return []
+    marked = await conn.execute(
+        update(alerts)
+        .where(alerts.c.id.in_(sorted(alert_ids)), alerts.c.first_delivered_at.is_(None))
+        .values(first_delivered_at=now)
+        .returning(alerts.c.received_at)
+    )
+    return [(now - received_at).total_seconds() for (received_at,) in marked]
 
 
 class DeliveryStore:
@@ -233,6 +252,9 @@ class DeliveryStore:
                     and s.row.origin != RowOrigin.NOTICE
                 ],
                 now,
+            )
+            result.first_deliveries = await first_deliveries(
+                conn, {s.row.alert_id for s in settlements if s.state is DeliveryState.SENT}, now
             )
             await append_records(conn, record_entries(settlements), now, self.record_key)
             retrying = [s.row.id for s in settlements if s.state is DeliveryState.PENDING]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -36,6 +37,7 @@ from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore, Settlement, SettleResult
 from dissemination.delivery.messages import MessageBuilder
 from dissemination.errors import PublishFailed
+from dissemination.metrics import Metrics
 from dissemination.retrying import RetrySchedule
 from dissemination.store.rows import ClaimedRow, DeliveryState
 
@@ -66,6 +68,7 @@ class DeliveryWorker:
         concurrency: int = 128,
         per_host_concurrency: int = 32,
         stuck_after_seconds: float = 300.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.delivery_channel = channel
         self.builder = builder
@@ -76,6 +79,8 @@ class DeliveryWorker:
         self.schedule = schedule
         self.breakers = breakers
         self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_breakers(self.channel, breakers.open_hosts)
         self.stuck_after_seconds = stuck_after_seconds
         self.concurrency = concurrency
         self.slots = asyncio.Semaphore(concurrency)
@@ -130,6 +135,7 @@ class DeliveryWorker:
         ids = await self.store.resend_stuck(self.channel, older_than, now, set(self._in_flight))
         if ids:
             log.warning("stuck_rows_resent", channel=self.channel, count=len(ids))
+            self.metrics.delivered(self.channel, "resent", len(ids))
         declared = await self.queue.declare()
         if not declared.message_count:
             resent = set(ids)
@@ -188,6 +194,7 @@ class DeliveryWorker:
                 await self._delay(claim.held)
                 if claim.expired:
                     outcomes[DeliveryState.SUPPRESSED.value] += claim.expired
+                    self.metrics.delivered(self.channel, "expired", claim.expired)
                     log.info("expired_rows_suppressed", channel=self.channel, count=claim.expired)
                 self._unsettled += len(claim.rows)
                 new_ids = {row.id for row in claim.rows}
@@ -233,6 +240,7 @@ class DeliveryWorker:
             async with self._room:
                 self._unsettled -= len(settlements)
                 self._room.notify_all()
+        self._count(settlements, settled)
         await self._delay(
             [
                 (s.row.id, s.not_before)
@@ -242,6 +250,12 @@ class DeliveryWorker:
         )
         if settled.fallbacks:
             await self.dispatcher.dispatch(settled.fallbacks)
+
+    def _count(self, settlements: list[Settlement], settled: SettleResult) -> None:
+        for settlement in settlements:
+            self.metrics.delivered(self.channel, outcome_label(settlement))
+        for seconds in settled.first_deliveries:
+            self.metrics.first_delivery(self.channel, seconds)
 
     async def _settle_with_retries(self, settlements: list[Settlement]) -> SettleResult:
         """The outcomes are known here and nowhere else: a busy or briefly unavailable store
@@ -296,11 +310,13 @@ class DeliveryWorker:
             )
         host_slots = self._host_slots.setdefault(host, asyncio.Semaphore(self.per_host_concurrency))
         async with host_slots, self.slots:  # wait for the host first: hold no shared slot
+            started = time.perf_counter()
             try:
                 result = await self.delivery_channel.send(message)
             except Exception as error:  # a bug in a channel must not strand the row in sending
                 log.exception("send_raised")
                 result = SendResult(Outcome.TRANSIENT, f"internal error: {type(error).__name__}")
+            self.metrics.sent_in(self.channel, time.perf_counter() - started)
         now = self.clock()
         self.breakers.record(host, failed=result.outcome is Outcome.TRANSIENT, now=now)
         return self._settlement(row, result, now)
@@ -363,3 +379,10 @@ def _log_settled(settlements: Sequence[Settlement]) -> None:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
+
+
+def outcome_label(settlement: Settlement) -> str:
+    """What an attempt became, as the deliveries metric counts it."""
+    if settlement.state is DeliveryState.PENDING:
+        return "deferred" if settlement.uncount_attempt else "retried"
+    return settlement.state.value

@@ -73,6 +73,17 @@ def send_of(message: AbstractIncomingMessage, own_user: str | None) -> str | Non
     return send_id if isinstance(send_id, str) and send_id else None
 
 
+def source_of(message: AbstractIncomingMessage, own_user: str | None) -> str:
+    """The way a message came, as a metrics label: HTTP ingest (the service's own user naming
+    a token), the CLI (the service's own user, no token), another broker user, or unknown."""
+    user_id = message.user_id
+    if not user_id:
+        return "unknown"
+    if own_user is not None and user_id == own_user:
+        return "http" if message.headers.get(SUBMITTED_BY_HEADER) else "cli"
+    return "amqp"
+
+
 class IntakeConsumer:
     """Consumes `alerts.inbound` with bounded concurrency and settles each message once."""
 
@@ -124,7 +135,8 @@ class IntakeConsumer:
         try:
             submitter = submitter_of(message, self.own_user, self.grants)
             send_id = send_of(message, self.own_user)
-            result = await self.processor.process(payload, submitter, send_id)
+            source = source_of(message, self.own_user)
+            result = await self.processor.process(payload, submitter, send_id, source)
         except RejectedInput as rejected:
             await self._dead_letter(message, payload, rejected)
             return
@@ -165,6 +177,7 @@ class IntakeConsumer:
             await self._requeue_later(message, f"dead-letter publish failed: {error!r}")
             return
         await self._safely(message.ack())
+        self.processor.metrics.alert_rejected(source_of(message, self.own_user), rejected.reason)
         self.processed += 1
 
     async def _record_rejection(

@@ -59,9 +59,10 @@ from dissemination.ledger.alerts import (
     RecordOutcome,
 )
 from dissemination.ledger.sends import Sends
+from dissemination.metrics import Metrics
 from dissemination.settings import IntakeSettings
 from dissemination.store.groupcommit import GroupCommit
-from dissemination.store.rows import AlertState, held
+from dissemination.store.rows import AlertState, DeliveryState, held
 from subscriptions.audience import Audience
 
 
@@ -94,11 +95,13 @@ class AlertPipeline:
         settings: IntakeSettings,
         clock: Clock = utc_now,
         approval: ApprovalPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.ledger = ledger
         self.sends = Sends(ledger.database)
         self.clock = clock
         self.approval = approval
+        self.metrics = metrics or Metrics()
         self.writer: GroupCommit[AlertMessage, list[Recorded]] = GroupCommit(self.record_messages)
         self.limits = DecodeLimits(settings.max_body_bytes, settings.max_json_depth)
         self.defaults = HandlingDefaults(
@@ -110,11 +113,16 @@ class AlertPipeline:
         return decode_alerts(payload.body, payload.content_type, self.limits, self.defaults)
 
     async def process(
-        self, payload: Payload, submitter: Submitter = SERVICE, send_id: str | None = None
+        self,
+        payload: Payload,
+        submitter: Submitter = SERVICE,
+        send_id: str | None = None,
+        source: str = "amqp",
     ) -> IntakeResult:
         """Store the payload's alerts and plan their deliveries; `submitter` is who published
         it, as far as the broker vouches (see `submitter_of`); `send_id` names the ad-hoc send
-        it was released by, whose audience it is planned for."""
+        it was released by, whose audience it is planned for; `source` is the way it came (a
+        metrics label)."""
         alerts = self.parse(payload)  # decode, validate, normalize
         # The message's task (the consumer's, one per message) names its alerts from here on.
         structlog.contextvars.bind_contextvars(alert_id=",".join(alert.id for alert in alerts))
@@ -132,11 +140,26 @@ class AlertPipeline:
         recorded = await self.writer.submit(message)  # the transaction: see _record
         await failpoint("after_store")
         result = IntakeResult()
+        for each, outcome in zip(planned, recorded, strict=True):
+            self._count(source, each, outcome.outcome)
         for alert, outcome in zip(alerts, recorded, strict=True):
             result.outcomes[alert.id] = outcome.outcome
             for channel, ids in outcome.pending.items():
                 result.pending.setdefault(channel, []).extend(ids)
         return result
+
+    def _count(self, source: str, planned: PlannedAlert, outcome: RecordOutcome) -> None:
+        kind = planned.alert.kind.value
+        self.metrics.alert_received(source, kind, outcome.value)
+        if outcome is not RecordOutcome.STORED:
+            return
+        if planned.hold_rule is not None:
+            self.metrics.alert_held(kind)
+        if planned.state is AlertState.EXPIRED:
+            self.metrics.alert_expired(kind)
+        for row in planned.rows:  # withheld at matching: the clearance does not admit it
+            if row.state is DeliveryState.WITHHELD:
+                self.metrics.delivered(row.channel, "withheld")
 
     async def _referenced_senders(self, alert: Alert, submitter: Submitter) -> list[str]:
         """The senders of the stored alerts an Update or Cancel refers to, when the

@@ -84,6 +84,7 @@ alerts = Table(
     Column("revalidated_at", UtcDateTime),
     Column("purged_at", UtcDateTime),
     Column("handling_conflict", JSON),
+    Column("first_delivered_at", UtcDateTime),
     UniqueConstraint("sender", "identifier", "sent", name="uq_alerts_key"),
 )
 
