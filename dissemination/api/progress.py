@@ -188,7 +188,8 @@ class ProgressEndpoints:
             until=_moment("until", request.query.get("until")),
             alert_id=alert_id,
         )
-        refused = await reader.refusals(self.store, {e["alert_id"] for e in entries})
+        about = {e["alert_id"] for e in entries} | ({alert_id} if alert_id else set())
+        refused = await reader.refusals(self.store, about)
         if alert_id is not None and alert_id in refused:
             raise above_clearance("the alert's dissemination record", refused[alert_id])
         shown = [e for e in entries if e["alert_id"] not in refused]
