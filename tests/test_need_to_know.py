@@ -184,7 +184,8 @@ async def check_alert_endpoints(reader: Reader, item: Seeded, allowed: bool) -> 
             "caveat_not_held",
             "les_requires_law_enforcement",
         }
-        assert report["counts"]["targeted"] == 1 and report["handling"]["tlp"] == item.tlp
+        assert report["counts"]["targeted"] == 1
+        assert report["handling"]["tlp"] == item.tlp
         assert not leaked(text, item), cell
     for path, method, body in (
         (f"/api/v1/alerts/{alert}/deliveries", "GET", None),
@@ -258,7 +259,8 @@ async def check_listings(reader: Reader, cleared: str, items: list[Seeded]) -> N
     sends = json.loads(bodies["/api/v1/sends?limit=100"])["items"]
     by_send = {s["id"]: s for s in sends}
     for item in forbidden:
-        assert "headline" not in by_send[item.send_id] and by_send[item.send_id]["withheld"]
+        assert "headline" not in by_send[item.send_id]
+        assert by_send[item.send_id]["withheld"]
     for item in allowed:
         assert by_send[item.send_id]["audience"]["stakeholders"]
     held = json.loads(bodies["/api/v1/approvals?limit=100"])["items"]
@@ -272,7 +274,8 @@ async def test_every_clearance_reads_only_what_it_admits(
     custom_service: StartService, sinks: Sinks
 ) -> None:
     service, _settings, _channel = await custom_service()
-    assert service.http is not None and service.database is not None
+    assert service.http is not None
+    assert service.database is not None
     host, port = service.http.addresses[0][:2]
     base = f"http://{host}:{port}"
     async with aiohttp.ClientSession() as http:
@@ -299,7 +302,8 @@ async def test_a_green_stream_never_carries_an_amber_alert(
     custom_service: StartService, sinks: Sinks
 ) -> None:
     service, _settings, _channel = await custom_service()
-    assert service.http is not None and service.database is not None
+    assert service.http is not None
+    assert service.database is not None
     host, port = service.http.addresses[0][:2]
     base = f"http://{host}:{port}"
     async with aiohttp.ClientSession() as http:
