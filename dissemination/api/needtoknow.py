@@ -109,12 +109,6 @@ class NeedToKnow:
             if alert_id in found and self.refusal(found[alert_id]) is None
         ]
 
-    async def require(self, store: ProgressStore, alert_id: str, what: str) -> None:
-        """403 `above_clearance` unless the reader may read the alert."""
-        reason = (await self.refusals(store, [alert_id])).get(alert_id)
-        if reason is not None:
-            raise above_clearance(what, reason)
-
 
 def listing_withheld(count: int) -> dict[str, Any] | None:
     """A listing's `withheld` field: how many of its items were left out or redacted."""
