@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from core.alert import Handling, Tlp
-from subscriptions.model import Channel, Stakeholder, StakeholderKind
+from subscriptions.model import Channel, Clearance, Stakeholder, StakeholderKind
 
 LES = "LES"
 """Law Enforcement Sensitive."""
@@ -51,11 +51,30 @@ def withheld_reason(
     above = _TLP_RANK[handling.tlp] > _TLP_RANK[clearance.max_tlp]
     if not above and not handling.caveats and handling.tlp != Tlp.RED:
         return None  # the common case, decided without building any set
-    if above:
+    refused = entitlement_reason(handling, clearance)
+    if refused is not None:
+        return refused
+    if handling.tlp == Tlp.RED and stakeholder.kind != StakeholderKind.INDIVIDUAL:
+        return WithheldReason(
+            WithheldCode.RED_REQUIRES_NAMED_INDIVIDUAL,
+            f"TLP:RED goes only to named individuals, not to a {stakeholder.kind.value}",
+        )
+    if handling.tlp == Tlp.RED and channel == Channel.WEBHOOK:
+        return WithheldReason(WithheldCode.RED_NOT_BY_WEBHOOK, "TLP:RED is never sent by webhook")
+    return None
+
+
+def entitlement_reason(handling: Handling, clearance: Clearance) -> WithheldReason | None:
+    """Checks 1-3 alone: why a holder of `clearance` may not have the alert at all, or None.
+    The whole rule for a named person reading it (a staff account through the API), where
+    no recipient form or channel is involved."""
+    if _TLP_RANK[handling.tlp] > _TLP_RANK[clearance.max_tlp]:
         return WithheldReason(
             WithheldCode.TLP_ABOVE_CLEARANCE,
             f"TLP:{handling.tlp.value} is above the clearance TLP:{clearance.max_tlp.value}",
         )
+    if not handling.caveats:
+        return None
     caveats = {c.upper() for c in handling.caveats}
     missing = sorted(caveats - {c.upper() for c in clearance.caveats})
     if missing:
@@ -67,11 +86,4 @@ def withheld_reason(
             WithheldCode.LES_REQUIRES_LAW_ENFORCEMENT,
             "LES goes only to law-enforcement stakeholders",
         )
-    if handling.tlp == Tlp.RED and stakeholder.kind != StakeholderKind.INDIVIDUAL:
-        return WithheldReason(
-            WithheldCode.RED_REQUIRES_NAMED_INDIVIDUAL,
-            f"TLP:RED goes only to named individuals, not to a {stakeholder.kind.value}",
-        )
-    if handling.tlp == Tlp.RED and channel == Channel.WEBHOOK:
-        return WithheldReason(WithheldCode.RED_NOT_BY_WEBHOOK, "TLP:RED is never sent by webhook")
     return None

@@ -9,6 +9,9 @@
   outside the rules, `{"stakeholderId", "justification", "channels"?}`.
 - `GET /api/v1/releases?flagged=true` (admin): releases, those awaiting review first.
 - `POST /api/v1/releases/{id}/review` (admin, not the releaser): `{"note": "..."}`.
+
+The listings redact approvals and releases of alerts above a staff account's clearance
+(`dissemination.api.needtoknow`).
 """
 
 from __future__ import annotations
@@ -25,18 +28,23 @@ from core.clock import Clock
 from core.errors import ErrorDetail
 from dissemination.api.app import authenticate
 from dissemination.api.errors import ApiError
+from dissemination.api.needtoknow import NeedToKnow, listing_withheld, withheld
 from dissemination.api.requests import json_body, limit_param
 from dissemination.api.tokens import Role
 from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.controls import approval, specialrelease
 from dissemination.controls.approval import ApprovalState
 from dissemination.errors import ControlRefused, PublishFailed
+from dissemination.ledger.progress import ProgressStore
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 
 log = structlog.stdlib.get_logger(__name__)
 
 TEXT_LIMITS = {"comment": (0, 500), "reason": (3, 500), "note": (3, 500)}
+# What an approval or a release of an alert above the reader's clearance leaves out.
+APPROVAL_CONTENT = ("rule", "reason")
+RELEASE_CONTENT = ("stakeholderId", "justification", "deliveries")
 
 
 def _path_id(request: web.Request, what: str) -> str:
@@ -159,8 +167,29 @@ class ControlEndpoints:
             return False
         return True
 
+    async def _redacted(
+        self, reader: NeedToKnow, items: list[dict[str, Any]], content: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """The listing's body: items about an alert above the reader's clearance lose their
+        `content` fields and carry a `withheld` field instead."""
+        refused = await reader.refusals(
+            ProgressStore(self.database), {str(item["alertId"]) for item in items}
+        )
+        shown = []
+        for item in items:
+            reason = refused.get(str(item["alertId"]))
+            if reason is not None:
+                item = {k: v for k, v in item.items() if k not in content}
+                item["withheld"] = withheld(reason, content)
+            shown.append(item)
+        body: dict[str, Any] = {"items": shown}
+        left_out = listing_withheld(sum(1 for item in items if str(item["alertId"]) in refused))
+        if left_out:
+            body["withheld"] = left_out
+        return body
+
     async def approvals(self, request: web.Request) -> web.Response:
-        await authenticate(request, Role.ADMIN, Role.APPROVER)
+        reader = NeedToKnow.of(await authenticate(request, Role.ADMIN, Role.APPROVER))
         raw = request.query.get("state")
         try:
             state = ApprovalState(raw) if raw is not None else None
@@ -168,7 +197,7 @@ class ControlEndpoints:
             choices = ", ".join(s.value for s in ApprovalState)
             raise ApiError(400, "invalid_parameter", f"state must be one of {choices}") from None
         items = await approval.listing(self.database, state, limit_param(request))
-        return web.json_response({"items": items})
+        return web.json_response(await self._redacted(reader, list(items), APPROVAL_CONTENT))
 
     async def approve(self, request: web.Request) -> web.Response:
         return await self._decide(request, approve=True)
@@ -223,13 +252,13 @@ class ControlEndpoints:
         return web.json_response(body, status=201)
 
     async def releases(self, request: web.Request) -> web.Response:
-        await authenticate(request, Role.ADMIN)
+        reader = NeedToKnow.of(await authenticate(request, Role.ADMIN))
         raw = request.query.get("flagged")
         if raw not in (None, "true", "false"):
             raise ApiError(400, "invalid_parameter", "flagged must be true or false")
         reviewed = None if raw is None else raw == "false"
         items = await specialrelease.listing(self.database, reviewed, limit_param(request))
-        return web.json_response({"items": items})
+        return web.json_response(await self._redacted(reader, items, RELEASE_CONTENT))
 
     async def review(self, request: web.Request) -> web.Response:
         actor = await self._actor(request)

@@ -18,6 +18,7 @@ from core.clock import utc_now
 from core.errors import ErrorDetail, RejectedInput
 from dissemination.api.app import RUNTIME, authenticate
 from dissemination.api.errors import ApiError
+from dissemination.api.needtoknow import NeedToKnow, above_clearance, redact_audit
 from dissemination.api.requests import (
     bool_param,
     bounded_int,
@@ -38,6 +39,7 @@ from dissemination.directory.store import (
 )
 from dissemination.directory.sync import apply_change
 from dissemination.ledger.alerts import Payload
+from dissemination.ledger.progress import ProgressStore
 from dissemination.store.audit import Actor, AuditLog
 from subscriptions.codec import (
     contact_model,
@@ -262,7 +264,9 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
 
 
 async def audit_entries(request: web.Request) -> web.Response:
-    await actor_of(request, Role.ADMIN)
+    """GET /api/v1/audit: entries about an alert above a staff account's clearance lose
+    their content (`needtoknow.redact_audit`)."""
+    reader = NeedToKnow.of(await authenticate(request, Role.ADMIN))
     after = bounded_int(request.query.get("after", "0"), 0, MAX_AUDIT_ID)
     if after is None:
         raise ApiError(400, "invalid_parameter", "after must be an audit entry id")
@@ -272,21 +276,27 @@ async def audit_entries(request: web.Request) -> web.Response:
         entity=optional_text_param(request, "entity"),
         entity_id=optional_text_param(request, "entityId"),
     )
-    return web.json_response(
-        {"items": entries, "next": str(entries[-1]["id"]) if entries else None}
-    )
+    following = str(entries[-1]["id"]) if entries else None
+    store = ProgressStore(admin_of(request).audit.database)
+    shown = await redact_audit(reader, store, entries)
+    return web.json_response({"items": shown, "next": following})
 
 
 async def match_dry_run(request: web.Request) -> web.Response:
     """POST /api/v1/match: who would receive this alert, on which channel, by which rule, and
-    who would be withheld and why. Nothing is stored or sent."""
-    await actor_of(request, *READERS)
+    who would be withheld and why. Nothing is stored or sent. 403 `above_clearance` if an
+    alert is above the caller's clearance: its recipients are not the caller's to know."""
+    reader = NeedToKnow.of(await authenticate(request, *READERS))
     runtime = request.app[RUNTIME]
     payload = Payload(await request.read(), request.headers.get("Content-Type", ""))
     try:
         alerts = runtime.processor.parse(payload)
     except RejectedInput as rejected:
         raise ApiError.from_rejection(rejected) from None
+    for alert in alerts:
+        refused = reader.refusal(alert.handling)
+        if refused is not None:
+            raise above_clearance("the recipients of this alert", refused)
     matcher = admin_of(request).matcher
     results = []
     for alert in alerts:

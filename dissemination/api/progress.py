@@ -11,6 +11,8 @@
 - `GET /api/v1/alerts/{id}/events` and `GET /api/v1/events`: Server-Sent Events, a
   `progress` event whenever an alert's counts change (for one alert, or for any), until the
   client leaves or, with `?seconds=N`, for N seconds.
+
+A staff account reads only what its clearance admits (`dissemination.api.needtoknow`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ from core.clock import Clock, parse_moment
 from core.errors import ErrorDetail, StoreUnavailable
 from dissemination.api.app import authenticate
 from dissemination.api.errors import ApiError
+from dissemination.api.needtoknow import (
+    NeedToKnow,
+    above_clearance,
+    listing_withheld,
+    marks_and_counts,
+)
 from dissemination.api.requests import bounded_int, csv_cell, json_body, limit_param
 from dissemination.api.tokens import READERS, Role
 from dissemination.controls import record
@@ -43,6 +51,7 @@ MAX_CHANGED_PER_POLL = 100
 # Rows written by other instances may carry a slightly earlier time than this one's clock:
 # the feed looks back this far and reports only counts that actually changed.
 CLOCK_OVERLAP = timedelta(seconds=5)
+WITHHELD_HEADER = "X-Withheld-Entries"
 
 
 def _moment(name: str, raw: str | None) -> datetime | None:
@@ -97,7 +106,7 @@ class ProgressEndpoints:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def list_alerts(self, request: web.Request) -> web.Response:
-        await authenticate(request, *READERS)
+        reader = NeedToKnow.of(await authenticate(request, *READERS))
         known = {"status", "kind", "state", "since", "until", "limit", "after"}
         for name in request.query:
             if name not in known:
@@ -112,28 +121,44 @@ class ProgressEndpoints:
         limit = limit_param(request)
         items = await self.store.alerts(where, limit, _cursor(request.query.get("after")))
         following = _next_cursor(items[-1]) if len(items) == limit else None
-        return web.json_response({"items": items, "next": following})
+        shown = []
+        for item in items:
+            reason = reader.refusal_of(item["handling"])
+            if reason is not None:
+                item = marks_and_counts(item, await self.store.counts(item["id"]), reason)
+            shown.append(item)
+        return web.json_response({"items": shown, "next": following})
 
     async def report(self, request: web.Request) -> web.Response:
-        await authenticate(request, *READERS)
+        reader = NeedToKnow.of(await authenticate(request, *READERS))
         alert_id = _alert_id(request)
         report = await self.store.report(alert_id)
         if report is None:
             raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+        reason = reader.refusal_of(report["alert"]["handling"])
+        if reason is not None:
+            return web.json_response(marks_and_counts(report["alert"], report["counts"], reason))
         return web.json_response(report)
 
-    async def deliveries(self, request: web.Request) -> web.Response:
-        await authenticate(request, *READERS)
+    async def _readable(self, request: web.Request, what: str) -> str:
+        """The alert's id, once the caller may read it: 404 if there is no such alert, 403
+        `above_clearance` if the caller's clearance does not admit it."""
+        reader = NeedToKnow.of(await authenticate(request, *READERS))
         alert_id = _alert_id(request)
-        if await self.store.report(alert_id) is None:
+        marks = (await self.store.handlings([alert_id])).get(alert_id)
+        if marks is None:
             raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+        reason = reader.refusal(marks)
+        if reason is not None:
+            raise above_clearance(what, reason)
+        return alert_id
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        alert_id = await self._readable(request, "the alert's deliveries")
         return web.json_response({"items": await self.store.deliveries(alert_id)})
 
     async def deliveries_csv(self, request: web.Request) -> web.Response:
-        await authenticate(request, *READERS)
-        alert_id = _alert_id(request)
-        if await self.store.report(alert_id) is None:
-            raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+        alert_id = await self._readable(request, "the alert's deliveries")
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(DELIVERY_FIELDS)
@@ -148,7 +173,7 @@ class ProgressEndpoints:
         )
 
     async def records(self, request: web.Request) -> web.Response:
-        await authenticate(request, Role.ADMIN)
+        reader = NeedToKnow.of(await authenticate(request, Role.ADMIN))
         known = {"since", "until", "alertId", "format"}
         for name in request.query:
             if name not in known:
@@ -156,15 +181,26 @@ class ProgressEndpoints:
         wanted = request.query.get("format", "json")
         if wanted not in ("json", "csv"):
             raise ApiError(400, "invalid_parameter", "format must be json or csv")
+        alert_id = _text(request, "alertId")
         entries = await record.export(
             self.store.database,
             since=_moment("since", request.query.get("since")),
             until=_moment("until", request.query.get("until")),
-            alert_id=_text(request, "alertId"),
+            alert_id=alert_id,
         )
+        about = {e["alert_id"] for e in entries} | ({alert_id} if alert_id else set())
+        refused = await reader.refusals(self.store, about)
+        if alert_id is not None and alert_id in refused:
+            raise above_clearance("the alert's dissemination record", refused[alert_id])
+        shown = [e for e in entries if e["alert_id"] not in refused]
+        left_out = listing_withheld(len(entries) - len(shown))
         if wanted == "csv":
-            return web.Response(text=record.as_csv(entries), content_type="text/csv")
-        return web.json_response({"items": entries})
+            headers = {WITHHELD_HEADER: str(left_out["items"])} if left_out else None
+            return web.Response(text=record.as_csv(shown), content_type="text/csv", headers=headers)
+        body: dict[str, object] = {"items": shown}
+        if left_out:
+            body["withheld"] = left_out
+        return web.json_response(body)
 
     async def revalidate(self, request: web.Request) -> web.Response:
         """POST /api/v1/alerts/{id}/revalidate: keep the alert past the retention period."""
@@ -183,20 +219,20 @@ class ProgressEndpoints:
         return web.json_response({"id": alert_id, "revalidatedAt": now.isoformat()})
 
     async def alert_events(self, request: web.Request) -> web.StreamResponse:
-        await authenticate(request, *READERS)
-        alert_id = _alert_id(request)
-        if await self.store.report(alert_id) is None:
-            raise ApiError(404, "not_found", f"no alert {alert_id!r}")
-        return await self._stream(request, alert_id)
+        alert_id = await self._readable(request, "the alert's progress")
+        return await self._stream(request, alert_id, NeedToKnow(None))
 
     async def all_events(self, request: web.Request) -> web.StreamResponse:
-        await authenticate(request, *READERS)
-        return await self._stream(request, None)
+        reader = NeedToKnow.of(await authenticate(request, *READERS))
+        return await self._stream(request, None, reader)
 
-    async def _stream(self, request: web.Request, alert_id: str | None) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, alert_id: str | None, reader: NeedToKnow
+    ) -> web.StreamResponse:
         """Send a `progress` event for each alert whose counts differ from the last sent
         (the first poll sends the watched alert's counts at once), and a comment line as a
-        heartbeat; runs until the client goes away or the `seconds` asked for are over."""
+        heartbeat; runs until the client goes away or the `seconds` asked for are over. An
+        alert above the `reader`'s clearance is never sent."""
         raw = request.query.get("seconds", str(MAX_STREAM_SECONDS))
         seconds = bounded_int(raw, 1, MAX_STREAM_SECONDS)
         if seconds is None:
@@ -225,6 +261,7 @@ class ProgressEndpoints:
                     watched = [alert_id]
                 else:
                     changed = await self.store.changed_since(since - CLOCK_OVERLAP)
+                    changed = await reader.readable(self.store, changed)
                     watched = changed[:MAX_CHANGED_PER_POLL]
                 since = now
                 for watched_id in watched:

@@ -29,6 +29,13 @@ from core.validation import validate
 from dissemination.api.app import RUNTIME, Runtime, authenticate, broker_ready
 from dissemination.api.errors import ApiError
 from dissemination.api.ingest import audit_acting_for, check_authority
+from dissemination.api.needtoknow import (
+    UNKNOWN_MARKS,
+    NeedToKnow,
+    above_clearance,
+    listing_withheld,
+    withheld,
+)
 from dissemination.api.principal import Principal
 from dissemination.api.requests import json_body, limit_param, text_param
 from dissemination.api.tokens import Role
@@ -43,6 +50,7 @@ from dissemination.store.rows import DeliveryState, PlannedRow
 from subscriptions.audience import Audience
 
 COMPOSERS = (Role.PUBLISHER, Role.ADMIN)
+SEND_CONTENT = ("sender", "headline", "audience")  # what a send above clearance leaves out
 SEND_READERS = (Role.ADMIN, Role.PUBLISHER, Role.VIEWER)
 
 
@@ -157,8 +165,12 @@ async def create_send(request: web.Request) -> web.Response:
     audience = _audience(endpoints, planner, alert, send_id, body["audience"])
     actor, submitted_by = _submitter(token)
     if body.get("dryRun", False):
+        refused = NeedToKnow.of(token).refusal(alert.handling)
+        if refused is not None:
+            raise above_clearance("the plan of this alert", refused)
         plan = _dry_run(runtime, planner, alert, audience, now)
         summary = {k: plan[k] for k in ("alertId", "audience", "recipients", "withheldCount")}
+        summary["handling"] = {"tlp": plan["tlp"], "caveats": plan["caveats"]}
         await endpoints.sends.audit_dry_run(actor, summary, now)
         return web.json_response(plan)
     if not broker_ready(runtime):
@@ -229,9 +241,32 @@ def _send_id(request: web.Request) -> str:
     return send_id
 
 
+async def _refusals(
+    request: web.Request, reader: NeedToKnow, items: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Of these sends, those whose alert the reader may not read, with why (a stored alert
+    that no longer parses is refused: fail closed)."""
+    if not reader.bounded or not items:
+        return {}
+    runtime = request.app[RUNTIME]
+    payloads = await request.app[SENDS].sends.payloads([str(item["id"]) for item in items])
+    refused = {}
+    for send_id, payload in payloads.items():
+        try:
+            marks = runtime.processor.parse(payload)[0].handling
+        except RejectedInput:
+            refused[send_id] = UNKNOWN_MARKS
+            continue
+        reason = reader.refusal(marks)
+        if reason is not None:
+            refused[send_id] = reason
+    return refused
+
+
 async def list_sends(request: web.Request) -> web.Response:
-    """GET /api/v1/sends: sends by id, optionally of one state."""
-    await authenticate(request, *SEND_READERS)
+    """GET /api/v1/sends: sends by id, optionally of one state; a send whose alert is above
+    the reader's clearance shows no sender, headline or audience."""
+    reader = NeedToKnow.of(await authenticate(request, *SEND_READERS))
     unknown = set(request.query) - {"limit", "after", "state"}
     if unknown:
         raise ApiError(400, "invalid_parameter", f"unknown filter {sorted(unknown)[0]!r}")
@@ -240,15 +275,31 @@ async def list_sends(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_parameter", f"unknown state {state!r}")
     after = text_param("after", request.query.get("after", ""))
     page = await request.app[SENDS].sends.page(after, limit_param(request), state)
-    return web.json_response({"items": page.items, "next": page.next_cursor})
+    refused = await _refusals(request, reader, page.items)
+    items = []
+    for item in page.items:
+        reason = refused.get(item["id"])
+        if reason is not None:
+            item = {k: v for k, v in item.items() if k not in SEND_CONTENT}
+            item["withheld"] = withheld(reason, SEND_CONTENT)
+        items.append(item)
+    body: dict[str, Any] = {"items": items, "next": page.next_cursor}
+    left_out = listing_withheld(len(refused))
+    if left_out:
+        body["withheld"] = left_out
+    return web.json_response(body)
 
 
 async def show_send(request: web.Request) -> web.Response:
-    await authenticate(request, *SEND_READERS)
+    """GET /api/v1/sends/{id}: 403 `above_clearance` if its alert is above the reader's."""
+    reader = NeedToKnow.of(await authenticate(request, *SEND_READERS))
     send_id = _send_id(request)
     record = await request.app[SENDS].sends.get(send_id)
     if record is None:
         raise ApiError(404, "not_found", f"no send {send_id!r}")
+    reason = (await _refusals(request, reader, [record])).get(send_id)
+    if reason is not None:
+        raise above_clearance("the send", reason)
     return web.json_response(record)
 
 

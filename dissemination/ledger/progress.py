@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.sql import Select
 
+from core.alert import Handling, Tlp
 from dissemination.store.database import Database
 from dissemination.store.rows import DeliveryState, RowOrigin
 from dissemination.store.tables import acks, alerts, deliveries, escalations, stakeholders
@@ -26,6 +28,7 @@ REACHED = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
 COUNTED_STATES = tuple(state.value for state in DeliveryState)
 MAX_SERIES_POINTS = 120
 MAX_LISTED_LAGGARDS = 1000
+MAX_IDS_PER_QUERY = 500
 ALERT_COLUMNS = (
     alerts.c.id,
     alerts.c.sender,
@@ -61,6 +64,11 @@ def _handling(row: Any) -> dict[str, Any]:
     if row.handling_conflict:
         handling["conflict"] = list(row.handling_conflict)
     return handling
+
+
+def handling_of(tlp: str, caveats: Iterable[str] | None) -> Handling:
+    """Stored marks as the handling check takes them."""
+    return Handling(Tlp.parse(tlp), tuple(caveats or ()))
 
 
 def alert_summary(row: Any) -> dict[str, Any]:
@@ -245,6 +253,20 @@ class ProgressStore:
         )
         async with self.database.reading() as conn:
             return [_delivery(row) for row in (await conn.execute(query)).mappings()]
+
+    async def handlings(self, alert_ids: Iterable[str]) -> dict[str, Handling]:
+        """The handling marks of those alerts that exist, by id."""
+        wanted = sorted(set(alert_ids))
+        found: dict[str, Handling] = {}
+        async with self.database.reading() as conn:
+            for start in range(0, len(wanted), MAX_IDS_PER_QUERY):
+                chunk = wanted[start : start + MAX_IDS_PER_QUERY]
+                query = select(alerts.c.id, alerts.c.tlp, alerts.c.caveats).where(
+                    alerts.c.id.in_(chunk)
+                )
+                for row in await conn.execute(query):
+                    found[row.id] = handling_of(row.tlp, row.caveats)
+        return found
 
     async def changed_since(self, moment: datetime) -> list[str]:
         """Alerts whose delivery rows or acknowledgments changed after `moment`."""

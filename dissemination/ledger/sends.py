@@ -231,6 +231,16 @@ class Sends:
                 .values(state=SendState.SCHEDULED.value, claimed_until=None, updated_at=now)
             )
 
+    async def payloads(self, send_ids: list[str]) -> dict[str, Payload]:
+        """The alerts the sends publish, as stored, by send id."""
+        async with self.database.reading() as conn:
+            rows = await conn.execute(
+                select(sends.c.id, sends.c.body, sends.c.content_type).where(
+                    sends.c.id.in_(send_ids)
+                )
+            )
+            return {row.id: Payload(bytes(row.body), row.content_type) for row in rows}
+
     async def audit_dry_run(self, actor: Actor, summary: dict[str, Any], now: datetime) -> None:
         """A dry run discloses recipients and addresses: who asked is recorded."""
         async with self.database.transaction() as conn:
