@@ -51,11 +51,10 @@ from channels.sms import ack_reply, opt_keyword, status_update, valid_twilio_sig
 from core.alert import Alert, Tlp
 from core.errors import MAX_DETAIL_CHARS, ErrorDetail, RejectedInput
 from dissemination.acks.tokens import AckSigner
-from dissemination.api.acks import validated
 from dissemination.api.app import RUNTIME, Runtime
 from dissemination.api.controls import decision_reason, release_request, review_note
 from dissemination.api.errors import ApiError
-from dissemination.api.requests import form_fields, json_body
+from dissemination.api.requests import form_fields, json_body, validated
 from dissemination.controls.approvalrules import ApprovalPolicy
 from dissemination.errors import TokenRefused
 from dissemination.intake.decoding import DecodeLimits, decode_alerts

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from core.clock import Clock
 from dissemination.accounts.errors import AccountRefused
 from dissemination.accounts.model import Account
-from dissemination.accounts.signin import actor_of
+from dissemination.accounts.signin import audit_own
 from dissemination.accounts.totp import (
     accepted_step,
     new_recovery_codes,
@@ -20,11 +20,8 @@ from dissemination.accounts.totp import (
     qr_svg,
     recovery_digest,
 )
-from dissemination.store.audit import write_audit
 from dissemination.store.database import Database
 from dissemination.store.tables import account_recovery_codes, account_sessions, accounts
-
-ENTITY = "account"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +64,8 @@ class TotpEnrolment:
                 account_recovery_codes.insert(),
                 [{"account_id": account.id, "code_sha256": recovery_digest(c)} for c in codes],
             )
-            await write_audit(
-                conn,
-                at=now,
-                actor=actor_of(account),
-                action="totp_enrolment_started",
-                entity=ENTITY,
-                entity_id=account.id,
-                before=None,
-                after={"recoveryCodes": len(codes)},
+            await audit_own(
+                conn, now, account, "totp_enrolment_started", {"recoveryCodes": len(codes)}
             )
         uri = provisioning_uri(secret, account.username, self.issuer)
         return Enrolment(uri, qr_svg(uri), codes)
@@ -106,13 +96,4 @@ class TotpEnrolment:
                 .where(account_sessions.c.id == session_id)
                 .values(second_factor=True)
             )
-            await write_audit(
-                conn,
-                at=now,
-                actor=actor_of(account),
-                action="totp_enrolled",
-                entity=ENTITY,
-                entity_id=account.id,
-                before=None,
-                after={"totpEnabled": True},
-            )
+            await audit_own(conn, now, account, "totp_enrolled", {"totpEnabled": True})

@@ -12,6 +12,9 @@ from core.alert import Tlp
 from dissemination.accounts.roles import AccountRole
 from subscriptions.model import Clearance
 
+ENTITY = "account"
+"""The audit log's entity name for accounts."""
+
 
 @dataclass(frozen=True, slots=True)
 class Account:

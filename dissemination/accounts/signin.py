@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.clock import Clock
 from dissemination.accounts.errors import AccountRefused
-from dissemination.accounts.model import Account, account_of
+from dissemination.accounts.model import ENTITY, Account, account_of
 from dissemination.accounts.passwords import hash_password, verify_password, waste_a_verification
 from dissemination.accounts.sessions import (
     LiveSession,
@@ -31,7 +31,6 @@ from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.tables import account_recovery_codes, accounts
 
-ENTITY = "account"
 ANONYMOUS = Actor(None, "anonymous sign-in")
 
 
@@ -43,6 +42,27 @@ def actor_of(account: Account | Mapping[Any, Any]) -> Actor:
     if isinstance(account, Account):
         return Actor(account.id, account.username, account.id)
     return Actor(account["id"], account["username"], account["id"])
+
+
+async def audit_own(
+    conn: AsyncConnection,
+    now: datetime,
+    account: Account | Mapping[Any, Any],
+    action: str,
+    after: dict[str, Any],
+) -> None:
+    """An audit entry for what an account did to itself (sign-in, enrolment, a recovery code)."""
+    actor = actor_of(account)
+    await write_audit(
+        conn,
+        at=now,
+        actor=actor,
+        action=action,
+        entity=ENTITY,
+        entity_id=actor.id,
+        before=None,
+        after=after,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,16 +187,7 @@ class SignIn:
                     account_recovery_codes.c.used_at.is_(None),
                 )
             )
-            await write_audit(
-                conn,
-                at=now,
-                actor=actor_of(row),
-                action="recovery_code_used",
-                entity=ENTITY,
-                entity_id=row["id"],
-                before=None,
-                after={"remaining": int(left or 0)},
-            )
+            await audit_own(conn, now, row, "recovery_code_used", {"remaining": int(left or 0)})
         return True
 
     async def _succeed(self, row: Mapping[Any, Any], method: str, rehashed: str | None) -> SignedIn:
@@ -187,15 +198,8 @@ class SignIn:
         async with self.database.transaction() as conn:
             await conn.execute(update(accounts).where(accounts.c.id == row["id"]).values(**values))
             session = await open_session(conn, row["id"], method != "none", now, self.timeouts)
-            await write_audit(
-                conn,
-                at=now,
-                actor=actor_of(row),
-                action="sign_in",
-                entity=ENTITY,
-                entity_id=row["id"],
-                before=None,
-                after={"session": session.id, "secondFactor": method},
+            await audit_own(
+                conn, now, row, "sign_in", {"session": session.id, "secondFactor": method}
             )
             fresh = (
                 (await conn.execute(select(accounts).where(accounts.c.id == row["id"])))

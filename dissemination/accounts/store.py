@@ -14,7 +14,7 @@ from sqlalchemy import exc, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.accounts.errors import AccountRefused
-from dissemination.accounts.model import Account, account_of, record_of
+from dissemination.accounts.model import ENTITY, Account, account_of, record_of
 from dissemination.accounts.passwords import hash_password, temporary_password
 from dissemination.accounts.roles import AccountRole
 from dissemination.accounts.sessions import revoke_account_sessions
@@ -22,7 +22,6 @@ from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.tables import account_recovery_codes, accounts
 
-ENTITY = "account"
 CHANGEABLE = {
     "displayName": "display_name",
     "organization": "organization",

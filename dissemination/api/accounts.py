@@ -16,8 +16,8 @@ from dissemination.accounts.store import AccountStore
 from dissemination.api.app import RUNTIME, authenticate
 from dissemination.api.errors import ApiError
 from dissemination.api.principal import Principal, grants_of
-from dissemination.api.requests import json_body, limit_param, text_param
-from dissemination.api.session import refused, validated
+from dissemination.api.requests import json_body, limit_param, text_param, validated
+from dissemination.api.session import refused
 from dissemination.api.tokens import Role, TokenInfo, TokenStore
 from dissemination.errors import TokenNameTaken
 from dissemination.settings import AccountsSettings

@@ -22,13 +22,11 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from channels.content import AlertContent
 from core.clock import Clock
-from core.errors import RejectedInput
-from core.validation import validate
 from dissemination.acks.tokens import AckSigner
 from dissemination.acks.tracking import AckChannel, AckOutcome, AckStore
 from dissemination.api.app import authenticate
 from dissemination.api.errors import ApiError
-from dissemination.api.requests import form_fields, json_body
+from dissemination.api.requests import form_fields, json_body, validated
 from dissemination.api.tokens import Role
 from dissemination.errors import TokenRefused
 
@@ -174,17 +172,6 @@ def _page(
         title=title, message=message, alert=alert, confirm=confirm, max_comment=MAX_COMMENT
     )
     return web.Response(status=status, text=html, content_type="text/html", headers=PAGE_HEADERS)
-
-
-def validated(schema: str, document: Any) -> dict[str, Any]:
-    """`document` if it is an object that satisfies schema `schema`; ApiError 422 otherwise."""
-    if not isinstance(document, dict):
-        raise ApiError(422, "schema_violation", "the body must be a JSON object")
-    try:
-        validate(schema, document)
-    except RejectedInput as rejected:
-        raise ApiError.from_rejection(rejected) from None
-    return document
 
 
 def add_ack_routes(app: web.Application, endpoints: AckEndpoints) -> None:

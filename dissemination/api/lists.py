@@ -11,10 +11,9 @@ from aiohttp import web
 
 from core.clock import utc_now
 from core.errors import ErrorDetail, RejectedInput
-from core.validation import validate
 from dissemination.api.directory import Admin, actor_of, admin_of, json_object
 from dissemination.api.errors import ApiError
-from dissemination.api.requests import json_body, limit_param, text_param
+from dissemination.api.requests import json_body, limit_param, text_param, validated
 from dissemination.api.tokens import READERS, Role
 from dissemination.directory.lists import DistributionLists, Member, NotAMember
 from dissemination.directory.sync import apply_list_change
@@ -36,15 +35,6 @@ def _missing(list_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no distribution list {list_id!r}")
 
 
-def _validated(schema: str, document: Any) -> dict[str, Any]:
-    body = json_object(document)
-    try:
-        validate(schema, body)
-    except RejectedInput as rejected:
-        raise ApiError.from_rejection(rejected) from None
-    return body
-
-
 def _member(document: dict[str, Any]) -> Member:
     return Member(MemberKind(document["kind"]), document["id"])
 
@@ -52,7 +42,7 @@ def _member(document: dict[str, Any]) -> Member:
 async def create_list(request: web.Request) -> web.Response:
     actor = await actor_of(request, Role.ADMIN)
     admin = admin_of(request)
-    body = _validated("distribution_list", await json_body(request))
+    body = validated("distribution_list", await json_body(request))
     members = [_member(m) for m in body.get("members", ())]
     try:
         record = await lists_of(admin).create(body["name"], members, actor, utc_now())
@@ -99,7 +89,7 @@ async def rename_list(request: web.Request) -> web.Response:
     current = await lists.get(list_id)
     if current is None:
         raise _missing(list_id)
-    body = _validated("distribution_list", {"name": current["name"]} | changes)
+    body = validated("distribution_list", {"name": current["name"]} | changes)
     try:
         record = await lists.rename(list_id, body["name"], actor, utc_now())
     except RejectedInput as rejected:
@@ -134,7 +124,7 @@ async def add_member(request: web.Request) -> web.Response:
     actor = await actor_of(request, Role.ADMIN)
     admin = admin_of(request)
     list_id = _list_id(request)
-    member = _member(_validated("list_member", await json_body(request)))
+    member = _member(validated("list_member", await json_body(request)))
     try:
         outcome = await lists_of(admin).add_member(list_id, member, actor, utc_now())
     except RejectedInput as rejected:

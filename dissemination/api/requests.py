@@ -11,6 +11,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from core.errors import RejectedInput
 from core.strictjson import loads_strict
+from core.validation import validate
 from dissemination.api.app import RUNTIME
 from dissemination.api.errors import ApiError
 
@@ -123,3 +124,14 @@ def csv_cell(value: Any) -> str:
 def optional_text_param(request: web.Request, name: str) -> str | None:
     value = request.query.get(name)
     return None if value is None else text_param(name, value)
+
+
+def validated(schema: str, document: Any) -> dict[str, Any]:
+    """`document` if it is an object that satisfies schema `schema`; ApiError 422 otherwise."""
+    if not isinstance(document, dict):
+        raise ApiError(422, "schema_violation", "the body must be a JSON object")
+    try:
+        validate(schema, document)
+    except RejectedInput as rejected:
+        raise ApiError.from_rejection(rejected) from None
+    return document

@@ -9,8 +9,6 @@ from typing import Any
 
 from aiohttp import web
 
-from core.errors import RejectedInput
-from core.validation import validate
 from dissemination.accounts.enrolment import TotpEnrolment
 from dissemination.accounts.errors import AccountRefused
 from dissemination.accounts.model import Account
@@ -24,21 +22,11 @@ from dissemination.api.app import (
 )
 from dissemination.api.errors import ApiError
 from dissemination.api.principal import Principal
-from dissemination.api.requests import json_body
+from dissemination.api.requests import json_body, validated
 
 
 def refused(error: AccountRefused) -> ApiError:
     return ApiError(error.status, error.code, error.message)
-
-
-def validated(schema: str, document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise ApiError(422, "schema_violation", "the body must be a JSON object")
-    try:
-        validate(schema, document)
-    except RejectedInput as rejected:
-        raise ApiError.from_rejection(rejected) from None
-    return document
 
 
 def account_view(account: Account) -> dict[str, Any]:
