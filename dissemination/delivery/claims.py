@@ -27,6 +27,7 @@ from dissemination.directory.store import (
 )
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
+from dissemination.store.groupcommit import GroupCommit
 from dissemination.store.rows import (
     ClaimedRow,
     DeliveryState,
@@ -56,6 +57,8 @@ from subscriptions.model import Stakeholder
 
 DELIVERY_ACTOR = Actor(None, "delivery worker")
 DOCUMENT_CACHE_SIZE = 64
+CLAIM_BATCH = 16
+"""Claims of concurrent tasks written in one transaction, at most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,32 +164,68 @@ class DeliveryStore:
         self.record_key = record_key
         # Alert documents never change once stored; a fan-out reads one for many rows.
         self._documents: dict[str, dict[str, Any]] = {}
+        # A crash leaves at most CLAIM_BATCH claims' rows in `sending` (to be resent).
+        self._claimer: GroupCommit[tuple[list[str], datetime], Claim] = GroupCommit(
+            self._claim_batch, max_batch=CLAIM_BATCH
+        )
+        self._settler: GroupCommit[tuple[list[Settlement], datetime], SettleResult] = GroupCommit(
+            self._settle_batch
+        )
 
     async def claim(self, ids: Sequence[str], now: datetime) -> Claim:
         """Take the pending rows among `ids` whose time has come; report the ones still held.
-        Rows of an alert that has expired meanwhile are suppressed instead, never sent."""
+        Rows of an alert that has expired meanwhile are suppressed instead, never sent.
+        Claims asked for while another is being written go together in the next transaction
+        (a group commit); each caller gets its own rows."""
+        return await self._claimer.submit((list(ids), now))
+
+    async def _claim_batch(self, batch: Sequence[tuple[list[str], datetime]]) -> list[Claim]:
+        """The group commit's writer: every caller's rows claimed in one transaction, at the
+        latest caller's time, and the outcome split by caller."""
+        ids = list(dict.fromkeys(i for each, _ in batch for i in each))
+        now = max(at for _, at in batch)
         async with self.database.transaction() as conn:
-            expired = await suppress_expired(conn, ids, now)
+            expired = set(await suppress_expired(conn, ids, now))
             claimed = await claim_due(conn, ids, now)
             held = await waiting(conn, ids, now)
             rows = await self._rows(conn, claimed) if claimed else []
-        return Claim(rows, held, expired)
+        rows_by_id = {row.id: row for row in rows}
+        held_by_id = dict(held)
+        claims = []
+        for each, _ in batch:
+            mine = list(dict.fromkeys(each))  # a row asked for twice goes to its first caller
+            gone = [i for i in mine if i in expired]
+            expired.difference_update(gone)
+            claims.append(
+                Claim(
+                    [rows_by_id.pop(i) for i in mine if i in rows_by_id],
+                    [(i, held_by_id.pop(i)) for i in mine if i in held_by_id],
+                    len(gone),
+                )
+            )
+        return claims
 
     async def _rows(self, conn: AsyncConnection, ids: list[str]) -> list[ClaimedRow]:
         records = await self._claimed_records(conn, ids)
-        missing = {record["alert_id"] for record in records} - set(self._documents)
+        # This claim's own documents: a concurrent claim may empty the shared cache while
+        # this one awaits its queries.
+        wanted = {record["alert_id"] for record in records}
+        documents = {i: self._documents[i] for i in wanted if i in self._documents}
+        missing = wanted - documents.keys()
         if missing:
-            if len(self._documents) + len(missing) > DOCUMENT_CACHE_SIZE:
-                self._documents.clear()
             result = await conn.execute(
                 select(alerts.c.id, alerts.c.document).where(alerts.c.id.in_(missing))
             )
-            self._documents.update({alert.id: alert.document for alert in result})
+            fetched = {alert.id: alert.document for alert in result}
+            documents.update(fetched)
+            if len(self._documents) + len(fetched) > DOCUMENT_CACHE_SIZE:
+                self._documents.clear()
+            self._documents.update(fetched)
         current = await self._stakeholders(conn, {record["stakeholder_id"] for record in records})
         return [
             ClaimedRow.from_record(
                 record,
-                self._documents[record["alert_id"]],
+                documents[record["alert_id"]],
                 current.get(record["stakeholder_id"]),
             )
             for record in records
@@ -236,10 +275,22 @@ class DeliveryStore:
 
     async def settle(self, settlements: Sequence[Settlement], now: datetime) -> SettleResult:
         """Record every outcome in one transaction, with the fallback rows and disabled
-        endpoints they cause."""
-        result = SettleResult()
+        endpoints they cause. Settlements submitted while another is being written go
+        together in the next transaction (a group commit: one commit and one append to the
+        record's chain for all); each caller gets the rows its own settlements created."""
         if not settlements:
-            return result
+            return SettleResult()
+        return await self._settler.submit((list(settlements), now))
+
+    async def _settle_batch(
+        self, batch: Sequence[tuple[list[Settlement], datetime]]
+    ) -> list[SettleResult]:
+        """The group commit's writer: every caller's settlements in one transaction, in the
+        order they were submitted, at the latest caller's time. The first caller's result
+        carries the batch's first deliveries (they are only counted)."""
+        results = [SettleResult() for _ in batch]
+        settlements = [s for each, _ in batch for s in each]
+        now = max(at for _, at in batch)
         async with self.database.transaction() as conn:
             await settle_sending(conn, [s.outcome() for s in settlements], now)
             await start_escalations(
@@ -253,23 +304,24 @@ class DeliveryStore:
                 ],
                 now,
             )
-            result.first_deliveries = await first_deliveries(
+            results[0].first_deliveries = await first_deliveries(
                 conn, {s.row.alert_id for s in settlements if s.state is DeliveryState.SENT}, now
             )
             await append_records(conn, record_entries(settlements), now, self.record_key)
             retrying = [s.row.id for s in settlements if s.state is DeliveryState.PENDING]
             if retrying:
                 await self._stop_if_cancelled(conn, retrying, now)
-            for s in settlements:
-                if s.disable_contact and s.row.contact_id:
-                    await deactivate_contact(
-                        conn, s.row.contact_id, DELIVERY_ACTOR, s.reason or "", now
-                    )
-                if s.fall_back:
-                    created = await self._fall_back(conn, s.row, now)
-                    if created is not None:
-                        result.fallbacks.setdefault(created[0], []).append(created[1])
-        return result
+            for (each, _), result in zip(batch, results, strict=True):
+                for s in each:
+                    if s.disable_contact and s.row.contact_id:
+                        await deactivate_contact(
+                            conn, s.row.contact_id, DELIVERY_ACTOR, s.reason or "", now
+                        )
+                    if s.fall_back:
+                        created = await self._fall_back(conn, s.row, now)
+                        if created is not None:
+                            result.fallbacks.setdefault(created[0], []).append(created[1])
+        return results
 
     @staticmethod
     async def _stop_if_cancelled(conn: AsyncConnection, ids: list[str], now: datetime) -> None:

@@ -269,19 +269,21 @@ async def claim_due(conn: AsyncConnection, ids: Sequence[str], now: datetime) ->
     )
 
 
-async def suppress_expired(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> int:
+async def suppress_expired(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> list[str]:
     """pending -> suppressed (`expired`) for the rows among `ids` whose alert has expired: an
     alert is never sent after its expiry, whatever held it back (quiet hours, approval, a
-    retry, an escalation step). Returns how many rows it suppressed."""
+    retry, an escalation step). Returns the ids it suppressed."""
     expired = select(alerts.c.id).where(
         alerts.c.expires_at.is_not(None), alerts.c.expires_at <= now
     )
-    result = await conn.execute(
-        update(deliveries)
-        .where(_pending(ids), deliveries.c.alert_id.in_(expired))
-        .values(state=DeliveryState.SUPPRESSED.value, reason="expired", updated_at=now)
+    return list(
+        await conn.scalars(
+            update(deliveries)
+            .where(_pending(ids), deliveries.c.alert_id.in_(expired))
+            .values(state=DeliveryState.SUPPRESSED.value, reason="expired", updated_at=now)
+            .returning(deliveries.c.id)
+        )
     )
-    return int(result.rowcount or 0)
 
 
 async def waiting(

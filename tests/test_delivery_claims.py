@@ -1,0 +1,103 @@
+"""Claims and settlements of concurrent delivery tasks, on SQLite and PostgreSQL: they go
+together in one transaction, and each caller still gets exactly its own rows (with its own
+alert's document, however full the shared document cache), and every send is recorded once,
+in order, on an unbroken chain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core.alert import Tlp
+from dissemination.controls.record import verify
+from dissemination.delivery.claims import DOCUMENT_CACHE_SIZE, DeliveryStore, Settlement
+from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
+from dissemination.ledger.alerts import Ledger, Payload
+from dissemination.settings import StoreSettings
+from dissemination.store.database import Database
+from dissemination.store.rows import AlertState, DeliveryState, PlannedRow, insert_planned
+from dissemination.store.tables import deliveries, dissemination_records
+from testbed.alerts import cap_json
+
+NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+ALERTS = 5
+ROWS = 3
+
+
+@pytest.fixture
+async def store(store_url: str, tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
+    yield database
+    await database.close()
+
+
+async def pending_rows(database: Database) -> dict[str, list[str]]:
+    """ALERTS stored alerts with ROWS pending webhook rows each: row ids by alert id."""
+    by_alert: dict[str, list[str]] = {}
+    for n in range(ALERTS):
+        alert = alert_from_cap(
+            cap_json(f"CLAIMS-{n}"), "cap-json", HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
+        )
+        await Ledger(database).record_alert(
+            alert, Payload(b"{}", "application/json"), AlertState.RECEIVED, NOW
+        )
+        values = [
+            PlannedRow(
+                f"s-{n}-{r}", None, None, "webhook", f"https://h{r}.example/", DeliveryState.PENDING
+            ).values(alert.id, NOW)
+            for r in range(ROWS)
+        ]
+        async with database.transaction() as conn:
+            await insert_planned(conn, database, values)
+        by_alert[alert.id] = [str(v["id"]) for v in values]
+    return by_alert
+
+
+async def test_concurrent_claims_each_get_their_own_rows_and_documents(store: Database) -> None:
+    by_alert = await pending_rows(store)
+    delivery = DeliveryStore(store)
+    # a full cache: the next claim empties it while the others may still need theirs
+    delivery._documents.update({f"other-{n}": {} for n in range(DOCUMENT_CACHE_SIZE)})
+    wanted = [*by_alert.values(), next(iter(by_alert.values()))]  # the first alert asked twice
+    claims = await asyncio.gather(*(delivery.claim(ids, NOW) for ids in wanted))
+    for (alert_id, ids), claim in zip(by_alert.items(), claims, strict=False):
+        assert sorted(row.id for row in claim.rows) == sorted(ids)
+        assert {row.alert_id for row in claim.rows} == {alert_id}
+        assert all(row.document["identifier"].startswith("CLAIMS-") for row in claim.rows)
+        assert claim.held == []
+        assert claim.expired == 0
+    assert claims[-1].rows == []  # claimed once only, by the first asker
+    async with store.reading() as conn:
+        states = set(await conn.scalars(select(deliveries.c.state)))
+    assert states == {DeliveryState.SENDING.value}
+
+
+async def test_concurrent_settlements_are_recorded_once_in_order_on_one_chain(
+    store: Database,
+) -> None:
+    by_alert = await pending_rows(store)
+    delivery = DeliveryStore(store)
+    claims = await asyncio.gather(*(delivery.claim(ids, NOW) for ids in by_alert.values()))
+    results = await asyncio.gather(
+        *(
+            delivery.settle(
+                [Settlement(row, DeliveryState.SENT, "accepted", "200") for row in claim.rows], NOW
+            )
+            for claim in claims
+        )
+    )
+    assert all(result.fallbacks == {} for result in results)
+    assert sum(len(result.first_deliveries) for result in results) == ALERTS
+    async with store.reading() as conn:
+        states = set(await conn.scalars(select(deliveries.c.state)))
+        recorded = await conn.scalar(select(func.count()).select_from(dissemination_records))
+    assert states == {DeliveryState.SENT.value}
+    assert recorded == ALERTS * ROWS
+    report = await verify(store)
+    assert report.intact, report.problem
+    assert report.checked == ALERTS * ROWS
