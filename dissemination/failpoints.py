@@ -2,7 +2,8 @@
 
 DISSEMINATION_FAILPOINTS="after_store=kill" kills the process with SIGKILL right after an
 alert is committed and before its message is acknowledged; "before_store=sleep:0.5" pauses
-there. Crash tests use these to hit exact windows instead of racing with timers.
+there; "before_claim=raise:1" raises FailpointError there the first time only (a bug, not an
+outage). Crash tests use these to hit exact windows instead of racing with timers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ _ACTIONS: dict[str, str] = dict(
 )
 
 
+class FailpointError(RuntimeError):
+    """Raised by a `raise:N` failpoint: stands for a bug at that point."""
+
+
+_RAISED: dict[str, int] = {}
+
+
 async def failpoint(name: str) -> None:
     """Run the action configured for `name`, if any."""
     action = _ACTIONS.get(name)
@@ -27,3 +35,6 @@ async def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action.startswith("sleep:"):
         await asyncio.sleep(float(action.removeprefix("sleep:")))
+    elif action.startswith("raise:") and _RAISED.get(name, 0) < int(action.removeprefix("raise:")):
+        _RAISED[name] = _RAISED.get(name, 0) + 1
+        raise FailpointError(f"failpoint {name}")

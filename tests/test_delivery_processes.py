@@ -236,3 +236,32 @@ async def test_kill_9_mid_escalation_neither_skips_nor_repeats_a_step(
         f"\nkill -9 mid escalation: steps fired before the kill {dict(before)}, "
         f"in all {dict(fired)}"
     )
+
+
+async def test_a_task_that_fails_with_a_bug_is_dropped_and_its_rows_still_go_out(
+    service_env: dict[str, str],
+    settings: Settings,
+    database: Database,
+    channel: AbstractChannel,
+    receiver: CountingReceiver,
+    tmp_path: Path,
+) -> None:
+    """A task whose handling raises something other than an outage (here a failpoint before
+    the claim, once) is logged and rejected, never left holding a prefetch slot; the sweep
+    republishes its pending rows, which are then sent once."""
+    await enrol_many(database, 3, "webhook", lambda n: f"{receiver.base}{n}")
+    env = service_env | {"DISSEMINATION_BROKER_STUCK_AFTER_SECONDS": "1"}
+    service = await ServiceProcess.start(
+        env, failpoints="before_claim=raise:1", log_path=tmp_path / "service.log"
+    )
+    try:
+        await publish(channel, settings, cap_json_bytes("TASK-BUG"))
+        await wait_until(lambda: all_settled(database, 3), timeout=60, what="every row")
+    finally:
+        assert await service.stop() == 0
+    assert await row_states(database) == Counter({"sent": 3})
+    assert max(receiver.received.values()) == 1
+    [failed] = service.logged("task_failed", channel="webhook")
+    assert failed["level"] == "error"
+    assert "FailpointError" in failed["exception"]
+    assert service.logged("lost_tasks_republished", channel="webhook", count=3)

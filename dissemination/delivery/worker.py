@@ -37,6 +37,7 @@ from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore, Settlement, SettleResult
 from dissemination.delivery.messages import MessageBuilder
 from dissemination.errors import PublishFailed
+from dissemination.failpoints import failpoint
 from dissemination.metrics import Metrics
 from dissemination.retrying import RetrySchedule
 from dissemination.store.rows import ClaimedRow, DeliveryState
@@ -173,6 +174,14 @@ class DeliveryWorker:
             log.warning("task_requeued", channel=self.channel, rows=len(ids), reason=str(error))
             await message.nack(requeue=True)
             return
+        except Exception:
+            # A bug, not an outage: the task is dropped rather than requeued (it would only fail
+            # again, for ever), and rather than left unsettled (it would hold a prefetch slot
+            # until the connection closed). Its rows are not lost: the sweep republishes
+            # overdue pending rows and resends stuck ones.
+            log.exception("task_failed", channel=self.channel, rows=len(ids))
+            await message.reject(requeue=False)
+            return
         await message.ack()
         log.info("task_done", channel=self.channel, rows=len(ids), **dict(sorted(outcomes.items())))
 
@@ -190,6 +199,7 @@ class DeliveryWorker:
                         continue
                     async with self._room:
                         await self._room.wait_for(lambda: self._unsettled < 2 * self.concurrency)
+                await failpoint("before_claim")
                 claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
                 await self._delay(claim.held)
                 if claim.expired:
