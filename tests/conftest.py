@@ -3,12 +3,14 @@ queue names inside it, and the store on both SQLite and PostgreSQL (a database p
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aio_pika
@@ -89,21 +91,40 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite store migrated once per session: each test gets a copy of it rather
+    than running every migration again."""
+    directory = tmp_path_factory.mktemp("sqlite-template")
+    path = directory / "ledger.db"
+
+    async def migrate() -> None:
+        url = f"sqlite+aiosqlite:///{path}"
+        database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), directory)
+        await database.migrate()
+        await database.close()
+
+    # first asked for inside a test's running loop: migrate on a loop of its own
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, migrate()).result()
+    return path
+
+
 @pytest.fixture
 async def store_url(
     store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[str]:
     """A migrated, empty store of the parametrized kind."""
     if store_kind == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+        path = tmp_path / "ledger.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    url = request.getfixturevalue("pg_url")
     database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), tmp_path)
     await database.migrate()
     await database.close()
     yield url
-    if store_kind == "sqlite":
-        return
     database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), tmp_path)
     async with database.transaction() as conn:
         names = ", ".join(t.name for t in metadata.sorted_tables)
