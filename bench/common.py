@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -334,3 +335,12 @@ def median(values: Sequence[float]) -> float | None:
 
 def rate(messages: int, seconds: float) -> float:
     return messages / seconds if seconds > 0 else 0.0
+
+
+def write_results(name: str, results: Any) -> Path:
+    """Write a benchmark's results as bench/results/<name>.json, say so, and return the path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+    return path

@@ -42,7 +42,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -60,6 +59,7 @@ from bench.common import (
     median,
     rate,
     run_loop,
+    write_results,
 )
 from bench.intake import bench_env, store
 from channels.base import ChannelName
@@ -443,10 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "raw_median": raw,
             "ratio": ratio,
         }
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"fanout-{args.channel}-{args.store}-{args.mode}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    write_results(f"fanout-{args.channel}-{args.store}-{args.mode}", results)
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -57,6 +56,7 @@ from bench.common import (
     psql,
     rate,
     run_loop,
+    write_results,
 )
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.intake.pipeline import AlertPipeline
@@ -802,11 +802,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.context["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     print_table(report)
     print_stages(report.stages)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     suffix = "-profile" if args.profile else ""
-    result_file = RESULTS_DIR / f"intake-{args.store}{suffix}.json"
-    result_file.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {result_file}")
+    write_results(f"intake-{args.store}{suffix}", report.as_dict())
     if profiler is not None:
         print()
         print("\n".join(write_profile(profiler, args.store)))

@@ -55,6 +55,7 @@ from bench.common import (
     machine_context,
     median,
     run_loop,
+    write_results,
 )
 from bench.fanout import SinkPorts, sinks_process
 from bench.intake import bench_env, store
@@ -387,10 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         "missing": sum(leg.missing for leg in report.service),
         "machine": context,
     }
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"latency-{args.store}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_results(f"latency-{args.store}", results)
     return 0
 
 

@@ -25,7 +25,6 @@ run by --timeout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -38,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench.common import write_results
 from core.alert import Alert, Area, Circle, Handling, Info, Kind, MsgType, NamedValue, Status, Tlp
 from subscriptions.geocodes import STATE_FIPS
 from subscriptions.matcher import Matcher, MatchResult, brute_force_match
@@ -53,7 +53,6 @@ from subscriptions.model import (
 )
 from subscriptions.rules import Rule
 
-RESULTS = Path(__file__).resolve().parent / "results" / "matching.json"
 STATES = sorted(STATE_FIPS.items())[:52]  # USPS code, FIPS code
 COUNTIES = 60  # per state: FIPS county codes 001, 003, ... 119 on a 6 x 10 grid
 CELL_LAT, CELL_LON = 0.4, 0.6
@@ -534,9 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         report = bench_size(size, args, deadline, largest=size == max(sizes))
         document["sizes"][str(size)] = report
         print_report(size, report)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    write_results("matching", document)
     return 0
 
 

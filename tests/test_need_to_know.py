@@ -270,19 +270,24 @@ async def check_listings(reader: Reader, cleared: str, items: list[Seeded]) -> N
         assert ("rule" in approval) == (approval["alertId"] not in hidden)
 
 
-async def test_every_clearance_reads_only_what_it_admits(
-    custom_service: StartService, sinks: Sinks
-) -> None:
-    service, _settings, _channel = await custom_service()
+async def shared_reader(service: Service, http: aiohttp.ClientSession) -> tuple[str, Reader]:
+    """The service's base URL, and a reader holding a shared admin token (no clearance)."""
     assert service.http is not None
     assert service.database is not None
     host, port = service.http.addresses[0][:2]
     base = f"http://{host}:{port}"
+    _info, secret = await TokenStore(service.database).create(
+        "shared-admin", Role.ADMIN, datetime.now(UTC), TEST_SENDERS
+    )
+    return base, Reader(http, base, secret)
+
+
+async def test_every_clearance_reads_only_what_it_admits(
+    custom_service: StartService, sinks: Sinks
+) -> None:
+    service, _settings, _channel = await custom_service()
     async with aiohttp.ClientSession() as http:
-        _info, secret = await TokenStore(service.database).create(
-            "shared-admin", Role.ADMIN, datetime.now(UTC), TEST_SENDERS
-        )
-        shared = Reader(http, base, secret)
+        base, shared = await shared_reader(service, http)
         items = await seed(service, shared)
         staff = await readers(service, http, base)
         cells = 0
@@ -302,15 +307,8 @@ async def test_a_green_stream_never_carries_an_amber_alert(
     custom_service: StartService, sinks: Sinks
 ) -> None:
     service, _settings, _channel = await custom_service()
-    assert service.http is not None
-    assert service.database is not None
-    host, port = service.http.addresses[0][:2]
-    base = f"http://{host}:{port}"
     async with aiohttp.ClientSession() as http:
-        _info, secret = await TokenStore(service.database).create(
-            "shared-admin", Role.ADMIN, datetime.now(UTC), TEST_SENDERS
-        )
-        shared = Reader(http, base, secret)
+        base, shared = await shared_reader(service, http)
         green = (await readers(service, http, base))["green"]
         person = await enrol(service, "Watcher", {"email": "watcher@example.org"})
 
