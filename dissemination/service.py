@@ -51,6 +51,7 @@ from dissemination.broker.dispatch import (
 )
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect, declare_intake, redacted_url
+from dissemination.console.routes import add_console_routes
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
 from dissemination.controls.authority import parse_grants
 from dissemination.controls.jobs import RecordVerification, ScheduledControls
@@ -360,6 +361,7 @@ class Service:
         add_account_routes(
             app, AccountEndpoints(AccountStore(database), settings.accounts, self.clock)
         )
+        add_console_routes(app)
         guard = ConnectionGuard(
             settings.http.max_connections,
             settings.http.header_timeout_seconds,

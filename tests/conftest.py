@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -212,3 +213,12 @@ async def channel(settings: Settings, service: Service) -> AsyncIterator[Abstrac
     connection = await open_connection(settings)
     yield await connection.channel(publisher_confirms=True)
     await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """Debian's chromium, headless, once per session (tests/browser.py)."""
+    from tests.browser import launched_browser
+
+    async for launched in launched_browser():
+        yield launched

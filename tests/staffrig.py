@@ -22,7 +22,7 @@ from dissemination.store.audit import Actor
 from tests.fakeclock import FakeClock
 
 PUBLIC_URL = "https://dissemination.example"
-ORIGIN = PUBLIC_URL
+OWN_ORIGIN = "own"  # call()'s default: the service's public URL
 PUBLIC_URL_ENV = "DISSEMINATION_HTTP_PUBLIC_URL"
 
 
@@ -50,6 +50,7 @@ class Staff:
     clock: FakeClock
     http: aiohttp.ClientSession
     admin_token: str
+    public_url: str = PUBLIC_URL
 
     async def call(
         self,
@@ -59,7 +60,7 @@ class Staff:
         body: Any = None,
         token: str | None = None,
         session: Signed | None = None,
-        origin: str | None = ORIGIN,
+        origin: str | None = OWN_ORIGIN,
         csrf: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
@@ -70,7 +71,7 @@ class Staff:
             sent["Cookie"] = f"{SESSION_COOKIE}={session.cookie}"
             sent[CSRF_HEADER] = session.csrf if csrf is None else csrf
         if origin is not None:
-            sent["Origin"] = origin
+            sent["Origin"] = self.public_url if origin == OWN_ORIGIN else origin
         async with self.http.request(method, self.base + path, json=body, headers=sent) as response:
             text = await response.text()
             parsed = (
@@ -155,6 +156,8 @@ async def staff_service(env: dict[str, str], **overrides: str) -> AsyncIterator[
         host, port = service.http.addresses[0][:2]
         jar = aiohttp.DummyCookieJar()
         async with aiohttp.ClientSession(cookie_jar=jar) as http:
-            yield Staff(service, f"http://{host}:{port}", clock, http, token)
+            yield Staff(
+                service, f"http://{host}:{port}", clock, http, token, settings_env[PUBLIC_URL_ENV]
+            )
     finally:
         await service.stop()

@@ -75,11 +75,12 @@ async def sign_in(request: web.Request) -> web.Response:
         },
         status=201,
     )
-    _set_cookie(response, staff, session.secret)
+    set_session_cookie(response, staff, session.secret)
     return response
 
 
-def _set_cookie(response: web.Response, staff: StaffAuth, secret: str) -> None:
+def set_session_cookie(response: web.Response, staff: StaffAuth, secret: str) -> None:
+    """Set the session cookie: HttpOnly, SameSite=Strict, Secure behind https."""
     response.set_cookie(
         SESSION_COOKIE,
         secret,
