@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import io
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -419,3 +420,28 @@ async def test_anchoring_reports_a_cut_tail_and_a_damaged_anchor_file(
         assert "is not an anchor" in status.problem
     finally:
         await database.close()
+
+
+async def test_entries_appended_while_the_chain_is_walked_are_no_break(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live service appends while `verify` walks: the walk stops at the head it read first,
+    so the new entries wait for the next verification instead of reading as a broken head."""
+    key = service.record_key
+    assert key is not None
+    async with service.database.transaction() as conn:
+        await record.append_records(conn, [_entry(1), _entry(2)], datetime.now(UTC), key)
+    walk = record._entries
+
+    async def walk_then_append(*args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        async for row in walk(*args, **kwargs):
+            yield row
+        async with service.database.transaction() as conn:  # after the walk, before the end
+            await record.append_records(conn, [_entry(3), _entry(4)], datetime.now(UTC), key)
+
+    monkeypatch.setattr(record, "_entries", walk_then_append)
+    found = await record.verify(service.database, key=key)
+    assert (found.intact, found.checked) == (True, 2), found.problem
+    monkeypatch.setattr(record, "_entries", walk)
+    found = await record.verify(service.database, key=key)
+    assert (found.intact, found.checked) == (True, 4), found.problem

@@ -160,12 +160,16 @@ async def verify(
 ) -> Verification:
     """Walk the whole chain: consecutive sequence numbers, each entry's link to the one before,
     each entry's own MAC under `key` (plain hash for the first `unkeyed_entries`, written
-    before the record was keyed), and the head matching the last entry. An `anchor` (a
-    sequence number and hash noted outside the database earlier, see `head`) must still be
-    in the chain: that catches a tail cut off together with a rewritten head."""
+    before the record was keyed), and the head (as read first) matching the last entry up to
+    it. An `anchor` (a sequence number and hash noted outside the database earlier, see
+    `head`) must still be in the chain: that catches a tail cut off together with a
+    rewritten head."""
     expected_seq, prev_hash, checked = 1, GENESIS, 0
     async with database.reading() as conn:
-        async for row in _entries(conn):
+        # The head first, and the walk up to it: entries a live service appends meanwhile are
+        # left to the next verification instead of looking like a head that fell behind.
+        head = (await conn.execute(select(dissemination_chain))).mappings().one()
+        async for row in _entries(conn, upto=int(head["seq"])):
             problem = _link_problem(row, expected_seq, prev_hash, key, unkeyed_entries)
             anchored = anchor is not None and row["seq"] == anchor[0]
             if problem is None and anchored and anchor is not None and row["hash"] != anchor[1]:
@@ -173,7 +177,6 @@ async def verify(
             if problem:
                 return Verification(checked, problem, (expected_seq - 1, prev_hash), expected_seq)
             prev_hash, expected_seq, checked = row["hash"], expected_seq + 1, checked + 1
-        head = (await conn.execute(select(dissemination_chain))).mappings().one()
     last = (checked, prev_hash)
     if anchor is not None and checked < anchor[0]:
         return Verification(
