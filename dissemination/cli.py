@@ -33,7 +33,7 @@ from dissemination.logs import configure, instance_name
 from dissemination.service import Service, run_until_signalled
 from dissemination.settings import Settings, load_settings
 from dissemination.store.audit import Actor
-from dissemination.store.database import Database, head_revision, sqlite_file
+from dissemination.store.database import Database, head_revision, require_existing_file
 
 CONTENT_TYPES = {
     ".xml": "application/cap+xml",
@@ -58,9 +58,7 @@ def _run_loop(coro: object) -> int:
 async def _open_existing(settings: Settings) -> Database:
     """The store, migrated to this code's revision, for a command that reads or changes it:
     SchemaOutOfDate (never a new, empty database) when there is none yet or it is behind."""
-    path = sqlite_file(settings.store, settings.data_path)
-    if path is not None and not path.is_file():
-        raise SchemaOutOfDate(f"no database at {path}: run `dissemination migrate`")
+    require_existing_file(settings.store, settings.data_path)
     database = Database.from_settings(settings.store, settings.data_path)
     try:
         revision, head = await database.revision(), head_revision()

@@ -77,7 +77,7 @@ from dissemination.periodic import PeriodicTask
 from dissemination.retrying import Backoff
 from dissemination.settings import Settings
 from dissemination.store.audit import AuditLog
-from dissemination.store.database import Database, head_revision
+from dissemination.store.database import Database, head_revision, require_existing_file
 from subscriptions.matcher import Matcher
 
 log = structlog.stdlib.get_logger(__name__)
@@ -135,8 +135,8 @@ class Service:
         """Run the start-up steps in order; on failure, `stop` undoes those that ran."""
         settings = self.settings
         approval = approval_policy(settings.approval.rules)
-        self.record_key = record_key(settings)
         database = await self._open_store()
+        self.record_key = record_key(settings)  # after the store: no key file without a store
         broker = await self._connect_broker()
         dispatcher = await self._delivery_dispatcher(broker)
         signer = await self._ack_signer(database)
@@ -235,6 +235,7 @@ class Service:
     async def _open_store(self) -> Database:
         """The store, at the schema revision this code needs."""
         settings = self.settings
+        require_existing_file(settings.store, settings.data_path)
         database = Database.from_settings(settings.store, settings.data_path)
         self._undo.push_async_callback(database.close)
         revision, head = await database.revision(), head_revision()

@@ -1,5 +1,5 @@
 """The CLI and its store: a relative data directory means the same place wherever a command is
-run from; only `migrate` (and `run`) create a database, and any other command meets a missing,
+run from; only `migrate` creates a database, and any other command (`run` too) meets a missing,
 unmigrated or outdated one with a one-line error and exit status 2; API token names are
 unique, and `tokens create` prints its secret in the documented format."""
 
@@ -80,6 +80,18 @@ async def test_without_a_database_a_command_says_to_migrate_and_creates_none(
         "run `dissemination migrate`\n"
     )
     assert not await asyncio.to_thread(cli_env.exists)  # neither a database nor its directory
+
+
+async def test_run_without_a_database_says_to_migrate_and_creates_none(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    status, _out, err = await run_elsewhere(
+        tmp_path, {"DISSEMINATION_SERVICE_DATA_DIR": str(data)}, "run"
+    )
+    assert status == 2, err
+    assert err.endswith(
+        f"dissemination: no database at {data / 'dissemination.db'}: run `dissemination migrate`\n"
+    )
+    assert not await asyncio.to_thread(data.exists)
 
 
 async def test_an_unmigrated_store_of_either_kind_says_to_migrate(

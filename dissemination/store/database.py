@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from core.errors import ConfigError, StoreUnavailable
 from core.masking import mask_text
+from dissemination.errors import SchemaOutOfDate
 from dissemination.settings import StoreSettings
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -95,6 +96,14 @@ def sqlite_file(settings: StoreSettings, data_dir: Path) -> Path | None:
     if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
         return None
     return data_dir / database
+
+
+def require_existing_file(settings: StoreSettings, data_dir: Path) -> None:
+    """SchemaOutOfDate if the store is a SQLite file that is not there: only `migrate` makes
+    one, so a command never leaves an empty database behind."""
+    path = sqlite_file(settings, data_dir)
+    if path is not None and not path.is_file():
+        raise SchemaOutOfDate(f"no database at {path}: run `dissemination migrate`")
 
 
 def create_engine(settings: StoreSettings, data_dir: Path) -> AsyncEngine:
