@@ -109,9 +109,10 @@ class SessionStore:
         self.database = database
         self.timeouts = timeouts
 
-    async def find(self, secret: str, now: datetime) -> LiveSession | None:
-        """The live session for the cookie `secret` (its idle time starts again), or None:
-        unknown, revoked, idle too long or past its absolute lifetime."""
+    async def find(self, secret: str, now: datetime, *, touch: bool = True) -> LiveSession | None:
+        """The live session for the cookie `secret` (its idle time starts again, unless not
+        `touch`: a live page's own refreshes are no sign of a person), or None: unknown,
+        revoked, idle too long or past its absolute lifetime."""
         async with self.database.transaction() as conn:
             query = select(account_sessions).where(
                 account_sessions.c.secret_sha256 == digest(secret)
@@ -119,11 +120,12 @@ class SessionStore:
             row = (await conn.execute(query)).mappings().first()
             if row is None or not _live(row, now, self.timeouts):
                 return None
-            await conn.execute(
-                update(account_sessions)
-                .where(account_sessions.c.id == row["id"])
-                .values(last_seen_at=now)
-            )
+            if touch:
+                await conn.execute(
+                    update(account_sessions)
+                    .where(account_sessions.c.id == row["id"])
+                    .values(last_seen_at=now)
+                )
         return LiveSession(row["id"], row["account_id"], row["second_factor"], row["csrf_sha256"])
 
     async def end(self, session_id: str, now: datetime) -> None:

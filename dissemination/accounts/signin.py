@@ -264,9 +264,12 @@ class SignIn:
             after=after,
         )
 
-    async def session_of(self, secret: str) -> tuple[LiveSession, Account] | None:
-        """The live session for a cookie and its account (None if either is not in force)."""
-        session = await self.sessions.find(secret, self.clock())
+    async def session_of(
+        self, secret: str, *, touch: bool = True
+    ) -> tuple[LiveSession, Account] | None:
+        """The live session for a cookie and its account (None if either is not in force);
+        `touch` as `SessionStore.find`."""
+        session = await self.sessions.find(secret, self.clock(), touch=touch)
         if session is None:
             return None
         async with self.database.reading() as conn:

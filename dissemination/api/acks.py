@@ -29,6 +29,7 @@ from dissemination.api.errors import ApiError
 from dissemination.api.requests import form_fields, json_body, validated
 from dissemination.api.tokens import Role
 from dissemination.errors import TokenRefused
+from dissemination.store.audit import Actor
 
 MAX_COMMENT = 500
 MAX_FORM_BYTES = 4096
@@ -112,8 +113,14 @@ class AckEndpoints:
     async def on_behalf(self, request: web.Request) -> web.Response:
         """POST /api/v1/alerts/{id}/acks: an administrator records someone's acknowledgment."""
         token = await authenticate(request, Role.ADMIN)
-        body = validated("ack_on_behalf", await json_body(request))
-        alert_id = request.match_info["id"]
+        body = await json_body(request)
+        outcome = await self.acknowledge_for(request.match_info["id"], body, token.actor)
+        return web.json_response(outcome.as_json(), status=201 if outcome.new else 200)
+
+    async def acknowledge_for(self, alert_id: str, body: Any, actor: Actor) -> AckOutcome:
+        """Record a stakeholder's acknowledgment on their behalf, `body` as the
+        ack_on_behalf schema says (ApiError 422 otherwise; 404 if they owe none)."""
+        body = validated("ack_on_behalf", body)
         if "\x00" in alert_id:
             raise ApiError(404, "not_found", f"no alert {alert_id!r}")
         outcome = await self.store.acknowledge(
@@ -122,7 +129,7 @@ class AckEndpoints:
             AckChannel.ADMIN,
             self.clock(),
             comment=body.get("comment") or None,
-            on_behalf=(token.actor, body["reason"]),
+            on_behalf=(actor, body["reason"]),
         )
         if outcome is None:
             raise ApiError(
@@ -131,7 +138,7 @@ class AckEndpoints:
                 f"stakeholder {body['stakeholderId']!r} owes no acknowledgment"
                 f" of alert {alert_id!r}",
             )
-        return web.json_response(outcome.as_json(), status=201 if outcome.new else 200)
+        return outcome
 
     async def _acknowledge(
         self, row: dict[str, Any], channel: AckChannel, comment: str | None
@@ -174,7 +181,11 @@ def _page(
     return web.Response(status=status, text=html, content_type="text/html", headers=PAGE_HEADERS)
 
 
+ACKS = web.AppKey("acks", AckEndpoints)
+
+
 def add_ack_routes(app: web.Application, endpoints: AckEndpoints) -> None:
+    app[ACKS] = endpoints  # the console acknowledges on behalf through the same endpoints
     app.router.add_get("/ack/{token}", endpoints.page, allow_head=False)
     app.router.add_post("/ack/{token}", endpoints.confirm)
     app.router.add_post("/api/v1/acks", endpoints.by_token)

@@ -157,7 +157,7 @@ class ControlEndpoints:
     async def _actor(self, request: web.Request, *roles: Role) -> Actor:
         return (await authenticate(request, *(roles or (Role.ADMIN,)))).actor
 
-    async def _dispatch(self, released: dict[str, list[str]]) -> bool:
+    async def dispatch(self, released: dict[str, list[str]]) -> bool:
         """Publish the released rows' tasks; False if the broker did not confirm (the rows
         stay pending and the lost-task sweep publishes them once their queue is empty)."""
         try:
@@ -215,7 +215,7 @@ class ControlEndpoints:
             )
         except ControlRefused as error:
             raise _refused(error) from None
-        dispatched = await self._dispatch(decision.released) if decision.released else True
+        dispatched = await self.dispatch(decision.released) if decision.released else True
         return web.json_response(
             {
                 "id": alert_id,
@@ -228,7 +228,13 @@ class ControlEndpoints:
     async def release(self, request: web.Request) -> web.Response:
         actor = await self._actor(request)
         alert_id = _path_id(request, "alert")
-        wanted = release_request(await json_body(request))
+        body = await self.release_for(alert_id, release_request(await json_body(request)), actor)
+        return web.json_response(body, status=201)
+
+    async def release_for(
+        self, alert_id: str, wanted: ReleaseRequest, actor: Actor
+    ) -> dict[str, Any]:
+        """Make an imminent-danger release and publish its rows (ApiError if refused)."""
         try:
             made = await specialrelease.release(
                 self.database,
@@ -241,15 +247,14 @@ class ControlEndpoints:
             )
         except ControlRefused as error:
             raise _refused(error) from None
-        dispatched = await self._dispatch(made.deliveries)
-        body = {
+        dispatched = await self.dispatch(made.deliveries)
+        return {
             "id": made.id,
             "alertId": alert_id,
             "deliveries": sorted(i for ids in made.deliveries.values() for i in ids),
             "flaggedForReview": True,
             "dispatched": dispatched,
         }
-        return web.json_response(body, status=201)
 
     async def releases(self, request: web.Request) -> web.Response:
         reader = NeedToKnow.of(await authenticate(request, Role.ADMIN))
@@ -271,7 +276,11 @@ class ControlEndpoints:
         return web.json_response({"id": release_id, "flaggedForReview": False})
 
 
+CONTROLS = web.AppKey("controls", ControlEndpoints)
+
+
 def add_control_routes(app: web.Application, endpoints: ControlEndpoints) -> None:
+    app[CONTROLS] = endpoints  # the console's alert page releases through the same endpoints
     app.router.add_get("/api/v1/approvals", endpoints.approvals, allow_head=False)
     app.router.add_post("/api/v1/alerts/{id}/approve", endpoints.approve)
     app.router.add_post("/api/v1/alerts/{id}/reject", endpoints.reject)

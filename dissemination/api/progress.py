@@ -24,6 +24,7 @@ import contextlib
 import csv
 import io
 import json
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -52,6 +53,20 @@ MAX_CHANGED_PER_POLL = 100
 # the feed looks back this far and reports only counts that actually changed.
 CLOCK_OVERLAP = timedelta(seconds=5)
 WITHHELD_HEADER = "X-Withheld-Entries"
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressChange:
+    """An alert's counts, changed (or first seen) at `at`."""
+
+    alert_id: str
+    at: datetime
+    counts: dict[str, int]
 
 
 def _moment(name: str, raw: str | None) -> datetime | None:
@@ -229,10 +244,8 @@ class ProgressEndpoints:
     async def _stream(
         self, request: web.Request, alert_id: str | None, reader: NeedToKnow
     ) -> web.StreamResponse:
-        """Send a `progress` event for each alert whose counts differ from the last sent
-        (the first poll sends the watched alert's counts at once), and a comment line as a
-        heartbeat; runs until the client goes away or the `seconds` asked for are over. An
-        alert above the `reader`'s clearance is never sent."""
+        """Send a `progress` event for each change of `feed`, and a comment line as a
+        heartbeat; runs until the client goes away or the `seconds` asked for are over."""
         raw = request.query.get("seconds", str(MAX_STREAM_SECONDS))
         seconds = bounded_int(raw, 1, MAX_STREAM_SECONDS)
         if seconds is None:
@@ -241,16 +254,34 @@ class ProgressEndpoints:
                 "invalid_parameter",
                 f"seconds must be an integer from 1 to {MAX_STREAM_SECONDS}",
             )
+        response = web.StreamResponse(headers=STREAM_HEADERS)
+        await response.prepare(request)
+        async with contextlib.aclosing(self.feed(reader, alert_id, seconds)) as changes:
+            async for change in changes:
+                if change is None:
+                    message = b": keep-alive\n\n"
+                else:
+                    event = {
+                        "alertId": change.alert_id,
+                        "at": change.at.isoformat(),
+                        "counts": change.counts,
+                    }
+                    message = f"event: progress\ndata: {json.dumps(event)}\n\n".encode()
+                try:
+                    await response.write(message)
+                except ConnectionResetError:
+                    break
+        return response
+
+    async def feed(
+        self, reader: NeedToKnow, alert_id: str | None, seconds: float
+    ) -> AsyncGenerator[ProgressChange | None]:
+        """The changes of alerts' counts for `seconds` or until the service stops: for one
+        alert (its counts at once, then each change), or for every alert the `reader` may
+        read (an alert above its clearance is never yielded); None after HEARTBEAT_SECONDS
+        without a change."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-store",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
         sent: dict[str, dict[str, int]] = {}
         since = self.clock()
         quiet = 0.0
@@ -269,26 +300,24 @@ class ProgressEndpoints:
                     if sent.get(watched_id) == counts:
                         continue
                     sent[watched_id] = counts
-                    event = {"alertId": watched_id, "at": now.isoformat(), "counts": counts}
-                    await response.write(f"event: progress\ndata: {json.dumps(event)}\n\n".encode())
+                    yield ProgressChange(watched_id, now, counts)
                     quiet = 0.0
             except StoreUnavailable:
                 pass  # the next poll tries again; the stream stays open
-            except ConnectionResetError:
-                break
             if quiet >= HEARTBEAT_SECONDS:
-                try:
-                    await response.write(b": keep-alive\n\n")
-                except ConnectionResetError:
-                    break
+                yield None
                 quiet = 0.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closing.wait(), self.poll_seconds)
             quiet += self.poll_seconds
-        return response
+
+
+PROGRESS = web.AppKey("progress", ProgressEndpoints)
 
 
 def add_progress_routes(app: web.Application, endpoints: ProgressEndpoints) -> None:
+    app[PROGRESS] = endpoints  # the console's board streams from the same feed
+
     async def end_streams(_app: web.Application) -> None:
         endpoints.closing.set()
 

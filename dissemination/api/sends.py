@@ -154,9 +154,18 @@ async def create_send(request: web.Request) -> web.Response:
     """POST /api/v1/sends: a dry run (200 with the plan) or a send (202, released at once or
     scheduled)."""
     token = await authenticate(request, *COMPOSERS)
+    status, answer = await submit_send(request, token, await json_body(request))
+    return web.json_response(answer, status=status)
+
+
+async def submit_send(
+    request: web.Request, token: Principal, document: Any
+) -> tuple[int, dict[str, Any]]:
+    """A send request (`document`, the send_request schema) from `token`, planned or sent:
+    200 with the plan of a dry run, or 202 with the send's record (ApiError otherwise)."""
     runtime, endpoints = request.app[RUNTIME], request.app[SENDS]
     planner = _planner(runtime)
-    body = _request(await json_body(request))
+    body = _request(document)
     now = endpoints.clock()
     send_at = _send_at(body, now)
     alert, payload = _composed(runtime, token, body["alert"], send_at or now)
@@ -172,7 +181,7 @@ async def create_send(request: web.Request) -> web.Response:
         summary = {k: plan[k] for k in ("alertId", "audience", "recipients", "withheldCount")}
         summary["handling"] = {"tlp": plan["tlp"], "caveats": plan["caveats"]}
         await endpoints.sends.audit_dry_run(actor, summary, now)
-        return web.json_response(plan)
+        return 200, plan
     if not broker_ready(runtime):
         raise ApiError(503, "broker_unavailable", "the broker is not connected; retry later")
     new = NewSend(send_id, alert, payload, audience, send_at or now, submitted_by, actor)
@@ -184,7 +193,7 @@ async def create_send(request: web.Request) -> web.Response:
         with contextlib.suppress(PublishFailed):
             await endpoints.releaser.release(send_id, actor)
         record = await endpoints.sends.get(send_id) or record
-    return web.json_response(record, status=202)
+    return 202, record
 
 
 def _dry_run(

@@ -54,14 +54,15 @@ def _to_sign_in(request: web.Request) -> web.HTTPException:
     return web.HTTPSeeOther(f"{SIGN_IN_PATH}?next={quote(target, safe='')}")
 
 
-async def find_viewer(request: web.Request) -> Viewer | None:
-    """The viewer behind the request's session cookie, or None (no, expired or revoked)."""
+async def find_viewer(request: web.Request, *, touch: bool = True) -> Viewer | None:
+    """The viewer behind the request's session cookie, or None (no, expired or revoked).
+    Not `touch`: the session's idle time goes on (a live page refreshing itself)."""
     staff: StaffAuth = request.app[STAFF]
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
     try:
-        found = await staff.signin.session_of(cookie)
+        found = await staff.signin.session_of(cookie, touch=touch)
     except StoreUnavailable:
         raise ApiError(503, "store_unavailable", "cannot verify the session right now") from None
     if found is None:
@@ -71,10 +72,13 @@ async def find_viewer(request: web.Request) -> Viewer | None:
     return Viewer(principal, session, form_token(cookie))
 
 
-async def viewer(request: web.Request, *roles: Role, enrolling: bool = False) -> Viewer:
+async def viewer(
+    request: web.Request, *roles: Role, enrolling: bool = False, touch: bool = True
+) -> Viewer:
     """The signed-in viewer (redirected to sign in otherwise, or to enrol a second factor
-    first when one is required), who must hold one of `roles` when any are named: 403."""
-    found = await find_viewer(request)
+    first when one is required), who must hold one of `roles` when any are named: 403.
+    `touch` as `find_viewer`."""
+    found = await find_viewer(request, touch=touch)
     if found is None:
         raise _to_sign_in(request)
     staff: StaffAuth = request.app[STAFF]

@@ -10,7 +10,8 @@ from pathlib import Path
 from aiohttp import web
 
 from dissemination.api.errors import ApiError
-from dissemination.console.auth import find_viewer, viewer
+from dissemination.console.auth import find_viewer
+from dissemination.console.boardroutes import add_board_routes
 from dissemination.console.pages import render
 from dissemination.console.signin import add_sign_in_routes
 
@@ -50,11 +51,6 @@ async def to_console(_request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(CONSOLE_PREFIX)
 
 
-async def home(request: web.Request) -> web.Response:
-    found = await viewer(request)
-    return render(request, "home.html.j2", found, title="Board")
-
-
 def add_console_routes(app: web.Application) -> None:
     """Every console page on `app` (whose staff sign-in is already set up)."""
     app.middlewares.append(console_errors)
@@ -63,5 +59,5 @@ def add_console_routes(app: web.Application) -> None:
     )
     app.router.add_get("/", to_console, allow_head=False)
     app.router.add_get("/console", to_console, allow_head=False)
-    app.router.add_get(CONSOLE_PREFIX, home, allow_head=False)
+    add_board_routes(app)
     add_sign_in_routes(app)

@@ -49,8 +49,13 @@
         else { window.location.assign("/console/sign-in?expired=1"); }
       });
     });
-    // Any request of the page's own refreshes the session on the server.
-    document.body.addEventListener("htmx:afterRequest", restart);
+    // Any request of the page's own refreshes the session on the server, except a live
+    // part refreshing itself ([data-live-refresh]): that is no sign of a person.
+    document.body.addEventListener("htmx:afterRequest", function (event) {
+      var elt = event.detail && event.detail.elt;
+      if (elt && elt.closest && elt.closest("[data-live-refresh]")) { return; }
+      restart();
+    });
     restart();
   }
 
