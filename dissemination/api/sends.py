@@ -123,6 +123,18 @@ def _composed(
     return alerts[0], payload
 
 
+def alert_problems(request: web.Request, token: Principal, document: Any) -> list[ErrorDetail]:
+    """What intake would find wrong with the alert of a send request, by path under
+    `$.alert` (none if it parses): every problem of the alert at once, where a submission
+    stops at the first part of the request that is wrong."""
+    sent = request.app[SENDS].clock()
+    try:
+        _composed(request.app[RUNTIME], token, document, sent)
+    except ApiError as error:
+        return list(error.details) or [ErrorDetail("$.alert", error.message)]
+    return []
+
+
 def _audience(endpoints: SendEndpoints, planner: Planner, alert: Alert, send_id: str,
               document: dict[str, Any]) -> Audience:  # fmt: skip
     """The audience, every name in it known and its size within bounds."""
@@ -154,9 +166,19 @@ async def create_send(request: web.Request) -> web.Response:
     """POST /api/v1/sends: a dry run (200 with the plan) or a send (202, released at once or
     scheduled)."""
     token = await authenticate(request, *COMPOSERS)
+    status, answer = await submit_send(request, token, await json_body(request))
+    return web.json_response(answer, status=status)
+
+
+async def submit_send(
+    request: web.Request, token: Principal, document: Any
+) -> tuple[int, dict[str, Any]]:
+    """A send request from `token` (a composer) planned or made: (200, the plan) for a dry
+    run, (202, the send) otherwise; ApiError with each problem's path if it is refused. The
+    API and the console's compose page both submit through here."""
     runtime, endpoints = request.app[RUNTIME], request.app[SENDS]
     planner = _planner(runtime)
-    body = _request(await json_body(request))
+    body = _request(document)
     now = endpoints.clock()
     send_at = _send_at(body, now)
     alert, payload = _composed(runtime, token, body["alert"], send_at or now)
@@ -172,7 +194,7 @@ async def create_send(request: web.Request) -> web.Response:
         summary = {k: plan[k] for k in ("alertId", "audience", "recipients", "withheldCount")}
         summary["handling"] = {"tlp": plan["tlp"], "caveats": plan["caveats"]}
         await endpoints.sends.audit_dry_run(actor, summary, now)
-        return web.json_response(plan)
+        return 200, plan
     if not broker_ready(runtime):
         raise ApiError(503, "broker_unavailable", "the broker is not connected; retry later")
     new = NewSend(send_id, alert, payload, audience, send_at or now, submitted_by, actor)
@@ -184,7 +206,7 @@ async def create_send(request: web.Request) -> web.Response:
         with contextlib.suppress(PublishFailed):
             await endpoints.releaser.release(send_id, actor)
         record = await endpoints.sends.get(send_id) or record
-    return web.json_response(record, status=202)
+    return 202, record
 
 
 def _dry_run(
@@ -293,14 +315,19 @@ async def list_sends(request: web.Request) -> web.Response:
 async def show_send(request: web.Request) -> web.Response:
     """GET /api/v1/sends/{id}: 403 `above_clearance` if its alert is above the reader's."""
     reader = NeedToKnow.of(await authenticate(request, *SEND_READERS))
-    send_id = _send_id(request)
+    return web.json_response(await readable_send(request, reader, _send_id(request)))
+
+
+async def readable_send(request: web.Request, reader: NeedToKnow, send_id: str) -> dict[str, Any]:
+    """The send, if the reader may read its alert: 404 if there is none, 403
+    `above_clearance` if its alert is above the reader's clearance."""
     record = await request.app[SENDS].sends.get(send_id)
     if record is None:
         raise ApiError(404, "not_found", f"no send {send_id!r}")
     reason = (await _refusals(request, reader, [record])).get(send_id)
     if reason is not None:
         raise above_clearance("the send", reason)
-    return web.json_response(record)
+    return record
 
 
 async def cancel_send(request: web.Request) -> web.Response:
