@@ -7,6 +7,7 @@ expiry, list, revoke). Every change is audited in the transaction that makes it.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from aiohttp import web
 
@@ -49,12 +50,17 @@ class AccountEndpoints:
 
     async def create(self, request: web.Request) -> web.Response:
         actor = (await self._administrator(request)).actor
-        body = validated("account", await json_body(request))
+        record, password = await self.create_account(actor, await json_body(request))
+        return web.json_response(record | {"temporaryPassword": password}, status=201)
+
+    async def create_account(self, actor: Actor, body: Any) -> tuple[dict[str, Any], str]:
+        """A new account from an `account` document (422 naming each problem): its record
+        and its temporary password. The API and the console create accounts here."""
+        checked = validated("account", body)
         try:
-            record, password = await self.store.create(body, actor, self.clock())
+            return await self.store.create(checked, actor, self.clock())
         except AccountRefused as error:
             raise refused(error) from None
-        return web.json_response(record | {"temporaryPassword": password}, status=201)
 
     async def listing(self, request: web.Request) -> web.Response:
         await self._administrator(request)
@@ -74,55 +80,70 @@ class AccountEndpoints:
 
     async def update(self, request: web.Request) -> web.Response:
         actor = (await self._administrator(request)).actor
-        changes = validated("account_update", await json_body(request))
+        body = await json_body(request)
+        return web.json_response(await self.update_account(actor, self._id(request), body))
+
+    async def update_account(self, actor: Actor, account_id: str, body: Any) -> dict[str, Any]:
+        """The account changed as an `account_update` document says (422, 404, 409)."""
+        changes = validated("account_update", body)
         try:
-            record = await self.store.update(self._id(request), changes, actor, self.clock())
+            return await self.store.update(account_id, changes, actor, self.clock())
         except AccountRefused as error:
             raise refused(error) from None
-        return web.json_response(record)
 
     async def reset_password(self, request: web.Request) -> web.Response:
         actor = (await self._administrator(request)).actor
+        password = await self.reset_password_of(actor, self._id(request))
+        return web.json_response({"temporaryPassword": password})
+
+    async def reset_password_of(self, actor: Actor, account_id: str) -> str:
+        """A new temporary password for the account (shown once)."""
         try:
-            password = await self.store.reset_password(self._id(request), actor, self.clock())
+            return await self.store.reset_password(account_id, actor, self.clock())
         except AccountRefused as error:
             raise refused(error) from None
-        return web.json_response({"temporaryPassword": password})
 
     async def reset_totp(self, request: web.Request) -> web.Response:
         actor = (await self._administrator(request)).actor
+        await self.reset_totp_of(actor, self._id(request))
+        return web.json_response({"totpEnabled": False})
+
+    async def reset_totp_of(self, actor: Actor, account_id: str) -> None:
         try:
-            await self.store.reset_totp(self._id(request), actor, self.clock())
+            await self.store.reset_totp(account_id, actor, self.clock())
         except AccountRefused as error:
             raise refused(error) from None
-        return web.json_response({"totpEnabled": False})
 
     async def revoke_sessions(self, request: web.Request) -> web.Response:
         actor = (await self._administrator(request)).actor
+        return web.json_response({"revoked": await self.end_sessions_of(actor, self._id(request))})
+
+    async def end_sessions_of(self, actor: Actor, account_id: str) -> int:
+        """End every session of the account: how many there were."""
         try:
-            count = await self.store.revoke_sessions(self._id(request), actor, self.clock())
+            return await self.store.revoke_sessions(account_id, actor, self.clock())
         except AccountRefused as error:
             raise refused(error) from None
-        return web.json_response({"revoked": count})
 
     async def account_tokens(self, request: web.Request) -> web.Response:
         await self._administrator(request)
         account_id = self._id(request)
-        await self._existing(account_id)
+        await self.existing(account_id)
         tokens = await request.app[RUNTIME].tokens.owned(account_id)
         return web.json_response({"items": [t.as_dict() for t in tokens]})
+
+    async def existing(self, account_id: str) -> dict[str, Any]:
+        """The account's record; 404 if there is none."""
+        try:
+            return await self.store.record(account_id)
+        except AccountRefused as error:
+            raise refused(error) from None
 
     async def revoke_account_token(self, request: web.Request) -> web.Response:
         actor = (await self._administrator(request)).actor
         account_id = self._id(request)
-        await self._existing(account_id)
+        await self.existing(account_id)
         return await self._revoke(request, account_id, actor)
-
-    async def _existing(self, account_id: str) -> None:
-        try:
-            await self.store.record(account_id)
-        except AccountRefused as error:
-            raise refused(error) from None
 
     async def own_tokens(self, request: web.Request) -> web.Response:
         principal = await authenticate(request)
@@ -134,10 +155,19 @@ class AccountEndpoints:
         """A personal token: only from a signed-in session, with a role its owner holds,
         expiring after `expiresInDays` (default and maximum in [accounts])."""
         principal = await authenticate(request)
+        tokens: TokenStore = request.app[RUNTIME].tokens
+        info, secret = await self.personal_token(tokens, principal, await json_body(request))
+        return web.json_response(info.as_dict() | {"secret": secret}, status=201)
+
+    async def personal_token(
+        self, tokens: TokenStore, principal: Principal, document: Any
+    ) -> tuple[TokenInfo, str]:
+        """A personal token of the signed-in `principal` from a `personal_token` document,
+        audited: its identity and its secret (shown once)."""
         account = principal.account
         if account is None or principal.session_id is None:
             raise ApiError(403, "session_required", "personal tokens are made from a session")
-        body = validated("personal_token", await json_body(request))
+        body = validated("personal_token", document)
         role = Role(body["role"])
         if role not in grants_of(account.roles):
             raise ApiError(403, "role_not_held", f"the account does not hold the role {role.value}")
@@ -149,7 +179,6 @@ class AccountEndpoints:
                 f"personal tokens live at most {self.settings.token_max_days} days",
             )
         senders = account.senders if role in (Role.PUBLISHER, Role.ADMIN) else ()
-        tokens: TokenStore = request.app[RUNTIME].tokens
         now = self.clock()
         try:
             info, secret = await tokens.create(
@@ -158,7 +187,7 @@ class AccountEndpoints:
         except TokenNameTaken as taken:
             raise ApiError(409, "duplicate_token_name", str(taken)) from None
         await self._audit(principal.actor, "create", info)
-        return web.json_response(info.as_dict() | {"secret": secret}, status=201)
+        return info, secret
 
     async def revoke_own_token(self, request: web.Request) -> web.Response:
         principal = await authenticate(request)
@@ -166,11 +195,18 @@ class AccountEndpoints:
 
     async def _revoke(self, request: web.Request, owner: str, actor: Actor) -> web.Response:
         tokens: TokenStore = request.app[RUNTIME].tokens
-        info = await tokens.revoke_owned(self._id(request, "tokenId"), owner, self.clock())
+        await self.revoke_token(tokens, self._id(request, "tokenId"), owner, actor)
+        return web.Response(status=204)
+
+    async def revoke_token(
+        self, tokens: TokenStore, token_id: str, owner: str, actor: Actor
+    ) -> TokenInfo:
+        """Revoke a token of account `owner`, audited; 404 if it has no such token."""
+        info = await tokens.revoke_owned(token_id, owner, self.clock())
         if info is None:
             raise ApiError(404, "not_found", "no such token of this account")
         await self._audit(actor, "revoke", info)
-        return web.Response(status=204)
+        return info
 
     async def _audit(self, actor: Actor, action: str, info: TokenInfo) -> None:
         database = self.store.database
@@ -193,7 +229,11 @@ def _owner(principal: Principal) -> str:
     return principal.account.id
 
 
+ACCOUNTS = web.AppKey("accounts", AccountEndpoints)
+
+
 def add_account_routes(app: web.Application, endpoints: AccountEndpoints) -> None:
+    app[ACCOUNTS] = endpoints
     app.router.add_post("/api/v1/accounts", endpoints.create)
     app.router.add_get("/api/v1/accounts", endpoints.listing, allow_head=False)
     app.router.add_get("/api/v1/accounts/{id}", endpoints.show, allow_head=False)

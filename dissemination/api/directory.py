@@ -270,16 +270,23 @@ async def audit_entries(request: web.Request) -> web.Response:
     after = bounded_int(request.query.get("after", "0"), 0, MAX_AUDIT_ID)
     if after is None:
         raise ApiError(400, "invalid_parameter", "after must be an audit entry id")
-    entries = await admin_of(request).audit.entries(
+    shown = await readable_audit(
+        admin_of(request),
+        reader,
         after_id=after,
         limit=limit_param(request),
         entity=optional_text_param(request, "entity"),
         entity_id=optional_text_param(request, "entityId"),
     )
-    following = str(entries[-1]["id"]) if entries else None
-    store = ProgressStore(admin_of(request).audit.database)
-    shown = await redact_audit(reader, store, entries)
+    following = str(shown[-1]["id"]) if shown else None
     return web.json_response({"items": shown, "next": following})
+
+
+async def readable_audit(admin: Admin, reader: NeedToKnow, **filters: Any) -> list[dict[str, Any]]:
+    """A page of the audit log (`AuditLog.entries` filters), entries about an alert above the
+    reader's clearance redacted. The API and the console's audit page read through here."""
+    entries = await admin.audit.entries(**filters)
+    return await redact_audit(reader, ProgressStore(admin.audit.database), entries)
 
 
 async def match_dry_run(request: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 
@@ -196,19 +197,14 @@ class ProgressEndpoints:
         wanted = request.query.get("format", "json")
         if wanted not in ("json", "csv"):
             raise ApiError(400, "invalid_parameter", "format must be json or csv")
-        alert_id = _text(request, "alertId")
-        entries = await record.export(
-            self.store.database,
+        shown, left_count = await readable_records(
+            self.store,
+            reader,
             since=_moment("since", request.query.get("since")),
             until=_moment("until", request.query.get("until")),
-            alert_id=alert_id,
+            alert_id=_text(request, "alertId"),
         )
-        about = {e["alert_id"] for e in entries} | ({alert_id} if alert_id else set())
-        refused = await reader.refusals(self.store, about)
-        if alert_id is not None and alert_id in refused:
-            raise above_clearance("the alert's dissemination record", refused[alert_id])
-        shown = [e for e in entries if e["alert_id"] not in refused]
-        left_out = listing_withheld(len(entries) - len(shown))
+        left_out = listing_withheld(left_count)
         if wanted == "csv":
             headers = {WITHHELD_HEADER: str(left_out["items"])} if left_out else None
             return web.Response(text=record.as_csv(shown), content_type="text/csv", headers=headers)
@@ -313,6 +309,27 @@ class ProgressEndpoints:
 
 
 PROGRESS = web.AppKey("progress", ProgressEndpoints)
+
+
+async def readable_records(
+    store: ProgressStore,
+    reader: NeedToKnow,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    alert_id: str | None,
+) -> tuple[list[dict[str, Any]], int]:
+    """The record's entries in [since, until) (of one alert if given) that the reader may
+    read, and how many were left out; 403 `above_clearance` if the alert asked for is above
+    the reader's clearance. The API's export and the console's record page read through
+    here."""
+    entries = await record.export(store.database, since=since, until=until, alert_id=alert_id)
+    about = {e["alert_id"] for e in entries} | ({alert_id} if alert_id else set())
+    refused = await reader.refusals(store, about)
+    if alert_id is not None and alert_id in refused:
+        raise above_clearance("the alert's dissemination record", refused[alert_id])
+    shown = [e for e in entries if e["alert_id"] not in refused]
+    return shown, len(entries) - len(shown)
 
 
 def add_progress_routes(app: web.Application, endpoints: ProgressEndpoints) -> None:

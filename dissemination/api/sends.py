@@ -123,6 +123,18 @@ def _composed(
     return alerts[0], payload
 
 
+def alert_problems(request: web.Request, token: Principal, document: Any) -> list[ErrorDetail]:
+    """What intake would find wrong with the alert of a send request, by path under
+    `$.alert` (none if it parses): every problem of the alert at once, where a submission
+    stops at the first part of the request that is wrong."""
+    sent = request.app[SENDS].clock()
+    try:
+        _composed(request.app[RUNTIME], token, document, sent)
+    except ApiError as error:
+        return list(error.details) or [ErrorDetail("$.alert", error.message)]
+    return []
+
+
 def _audience(endpoints: SendEndpoints, planner: Planner, alert: Alert, send_id: str,
               document: dict[str, Any]) -> Audience:  # fmt: skip
     """The audience, every name in it known and its size within bounds."""
@@ -161,8 +173,9 @@ async def create_send(request: web.Request) -> web.Response:
 async def submit_send(
     request: web.Request, token: Principal, document: Any
 ) -> tuple[int, dict[str, Any]]:
-    """A send request (`document`, the send_request schema) from `token`, planned or sent:
-    200 with the plan of a dry run, or 202 with the send's record (ApiError otherwise)."""
+    """A send request from `token` (a composer) planned or made: (200, the plan) for a dry
+    run, (202, the send) otherwise; ApiError with each problem's path if it is refused. The
+    API and the console's compose page both submit through here."""
     runtime, endpoints = request.app[RUNTIME], request.app[SENDS]
     planner = _planner(runtime)
     body = _request(document)
@@ -302,14 +315,19 @@ async def list_sends(request: web.Request) -> web.Response:
 async def show_send(request: web.Request) -> web.Response:
     """GET /api/v1/sends/{id}: 403 `above_clearance` if its alert is above the reader's."""
     reader = NeedToKnow.of(await authenticate(request, *SEND_READERS))
-    send_id = _send_id(request)
+    return web.json_response(await readable_send(request, reader, _send_id(request)))
+
+
+async def readable_send(request: web.Request, reader: NeedToKnow, send_id: str) -> dict[str, Any]:
+    """The send, if the reader may read its alert: 404 if there is none, 403
+    `above_clearance` if its alert is above the reader's clearance."""
     record = await request.app[SENDS].sends.get(send_id)
     if record is None:
         raise ApiError(404, "not_found", f"no send {send_id!r}")
     reason = (await _refusals(request, reader, [record])).get(send_id)
     if reason is not None:
         raise above_clearance("the send", reason)
-    return web.json_response(record)
+    return record
 
 
 async def cancel_send(request: web.Request) -> web.Response:

@@ -34,7 +34,7 @@ NAVIGATION: tuple[tuple[str, str, frozenset[Role]], ...] = (
     ("/console/approvals", "Approvals", frozenset({Role.APPROVER, Role.ADMIN})),
     ("/console/compose", "Compose", frozenset({Role.PUBLISHER, Role.ADMIN})),
     ("/console/directory", "Directory", frozenset(Role)),
-    ("/console/record", "Record", frozenset(Role)),
+    ("/console/record", "Record", frozenset({Role.ADMIN})),
     ("/console/accounts", "Accounts", frozenset({Role.ADMIN})),
 )
 

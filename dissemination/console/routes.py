@@ -10,9 +10,12 @@ from pathlib import Path
 from aiohttp import web
 
 from dissemination.api.errors import ApiError
+from dissemination.console.accountpages import add_account_pages
 from dissemination.console.auth import find_viewer
 from dissemination.console.boardroutes import add_board_routes
+from dissemination.console.compose import add_compose_routes
 from dissemination.console.pages import render
+from dissemination.console.recordpages import add_record_routes
 from dissemination.console.signin import add_sign_in_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,3 +64,6 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_get("/console", to_console, allow_head=False)
     add_board_routes(app)
     add_sign_in_routes(app)
+    add_compose_routes(app)
+    add_record_routes(app)
+    add_account_pages(app)

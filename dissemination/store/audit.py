@@ -82,12 +82,26 @@ class AuditLog:
         limit: int = 100,
         entity: str | None = None,
         entity_id: str | None = None,
+        actor_name: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[dict[str, Any]]:
+        """Entries after `after_id`, those of one entity, actor or action and in [since,
+        until) when given."""
         query = select(audit_log).where(audit_log.c.id > after_id)
         if entity is not None:
             query = query.where(audit_log.c.entity == entity)
         if entity_id is not None:
             query = query.where(audit_log.c.entity_id == entity_id)
+        if actor_name is not None:
+            query = query.where(audit_log.c.actor_name == actor_name)
+        if action is not None:
+            query = query.where(audit_log.c.action == action)
+        if since is not None:
+            query = query.where(audit_log.c.at >= since)
+        if until is not None:
+            query = query.where(audit_log.c.at < until)
         async with self.database.reading() as conn:
             rows = await conn.execute(query.order_by(audit_log.c.id).limit(limit))
             return [_entry(row) for row in rows.mappings()]
