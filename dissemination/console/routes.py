@@ -10,8 +10,11 @@ from pathlib import Path
 from aiohttp import web
 
 from dissemination.api.errors import ApiError
+from dissemination.console.approvals import add_approval_routes
 from dissemination.console.auth import find_viewer, viewer
+from dissemination.console.directory import add_directory_routes
 from dissemination.console.pages import render
+from dissemination.console.ruleeditor import add_rule_editor_routes
 from dissemination.console.signin import add_sign_in_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -65,3 +68,4 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_get("/console", to_console, allow_head=False)
     app.router.add_get(CONSOLE_PREFIX, home, allow_head=False)
     add_sign_in_routes(app)
+    add_approval_routes(app)
