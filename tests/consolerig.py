@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from playwright.async_api import Page
 
 from dissemination.console.auth import form_token
 from tests.alerts import TEST_SENDERS, fixture_document
 from tests.brokerutil import wait_until
+from tests.browser import Console
 from tests.deliveryrig import rows_of
 from tests.staffrig import Answer, Signed, Staff
 
@@ -116,3 +118,21 @@ async def get_page(staff: Staff, path: str, session: Signed) -> Answer:
     headers = {"Cookie": f"dissemination_session={session.cookie}"}
     async with staff.http.get(staff.base + path, headers=headers, allow_redirects=False) as got:
         return Answer(got.status, await got.text(), dict(got.headers), None)
+
+
+async def signed_in_page(
+    console: Console,
+    username: str,
+    roles: list[str],
+    max_tlp: str = "AMBER",
+    *,
+    phone: bool = False,
+) -> Page:
+    """A browser page signed in to the console as a new account cleared to `max_tlp`."""
+    _id, password = await console.staff.make_account(
+        username, roles, clearance=CLEARED | {"maxTlp": max_tlp}
+    )
+    _session, secret, _codes = await console.staff.enrolled(username, password)
+    page = await console.page(phone=phone)
+    await console.sign_in(page, username, password, secret)
+    return page

@@ -11,10 +11,18 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from tests.browser import Console, console_service, fits_narrowest, look
-from tests.consolerig import CLEARED, DESK_CLEARED, Receiver, receiver, send_held, signed_in
+from tests.consolerig import (
+    CLEARED,
+    DESK_CLEARED,
+    Receiver,
+    receiver,
+    send_held,
+    signed_in,
+    signed_in_page,
+)
 from tests.deliveryrig import rows_of
 from tests.people import enrol
 
@@ -36,23 +44,6 @@ async def console(service_env: dict[str, str], browser: Browser) -> AsyncIterato
 async def hook() -> AsyncIterator[Receiver]:
     async for found in receiver():
         yield found
-
-
-async def signed_in_page(
-    console: Console,
-    username: str,
-    roles: list[str],
-    max_tlp: str = "AMBER",
-    *,
-    phone: bool = False,
-) -> Page:
-    _id, password = await console.staff.make_account(
-        username, roles, clearance=CLEARED | {"maxTlp": max_tlp}
-    )
-    _session, secret, _codes = await console.staff.enrolled(username, password)
-    page = await console.page(phone=phone)
-    await console.sign_in(page, username, password, secret)
-    return page
 
 
 async def test_an_approver_approves_one_analyst_send_and_rejects_another(

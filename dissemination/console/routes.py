@@ -69,3 +69,5 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_get(CONSOLE_PREFIX, home, allow_head=False)
     add_sign_in_routes(app)
     add_approval_routes(app)
+    add_directory_routes(app)
+    add_rule_editor_routes(app)
