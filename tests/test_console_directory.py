@@ -64,6 +64,12 @@ async def test_an_administrator_adds_a_stakeholder_contact_and_subscription_thro
     await expect(page.get_by_role("heading", level=1)).to_have_text("Harbor Police Dispatch")
     await expect(page.get_by_role("status").filter(has_text="Stakeholder added")).to_be_visible()
 
+    await page.get_by_role("link", name="Edit Harbor Police Dispatch").click()
+    await page.get_by_label("Organization").fill("Harbor City Police Department")
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.get_by_role("status").filter(has_text="Stakeholder saved")).to_be_visible()
+    await expect(page.locator("dl.facts")).to_contain_text("Harbor City Police Department")
+
     await page.get_by_label("Channel").select_option("webhook")
     await page.get_by_label("Address").fill(hook.url)
     await page.get_by_label("Label (optional)").fill("dispatch console")

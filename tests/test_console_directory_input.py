@@ -81,6 +81,11 @@ async def test_an_invalid_stakeholder_or_contact_is_shown_against_its_fields(sta
     assert invalid_field(answer.body, "timezone")
     assert "unknown time zone" in answer.body
     desk = await enrol(staff.service, "Desk", {"email": "desk@example.org"})
+    edited = fields | {"name": "   ", "sector": "astrology"}
+    answer = await post_form(staff, f"/console/directory/stakeholders/{desk.id}", edited, admin)
+    assert answer.status == 422
+    assert invalid_field(answer.body, "name")
+    assert invalid_field(answer.body, "sector")
     contact = {"channel": "webhook", "address": "http://203.0.113.9/hook"}
     path = f"/console/directory/stakeholders/{desk.id}/contacts"
     answer = await post_form(staff, path, contact, admin)
@@ -95,6 +100,7 @@ async def test_unknown_ids_are_a_not_found_page(staff: Staff) -> None:
     for path in (
         "/console/directory/stakeholders/no-such-one",
         "/console/directory/stakeholders/no-such-one/subscriptions/new",
+        "/console/directory/stakeholders/no-such-one/edit",
         "/console/directory/subscriptions/no-such-one",
         "/console/directory/lists/no-such-one",
     ):
@@ -103,6 +109,7 @@ async def test_unknown_ids_are_a_not_found_page(staff: Staff) -> None:
         assert "<h1>404: no " in answer.body
     for path, fields in (
         ("/console/directory/stakeholders/nobody/contacts", {"channel": "email"}),
+        ("/console/directory/stakeholders/nobody", {"name": "X", "organization": "Y"}),
         ("/console/directory/subscriptions/nobody", {"rule": "{}", "action": "preview"}),
         ("/console/approvals/nobody/reject", {"reason": "Not sourced"}),
         ("/console/approvals/nobody/approve", {}),
@@ -135,6 +142,7 @@ async def test_a_post_without_the_form_token_is_refused(staff: Staff) -> None:
     [subscription] = await subscriptions_of(staff, desk.id)
     for path, fields in (
         ("/console/directory/stakeholders", {"name": "X", "organization": "Y"}),
+        (f"/console/directory/stakeholders/{desk.id}", {"name": "X", "organization": "Y"}),
         (f"/console/directory/stakeholders/{desk.id}/contacts", {"channel": "email"}),
         (f"/console/directory/stakeholders/{desk.id}/subscriptions", {"action": "save"}),
         (f"/console/directory/subscriptions/{subscription['id']}", {"action": "save"}),

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from dissemination.api.directory import ADMIN, Admin, create_entity
+from dissemination.api.directory import ADMIN, Admin, create_entity, update_entity
 from dissemination.api.errors import ApiError
 from dissemination.api.tokens import Role
 from dissemination.console.auth import Viewer, changer, viewer
@@ -89,18 +89,26 @@ async def stakeholders_page(request: web.Request) -> web.Response:
     )
 
 
-def _new_stakeholder_form(
+def _stakeholder_form(
     request: web.Request,
     seen: Viewer,
     values: MultiDictProxy[str] | dict[str, str],
     errors: FormErrors,
     status: int = 200,
+    editing: str | None = None,
 ) -> web.Response:
+    """The form that adds a stakeholder, or edits the one whose id is `editing`."""
     return directory_page(
         request,
         "stakeholder_new.html.j2",
         seen,
-        title="Add a stakeholder",
+        title="Edit stakeholder" if editing else "Add a stakeholder",
+        action=(
+            f"/console/directory/stakeholders/{editing}"
+            if editing
+            else "/console/directory/stakeholders"
+        ),
+        editing=editing,
         values=values,
         errors=errors,
         sectors=SECTORS,
@@ -112,7 +120,7 @@ def _new_stakeholder_form(
 async def new_stakeholder_page(request: web.Request) -> web.Response:
     seen = await viewer(request, Role.ADMIN)
     defaults = {"timezone": "UTC", "max_tlp": "GREEN", "kind": "individual"}
-    return _new_stakeholder_form(request, seen, defaults, FormErrors())
+    return _stakeholder_form(request, seen, defaults, FormErrors())
 
 
 def _caveats(text: str) -> list[str]:
@@ -143,8 +151,52 @@ async def create_stakeholder(request: web.Request) -> web.Response:
         )
     except ApiError as refused:
         errors = from_refusal(refused, STAKEHOLDER_FIELDS)
-        return _new_stakeholder_form(request, seen, form, errors, status=refused.status)
+        return _stakeholder_form(request, seen, form, errors, status=refused.status)
     raise web.HTTPSeeOther(f"/console/directory/stakeholders/{record['id']}?created=1")
+
+
+def _form_values(record: dict[str, Any]) -> dict[str, str]:
+    """A stakeholder's record as its form's fields."""
+    clearance = record["clearance"]
+    return {
+        "name": record["name"],
+        "organization": record["organization"],
+        "sector": record["sector"],
+        "kind": record["kind"],
+        "max_tlp": clearance["maxTlp"],
+        "caveats": ", ".join(clearance.get("caveats", ())),
+        "law_enforcement": "on" if clearance.get("lawEnforcement") else "",
+        "timezone": record["timezone"],
+        "active": "on" if record["active"] else "",
+    }
+
+
+async def edit_stakeholder_page(request: web.Request) -> web.Response:
+    seen = await viewer(request, Role.ADMIN)
+    stakeholder_id = path_id(request, "stakeholder")
+    record = await admin(request).directory.get(STAKEHOLDER, stakeholder_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no stakeholder {stakeholder_id!r}")
+    values = _form_values(record)
+    return _stakeholder_form(request, seen, values, FormErrors(), editing=stakeholder_id)
+
+
+async def change_stakeholder(request: web.Request) -> web.Response:
+    seen, form = await changer(request, Role.ADMIN)
+    stakeholder_id = path_id(request, "stakeholder")
+    changes = stakeholder_document(form) | {"active": form.get("active") == "on"}
+    try:
+        await update_entity(
+            admin(request), STAKEHOLDER, stakeholder_id, changes, seen.principal.actor
+        )
+    except ApiError as refused:
+        if refused.status == 404:
+            raise
+        errors = from_refusal(refused, STAKEHOLDER_FIELDS)
+        return _stakeholder_form(
+            request, seen, form, errors, status=refused.status, editing=stakeholder_id
+        )
+    raise web.HTTPSeeOther(f"/console/directory/stakeholders/{stakeholder_id}?changed=1")
 
 
 async def _stakeholder_view(
@@ -172,6 +224,8 @@ async def _stakeholder_view(
     member_of = sorted((lists.get(i, i), i) for i in found.matcher.lists_of(stakeholder_id))
     if notice is None and "created" in request.query:
         notice = "Stakeholder added."
+    if notice is None and "changed" in request.query:
+        notice = "Stakeholder saved."
     if notice is None and "saved" in request.query:
         notice = "Subscription saved."
     return directory_page(
@@ -291,6 +345,10 @@ def add_directory_routes(app: web.Application) -> None:
     )
     app.router.add_post("/console/directory/stakeholders", create_stakeholder)
     app.router.add_get("/console/directory/stakeholders/{id}", stakeholder_page, allow_head=False)
+    app.router.add_post("/console/directory/stakeholders/{id}", change_stakeholder)
+    app.router.add_get(
+        "/console/directory/stakeholders/{id}/edit", edit_stakeholder_page, allow_head=False
+    )
     app.router.add_post("/console/directory/stakeholders/{id}/contacts", create_contact)
     app.router.add_get("/console/directory/contacts", contacts_page, allow_head=False)
     app.router.add_get("/console/directory/subscriptions", subscriptions_page, allow_head=False)
