@@ -359,6 +359,17 @@ class Matcher:
                 matches.append((sub, holder))
         return resolve(matches, self._contacts_by_holder, alert.handling)
 
+    def rule_selects(self, alert: Alert, subscription: Subscription) -> bool:
+        """Whether `subscription`, saved or not, selects `alert`: the predicate `match` applies
+        to each candidate, with its stakeholder's jurisdiction and lists as the matcher knows
+        them (whether the stakeholder may then receive it is the clearance check's)."""
+        holder = self._stakeholders.get(subscription.stakeholder_id)
+        if alert.status == Status.DRAFT or holder is None:
+            return False
+        member_of = self._memberships.get(holder.id, frozenset())
+        facts = AlertFacts.of(alert)
+        return eligible(subscription, holder, facts, self._areas[holder.id], member_of)
+
     def match_audience(self, alert: Alert, audiences: Iterable[Audience]) -> MatchResult:
         """Targets and withheld entries for an ad-hoc alert: exactly the members of
         `audiences` (`subscriptions.audience`), through `resolve` like any match; a member

@@ -662,6 +662,27 @@ def test_index_equals_brute_force(directory: Directory, probes: list[Alert]) -> 
         assert matcher.match(alert) == directory.brute_force(alert)
 
 
+@settings(PROPERTY_SETTINGS, max_examples=100)
+@given(directory=directories(), probe=alerts())
+def test_rule_selects_agrees_with_match(directory: Directory, probe: Alert) -> None:
+    """What the rule editor previews: a subscription `match` used selects the alert, and a
+    subscription that selects it puts its stakeholder among the targets or the withheld."""
+    matcher = _load(directory, Matcher())
+    result = matcher.match(probe)
+    used = {i for t in result.targets for i in t.matched_subscription_ids}
+    used |= {w.subscription_id for w in result.withheld}
+    reached = {t.stakeholder_id for t in result.targets}
+    reached |= {w.stakeholder_id for w in result.withheld}
+    for subscription in directory.subscriptions.values():
+        selected = matcher.rule_selects(probe, subscription)
+        if subscription.id in used:
+            assert selected
+        if selected:
+            assert subscription.stakeholder_id in reached
+        if subscription.stakeholder_id not in directory.stakeholders:
+            assert not selected
+
+
 Update = tuple[str, Any]
 UPDATES: st.SearchStrategy[Update] = st.one_of(
     st.tuples(st.just("upsert_stakeholder"), stakeholders()),

@@ -167,7 +167,7 @@ class ControlEndpoints:
             return False
         return True
 
-    async def _redacted(
+    async def redacted(
         self, reader: NeedToKnow, items: list[dict[str, Any]], content: tuple[str, ...]
     ) -> dict[str, Any]:
         """The listing's body: items about an alert above the reader's clearance lose their
@@ -197,7 +197,7 @@ class ControlEndpoints:
             choices = ", ".join(s.value for s in ApprovalState)
             raise ApiError(400, "invalid_parameter", f"state must be one of {choices}") from None
         items = await approval.listing(self.database, state, limit_param(request))
-        return web.json_response(await self._redacted(reader, list(items), APPROVAL_CONTENT))
+        return web.json_response(await self.redacted(reader, list(items), APPROVAL_CONTENT))
 
     async def approve(self, request: web.Request) -> web.Response:
         return await self._decide(request, approve=True)
@@ -209,6 +209,13 @@ class ControlEndpoints:
         actor = await self._actor(request, Role.ADMIN, Role.APPROVER)
         alert_id = _path_id(request, "alert")
         reason = decision_reason(await json_body(request), approve=approve)
+        return web.json_response(await self.decide(actor, alert_id, approve, reason))
+
+    async def decide(
+        self, actor: Actor, alert_id: str, approve: bool, reason: str | None
+    ) -> dict[str, Any]:
+        """Approve or reject a held alert and publish what approval released; ApiError when
+        the control refuses (not held, decided already, the submitter deciding)."""
         try:
             decision = await approval.decide(
                 self.database, alert_id, actor, approve, reason, self.clock()
@@ -216,14 +223,12 @@ class ControlEndpoints:
         except ControlRefused as error:
             raise _refused(error) from None
         dispatched = await self.dispatch(decision.released) if decision.released else True
-        return web.json_response(
-            {
-                "id": alert_id,
-                "state": decision.state.value,
-                "released": sum(len(ids) for ids in decision.released.values()),
-                "dispatched": dispatched,
-            }
-        )
+        return {
+            "id": alert_id,
+            "state": decision.state.value,
+            "released": sum(len(ids) for ids in decision.released.values()),
+            "dispatched": dispatched,
+        }
 
     async def release(self, request: web.Request) -> web.Response:
         actor = await self._actor(request)
@@ -263,24 +268,28 @@ class ControlEndpoints:
             raise ApiError(400, "invalid_parameter", "flagged must be true or false")
         reviewed = None if raw is None else raw == "false"
         items = await specialrelease.listing(self.database, reviewed, limit_param(request))
-        return web.json_response(await self._redacted(reader, items, RELEASE_CONTENT))
+        return web.json_response(await self.redacted(reader, items, RELEASE_CONTENT))
 
     async def review(self, request: web.Request) -> web.Response:
         actor = await self._actor(request)
         release_id = _path_id(request, "release")
         note = review_note(await json_body(request))
+        await self.review_release(actor, release_id, note)
+        return web.json_response({"id": release_id, "flaggedForReview": False})
+
+    async def review_release(self, actor: Actor, release_id: str, note: str) -> None:
+        """Mark a release reviewed; ApiError when the control refuses."""
         try:
             await specialrelease.review(self.database, release_id, note, actor, self.clock())
         except ControlRefused as error:
             raise _refused(error) from None
-        return web.json_response({"id": release_id, "flaggedForReview": False})
 
 
 CONTROLS = web.AppKey("controls", ControlEndpoints)
 
 
 def add_control_routes(app: web.Application, endpoints: ControlEndpoints) -> None:
-    app[CONTROLS] = endpoints  # the console's alert page releases through the same endpoints
+    app[CONTROLS] = endpoints  # the console's pages decide and release through these
     app.router.add_get("/api/v1/approvals", endpoints.approvals, allow_head=False)
     app.router.add_post("/api/v1/alerts/{id}/approve", endpoints.approve)
     app.router.add_post("/api/v1/alerts/{id}/reject", endpoints.reject)

@@ -180,6 +180,46 @@ def stored_fields(spec: EntitySpec, record: Mapping[str, Any]) -> dict[str, Any]
     return {name: record[name] for name in spec.fields}
 
 
+async def create_entity(
+    admin: Admin, spec: EntitySpec, document: Mapping[str, Any], actor: Actor
+) -> tuple[dict[str, Any], str | None]:
+    """Validate, store (audited) and apply to the matcher a new entity: its record and, for a
+    webhook contact, its signing secret; ApiError 422 naming the fields otherwise."""
+    fields = await validated_fields(admin, spec, document)
+    with unique_contacts("$.address"):
+        try:
+            record, secret = await admin.directory.create(spec, fields, actor, utc_now())
+        except RejectedInput as rejected:
+            raise ApiError.from_rejection(rejected) from None
+    apply_change(admin.matcher, spec, record, record["id"])
+    return record, secret
+
+
+async def update_entity(
+    admin: Admin, spec: EntitySpec, entity_id: str, changes: Mapping[str, Any], actor: Actor
+) -> dict[str, Any]:
+    """Change some fields of an entity (validated as a whole, audited, applied to the
+    matcher): its new record; ApiError 404 if it is gone, 422 naming the fields otherwise."""
+    current = await admin.directory.get(spec, entity_id)
+    if current is None:
+        raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
+    for name in IMMUTABLE.get(spec.name, ()):
+        if name in changes and changes[name] != current[name]:
+            raise ApiError(
+                422,
+                "immutable_field",
+                f"{name} cannot change",
+                [ErrorDetail(f"$.{name}", "immutable")],
+            )
+    fields = await validated_fields(admin, spec, stored_fields(spec, current) | dict(changes))
+    with unique_contacts("$.address"):
+        record = await admin.directory.update(spec, entity_id, fields, actor, utc_now())
+    if record is None:
+        raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
+    apply_change(admin.matcher, spec, record, entity_id)
+    return record
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -189,14 +229,8 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
 
     async def create(request: web.Request) -> web.Response:
         actor = await actor_of(request, Role.ADMIN)
-        admin = admin_of(request)
-        fields = await validated_fields(admin, spec, json_object(await json_body(request)))
-        with unique_contacts("$.address"):
-            try:
-                record, secret = await admin.directory.create(spec, fields, actor, utc_now())
-            except RejectedInput as rejected:
-                raise ApiError.from_rejection(rejected) from None
-        apply_change(admin.matcher, spec, record, record["id"])
+        document = json_object(await json_body(request))
+        record, secret = await create_entity(admin_of(request), spec, document, actor)
         body = record | ({"signingSecret": secret} if secret else {})
         return web.json_response(body, status=201)
 
@@ -227,27 +261,11 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
 
     async def patch(request: web.Request) -> web.Response:
         actor = await actor_of(request, Role.ADMIN)
-        admin = admin_of(request)
         entity_id = entity_id_param(request, spec)
         changes = json_object(await json_body(request))
-        current = await admin.directory.get(spec, entity_id)
-        if current is None:
-            raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
-        for name in IMMUTABLE.get(spec.name, ()):
-            if name in changes and changes[name] != current[name]:
-                raise ApiError(
-                    422,
-                    "immutable_field",
-                    f"{name} cannot change",
-                    [ErrorDetail(f"$.{name}", "immutable")],
-                )
-        fields = await validated_fields(admin, spec, stored_fields(spec, current) | changes)
-        with unique_contacts("$.address"):
-            record = await admin.directory.update(spec, entity_id, fields, actor, utc_now())
-        if record is None:
-            raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
-        apply_change(admin.matcher, spec, record, entity_id)
-        return web.json_response(record)
+        return web.json_response(
+            await update_entity(admin_of(request), spec, entity_id, changes, actor)
+        )
 
     async def remove(request: web.Request) -> web.Response:
         actor = await actor_of(request, Role.ADMIN)

@@ -11,11 +11,14 @@ from aiohttp import web
 
 from dissemination.api.errors import ApiError
 from dissemination.console.accountpages import add_account_pages
+from dissemination.console.approvals import add_approval_routes
 from dissemination.console.auth import find_viewer
 from dissemination.console.boardroutes import add_board_routes
 from dissemination.console.compose import add_compose_routes
+from dissemination.console.directory import add_directory_routes
 from dissemination.console.pages import render
 from dissemination.console.recordpages import add_record_routes
+from dissemination.console.ruleeditor import add_rule_editor_routes
 from dissemination.console.signin import add_sign_in_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,3 +70,6 @@ def add_console_routes(app: web.Application) -> None:
     add_compose_routes(app)
     add_record_routes(app)
     add_account_pages(app)
+    add_approval_routes(app)
+    add_directory_routes(app)
+    add_rule_editor_routes(app)

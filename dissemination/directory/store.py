@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from channels.webhook import new_secret as new_webhook_secret
@@ -244,6 +244,21 @@ class Directory:
             )
         items = [record_of(spec, row) for row in rows[:limit]]
         return Page(items, items[-1]["id"] if len(rows) > limit else None)
+
+    async def search(
+        self, spec: EntitySpec, columns: tuple[str, ...], text: str, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Records whose `columns` (field names) contain `text`, case-insensitively, by id."""
+        pattern = (
+            "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        matches = [
+            func.lower(spec.table.c[spec.fields[name]]).like(pattern, escape="\\")
+            for name in columns
+        ]
+        query = select(spec.table).where(or_(*matches)).order_by(spec.table.c.id).limit(limit)
+        async with self.database.reading() as conn:
+            return [record_of(spec, row) for row in (await conn.execute(query)).mappings()]
 
     async def all(self, spec: EntitySpec) -> list[dict[str, Any]]:
         async with self.database.reading() as conn:
