@@ -33,6 +33,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# Playwright's assertions retry until this (ms): generous, since CI machines are small and shared
+EXPECT_TIMEOUT_MS = 15_000
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 # axe-core's impact levels that fail a page
 BLOCKING_IMPACTS = frozenset({"serious", "critical"})
 AXE_OPTIONS = {
