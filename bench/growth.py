@@ -7,8 +7,10 @@ with `bench.fanout`'s service and raw legs at each size; the rate should stay fl
 Each size runs `bench.fanout --channel webhook --targets SIZE` (`--runs` times, the largest
 size `--runs-largest` times: it takes long) and prints the median rates per size, with each
 size's service rate over the smallest size's (target: within 20 % of 1.0) and over the raw
-leg of the same size (the raw leg shows how much of a change is the machine's). Writes
-bench/results/growth-<store>.json. Every size shares the overall timeout.
+leg of the same size (the raw leg shows how much of a change is the machine's: `s/raw vs
+first` is the growth with that taken out). The table and bench/results/growth-<store>.json
+are written after each size, so the sizes done stand if a later one does not finish. Every
+size shares the overall timeout.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def sizes(text: str) -> list[int]:
     return values
 
 
-async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+async def run(args: argparse.Namespace, context: dict[str, Any]) -> list[dict[str, Any]]:
     deadline = Deadline.after(args.timeout)
     rows: list[dict[str, Any]] = []
     for size in args.sizes:
@@ -70,7 +72,41 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "service_over_raw": ratio,
             }
         )
+        summarize(args, rows, context)  # after each size: a later one may not finish in time
     return rows
+
+
+def summarize(
+    args: argparse.Namespace, rows: list[dict[str, Any]], context: dict[str, Any]
+) -> None:
+    """Print the table of the sizes done so far and write them to the results."""
+    print(f"\nwebhook fan-out rate by number of targets, store {args.store}, medians:")
+    print(
+        f"{'targets':>8} {'runs':>5} {'service/s':>10} {'raw/s':>10} {'s/raw':>6} {'vs first':>9}"
+        f" {'s/raw vs first':>15}"
+    )
+    first, first_share = rows[0]["service_median"], rows[0]["service_over_raw"]
+    for row in rows:
+        service, share = row["service_median"], row["service_over_raw"]
+        growth = service / first if service and first else None
+        row["service_over_first"] = growth
+        row["share_over_first"] = share / first_share if share and first_share else None
+        row["flat"] = growth is not None and abs(growth - 1.0) <= FLAT
+        print(
+            f"{row['targets']:>8,} {row['runs']:>5} {service or 0:>10,.0f} "
+            f"{row['raw_median'] or 0:>10,.0f} {share or 0:>6.3f} {growth or 0:>9.3f}"
+            f" {row['share_over_first'] or 0:>15.3f}"
+        )
+    results = {
+        "benchmark": "growth",
+        "store": args.store,
+        "channel": fanout.WEBHOOK,
+        "flat_within": FLAT,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sizes": rows,
+        "context": context,
+    }
+    write_results(f"growth-{args.store}", results)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,33 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print("need 1 <= --runs, --runs-largest <= 10 and --timeout > 0", file=sys.stderr)
         return 2
     configure("WARNING", "console", "bench")
-    context = machine_context()
-    rows = run_loop(run(args))
-    print(f"\nwebhook fan-out rate by number of targets, store {args.store}, medians:")
-    print(
-        f"{'targets':>8} {'runs':>5} {'service/s':>10} {'raw/s':>10} {'s/raw':>6} {'vs first':>9}"
-    )
-    first = rows[0]["service_median"] if rows else None
-    for row in rows:
-        service = row["service_median"]
-        growth = service / first if service and first else None
-        row["service_over_first"] = growth
-        row["flat"] = growth is not None and abs(growth - 1.0) <= FLAT
-        print(
-            f"{row['targets']:>8,} {row['runs']:>5} {service or 0:>10,.0f} "
-            f"{row['raw_median'] or 0:>10,.0f} {row['service_over_raw'] or 0:>6.3f} "
-            f"{growth or 0:>9.3f}"
-        )
-    results = {
-        "benchmark": "growth",
-        "store": args.store,
-        "channel": fanout.WEBHOOK,
-        "flat_within": FLAT,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "sizes": rows,
-        "context": context,
-    }
-    write_results(f"growth-{args.store}", results)
+    run_loop(run(args, machine_context()))
     return 0
 
 
