@@ -3,7 +3,7 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
 
     .venv/bin/python -m bench.fanout [--targets 10000] [--channel webhook|email|sms|mixed|all]
                                      [--store sqlite|postgresql] [--runs 3] [--timeout 1800]
-                                     [--ack | --escalate] [--profile]
+                                     [--ack | --escalate] [--profile] [--peer alertmanager]
 
   service  N stakeholders, each with one contact on the channel and a subscription to every
            alert, are created before the service starts (not timed). The real Service runs
@@ -20,12 +20,15 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
            at planning, signed into each message).
   --escalate  as --ack, under a policy that resends once, 1 s after the first delivery: the
            service leg ends when all 2N rows are recorded, the raw leg sends 2N.
+  --peer alertmanager  the webhook runs also time Prometheus Alertmanager delivering N alerts
+           as N webhooks to the same sink (`bench.alertmanager` says how and what it does not
+           do that we do); skipped, with how to install it, when it is not installed.
 
 The sinks (webhook receiver, aiosmtpd, the Twilio fake) run in a child process
-(`bench.sinks`). Prints per-run rates, medians and the service/raw ratio, and writes
-bench/results/fanout-<channel>-<store>-<mode>.json. `--profile` runs the service legs under
-pyinstrument and writes bench/results/fanout-<channel>-<store>-<mode>.html. Every wait is bounded by
-the overall timeout.
+(`bench.sinks`). Prints per-run rates, medians and the service/raw (and service/peer) ratios,
+and writes bench/results/fanout-<channel>-<store>-<mode>.json. `--profile` runs the service
+legs under pyinstrument and writes bench/results/fanout-<channel>-<store>-<mode>.html. Every
+wait is bounded by the overall timeout.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import aiosmtplib
 from sqlalchemy import func, select
 from twilio.rest import Client
 
+from bench import alertmanager
 from bench.common import (
     RESULTS_DIR,
     BenchError,
@@ -107,12 +111,19 @@ class ChannelReport:
     channel: str
     raw: list[Leg] = field(default_factory=list)
     service: list[Leg] = field(default_factory=list)
+    peer: list[Leg] = field(default_factory=list)
 
     def medians(self) -> tuple[float | None, float | None, float | None]:
         raw = median([leg.rate for leg in self.raw if not leg.note])
         service = median([leg.rate for leg in self.service if not leg.note])
         ratio = service / raw if raw and service is not None else None
         return raw, service, ratio
+
+    def peer_medians(self) -> tuple[float | None, float | None]:
+        """The peer's median rate and service/peer, None when it did not run."""
+        peer = median([leg.rate for leg in self.peer if not leg.note])
+        service = median([leg.rate for leg in self.service if not leg.note])
+        return peer, (service / peer if peer and service is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,9 +358,22 @@ async def raw_leg(channel: str, settings: Settings, count: int, sinks: SinkPorts
     return await raw_sms(count, settings.delivery.per_host_concurrency, sinks)
 
 
+async def peer_leg(
+    args: argparse.Namespace, report: ChannelReport, sinks: SinkPorts, deadline: Deadline
+) -> Leg | None:
+    """The peer's leg of a webhook run, when one is asked for and installed."""
+    if args.peer is None or report.channel != WEBHOOK or alertmanager.binary() is None:
+        return None
+    received, seconds, note = await alertmanager.peer_leg(args.targets, sinks.webhook, deadline)
+    report.peer.append(Leg(received, seconds, note))
+    return report.peer[-1]
+
+
 async def run(args: argparse.Namespace) -> list[ChannelReport]:
     deadline = Deadline.after(args.timeout)
     channels = (*CHANNELS, "mixed") if args.channel == "all" else (args.channel,)
+    if args.peer is not None and alertmanager.binary() is None:
+        print(alertmanager.missing_message(), flush=True)
     reports = [ChannelReport(c) for c in channels]
     profiler = None
     if args.profile:
@@ -382,11 +406,13 @@ async def run(args: argparse.Namespace) -> list[ChannelReport]:
                             args.mode,
                         )
                         report.service.append(service)
-                        print(
-                            f"{report.channel} run {number}: service {service.rate:,.0f}/s "
-                            f"{service.note}  raw {raw.rate:,.0f}/s",
-                            flush=True,
-                        )
+                    peer = await peer_leg(args, report, sinks, deadline)
+                    print(
+                        f"{report.channel} run {number}: service {service.rate:,.0f}/s "
+                        f"{service.note}  raw {raw.rate:,.0f}/s"
+                        + (f"  {args.peer} {peer.rate:,.0f}/s {peer.note}" if peer else ""),
+                        flush=True,
+                    )
                     if deadline.expired():
                         break
     finally:
@@ -411,6 +437,7 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--ack", dest="mode", action="store_const", const="ack")
     mode.add_argument("--escalate", dest="mode", action="store_const", const="escalate")
     parser.set_defaults(mode="plain")
+    parser.add_argument("--peer", choices=["alertmanager"], default=None)
     return parser
 
 
@@ -423,7 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     context = machine_context()
     reports = run_loop(run(args))
     print(f"\nfan-out of one alert to {args.targets:,} targets, store {args.store}, medians:")
-    print(f"{'channel':<8} {'service/s':>10} {'raw/s':>10} {'ratio':>7}")
+    print(
+        f"{'channel':<8} {'service/s':>10} {'raw/s':>10} {'ratio':>7} {'peer/s':>10} {'s/peer':>7}"
+    )
     results: dict[str, Any] = {
         "benchmark": "fanout",
         "targets": args.targets,
@@ -434,7 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     for report in reports:
         raw, service, ratio = report.medians()
-        print(f"{report.channel:<8} {service or 0:>10,.0f} {raw or 0:>10,.0f} {(ratio or 0):>7.3f}")
+        peer, peer_ratio = report.peer_medians()
+        print(
+            f"{report.channel:<8} {service or 0:>10,.0f} {raw or 0:>10,.0f} {(ratio or 0):>7.3f}"
+            + (f" {peer:>10,.0f} {(peer_ratio or 0):>7.3f}" if peer else "")
+        )
         results["channels"][report.channel] = {
             "service_rates": [round(leg.rate, 1) for leg in report.service],
             "service_notes": [leg.note for leg in report.service],
@@ -443,6 +476,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "raw_median": raw,
             "ratio": ratio,
         }
+        if report.peer:
+            results["channels"][report.channel]["peer"] = {
+                "name": args.peer,
+                "rates": [round(leg.rate, 1) for leg in report.peer],
+                "notes": [leg.note for leg in report.peer],
+                "median": peer,
+                "service_over_peer": peer_ratio,
+                "per_notification": "in memory, dedup against its notification log, one POST;"
+                " no per-recipient outcome recorded, no signature, no audit",
+            }
     write_results(f"fanout-{args.channel}-{args.store}-{args.mode}", results)
     return 0
 

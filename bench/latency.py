@@ -176,10 +176,10 @@ async def raw_leg(
 
 
 async def start_service(
-    env: dict[str, str], log_path: Path
+    env: dict[str, str], log_path: Path, ready_seconds: float = READY_SECONDS
 ) -> tuple[asyncio.subprocess.Process, int]:
     """`dissemination run` in a child process logging to `log_path`, once its /readyz
-    answers 200."""
+    answers 200 (within `ready_seconds`)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -193,7 +193,7 @@ async def start_service(
             stdout=asyncio.subprocess.DEVNULL,
             stderr=log,
         )
-    ready_by = Deadline.after(READY_SECONDS)
+    ready_by = Deadline.after(ready_seconds)
     async with aiohttp.ClientSession() as session:
         while not ready_by.expired():
             if process.returncode is not None:
@@ -208,7 +208,7 @@ async def start_service(
             await asyncio.sleep(0.1)
     process.terminate()
     await process.wait()
-    raise BenchError("the service was not ready within a minute")
+    raise BenchError(f"the service was not ready within {ready_seconds:g} s")
 
 
 async def service_leg(

@@ -6,6 +6,10 @@ Webhooks posted under `/latency/` are also timed: the first arrival of each aler
 body by its `LAT-` identifier) on the system-wide monotonic clock, which `GET /latency-report`
 returns as `{identifier: seconds}` for the latency benchmark to compare with its publish times.
 
+Webhooks posted under `/alertmanager/` carry Prometheus Alertmanager's body, a notification
+of one group with its alerts in `alerts`: the sink counts the alerts in them (as well as the
+notifications), which `GET /counts` returns with the other webhooks' count.
+
     python -m bench.sinks
 
 Prints one JSON line with the ports once all three listen, then serves until stdin closes
@@ -35,6 +39,8 @@ class Counts:
     first arrival of each timed alert."""
 
     webhooks = 0
+    alertmanager_notifications = 0
+    alertmanager_alerts = 0
     first_arrival: dict[str, float] = {}
 
 
@@ -42,7 +48,10 @@ async def _webhook(request: web.Request) -> web.Response:
     body = await request.read()
     arrived = time.monotonic()
     Counts.webhooks += 1
-    if request.path.startswith("/latency/"):
+    if request.path.startswith("/alertmanager/"):
+        Counts.alertmanager_notifications += 1
+        Counts.alertmanager_alerts += len(json.loads(body).get("alerts", []))
+    elif request.path.startswith("/latency/"):
         found = LATENCY_IDENTIFIER.search(body)
         if found is not None:
             Counts.first_arrival.setdefault(found.group().decode(), arrived)
@@ -53,6 +62,16 @@ async def _latency_report(_request: web.Request) -> web.Response:
     return web.json_response(Counts.first_arrival)
 
 
+async def _counts(_request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "webhooks": Counts.webhooks,
+            "alertmanager_notifications": Counts.alertmanager_notifications,
+            "alertmanager_alerts": Counts.alertmanager_alerts,
+        }
+    )
+
+
 async def _stdin_closed() -> None:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
@@ -61,6 +80,7 @@ async def _stdin_closed() -> None:
 async def serve() -> None:
     app = web.Application()
     app.router.add_get("/latency-report", _latency_report)
+    app.router.add_get("/counts", _counts)
     app.router.add_post("/{tail:.*}", _webhook)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
