@@ -4,6 +4,7 @@ queue names inside it, and the store on both SQLite and PostgreSQL (a database p
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import shutil
@@ -17,16 +18,20 @@ from typing import Any
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel
+from argon2 import profiles
 from sqlalchemy import text
 
 from channels.base import CHANNEL_NAMES
+from dissemination import cli as cli_module
+from dissemination import service as service_module
+from dissemination.accounts.passwords import HASHER
 from dissemination.broker.dispatch import delivery_queue, retry_queues
 from dissemination.broker.topology import broker_url
 from dissemination.controls.record import GENESIS
 from dissemination.logs import configure_structlog
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
-from dissemination.store.database import Database
+from dissemination.store.database import Database, head_revision
 from dissemination.store.tables import dissemination_chain, metadata
 from tests.brokerutil import open_connection
 from tests.logcapture import LogLines, capturing
@@ -45,6 +50,25 @@ def _rabbitmqctl(*args: str) -> None:
 def structured_logs() -> None:
     """Our log lines go through the standard library's logging, as in the service."""
     configure_structlog()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheapest_password_hashes() -> None:
+    """argon2's cheapest parameters for the passwords tests make: the service's own (64 MiB,
+    three passes) cost a second a hash on a busy two-core machine, and the suite makes hundreds.
+    Hashing and verifying run through the same code; only the cost parameters differ."""
+    HASHER._parameters = profiles.CHEAPEST
+
+
+@pytest.fixture(scope="session", autouse=True)
+def head_revision_read_once() -> Iterator[None]:
+    """The service and the CLI read the migrations' head at every start, parsing every
+    migration script (a fifth of a second on a busy machine, hundreds of starts a run): read
+    once here, since the scripts do not change during a run."""
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (service_module, cli_module):
+            patch.setattr(module, "head_revision", functools.cache(head_revision))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -92,23 +116,61 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _migrate_once(url: str, data_dir: Path) -> None:
+    """Migrate the store at `url` to head on a loop of its own: a session fixture is first
+    asked for inside a test's running loop."""
+
+    async def migrate() -> None:
+        database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), data_dir)
+        await database.migrate()
+        await database.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, migrate()).result()
+
+
 @pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty SQLite store migrated once per session: each test gets a copy of it rather
     than running every migration again."""
     directory = tmp_path_factory.mktemp("sqlite-template")
     path = directory / "ledger.db"
-
-    async def migrate() -> None:
-        url = f"sqlite+aiosqlite:///{path}"
-        database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), directory)
-        await database.migrate()
-        await database.close()
-
-    # first asked for inside a test's running loop: migrate on a loop of its own
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, migrate()).result()
+    _migrate_once(f"sqlite+aiosqlite:///{path}", directory)
     return path
+
+
+@pytest.fixture(scope="session")
+def migrated_pg(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's PostgreSQL database, migrated once: each test empties it afterwards
+    (`emptied_pg`), which leaves the schema and its revision as they were."""
+    _migrate_once(pg_url, tmp_path_factory.mktemp("pg-migrate"))
+    return pg_url
+
+
+def _emptying_sql() -> str:
+    """One statement that empties every table, restarts the sequences and puts back the
+    record chain's first row: DELETE rather than TRUNCATE, which costs a second a test on a
+    busy machine for tables holding a few rows (it makes new files for every table and index).
+    The append-only triggers are set aside for this transaction alone (replica role, which
+    also skips foreign-key checks: every table is emptied)."""
+    deletes = "".join(f"DELETE FROM {t.name}; " for t in reversed(metadata.sorted_tables))
+    return (
+        "DO $$ BEGIN SET LOCAL session_replication_role = replica; "
+        + deletes
+        + "PERFORM setval(format('%I.%I', schemaname, sequencename), start_value, false) "
+        "FROM pg_sequences WHERE schemaname = current_schema(); "
+        f"INSERT INTO {dissemination_chain.name} (id, seq, last_hash) VALUES (1, 0, '{GENESIS}'); "
+        "END $$"
+    )
+
+
+async def emptied_pg(url: str, data_dir: Path) -> None:
+    database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), data_dir)
+    try:
+        async with database.transaction() as conn:
+            await conn.execute(text(_emptying_sql()))
+    finally:
+        await database.close()
 
 
 @pytest.fixture
@@ -121,17 +183,9 @@ async def store_url(
         shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    url = request.getfixturevalue("pg_url")
-    database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), tmp_path)
-    await database.migrate()
-    await database.close()
+    url = request.getfixturevalue("migrated_pg")
     yield url
-    database = Database.from_settings(StoreSettings(url, 5, 0.05, 0.2), tmp_path)
-    async with database.transaction() as conn:
-        names = ", ".join(t.name for t in metadata.sorted_tables)
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        await conn.execute(dissemination_chain.insert().values(id=1, seq=0, last_hash=GENESIS))
-    await database.close()
+    await emptied_pg(url, tmp_path)
 
 
 def settings_env(vhost: str, store_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
@@ -173,22 +227,22 @@ async def service_env(vhost: str, store_url: str, tmp_path: Path) -> AsyncIterat
 
 
 async def delete_topology(settings: Settings) -> None:
+    """One channel for every delete: RabbitMQ deletes a queue or an exchange that is not
+    there without an error, and a channel of its own per delete costs a round trip each."""
     broker = settings.broker
     connection = await aio_pika.connect(broker_url(broker))
     try:
+        amqp = await connection.channel()
         for queue in (
             broker.inbound_queue,
             broker.dead_letter_queue,
             *(delivery_queue(broker, channel) for channel in CHANNEL_NAMES),
             *(name for channel in CHANNEL_NAMES for name in retry_queues(broker, channel)),
         ):
-            channel = await connection.channel()
-            await channel.queue_delete(queue)
-            await channel.close()
+            await amqp.queue_delete(queue)
         for exchange in (broker.exchange, broker.dead_letter_exchange, broker.delivery_exchange):
-            channel = await connection.channel()
-            await channel.exchange_delete(exchange)
-            await channel.close()
+            await amqp.exchange_delete(exchange)
+        await amqp.close()
     finally:
         await connection.close()
 
