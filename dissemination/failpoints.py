@@ -1,7 +1,8 @@
 """Named fault-injection points for crash tests, off unless DISSEMINATION_FAILPOINTS is set.
 
 DISSEMINATION_FAILPOINTS="after_store=kill" kills the process with SIGKILL right after an
-alert is committed and before its message is acknowledged; "before_store=sleep:0.5" pauses
+alert is committed and before its message is acknowledged ("before_commit=kill": with the
+batch of alerts written and not committed); "before_store=sleep:0.5" pauses
 there; "before_claim=raise:1" raises FailpointError there the first time only (a bug, not an
 outage). Crash tests use these to hit exact windows instead of racing with timers.
 """

@@ -1,5 +1,6 @@
-"""The service as a real process: kill -9 between store and ack, SIGTERM with messages in
-flight, and a clear message when RabbitMQ is unreachable. Nothing lost, nothing doubled."""
+"""The service as a real process: kill -9 between store and ack and before a batch commits,
+SIGTERM with messages in flight, and a clear message when RabbitMQ is unreachable. Nothing
+lost, nothing doubled."""
 
 from __future__ import annotations
 
@@ -57,6 +58,37 @@ async def test_kill_9_between_store_and_ack_loses_and_doubles_nothing(
     stored_before_restart = await _alerts(ledger)
     assert stored_before_restart == 1
     # The alert is committed but its message was never acked: the broker requeues it.
+    await wait_until(
+        lambda: _depth_is(channel, settings, total), what="every message back on the queue"
+    )
+
+    restarted = await ServiceProcess.start(service_env)
+    try:
+        await wait_until(lambda: _count_is(ledger, total), what=f"{total} alerts stored")
+        await wait_until(lambda: _queue_empty(channel, settings), what="queue drained")
+    finally:
+        assert await restarted.stop() == 0
+    assert await ledger.counts() == {"alerts": total, "rejections": 0, "quarantine": 0}
+
+
+async def test_kill_9_before_a_batch_commits_redelivers_every_message_of_it(
+    service_env: dict[str, str], settings: Settings, channel: AbstractChannel, ledger: Ledger
+) -> None:
+    total = 12
+    for i in range(total):
+        await publish(channel, settings, cap_json_bytes(f"BATCH-{i}"))
+    env = {
+        **service_env,
+        "DISSEMINATION_BROKER_PREFETCH": "32",
+        "DISSEMINATION_BROKER_CONCURRENCY": "16",
+    }
+    # The pause lets every message reach the group commit together; the first batch to be
+    # written dies before its commit.
+    doomed = await ServiceProcess.start(
+        env, failpoints="before_store=sleep:0.5,before_commit=kill", wait_ready=False
+    )
+    assert await doomed.wait_exit() == -signal.SIGKILL
+    assert await _alerts(ledger) == 0  # nothing of the batch was committed
     await wait_until(
         lambda: _depth_is(channel, settings, total), what="every message back on the queue"
     )

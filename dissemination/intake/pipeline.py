@@ -50,6 +50,7 @@ from dissemination.controls.authority import (
 from dissemination.failpoints import failpoint
 from dissemination.intake.decoding import DecodeLimits, decode_alerts
 from dissemination.intake.normalize import HandlingDefaults
+from dissemination.ledger.alertrows import ToStore
 from dissemination.ledger.alerts import (
     AlertMessage,
     Ledger,
@@ -190,22 +191,73 @@ class AlertPipeline:
 
     async def record_messages(self, messages: Sequence[AlertMessage]) -> list[list[Recorded]]:
         """Record the alerts of several messages, and their delivery rows, in one transaction
-        (one commit for all)."""
+        (one commit for all). The alerts go in order; those without references are stored
+        together (`Ledger.store_many`) up to the next alert that has some, which may refer
+        to them, so every alert meets the ledger it would meet one by one."""
+        recorded: list[list[Recorded]] = [[] for _ in messages]
+        run: list[tuple[int, PlannedAlert]] = []
         async with self.ledger.database.transaction() as conn:
-            return [
-                [await self._record(conn, planned, message) for planned in message.alerts]
-                for message in messages
-            ]
+            for index, message in enumerate(messages):
+                for planned in message.alerts:
+                    if not planned.alert.references:
+                        run.append((index, planned))
+                        continue
+                    await self._record_run(conn, run, messages, recorded)
+                    run = []
+                    recorded[index].append(await self._record(conn, planned, message))
+            await self._record_run(conn, run, messages, recorded)
+            await failpoint("before_commit")
+        return recorded
+
+    async def _record_run(
+        self,
+        conn: AsyncConnection,
+        run: Sequence[tuple[int, PlannedAlert]],
+        messages: Sequence[AlertMessage],
+        recorded: list[list[Recorded]],
+    ) -> None:
+        """Store a run of alerts without references at once, then take each through the
+        steps after storing, in order."""
+        if not run:
+            return
+        entries = [
+            ToStore(
+                planned.alert,
+                messages[index].payload,
+                self._stored_state(planned),
+                messages[index].received_at,
+            )
+            for index, planned in run
+        ]
+        outcomes = await self.ledger.store_many(conn, entries)
+        for (index, planned), outcome in zip(run, outcomes, strict=True):
+            recorded[index].append(await self._after_store(conn, planned, messages[index], outcome))
+
+    def _stored_state(self, planned: PlannedAlert) -> AlertState:
+        planning = planned.state is AlertState.RECEIVED and self.ledger.planner is not None
+        return AlertState.PLANNED if planning else planned.state
 
     async def _record(
         self, conn: AsyncConnection, planned: PlannedAlert, message: AlertMessage
     ) -> Recorded:
         """One alert's steps inside the transaction, in order."""
+        state = self._stored_state(planned)
+        outcome = await self.ledger.store(  # dedupe
+            conn, planned.alert, message.payload, state, message.received_at
+        )
+        return await self._after_store(conn, planned, message, outcome)
+
+    async def _after_store(
+        self,
+        conn: AsyncConnection,
+        planned: PlannedAlert,
+        message: AlertMessage,
+        outcome: RecordOutcome,
+    ) -> Recorded:
+        """The steps after storing (or not) one alert, in order."""
         ledger, alert, now = self.ledger, planned.alert, message.received_at
         planner = ledger.planner
         planning = planned.state is AlertState.RECEIVED and planner is not None
-        state = AlertState.PLANNED if planning else planned.state
-        outcome = await ledger.store(conn, alert, message.payload, state, now)  # dedupe
         if outcome is RecordOutcome.DUPLICATE:  # a crash may have come before its tasks went
             return Recorded(outcome, await ledger.pending_of(conn, alert.id))
         if outcome is RecordOutcome.CONFLICT:

@@ -21,6 +21,7 @@ from dissemination.acks.tracking import AckIssuer
 from dissemination.controls import approval
 from dissemination.controls.record import WITHHELD, Entry, append_records
 from dissemination.controls.recordkey import RecordKey
+from dissemination.ledger.alertrows import ToStore, alert_row_values
 from dissemination.ledger.planning import Planner
 from dissemination.store.database import Database
 from dissemination.store.rows import (
@@ -164,49 +165,74 @@ class Ledger:
         """Keep the payload, and the alert once. Same key and same content again: DUPLICATE.
         Same key with other content: the newcomer is quarantined (CONFLICT) and the original
         stays."""
-        document = alert.to_json()
-        content_hash = content_hash_of(document)
-        await self._store_payload(conn, payload, now)
-        inserted = await conn.execute(
-            self.database.insert_ignoring_conflicts(alerts).values(
-                id=alert.id,
-                sender=alert.sender,
-                identifier=alert.identifier,
-                sent=alert.sent_text,
-                sent_at=alert.sent,
-                kind=alert.kind.value,
-                status=alert.status.value,
-                msg_type=alert.msg_type.value,
-                scope=alert.scope,
-                tlp=alert.handling.tlp.value,
-                caveats=list(alert.handling.caveats),
-                handling_conflict=list(alert.handling.conflict) or None,
-                state=state.value,
-                content_hash=content_hash,
-                expires_at=alert.expires,
-                headline=alert.headline,
-                source_format=alert.source_format,
-                document=document,
-                payload_sha256=payload.sha256,
-                received_at=now,
+        return (await self.store_many(conn, [ToStore(alert, payload, state, now)]))[0]
+
+    async def store_many(
+        self, conn: AsyncConnection, entries: Sequence[ToStore]
+    ) -> list[RecordOutcome]:
+        """`store` for several alerts in three statements (payloads, alerts, and the stored
+        hashes of those that were there already), with the outcomes `store` would give one
+        after the other in this order: of two entries with one key, the first is kept."""
+        documents = [entry.alert.to_json() for entry in entries]
+        hashes = [content_hash_of(document) for document in documents]
+        payload_rows: dict[str, dict[str, Any]] = {}
+        for entry in entries:  # the first of a payload's alerts, as one by one
+            payload_rows.setdefault(
+                entry.payload.sha256,
+                {
+                    "sha256": entry.payload.sha256,
+                    "content_type": entry.payload.content_type,
+                    "body": entry.payload.body,
+                    "received_at": entry.received_at,
+                },
             )
-        )
-        if inserted.rowcount == 1:
-            return RecordOutcome.STORED
-        existing = await conn.scalar(select(alerts.c.content_hash).where(alerts.c.id == alert.id))
-        if existing == content_hash:
-            return RecordOutcome.DUPLICATE
         await conn.execute(
-            quarantine.insert().values(
-                received_at=now,
-                alert_id=alert.id,
-                reason="conflicting_duplicate",
-                content_hash=content_hash,
-                document=document,
-                payload_sha256=payload.sha256,
+            self.database.insert_ignoring_conflicts(payloads), list(payload_rows.values())
+        )
+        rows = [
+            alert_row_values(entry, document, content_hash)
+            for entry, document, content_hash in zip(entries, documents, hashes, strict=True)
+        ]
+        inserted = set(
+            await conn.scalars(
+                self.database.insert_ignoring_conflicts(alerts).returning(alerts.c.id), rows
             )
         )
-        return RecordOutcome.CONFLICT
+        outcomes: list[RecordOutcome] = []
+        again: list[int] = []  # entries whose key was stored before them
+        for index, entry in enumerate(entries):
+            if entry.alert.id in inserted:
+                inserted.discard(entry.alert.id)
+                outcomes.append(RecordOutcome.STORED)
+            else:
+                again.append(index)
+                outcomes.append(RecordOutcome.DUPLICATE)
+        if not again:
+            return outcomes
+        existing = dict(
+            (
+                await conn.execute(
+                    select(alerts.c.id, alerts.c.content_hash).where(
+                        alerts.c.id.in_({entries[i].alert.id for i in again})
+                    )
+                )
+            ).all()
+        )
+        for index in again:
+            if existing.get(entries[index].alert.id) == hashes[index]:
+                continue
+            outcomes[index] = RecordOutcome.CONFLICT
+            await conn.execute(
+                quarantine.insert().values(
+                    received_at=entries[index].received_at,
+                    alert_id=entries[index].alert.id,
+                    reason="conflicting_duplicate",
+                    content_hash=hashes[index],
+                    document=documents[index],
+                    payload_sha256=entries[index].payload.sha256,
+                )
+            )
+        return outcomes
 
     async def with_prior_recipients(
         self,
@@ -304,16 +330,6 @@ class Ledger:
         for row in result:
             pending.setdefault(row.channel, []).append(row.id)
         return pending
-
-    async def _store_payload(self, conn: AsyncConnection, payload: Payload, now: datetime) -> None:
-        await conn.execute(
-            self.database.insert_ignoring_conflicts(payloads).values(
-                sha256=payload.sha256,
-                content_type=payload.content_type,
-                body=payload.body,
-                received_at=now,
-            )
-        )
 
     async def link_references(self, conn: AsyncConnection, alert: Alert) -> list[str]:
         """Link the alert's references; returns the ids of those that resolve to stored alerts."""
