@@ -248,7 +248,10 @@ async def test_an_analyst_cancels_a_local_alert_and_the_cancel_reaches_its_recip
 ) -> None:
     service = rig.console.staff.service
     await enrol(service, "Ana", {"webhook": rig.sinks.hooks.base + "ok"})
-    bolo = fixture_document("bolo_minimal.json") | {"headline": "Stolen box truck"}
+    bolo = fixture_document("bolo_minimal.json") | {
+        "headline": "Stolen box truck",
+        "handling": {"tlp": "GREEN"},
+    }
     await publish(rig.channel, rig.settings, json.dumps(bolo).encode())
     bolo_id = alert_id_for(bolo["sender"], bolo["identifier"], bolo["sent"])
     await settled(service, bolo_id, 1)
@@ -340,7 +343,7 @@ async def test_a_green_viewer_never_sees_an_amber_alerts_content(rig: Rig) -> No
     refused = await page.request.post(
         f"/console/alerts/{amber_id}/acknowledge",
         form={"stakeholder": "x", "reason": "by phone"},
-        headers={"X-CSRF-Token": token or ""},
+        headers={"X-CSRF-Token": token or "", "Origin": rig.console.base},
     )
     assert refused.status == 403
     assert "above your clearance" in await refused.text()
