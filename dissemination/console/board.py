@@ -7,7 +7,8 @@ marks-and-counts view (`needtoknow.marks_and_counts`), never its headline. The p
 to `/console/board/stream`, a cookie-authenticated Server-Sent Events stream fed by the
 progress API's own feed (`ProgressEndpoints.feed`, which never yields an alert above the
 reader's clearance); an event names only the alert, and the page refetches that one row
-(`/console/board/rows/{id}`), so focus and selections elsewhere stay put. The stream ends when
+(`/console/board/rows/{id}`), so focus and selections elsewhere stay put; a new alert is
+offered as a refresh, never slipped in under the reader. The stream ends when
 the session does (checked without counting as activity) or the service stops."""
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ BOARD_ROWS = 50
 RETRY_MILLISECONDS = 5000
 SESSION_CHECK_SECONDS = 5.0
 SESSION_ENDED = "session-ended"
+ANY_ALERT = "alert-changed"
 RANGES: dict[str, tuple[str, timedelta | None]] = {
     "": ("Any time", None),
     "1h": ("Last hour", timedelta(hours=1)),
@@ -176,6 +178,7 @@ async def board(request: web.Request) -> web.Response:
         ranges=[(value, label) for value, (label, _span) in RANGES.items()],
         limit=BOARD_ROWS,
         now=progress.clock(),
+        filtered=any(filters.values.values()),
     )
 
 
@@ -198,9 +201,9 @@ def _event(serial: int, name: str, data: Mapping[str, Any]) -> bytes:
 
 
 async def board_stream(request: web.Request) -> web.StreamResponse:
-    """GET /console/board/stream: an `alert-<id>` event each time the counts of an alert the
-    viewer may read change; a `session-ended` event (the page stops listening) once the
-    session is over, at once when there is none."""
+    """GET /console/board/stream: an `alert-<id>` and an `alert-changed` event each time the
+    counts of an alert the viewer may read change; a `session-ended` event (the page stops
+    listening) once the session is over, at once when there is none."""
     staff = request.app[STAFF]
     cookie = request.cookies.get(SESSION_COOKIE, "")
     found = await find_viewer(request, touch=False)
@@ -228,9 +231,11 @@ async def board_stream(request: web.Request) -> web.StreamResponse:
                 if change is None:
                     await response.write(b": keep-alive\n\n")
                     continue
-                serial += 1
                 data = {"alertId": change.alert_id, "at": change.at.isoformat()}
-                await response.write(_event(serial, f"alert-{change.alert_id}", data))
+                # one for the alert's row, one for the page (an alert it does not show yet)
+                for name in (f"alert-{change.alert_id}", ANY_ALERT):
+                    serial += 1
+                    await response.write(_event(serial, name, data))
     return response
 
 
