@@ -219,7 +219,8 @@ async def board_stream(request: web.Request) -> web.StreamResponse:
         reader = NeedToKnow.of(found.principal)
         loop = asyncio.get_running_loop()
         checked = loop.time()
-        feed = progress.feed(reader, None, MAX_STREAM_SECONDS)
+        # a quiet feed still wakes up often enough to notice the session's end
+        feed = progress.feed(reader, None, MAX_STREAM_SECONDS, heartbeat=SESSION_CHECK_SECONDS)
         async with contextlib.aclosing(feed) as changes:
             async for change in changes:
                 if loop.time() - checked >= SESSION_CHECK_SECONDS:
