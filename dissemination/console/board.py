@@ -115,11 +115,10 @@ def _seconds(value: float | None) -> str:
 
 
 def board_row(
-    summary: Mapping[str, Any], report: Mapping[str, Any] | None, reader: NeedToKnow
+    summary: Mapping[str, Any], report: Mapping[str, Any], reader: NeedToKnow
 ) -> dict[str, Any]:
     """What a row shows of an alert: the whole of it, or the marks-and-counts view when the
-    reader's clearance does not admit it (`report` then is only its counts)."""
-    assert report is not None
+    reader's clearance does not admit it (`report` may then be only its counts)."""
     counts = report["counts"]
     reason = reader.refusal_of(summary["handling"])
     if reason is not None:
@@ -142,9 +141,12 @@ def board_row(
 async def _row_of(
     store: ProgressStore, summary: Mapping[str, Any], reader: NeedToKnow
 ) -> dict[str, Any]:
-    if reader.refusal_of(summary["handling"]) is not None:
-        return board_row(summary, {"counts": await store.counts(summary["id"])}, reader)
-    return board_row(summary, await store.report(summary["id"]), reader)
+    report = None
+    if reader.refusal_of(summary["handling"]) is None:
+        report = await store.report(summary["id"])
+    if report is None:  # above the clearance, or gone since it was listed
+        report = {"counts": await store.counts(summary["id"])}
+    return board_row(summary, report, reader)
 
 
 def _progress(request: web.Request) -> ProgressEndpoints:
