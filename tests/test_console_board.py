@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -53,19 +53,27 @@ class Rig:
     channel: AbstractChannel
     settings: Settings
     sinks: Sinks
+    pages: list[Page] = field(default_factory=list)
+
+    async def page(self, *, phone: bool = False) -> Page:
+        """A page in a browser context of its own, closed when the test ends (before the
+        service stops, so no event stream is left open)."""
+        page = await self.console.page(phone=phone)
+        self.pages.append(page)
+        return page
 
     async def publish(self, identifier: str, **overrides: Any) -> str:
         return await publish_alert(self.channel, self.settings, identifier, **overrides)
 
     async def signed_in(self, username: str, roles: list[str], max_tlp: str) -> Page:
         password, secret = await self.console.enrolled_account(username, roles, max_tlp)
-        page = await self.console.page()
+        page = await self.page()
         await self.console.sign_in(page, username, password, secret)
         return page
 
     async def phone_like(self, page: Page) -> Page:
         """A phone-sized page in the same session as `page`."""
-        phone = await self.console.page(phone=True)
+        phone = await self.page(phone=True)
         cookies: Any = await page.context.cookies()
         await phone.context.add_cookies(cookies)
         return phone
@@ -78,9 +86,12 @@ async def rig(service_env: dict[str, str], browser: Browser, sinks: Sinks) -> As
     settings = load_settings(env)
     async for console in console_service(env, browser):
         connection = await open_connection(settings)
+        rig = Rig(console, await connection.channel(publisher_confirms=True), settings, sinks)
         try:
-            yield Rig(console, await connection.channel(publisher_confirms=True), settings, sinks)
+            yield rig
         finally:
+            for page in rig.pages:
+                await page.context.close()
             await connection.close()
 
 
@@ -132,6 +143,12 @@ async def test_the_boards_counts_move_live_as_the_sinks_receive_and_people_ackno
     )
     await expect(page.locator("#board-updated")).to_contain_text("Updated")
     assert await page.evaluate("document.activeElement.id") == "kind"
+    news = page.get_by_role("link", name="New alerts have arrived: refresh the board to see them")
+    await expect(news).to_be_hidden()
+    second = await rig.publish("BOARD-LIVE-2")  # not on the board yet: offered, not slipped in
+    await expect(news).to_be_visible()
+    await expect(page.locator("#alerts tbody tr")).to_have_count(1)
+    await settled(service, second, 2)
     await look(page, "board-live-desktop")
     assert await fits_narrowest(page)
 
@@ -248,14 +265,17 @@ async def test_an_analyst_cancels_a_local_alert_and_the_cancel_reaches_its_recip
 ) -> None:
     service = rig.console.staff.service
     await enrol(service, "Ana", {"webhook": rig.sinks.hooks.base + "ok"})
-    bolo = fixture_document("bolo_minimal.json") | {"headline": "Stolen box truck"}
+    bolo = fixture_document("bolo_minimal.json") | {
+        "headline": "Stolen box truck",
+        "handling": {"tlp": "GREEN"},
+    }
     await publish(rig.channel, rig.settings, json.dumps(bolo).encode())
     bolo_id = alert_id_for(bolo["sender"], bolo["identifier"], bolo["sent"])
     await settled(service, bolo_id, 1)
     staff = rig.console.staff
     _id, password = await staff.make_account("abe", ["analyst"], "RED", senders=[bolo["sender"]])
     _session, secret, _codes = await staff.enrolled("abe", password)
-    page = await rig.console.page()
+    page = await rig.page()
     await rig.console.sign_in(page, "abe", password, secret)
     await page.goto(f"/console/alerts/{bolo_id}")
     await page.get_by_role("button", name="Send Cancel").click()
@@ -340,7 +360,7 @@ async def test_a_green_viewer_never_sees_an_amber_alerts_content(rig: Rig) -> No
     refused = await page.request.post(
         f"/console/alerts/{amber_id}/acknowledge",
         form={"stakeholder": "x", "reason": "by phone"},
-        headers={"X-CSRF-Token": token or ""},
+        headers={"X-CSRF-Token": token or "", "Origin": rig.console.base},
     )
     assert refused.status == 403
     assert "above your clearance" in await refused.text()

@@ -89,3 +89,20 @@ async def test_the_board_stream_without_a_session_says_so_and_ends(staff: Staff)
     assert text.startswith("retry: ")
     assert "event: session-ended" in text
     assert "id: 1" in text
+
+
+async def test_the_board_stream_ends_when_the_session_does(staff: Staff) -> None:
+    session = await staff.admin_session()
+    headers = {"Cookie": f"{SESSION_COOKIE}={session.cookie}"}
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with staff.http.get(
+        staff.base + "/console/board/stream", headers=headers, timeout=timeout
+    ) as answer:
+        assert answer.status == 200
+        first = await answer.content.readline()
+        assert first == b"retry: 5000\n"
+        ended = await staff.call("DELETE", "/api/v1/session", session=session)
+        assert ended.status in (200, 204), ended.body
+        text = (await answer.content.read()).decode()  # to the end: the stream stops
+    assert "event: session-ended" in text
+    assert text.rstrip().endswith('data: {"reason": "ended"}')

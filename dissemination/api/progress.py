@@ -270,11 +270,15 @@ class ProgressEndpoints:
         return response
 
     async def feed(
-        self, reader: NeedToKnow, alert_id: str | None, seconds: float
+        self,
+        reader: NeedToKnow,
+        alert_id: str | None,
+        seconds: float,
+        heartbeat: float = HEARTBEAT_SECONDS,
     ) -> AsyncGenerator[ProgressChange | None]:
         """The changes of alerts' counts for `seconds` or until the service stops: for one
         alert (its counts at once, then each change), or for every alert the `reader` may
-        read (an alert above its clearance is never yielded); None after HEARTBEAT_SECONDS
+        read (an alert above its clearance is never yielded); None after `heartbeat` seconds
         without a change."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
@@ -300,7 +304,7 @@ class ProgressEndpoints:
                     quiet = 0.0
             except StoreUnavailable:
                 pass  # the next poll tries again; the stream stays open
-            if quiet >= HEARTBEAT_SECONDS:
+            if quiet >= heartbeat:
                 yield None
                 quiet = 0.0
             with contextlib.suppress(TimeoutError):

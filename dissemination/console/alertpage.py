@@ -47,6 +47,17 @@ def _acknowledged(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(found.values(), key=lambda item: item["acknowledgedAt"])
 
 
+def _entry(entry: Mapping[str, Any], names: Mapping[str, str | None]) -> dict[str, Any]:
+    """A record entry as the page shows it: whom by name, and why (the matching
+    subscriptions, or the typed justification of a release)."""
+    rule = entry["rule"]
+    why = ", ".join(rule) if isinstance(rule, list) else rule
+    return dict(entry) | {
+        "recipient": names.get(entry["stakeholder_id"]) or entry["stakeholder_id"] or "",
+        "why": entry["justification"] or why or "",
+    }
+
+
 async def _stakeholder_choices(request: web.Request) -> list[Mapping[str, Any]]:
     database = request.app[PROGRESS].store.database
     query = (
@@ -89,7 +100,10 @@ async def alert_page(
     deliveries = await store.deliveries(alert_id)
     entries = None
     if found.may(Role.ADMIN):
-        entries = await record.export(store.database, alert_id=alert_id)
+        names = {d["stakeholderId"]: d["stakeholderName"] for d in deliveries}
+        entries = [
+            _entry(entry, names) for entry in await record.export(store.database, alert_id=alert_id)
+        ]
     is_admin = found.may(Role.ADMIN)
     return render(
         request,

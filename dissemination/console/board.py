@@ -7,7 +7,8 @@ marks-and-counts view (`needtoknow.marks_and_counts`), never its headline. The p
 to `/console/board/stream`, a cookie-authenticated Server-Sent Events stream fed by the
 progress API's own feed (`ProgressEndpoints.feed`, which never yields an alert above the
 reader's clearance); an event names only the alert, and the page refetches that one row
-(`/console/board/rows/{id}`), so focus and selections elsewhere stay put. The stream ends when
+(`/console/board/rows/{id}`), so focus and selections elsewhere stay put; a new alert is
+offered as a refresh, never slipped in under the reader. The stream ends when
 the session does (checked without counting as activity) or the service stops."""
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ BOARD_ROWS = 50
 RETRY_MILLISECONDS = 5000
 SESSION_CHECK_SECONDS = 5.0
 SESSION_ENDED = "session-ended"
+ANY_ALERT = "alert-changed"
 RANGES: dict[str, tuple[str, timedelta | None]] = {
     "": ("Any time", None),
     "1h": ("Last hour", timedelta(hours=1)),
@@ -113,11 +115,10 @@ def _seconds(value: float | None) -> str:
 
 
 def board_row(
-    summary: Mapping[str, Any], report: Mapping[str, Any] | None, reader: NeedToKnow
+    summary: Mapping[str, Any], report: Mapping[str, Any], reader: NeedToKnow
 ) -> dict[str, Any]:
     """What a row shows of an alert: the whole of it, or the marks-and-counts view when the
-    reader's clearance does not admit it (`report` then is only its counts)."""
-    assert report is not None
+    reader's clearance does not admit it (`report` may then be only its counts)."""
     counts = report["counts"]
     reason = reader.refusal_of(summary["handling"])
     if reason is not None:
@@ -140,9 +141,12 @@ def board_row(
 async def _row_of(
     store: ProgressStore, summary: Mapping[str, Any], reader: NeedToKnow
 ) -> dict[str, Any]:
-    if reader.refusal_of(summary["handling"]) is not None:
-        return board_row(summary, {"counts": await store.counts(summary["id"])}, reader)
-    return board_row(summary, await store.report(summary["id"]), reader)
+    report = None
+    if reader.refusal_of(summary["handling"]) is None:
+        report = await store.report(summary["id"])
+    if report is None:  # above the clearance, or gone since it was listed
+        report = {"counts": await store.counts(summary["id"])}
+    return board_row(summary, report, reader)
 
 
 def _progress(request: web.Request) -> ProgressEndpoints:
@@ -176,6 +180,7 @@ async def board(request: web.Request) -> web.Response:
         ranges=[(value, label) for value, (label, _span) in RANGES.items()],
         limit=BOARD_ROWS,
         now=progress.clock(),
+        filtered=any(filters.values.values()),
     )
 
 
@@ -198,9 +203,9 @@ def _event(serial: int, name: str, data: Mapping[str, Any]) -> bytes:
 
 
 async def board_stream(request: web.Request) -> web.StreamResponse:
-    """GET /console/board/stream: an `alert-<id>` event each time the counts of an alert the
-    viewer may read change; a `session-ended` event (the page stops listening) once the
-    session is over, at once when there is none."""
+    """GET /console/board/stream: an `alert-<id>` and an `alert-changed` event each time the
+    counts of an alert the viewer may read change; a `session-ended` event (the page stops
+    listening) once the session is over, at once when there is none."""
     staff = request.app[STAFF]
     cookie = request.cookies.get(SESSION_COOKIE, "")
     found = await find_viewer(request, touch=False)
@@ -216,7 +221,8 @@ async def board_stream(request: web.Request) -> web.StreamResponse:
         reader = NeedToKnow.of(found.principal)
         loop = asyncio.get_running_loop()
         checked = loop.time()
-        feed = progress.feed(reader, None, MAX_STREAM_SECONDS)
+        # a quiet feed still wakes up often enough to notice the session's end
+        feed = progress.feed(reader, None, MAX_STREAM_SECONDS, heartbeat=SESSION_CHECK_SECONDS)
         async with contextlib.aclosing(feed) as changes:
             async for change in changes:
                 if loop.time() - checked >= SESSION_CHECK_SECONDS:
@@ -228,9 +234,11 @@ async def board_stream(request: web.Request) -> web.StreamResponse:
                 if change is None:
                     await response.write(b": keep-alive\n\n")
                     continue
-                serial += 1
                 data = {"alertId": change.alert_id, "at": change.at.isoformat()}
-                await response.write(_event(serial, f"alert-{change.alert_id}", data))
+                # one for the alert's row, one for the page (an alert it does not show yet)
+                for name in (f"alert-{change.alert_id}", ANY_ALERT):
+                    serial += 1
+                    await response.write(_event(serial, name, data))
     return response
 
 

@@ -1,6 +1,7 @@
 // The board's live part: after a row is refetched, say what changed in the page's one polite
 // live region (at most once every few seconds, the latest change winning) and when the board
-// was last updated; when the stream ends with the session, say that the board is not live.
+// was last updated; offer a refresh when alerts it does not show arrive; when the stream ends
+// with the session, say that the board is not live.
 (function () {
   "use strict";
   var GAP_MS = 5000;
@@ -32,6 +33,21 @@
       if (row) { announce(row.getAttribute("data-summary")); }
       var updated = document.getElementById("board-updated");
       if (updated) { updated.textContent = "Updated " + new Date().toISOString().slice(11, 19) + " UTC"; }
+    });
+    // An alert the board does not show changed: offer to refresh (never reorder rows under
+    // the reader). A filtered board cannot tell whether the alert would match: it stays quiet.
+    document.body.addEventListener("htmx:sseBeforeMessage", function (event) {
+      var holder = event.target;
+      if (!holder || holder.id !== "board-changes") { return; }
+      event.preventDefault();
+      if (holder.hasAttribute("data-filtered")) { return; }
+      var id = null;
+      try { id = JSON.parse(event.detail.data).alertId; } catch (ignored) { return; }
+      var news = document.getElementById("board-news");
+      if (id && news && news.hidden && !document.getElementById("alert-" + id)) {
+        news.hidden = false;
+        announce("New alerts have arrived: refresh the board to see them");
+      }
     });
     document.body.addEventListener("htmx:sseClose", function (event) {
       var holder = event.target.closest("[data-live]");
