@@ -12,9 +12,8 @@ from aiohttp import web
 from dissemination.api.errors import ApiError
 from dissemination.console.approvals import add_approval_routes
 from dissemination.console.auth import find_viewer, viewer
-from dissemination.console.directory import add_directory_routes
+from dissemination.console.directorypages import add_directory_pages
 from dissemination.console.pages import render
-from dissemination.console.ruleeditor import add_rule_editor_routes
 from dissemination.console.signin import add_sign_in_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,5 +68,4 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_get(CONSOLE_PREFIX, home, allow_head=False)
     add_sign_in_routes(app)
     add_approval_routes(app)
-    add_directory_routes(app)
-    add_rule_editor_routes(app)
+    add_directory_pages(app)
