@@ -188,6 +188,15 @@ async def test_the_rule_editor_previews_what_the_match_endpoint_decides(
         if subscription["id"] in chosen:
             by_api.add(alert_id)
     assert by_api == {ids[0], ids[2], ids[3]}
+    previewed = await staff.call(
+        "POST",
+        "/api/v1/match/rule",
+        body={"stakeholderId": desk.id, "rule": subscription["rule"]},
+        token=staff.admin_token,
+    )
+    assert previewed.status == 200, previewed.body
+    assert (previewed.body["considered"], previewed.body["matched"]) == (4, 3)
+    assert {a["id"] for a in previewed.body["alerts"]} == by_api
 
     page = await signed_in_page(console, "ada", ["administrator"])
     await page.goto(f"/console/directory/subscriptions/{subscription['id']}")

@@ -182,3 +182,31 @@ async def test_roles_that_may_not_change_the_directory_are_refused(staff: Staff)
     )
     assert saved.status == 403
     assert (await subscriptions_of(staff, desk.id)) == [subscription]
+
+
+async def test_the_rule_preview_api_refuses_bad_input(staff: Staff) -> None:
+    desk = await enrol(staff.service, "Desk", {"email": "desk@example.org"})
+    for body, code, path in (
+        ({}, "schema_violation", "$.stakeholderId"),
+        ({"stakeholderId": desk.id}, "schema_violation", "$.rule"),
+        ({"stakeholderId": desk.id, "rule": {}, "extra": 1}, "schema_violation", "$.extra"),
+        ({"stakeholderId": desk.id, "rule": {}, "limit": 0}, "schema_violation", "$.limit"),
+        ({"stakeholderId": desk.id, "rule": {}, "limit": True}, "schema_violation", "$.limit"),
+        ({"stakeholderId": desk.id, "rule": {"kinds": ["memo"]}}, "schema_violation",
+         "$.rule.kinds[0]"),
+        ({"stakeholderId": "nobody", "rule": {}}, "unknown_stakeholder", "$.stakeholderId"),
+        ({"stakeholderId": desk.id, "rule": {"lists": ["nope"]}}, "unknown_list",
+         "$.rule.lists[0]"),
+    ):  # fmt: skip
+        answer = await staff.call("POST", "/api/v1/match/rule", body=body, token=staff.admin_token)
+        assert answer.status == 422, body
+        assert answer.body["error"]["code"] == code, body
+        assert path in [d["path"] for d in answer.body["error"]["details"]], body
+    fine = await staff.call(
+        "POST",
+        "/api/v1/match/rule",
+        body={"stakeholderId": desk.id, "rule": {}},
+        token=staff.admin_token,
+    )
+    assert fine.status == 200
+    assert fine.body == {"considered": 0, "matched": 0, "alerts": []}
