@@ -39,6 +39,7 @@ from dissemination.api.ingest import add_ingest_routes
 from dissemination.api.lists import add_list_routes
 from dissemination.api.metrics import serve_metrics
 from dissemination.api.progress import ProgressEndpoints, add_progress_routes
+from dissemination.api.rulepreview import add_rule_preview_routes
 from dissemination.api.sends import SendEndpoints, add_send_routes
 from dissemination.api.session import add_session_routes
 from dissemination.api.tokens import TokenStore
@@ -351,6 +352,7 @@ class Service:
         add_admin_routes(app, admin)
         add_bulk_routes(app)
         add_list_routes(app)
+        add_rule_preview_routes(app)
         sends = SendEndpoints(releaser.sends, releaser, self.clock, settings.sends.max_audience)
         add_send_routes(app, sends)
         add_twilio_hooks(app, TwilioHooks(database, settings, self.clock, self.metrics))

@@ -145,6 +145,17 @@ async def test_the_author_sees_their_held_alert_but_cannot_decide_it(
     await look(page, "approvals-own-desktop")
     assert own not in hook.seen
 
+    # another administrator reviews the release
+    bea = await signed_in_page(console, "bea", ["administrator"])
+    await bea.goto("/console/approvals")
+    release = bea.get_by_role("article", name=re.compile("Release by ada"))
+    await release.get_by_label("Review note").fill("Justified: the threat was confirmed")
+    await release.get_by_role("button", name="Mark reviewed").click()
+    await expect(bea.get_by_role("status").filter(has_text="marked reviewed")).to_be_visible()
+    await expect(bea.get_by_text("No release is waiting for review.")).to_be_visible()
+    flagged = await staff.call("GET", "/api/v1/releases?flagged=true", session=ada)
+    assert flagged.body["items"] == []
+
 
 async def test_a_green_approver_sees_an_amber_held_alert_only_as_marks_and_counts(
     console: Console, hook: Receiver

@@ -97,23 +97,33 @@ async def test_an_administrator_adds_a_stakeholder_contact_and_subscription_thro
     await expect(listed).to_contain_text("TLP:AMBER")
     await look(page, "directory-desktop")
 
-    # the other directory pages, with a list holding the new stakeholder
-    found = await console.staff.call(
-        "GET", "/api/v1/stakeholders?limit=10", token=console.staff.admin_token
-    )
-    [harbor] = [s for s in found.body["items"] if s["name"] == "Harbor Police Dispatch"]
-    made = await console.staff.call(
-        "POST",
-        "/api/v1/lists",
-        body={"name": "Port watch", "members": [{"kind": "stakeholder", "id": harbor["id"]}]},
-        token=console.staff.admin_token,
-    )
-    assert made.status == 201, made.body
+    # a distribution list made, filled and emptied through its forms
+    await page.goto("/console/directory/lists")
+    await page.get_by_role("button", name="Create list").click()
+    await expect(page.get_by_label("List name")).to_have_attribute("aria-invalid", "true")
+    await page.get_by_label("List name").fill("Port watch")
+    await page.get_by_role("button", name="Create list").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Port watch")
+    list_url = page.url.split("?", 1)[0]
+    await page.get_by_label("Stakeholder or list").select_option(label="Harbor Police Dispatch")
+    await page.get_by_role("button", name="Add member").click()
+    await expect(page.get_by_role("status").filter(has_text="Member added")).to_be_visible()
+    reached = page.get_by_role("table", name=re.compile("Stakeholders reached"))
+    await expect(reached).to_contain_text("Harbor Police Dispatch")
+    await look(page, "directory-list-desktop")
+    harbor_id = await reached.get_by_role("link").get_attribute("href")
+    assert harbor_id is not None
+    await page.goto(harbor_id)
+    await expect(page.locator("dl.facts")).to_contain_text("Port watch")
+    await page.goto(list_url)
+    await page.get_by_role("button", name="Remove Harbor Police Dispatch").click()
+    await expect(page.get_by_role("status").filter(has_text="Member removed")).to_be_visible()
+    await expect(page.get_by_role("table", name="Direct members")).to_contain_text("No members.")
+
     for path, name, text in (
         ("/console/directory/contacts", "contacts", hook.url),
         ("/console/directory/subscriptions", "subscriptions", "webhook"),
         ("/console/directory/lists", "lists", "Port watch"),
-        (f"/console/directory/lists/{made.body['id']}", "list", "Harbor Police Dispatch"),
     ):
         await page.goto(path)
         await expect(page.locator("main")).to_contain_text(text)
@@ -122,7 +132,8 @@ async def test_an_administrator_adds_a_stakeholder_contact_and_subscription_thro
     phone = await signed_in_page(console, "ada2", ["administrator"], phone=True)
     for path, name in (
         ("/console/directory", "directory"),
-        (f"/console/directory/stakeholders/{harbor['id']}", "directory-stakeholder"),
+        (harbor_id, "directory-stakeholder"),
+        (list_url, "directory-list"),
         ("/console/directory/stakeholders/new", "directory-stakeholder-new"),
         ("/console/directory/contacts", "directory-contacts"),
         ("/console/directory/subscriptions", "directory-subscriptions"),
@@ -177,6 +188,15 @@ async def test_the_rule_editor_previews_what_the_match_endpoint_decides(
         if subscription["id"] in chosen:
             by_api.add(alert_id)
     assert by_api == {ids[0], ids[2], ids[3]}
+    previewed = await staff.call(
+        "POST",
+        "/api/v1/match/rule",
+        body={"stakeholderId": desk.id, "rule": subscription["rule"]},
+        token=staff.admin_token,
+    )
+    assert previewed.status == 200, previewed.body
+    assert (previewed.body["considered"], previewed.body["matched"]) == (4, 3)
+    assert {a["id"] for a in previewed.body["alerts"]} == by_api
 
     page = await signed_in_page(console, "ada", ["administrator"])
     await page.goto(f"/console/directory/subscriptions/{subscription['id']}")

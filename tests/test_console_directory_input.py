@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import pytest
 
@@ -114,6 +115,8 @@ async def test_unknown_ids_are_a_not_found_page(staff: Staff) -> None:
         ("/console/approvals/nobody/reject", {"reason": "Not sourced"}),
         ("/console/approvals/nobody/approve", {}),
         ("/console/releases/nobody/review", {"note": "Looked at it"}),
+        ("/console/directory/lists/nobody/members", {"member": "stakeholder:x"}),
+        ("/console/directory/lists/nobody/members/remove", {"member": "stakeholder:x"}),
     ):
         answer = await post_form(staff, path, fields, admin)
         assert answer.status == 404, path
@@ -149,6 +152,7 @@ async def test_a_post_without_the_form_token_is_refused(staff: Staff) -> None:
         ("/console/approvals/some-alert/approve", {}),
         ("/console/approvals/some-alert/reject", {"reason": "Not sourced"}),
         ("/console/releases/some-release/review", {"note": "Looked"}),
+        ("/console/directory/lists", {"name": "Watch"}),
     ):
         answer = await post_form(staff, path, fields, admin, with_token=False)
         assert answer.status == 403, path
@@ -163,6 +167,10 @@ async def test_roles_that_may_not_change_the_directory_are_refused(staff: Staff)
     page = await get_page(staff, "/console/directory", viewer)
     assert page.status == 200
     assert "Add a stakeholder" not in page.body
+    for query, shown in (("dES", True), ("%", False), ("_esk", False), ("Partner", True)):
+        found = await get_page(staff, f"/console/directory?q={quote(query)}", viewer)
+        assert found.status == 200
+        assert ('href="/console/directory/stakeholders/' + desk.id in found.body) is shown, query
     assert (await get_page(staff, "/console/directory/stakeholders/new", viewer)).status == 403
     assert (await get_page(staff, "/console/approvals", viewer)).status == 403
     path = f"/console/directory/subscriptions/{subscription['id']}"
@@ -174,3 +182,31 @@ async def test_roles_that_may_not_change_the_directory_are_refused(staff: Staff)
     )
     assert saved.status == 403
     assert (await subscriptions_of(staff, desk.id)) == [subscription]
+
+
+async def test_the_rule_preview_api_refuses_bad_input(staff: Staff) -> None:
+    desk = await enrol(staff.service, "Desk", {"email": "desk@example.org"})
+    for body, code, path in (
+        ({}, "schema_violation", "$.stakeholderId"),
+        ({"stakeholderId": desk.id}, "schema_violation", "$.rule"),
+        ({"stakeholderId": desk.id, "rule": {}, "extra": 1}, "schema_violation", "$.extra"),
+        ({"stakeholderId": desk.id, "rule": {}, "limit": 0}, "schema_violation", "$.limit"),
+        ({"stakeholderId": desk.id, "rule": {}, "limit": True}, "schema_violation", "$.limit"),
+        ({"stakeholderId": desk.id, "rule": {"kinds": ["memo"]}}, "schema_violation",
+         "$.rule.kinds[0]"),
+        ({"stakeholderId": "nobody", "rule": {}}, "unknown_stakeholder", "$.stakeholderId"),
+        ({"stakeholderId": desk.id, "rule": {"lists": ["nope"]}}, "unknown_list",
+         "$.rule.lists[0]"),
+    ):  # fmt: skip
+        answer = await staff.call("POST", "/api/v1/match/rule", body=body, token=staff.admin_token)
+        assert answer.status == 422, body
+        assert answer.body["error"]["code"] == code, body
+        assert path in [d["path"] for d in answer.body["error"]["details"]], body
+    fine = await staff.call(
+        "POST",
+        "/api/v1/match/rule",
+        body={"stakeholderId": desk.id, "rule": {}},
+        token=staff.admin_token,
+    )
+    assert fine.status == 200
+    assert fine.body == {"considered": 0, "matched": 0, "alerts": []}

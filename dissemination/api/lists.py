@@ -17,6 +17,7 @@ from dissemination.api.requests import json_body, limit_param, text_param, valid
 from dissemination.api.tokens import READERS, Role
 from dissemination.directory.lists import DistributionLists, Member, NotAMember
 from dissemination.directory.sync import apply_list_change
+from dissemination.store.audit import Actor
 from subscriptions.model import MemberKind
 
 
@@ -39,16 +40,21 @@ def _member(document: dict[str, Any]) -> Member:
     return Member(MemberKind(document["kind"]), document["id"])
 
 
-async def create_list(request: web.Request) -> web.Response:
-    actor = await actor_of(request, Role.ADMIN)
-    admin = admin_of(request)
-    body = validated("distribution_list", await json_body(request))
+async def make_list(admin: Admin, document: Any, actor: Actor) -> dict[str, Any]:
+    """Validate, store (audited) and apply to the matcher a new list: its record."""
+    body = validated("distribution_list", document)
     members = [_member(m) for m in body.get("members", ())]
     try:
         record = await lists_of(admin).create(body["name"], members, actor, utc_now())
     except RejectedInput as rejected:
         raise ApiError.from_rejection(rejected) from None
     apply_list_change(admin.matcher, record, record["id"])
+    return record
+
+
+async def create_list(request: web.Request) -> web.Response:
+    actor = await actor_of(request, Role.ADMIN)
+    record = await make_list(admin_of(request), await json_body(request), actor)
     return web.json_response(record, status=201)
 
 
@@ -119,12 +125,12 @@ async def delete_list(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def add_member(request: web.Request) -> web.Response:
-    """201 with the list when the member was added, 200 when it was one already."""
-    actor = await actor_of(request, Role.ADMIN)
-    admin = admin_of(request)
-    list_id = _list_id(request)
-    member = _member(validated("list_member", await json_body(request)))
+async def add_list_member(
+    admin: Admin, list_id: str, document: Any, actor: Actor
+) -> tuple[dict[str, Any], bool]:
+    """Add a member (validated, audited, applied to the matcher): the list's record and
+    whether the member is new; ApiError 404 for no such list, 422 for a bad member."""
+    member = _member(validated("list_member", document))
     try:
         outcome = await lists_of(admin).add_member(list_id, member, actor, utc_now())
     except RejectedInput as rejected:
@@ -134,14 +140,23 @@ async def add_member(request: web.Request) -> web.Response:
     record, added = outcome
     if added:
         apply_list_change(admin.matcher, record, list_id)
+    return record, added
+
+
+async def add_member(request: web.Request) -> web.Response:
+    """201 with the list when the member was added, 200 when it was one already."""
+    actor = await actor_of(request, Role.ADMIN)
+    list_id = _list_id(request)
+    document = await json_body(request)
+    record, added = await add_list_member(admin_of(request), list_id, document, actor)
     return web.json_response(record, status=201 if added else 200)
 
 
-async def remove_member(request: web.Request) -> web.Response:
-    actor = await actor_of(request, Role.ADMIN)
-    admin = admin_of(request)
-    list_id = _list_id(request)
-    kind, member_id = request.match_info["kind"], _list_id(request, "memberId")
+async def remove_list_member(
+    admin: Admin, list_id: str, kind: str, member_id: str, actor: Actor
+) -> dict[str, Any]:
+    """Remove a direct member (audited, applied to the matcher): the list's record; ApiError
+    404 when the list, the kind or the member is unknown."""
     if kind not in {k.value for k in MemberKind}:
         raise ApiError(404, "not_found", f"no member kind {kind!r}: stakeholder or list")
     try:
@@ -153,6 +168,14 @@ async def remove_member(request: web.Request) -> web.Response:
     if record is None:
         raise _missing(list_id)
     apply_list_change(admin.matcher, record, list_id)
+    return record
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    actor = await actor_of(request, Role.ADMIN)
+    list_id = _list_id(request)
+    kind, member_id = request.match_info["kind"], _list_id(request, "memberId")
+    await remove_list_member(admin_of(request), list_id, kind, member_id, actor)
     return web.Response(status=204)
 
 

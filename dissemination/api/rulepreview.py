@@ -1,6 +1,9 @@
 """Which recent alerts a subscription rule would have selected, before it is saved (the
 console's rule editor asks; `POST /api/v1/match` answers the other way round, who an alert
-reaches): `{"considered", "matched", "alerts": [...], "withheld"?}`.
+reaches):
+
+- `POST /api/v1/match/rule` (any staff role): `{"stakeholderId", "rule", "includeExercises"?,
+  "limit"?}` → `{"considered", "matched", "alerts": [...], "withheld"?}`.
 
 The recent alerts are re-parsed from their stored payloads as intake parses them and run
 through the service's own matcher predicate (`Matcher.rule_selects`, what `match` applies to
@@ -15,12 +18,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from core.alert import Alert
 from core.errors import ErrorDetail, RejectedInput
-from dissemination.api.app import Runtime
-from dissemination.api.directory import Admin, check_rule_lists
+from dissemination.api.app import RUNTIME, Runtime, authenticate
+from dissemination.api.directory import Admin, admin_of, check_rule_lists
 from dissemination.api.errors import ApiError
 from dissemination.api.needtoknow import NeedToKnow, listing_withheld, withheld
+from dissemination.api.requests import json_body
+from dissemination.api.tokens import READERS
 from dissemination.ledger.recent import StoredAlert, recent_alerts
 from subscriptions.codec import subscription_model, validate_subscription
 
@@ -132,3 +139,16 @@ async def preview_rule(
     if left_out:
         body["withheld"] = left_out
     return body
+
+
+async def match_rule(request: web.Request) -> web.Response:
+    """POST /api/v1/match/rule: the preview for any staff role."""
+    reader = NeedToKnow.of(await authenticate(request, *READERS))
+    question = rule_question(await json_body(request))
+    answer = await preview_rule(request.app[RUNTIME], admin_of(request), reader, question)
+    return web.json_response(answer)
+
+
+def add_rule_preview_routes(app: web.Application) -> None:
+    """The route above; `add_admin_routes` must have run (it shares its `Admin`)."""
+    app.router.add_post("/api/v1/match/rule", match_rule)

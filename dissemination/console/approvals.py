@@ -37,6 +37,10 @@ QUEUE_LIMIT = 100
 DECIDED_SHOWN = 20
 NOTICES = {
     "approved": "Approved: released {n} held delivery rows to be sent.",
+    "approved-late": (
+        "Approved: released {n} held delivery rows. The broker did not confirm them yet; "
+        "they are sent once it does."
+    ),
     "rejected": "Rejected: nothing was sent.",
     "reviewed": "Release marked reviewed.",
 }
@@ -182,7 +186,9 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
         return await _page(
             request, seen, problem=Problem(field_id, refused.message, values), status=refused.status
         )
-    done = "approved" if approve else "rejected"
+    done = "rejected"
+    if approve:
+        done = "approved" if decided["dispatched"] else "approved-late"
     raise web.HTTPSeeOther(f"/console/approvals?done={done}&n={decided['released']}")
 
 

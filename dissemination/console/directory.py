@@ -305,40 +305,9 @@ async def subscriptions_page(request: web.Request) -> web.Response:
     )
 
 
-async def lists_page(request: web.Request) -> web.Response:
-    seen = await viewer(request)
-    lists = await DistributionLists(admin(request).directory.database).all()
-    return directory_page(request, "lists.html.j2", seen, title="Distribution lists", lists=lists)
-
-
-async def list_page(request: web.Request) -> web.Response:
-    seen = await viewer(request)
-    list_id = path_id(request, "distribution list")
-    lists = DistributionLists(admin(request).directory.database)
-    record = await lists.get(list_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no distribution list {list_id!r}")
-    names = {}
-    directory = admin(request).directory
-    reached = await lists.resolved(list_id)
-    for stakeholder_id in reached:
-        found = await directory.get(STAKEHOLDER, stakeholder_id)
-        names[stakeholder_id] = found["name"] if found else stakeholder_id
-    list_names = {item["id"]: item["name"] for item in await lists.all()}
-    return directory_page(
-        request,
-        "list.html.j2",
-        seen,
-        title=record["name"],
-        record=record,
-        reached=reached,
-        names=names,
-        list_names=list_names,
-    )
-
-
 def add_directory_routes(app: web.Application) -> None:
-    """The directory's pages and forms (the rule editor's are in `ruleeditor`)."""
+    """The directory's stakeholder, contact and subscription pages and forms (the rule
+    editor's are in `ruleeditor`, the lists' in `listpages`)."""
     app.router.add_get("/console/directory", stakeholders_page, allow_head=False)
     app.router.add_get(
         "/console/directory/stakeholders/new", new_stakeholder_page, allow_head=False
@@ -352,5 +321,3 @@ def add_directory_routes(app: web.Application) -> None:
     app.router.add_post("/console/directory/stakeholders/{id}/contacts", create_contact)
     app.router.add_get("/console/directory/contacts", contacts_page, allow_head=False)
     app.router.add_get("/console/directory/subscriptions", subscriptions_page, allow_head=False)
-    app.router.add_get("/console/directory/lists", lists_page, allow_head=False)
-    app.router.add_get("/console/directory/lists/{id}", list_page, allow_head=False)

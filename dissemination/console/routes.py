@@ -15,10 +15,9 @@ from dissemination.console.approvals import add_approval_routes
 from dissemination.console.auth import find_viewer
 from dissemination.console.boardroutes import add_board_routes
 from dissemination.console.compose import add_compose_routes
-from dissemination.console.directory import add_directory_routes
+from dissemination.console.directorypages import add_directory_pages
 from dissemination.console.pages import render
 from dissemination.console.recordpages import add_record_routes
-from dissemination.console.ruleeditor import add_rule_editor_routes
 from dissemination.console.signin import add_sign_in_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,5 +70,4 @@ def add_console_routes(app: web.Application) -> None:
     add_record_routes(app)
     add_account_pages(app)
     add_approval_routes(app)
-    add_directory_routes(app)
-    add_rule_editor_routes(app)
+    add_directory_pages(app)
