@@ -114,14 +114,20 @@ class ChannelReport:
     peer: list[Leg] = field(default_factory=list)
 
     def medians(self) -> tuple[float | None, float | None, float | None]:
-        raw = median([leg.rate for leg in self.raw if not leg.note])
+        """Over the runs whose service leg finished: a run cut short by the timeout is left
+        out of every median, so that the ratios compare the same runs."""
+        finished = [not leg.note for leg in self.service]
+        raw = median([leg.rate for leg, ok in zip(self.raw, finished, strict=False) if ok])
         service = median([leg.rate for leg in self.service if not leg.note])
         ratio = service / raw if raw and service is not None else None
         return raw, service, ratio
 
     def peer_medians(self) -> tuple[float | None, float | None]:
         """The peer's median rate and service/peer, None when it did not run."""
-        peer = median([leg.rate for leg in self.peer if not leg.note])
+        finished = [not leg.note for leg in self.service]
+        peer = median(
+            [leg.rate for leg, ok in zip(self.peer, finished, strict=False) if ok and not leg.note]
+        )
         service = median([leg.rate for leg in self.service if not leg.note])
         return peer, (service / peer if peer and service is not None else None)
 
