@@ -108,6 +108,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "service.shutdown_grace_seconds": _positive,
     "service.directory_poll_seconds": _positive,
     "service.max_subscriptions_per_stakeholder": _positive,
+    "service.workers": _not_negative,
     "broker.url": _url("amqp", "amqps"),
     "broker.publishers": _grants,
     "broker.prefetch": _positive,

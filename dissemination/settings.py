@@ -45,6 +45,8 @@ class ServiceSettings:
     max_subscriptions_per_stakeholder: int = 250
     log_format: str = "console"
     instance_name: str = ""
+    workers: int = 0
+    """Service processes `run` starts (0: one per core; SQLite: one)."""
 
 
 @dataclass(frozen=True, slots=True)
