@@ -75,6 +75,8 @@ class BrokerSettings:
     delivery_prefetch: int
     publishers: tuple[str, ...] = ()
     """Which senders other broker users may publish as: "user=sender" entries."""
+    failover_urls: tuple[str, ...] = ()
+    """Other nodes of the same cluster, tried in turn after `url` on (re)connect."""
     password: str = field(default="guest", repr=False)
 
 
