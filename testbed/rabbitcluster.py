@@ -1,5 +1,5 @@
 """A RabbitMQ cluster of a few nodes on loopback, for scale-out runs: each node has its own
-name (rabbit-a@localhost, ...), AMQP and distribution ports, data and log directories and
+name (rabbit-a-<run>@localhost, ...), AMQP and distribution ports, data and log directories and
 Erlang cookie under one base directory, no plugins, and a configuration of its own, so a
 broker already running on this machine (its node, port 5672, its files) is left alone.
 
@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import string
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,9 @@ class RabbitCluster:
         if not 1 <= size <= 26:
             raise ValueError("a cluster of 1 to 26 nodes")
         self.base = base
+        run = uuid.uuid4().hex[:6]  # two clusters on one machine never share a node name
         self.nodes = [
-            Node(f"rabbit-{letter}", free_port(), free_port(), base / f"rabbit-{letter}")
+            Node(f"rabbit-{letter}-{run}", free_port(), free_port(), base / f"rabbit-{letter}")
             for letter in string.ascii_lowercase[:size]
         ]
         (base / "home").mkdir(parents=True, exist_ok=True)
@@ -137,6 +139,16 @@ class RabbitCluster:
             await self.ctl(node, "join_cluster", f"{first.name}@localhost")
             await self.ctl(node, "start_app")
         await self.ctl(first, "await_online_nodes", str(len(self.nodes)))
+
+    def pids(self) -> list[int]:
+        """The Erlang VMs of the nodes still running."""
+        found = []
+        for node in self.nodes:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(node.pid_file.read_text().strip())
+                os.kill(pid, 0)
+                found.append(pid)
+        return found
 
     async def kill(self, node: Node) -> None:
         """The node dies outright: its Erlang VM is sent SIGKILL."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -25,11 +24,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -39,7 +37,9 @@ from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
 from dissemination.store.tables import deliveries
 from testbed.alerts import cap_json_bytes
+from testbed.cputime import sample, spent, with_children
 from testbed.directory import enrol_many
+from testbed.fanoutcount import Outcome, Sink
 from testbed.rabbitcluster import RabbitCluster, free_port
 
 TERMINAL = ("sent", "delivered", "failed", "withheld", "suppressed")
@@ -55,79 +55,13 @@ class Plan:
     instances: int = 2
     workers: int = 1
     faults: bool = True
+    runs: int = 1
+    """Fan-outs of `targets`, one after the other (faults in the first only)."""
+    ramp: bool = False
+    """Run the fan-outs with one instance, then with two, ... up to `instances`."""
     stuck_after_seconds: float = 5.0
     timeout_seconds: float = 900.0
     postgres: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-
-
-@dataclass
-class Outcome:
-    """What the sink received, against the targets and the rows' final states."""
-
-    targets: int
-    received: Counter[str]
-    resent: set[str]
-    states: dict[str, int]
-    seconds: float
-    events: list[str] = field(default_factory=list)
-
-    @property
-    def lost(self) -> int:
-        return self.targets - len(self.received)
-
-    @property
-    def duplicated(self) -> set[str]:
-        return {row for row, n in self.received.items() if n > 1}
-
-    @property
-    def duplicates(self) -> int:
-        return sum(n - 1 for n in self.received.values())
-
-    @property
-    def duplicates_flagged(self) -> bool:
-        return self.duplicated <= self.resent
-
-    def lines(self) -> list[str]:
-        return [
-            *self.events,
-            f"targets: {self.targets}",
-            f"received: {len(self.received)} distinct ({sum(self.received.values())} requests)",
-            f"lost: {self.lost}",
-            f"duplicates: {self.duplicates} (rows flagged resent: {len(self.resent)}; every "
-            f"duplicate among them: {'yes' if self.duplicates_flagged else 'NO'})",
-            f"row states: {json.dumps(self.states, sort_keys=True)}",
-            f"publish to last receipt: {self.seconds:.2f} s, "
-            f"{self.targets / self.seconds:,.0f} deliveries/s",
-        ]
-
-
-class Sink:
-    """Counts webhook requests by `webhook-id` (the ledger row's id)."""
-
-    def __init__(self) -> None:
-        self.received: Counter[str] = Counter()
-        self.last = 0.0
-        self.runner: web.AppRunner | None = None
-        self.base = ""
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        await request.read()
-        self.received[request.headers["webhook-id"]] += 1
-        self.last = time.monotonic()
-        return web.Response(status=204)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{n}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0, backlog=1024).start()
-        host, port = self.runner.addresses[0][:2]
-        self.base = f"http://{host}:{port}/"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 @dataclass
@@ -254,16 +188,6 @@ async def run(plan: Plan, say: Callable[[str], None] = print) -> Outcome:
             say(f"enrolling {plan.targets} webhook targets")
             await enrol_many(database, plan.targets, "webhook", lambda n: f"{sink.base}{n}")
             instances = [Instance(i, env, base / f"instance-{i}.log") for i, env in enumerate(envs)]
-            for instance in instances:
-                await instance.start()
-
-            async def all_started() -> bool:
-                if not all(i.alive() for i in instances):
-                    raise RuntimeError("a service instance exited at start: see its log")
-                return all(i.started() >= plan.workers for i in instances)
-
-            await _until(all_started, 120, "the service instances to start")
-            say(f"{plan.instances} instance(s) of {plan.workers} process(es) started")
             return await _fan_out(plan, cluster, instances, sink, settings, database, say)
         finally:
             await database.close()
@@ -279,7 +203,7 @@ async def run(plan: Plan, say: Callable[[str], None] = print) -> Outcome:
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def _publish(settings: Settings) -> float:
+async def _publish(settings: Settings, identifier: str) -> float:
     """Publish the alert (confirmed); when it was published."""
     connection = await connect(settings.broker, "scale-out-publisher")
     try:
@@ -288,7 +212,7 @@ async def _publish(settings: Settings) -> float:
         publisher = await AlertPublisher.open(connection, settings.broker)
         published = time.monotonic()
         await publisher.publish(
-            cap_json_bytes("SCALE-OUT-1"),
+            cap_json_bytes(identifier),
             "application/json",
             "alert.scale-out",
             user_id=settings.broker.username,
@@ -313,30 +237,101 @@ async def _fan_out(
         events.append(line)
         say(line)
 
-    published = await _publish(settings)
-    if plan.faults:
-        survivor = instances[-1]
-        node = cluster.nodes[survivor.index % len(cluster.nodes)]  # the survivor's node
-        await _until(_received(sink, plan.targets // 4), plan.timeout_seconds, "a quarter")
-        await cluster.kill(node)
-        note(f"killed broker node {node.name} at {len(sink.received)} received")
-        await _until(_received(sink, plan.targets // 2), plan.timeout_seconds, "a half")
-        doomed = instances[0]
-        await doomed.kill()
-        note(f"killed service instance {doomed.index} at {len(sink.received)} received")
+    seconds: dict[int, list[float]] = {}
+    cpu: dict[int, Counter[str]] = {}
+    fan_outs = 0
+    for running in range(1, plan.instances + 1) if plan.ramp else [plan.instances]:
+        await _start(instances[:running], plan.workers)
+        say(f"{running} instance(s) of {plan.workers} process(es) running")
+        seconds[running], cpu[running] = [], Counter()
+        for _ in range(plan.runs):
+            fan_outs += 1
+            groups = await _process_groups(cluster, instances, database)
+            before = sample(groups)
+            published = await _publish(settings, f"SCALE-OUT-{fan_outs}")
+            if plan.faults and fan_outs == 1:
+                await _faults(plan, cluster, instances, sink, note)
 
-    async def finished() -> bool:
-        states, _ = await _counts(database)
-        settled = sum(states.get(s, 0) for s in TERMINAL)
-        return settled == plan.targets and len(sink.received) == plan.targets
+            async def finished(rows: int = plan.targets * fan_outs) -> bool:
+                states, _ = await _counts(database)
+                settled = sum(states.get(s, 0) for s in TERMINAL)
+                return settled == rows and len(sink.received) == rows
 
-    await _until(finished, plan.timeout_seconds, "every row to settle", step=0.25)
-    seconds = sink.last - published
+            await _until(finished, plan.timeout_seconds, "every row to settle", step=0.25)
+            seconds[running].append(sink.last - published)
+            cpu[running].update(spent(before, sample(groups)))
     for instance in instances:
         if instance.alive():
             note(f"service instance {instance.index} stopped with status {await instance.stop()}")
     states, resent = await _counts(database)
-    return Outcome(plan.targets, Counter(sink.received), resent, states, seconds, events)
+    return Outcome(
+        plan.targets * fan_outs,
+        Counter(sink.received),
+        resent,
+        states,
+        seconds,
+        {running: dict(spent) for running, spent in cpu.items()},
+        events,
+    )
+
+
+async def _start(instances: list[Instance], workers: int) -> None:
+    """Start those of `instances` not started yet; wait until every process has."""
+    for instance in instances:
+        if instance.process is None:
+            await instance.start()
+
+    async def all_started() -> bool:
+        if not all(i.alive() for i in instances):
+            raise RuntimeError("a service instance exited at start: see its log")
+        return all(i.started() >= workers for i in instances)
+
+    await _until(all_started, 120, "the service instances to start")
+
+
+async def _process_groups(
+    cluster: RabbitCluster, instances: list[Instance], database: Database
+) -> dict[str, list[int]]:
+    """The processes of each part: the service instances (with their supervised processes),
+    this database's PostgreSQL backends, the broker nodes, and this process (sink and
+    observer)."""
+    async with database.reading() as conn:
+        backends = await conn.scalars(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        )
+        postgres = [int(pid) for pid in backends]
+    service = [
+        pid
+        for instance in instances
+        if instance.process is not None and instance.alive()
+        for pid in with_children(instance.process.pid)
+    ]
+    return {
+        "service": service,
+        "PostgreSQL": postgres,
+        "RabbitMQ": cluster.pids(),
+        "sink and observer": [os.getpid()],
+    }
+
+
+async def _faults(
+    plan: Plan,
+    cluster: RabbitCluster,
+    instances: list[Instance],
+    sink: Sink,
+    note: Callable[[str], None],
+) -> None:
+    """Kill the surviving instance's broker node a quarter of the way through, the first
+    instance half way."""
+    survivor = instances[-1]
+    node = cluster.nodes[survivor.index % len(cluster.nodes)]  # the survivor's node
+    await _until(_received(sink, plan.targets // 4), plan.timeout_seconds, "a quarter")
+    await cluster.kill(node)
+    note(f"killed broker node {node.name} at {len(sink.received)} received")
+    await _until(_received(sink, plan.targets // 2), plan.timeout_seconds, "a half")
+    doomed = instances[0]
+    await doomed.kill()
+    note(f"killed service instance {doomed.index} at {len(sink.received)} received")
 
 
 def _received(sink: Sink, count: int) -> Callable[[], Awaitable[bool]]:
@@ -370,6 +365,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-faults", dest="faults", action="store_false", help="kill nothing: a timing run"
     )
+    parser.add_argument("--runs", type=int, default=Plan.runs, help="fan-outs, one by one")
+    parser.add_argument(
+        "--ramp",
+        action="store_true",
+        help="the fan-outs with one instance, then two, ... up to --instances (for timing)",
+    )
     parser.add_argument(
         "--postgres",
         default=Plan.postgres,
@@ -387,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         instances=args.instances,
         workers=args.workers,
         faults=args.faults,
+        runs=args.runs,
+        ramp=args.ramp,
         postgres=args.postgres,
         timeout_seconds=args.timeout,
     )
