@@ -59,7 +59,7 @@ class Plan:
     """Fan-outs of `targets`, one after the other (faults in the first only)."""
     ramp: bool = False
     """Run the fan-outs with one instance, then with two, ... up to `instances`."""
-    stuck_after_seconds: float = 5.0
+    stuck_after_seconds: float = 30.0
     timeout_seconds: float = 900.0
     postgres: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 

@@ -22,7 +22,9 @@ async def test_a_fan_out_survives_a_broker_node_and_a_service_instance_dying() -
     if not (RABBITMQ_BIN / "rabbitmq-server").is_file() and not shutil.which("rabbitmq-server"):
         pytest.skip("rabbitmq-server is not installed: the cluster needs its own nodes")
     lines: list[str] = []
-    outcome = await run(Plan(targets=1000, timeout_seconds=180), lines.append)
+    outcome = await run(
+        Plan(targets=1000, stuck_after_seconds=20, timeout_seconds=180), lines.append
+    )
     print("\n" + "\n".join(outcome.lines()))
     assert any(line.startswith("killed broker node") for line in lines)
     assert any(line.startswith("killed service instance 0") for line in lines)
