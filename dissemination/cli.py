@@ -34,6 +34,13 @@ from dissemination.service import Service, run_until_signalled
 from dissemination.settings import Settings, load_settings
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database, head_revision, require_existing_file
+from dissemination.supervisor import (
+    Supervisor,
+    process_count,
+    process_count_argument,
+    run_supervised,
+    worker_command,
+)
 
 CONTENT_TYPES = {
     ".xml": "application/cap+xml",
@@ -74,8 +81,16 @@ async def _open_existing(settings: Settings) -> Database:
 
 
 async def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    await run_until_signalled(Service(settings, only=args.only))
-    return 0
+    if args.worker_index is not None:
+        return await run_supervised(settings, args.worker_index, args.supervised_by, args.only)
+    count = process_count(args.workers, settings)
+    if count == 1:
+        await run_until_signalled(Service(settings, only=args.only))
+        return 0
+    config = str(args.config) if args.config is not None else None
+    return await Supervisor(
+        count, lambda index: worker_command(index, config=config, only=args.only)
+    ).run()
 
 
 async def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -293,6 +308,16 @@ def _parser() -> argparse.ArgumentParser:
         help="run only the delivery workers of these channels (comma-separated: "
         "email,sms,webhook), without intake or HTTP",
     )
+    run.add_argument(
+        "--workers",
+        type=process_count_argument,
+        metavar="N",
+        help="service processes to run under one supervisor, competing for the same queues; "
+        "the first also serves HTTP (default: service.workers, where 0 is one per core; 1: "
+        "one process, no supervisor; more than one needs the PostgreSQL store)",
+    )
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--supervised-by", type=int, help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="apply pending database migrations")
     validate = commands.add_parser("validate", help="check alert files offline")
     validate.add_argument("files", nargs="+", type=Path)

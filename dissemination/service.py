@@ -86,10 +86,11 @@ log = structlog.stdlib.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Front:
-    """What serves alerts in and people: absent when the instance only delivers."""
+    """What serves alerts in and people: absent when the instance only delivers; without
+    HTTP in a process that is not its group's lead."""
 
     consumer: IntakeConsumer
-    http: web.AppRunner
+    http: web.AppRunner | None
     escalator: EscalationEngine
     cap_acks: CapAcks
     releaser: SendReleaser
@@ -113,14 +114,22 @@ class NotStarted(RuntimeError):
 class Service:
     """One service instance: intake, HTTP and delivery workers sharing a store and a broker;
     with `only`, just the delivery workers of those channels (no intake, no HTTP): a worker
-    process that shares the load of other instances."""
+    process that shares the load of other instances. `lead=False`: one of a supervised group
+    of processes that is not its lead: intake and delivery, without the HTTP listener and
+    the periodic jobs, which the lead runs (see `dissemination.supervisor`)."""
 
     def __init__(
-        self, settings: Settings, clock: Clock = utc_now, only: tuple[str, ...] | None = None
+        self,
+        settings: Settings,
+        clock: Clock = utc_now,
+        only: tuple[str, ...] | None = None,
+        *,
+        lead: bool = True,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.only = only
+        self.lead = lead
         self._parts: Parts | None = None
         self.metrics = Metrics(only if only is not None else settings.delivery.channels)
         """This instance's metrics, in a registry of its own."""
@@ -162,7 +171,8 @@ class Service:
             await self._start_worker(worker)
         if front is not None:
             await self._start_consuming(front.consumer)
-            self._start_jobs(front, database)
+            if self.lead:
+                self._start_jobs(front, database)
         await self._start_metrics(database, broker, workers, front)
         self._parts = Parts(database, broker, workers, front)
         for name in channels:
@@ -171,6 +181,7 @@ class Service:
             "service_started",
             channels=list(channels),
             consuming=settings.broker.inbound_queue if self.only is None else None,
+            lead=self.lead,
         )
 
     async def stop(self) -> None:
@@ -210,7 +221,10 @@ class Service:
 
     @property
     def http(self) -> web.AppRunner:
-        return self._front().http
+        http = self._front().http
+        if http is None:
+            raise NotStarted("this process is not its group's lead: it serves no HTTP")
+        return http
 
     @property
     def record_verification(self) -> RecordVerification:
@@ -300,7 +314,9 @@ class Service:
             parse_networks(settings.webhook.allowed_networks),
         )
         releaser = SendReleaser(Sends(database), publisher, settings.broker.username, self.clock)
-        http = await self._serve_http(runtime, admin, database, dispatcher, signer, releaser)
+        http = None
+        if self.lead:
+            http = await self._serve_http(runtime, admin, database, dispatcher, signer, releaser)
         escalator = EscalationEngine(database, dispatcher, self.clock, self.metrics)
         cap_acks = await self._cap_acks(database, broker)
         return Front(consumer, http, escalator, cap_acks, releaser)

@@ -50,6 +50,13 @@ def _url(*schemes: str) -> Callable[[str], str | None]:
     return check
 
 
+def _urls(*schemes: str) -> Callable[[tuple[str, ...]], str | None]:
+    def check(values: tuple[str, ...]) -> str | None:
+        return next(filter(None, (_url(*schemes)(value) for value in values)), None)
+
+    return check
+
+
 def _networks(values: tuple[str, ...]) -> str | None:
     for value in values:
         try:
@@ -108,7 +115,9 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "service.shutdown_grace_seconds": _positive,
     "service.directory_poll_seconds": _positive,
     "service.max_subscriptions_per_stakeholder": _positive,
+    "service.workers": _not_negative,
     "broker.url": _url("amqp", "amqps"),
+    "broker.failover_urls": _urls("amqp", "amqps"),
     "broker.publishers": _grants,
     "broker.prefetch": _positive,
     "broker.concurrency": _positive,

@@ -45,6 +45,8 @@ class ServiceSettings:
     max_subscriptions_per_stakeholder: int = 250
     log_format: str = "console"
     instance_name: str = ""
+    workers: int = 0
+    """Service processes `run` starts (0: one per core; SQLite: one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,8 @@ class BrokerSettings:
     delivery_prefetch: int
     publishers: tuple[str, ...] = ()
     """Which senders other broker users may publish as: "user=sender" entries."""
+    failover_urls: tuple[str, ...] = ()
+    """Other nodes of the same cluster, tried in turn after `url` on (re)connect."""
     password: str = field(default="guest", repr=False)
 
 

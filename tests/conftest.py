@@ -194,6 +194,8 @@ def settings_env(vhost: str, store_url: str, data_dir: Path, **overrides: str) -
     env = {
         "DISSEMINATION_SERVICE_DATA_DIR": str(data_dir),
         "DISSEMINATION_SERVICE_SHUTDOWN_GRACE_SECONDS": "10",
+        # one process, as before supervised groups: a test that wants several asks for them
+        "DISSEMINATION_SERVICE_WORKERS": "1",
         "DISSEMINATION_BROKER_URL": f"amqp://127.0.0.1:5672/{vhost}",
         "DISSEMINATION_BROKER_EXCHANGE": f"alerts.{suffix}",
         "DISSEMINATION_BROKER_INBOUND_QUEUE": f"alerts.inbound.{suffix}",

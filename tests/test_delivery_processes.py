@@ -248,11 +248,15 @@ async def test_a_task_that_fails_with_a_bug_is_dropped_and_its_rows_still_go_out
 ) -> None:
     """A task whose handling raises something other than an outage (here a failpoint before
     the claim, once) is logged and rejected, never left holding a prefetch slot; the sweep
-    republishes its pending rows, which are then sent once."""
+    republishes its pending rows, which are then sent once, even though the first periodic
+    sweep fails (a failpoint too): it is logged and the sweeper carries on."""
     await enrol_many(database, 3, "webhook", lambda n: f"{receiver.base}{n}")
     env = service_env | {"DISSEMINATION_BROKER_STUCK_AFTER_SECONDS": "1"}
     service = await ServiceProcess.start(
-        env, failpoints="before_claim=raise:1", log_path=tmp_path / "service.log"
+        env,
+        # and the first periodic sweep fails too: the sweeper carries on to the next
+        failpoints="before_claim=raise:1,periodic_sweep=raise:1",
+        log_path=tmp_path / "service.log",
     )
     try:
         await publish(channel, settings, cap_json_bytes("TASK-BUG"))
@@ -265,3 +269,5 @@ async def test_a_task_that_fails_with_a_bug_is_dropped_and_its_rows_still_go_out
     assert failed["level"] == "error"
     assert "FailpointError" in failed["exception"]
     assert service.logged("lost_tasks_republished", channel="webhook", count=3)
+    [sweep_failed] = service.logged("sweep_failed")  # one sweeper, whichever came first
+    assert "FailpointError" in sweep_failed["exception"]

@@ -23,6 +23,7 @@ from aio_pika.abc import (
 )
 
 from core.masking import mask_text, mask_url
+from dissemination.broker.failover import FailoverConnection
 from dissemination.errors import BrokerUnavailable
 from dissemination.settings import BrokerSettings
 
@@ -32,9 +33,10 @@ START_BROKER_HINT = (
 )
 
 
-def broker_url(settings: BrokerSettings) -> str:
-    """The AMQP URL with credentials from settings (the password comes from the environment)."""
-    parts = urlsplit(settings.url)
+def broker_url(settings: BrokerSettings, url: str | None = None) -> str:
+    """The AMQP URL (`url`, else `settings.url`) with credentials from settings (the password
+    comes from the environment)."""
+    parts = urlsplit(settings.url if url is None else url)
     host = parts.hostname or "127.0.0.1"
     netloc = f"{quote(settings.username, safe='')}:{quote(settings.password, safe='')}@{host}"
     if parts.port:
@@ -42,35 +44,44 @@ def broker_url(settings: BrokerSettings) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
 
 
-def redacted_url(settings: BrokerSettings) -> str:
-    """The configured URL as messages may show it: no query, any password masked."""
-    parts = urlsplit(settings.url)
+def redacted_url(settings: BrokerSettings, url: str | None = None) -> str:
+    """The configured URL (`url`, else `settings.url`) as messages may show it: no query, any
+    password masked."""
+    parts = urlsplit(settings.url if url is None else url)
     shown = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))
     return mask_url(shown)
 
 
 async def connect(settings: BrokerSettings, name: str) -> AbstractRobustConnection:
-    """A robust connection (reconnects and restores channels and consumers by itself).
-    The first connect must succeed within the timeout, or BrokerUnavailable says what to do."""
-    try:
-        return await asyncio.wait_for(
-            aio_pika.connect_robust(
-                broker_url(settings),
-                client_properties={"connection_name": name},
-                heartbeat=settings.heartbeat_seconds,
-                reconnect_interval=1,
-            ),
-            timeout=settings.connect_timeout_seconds,
+    """A robust connection (reconnects and restores channels and consumers by itself) to the
+    first node that answers of `url` and then `failover_urls`, moving on round that list
+    whenever its node is lost. The first connect must succeed within the timeout, or
+    BrokerUnavailable says what to do."""
+    configured = (settings.url, *settings.failover_urls)
+    addresses = [broker_url(settings, url) for url in configured]
+    problems = []
+    for first in range(len(addresses)):
+        connection = FailoverConnection(
+            addresses[first:] + addresses[:first],
+            client_properties={"connection_name": name},
+            heartbeat=settings.heartbeat_seconds,
+            reconnect_interval=1,
         )
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
-        # the driver's message may quote the URL it was given, password and all
-        reason = mask_text(
-            str(error) or "timed out", settings.password, urlsplit(settings.url).password
-        )
-        raise BrokerUnavailable(
-            f"RabbitMQ is not reachable at {redacted_url(settings)} "
-            f"({type(error).__name__}: {reason}); {START_BROKER_HINT}"
-        ) from None
+        try:
+            await asyncio.wait_for(connection.connect(), timeout=settings.connect_timeout_seconds)
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+            await connection.close()
+            # the driver's message may quote the URL it was given, password and all
+            secrets = (settings.password, *(urlsplit(url).password for url in configured))
+            reason = mask_text(str(error) or "timed out", *secrets)
+            problems.append(
+                f"{redacted_url(settings, configured[first])} ({type(error).__name__}: {reason})"
+            )
+        else:
+            return connection
+    raise BrokerUnavailable(
+        f"RabbitMQ is not reachable at {'; '.join(problems)}; {START_BROKER_HINT}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

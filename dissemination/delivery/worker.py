@@ -117,12 +117,24 @@ class DeliveryWorker:
         await self.delivery_channel.close()
 
     async def _sweep_periodically(self) -> None:
+        """Sweep every `stuck_after_seconds` for as long as the worker runs: a sweep that fails
+        is logged and the next one runs on time, since a sweeper that died would leave stuck
+        rows stuck for good. Losing the broker node mid-sweep (the channel is being restored
+        on another) is an outage like the store's; anything else is logged as a bug."""
         while True:
             await asyncio.sleep(self.stuck_after_seconds)
             try:
+                await failpoint("periodic_sweep")
                 await self.sweep()
-            except (StoreUnavailable, PublishFailed) as error:
+            except (
+                StoreUnavailable,
+                PublishFailed,
+                aio_pika.exceptions.AMQPError,
+                aio_pika.exceptions.ChannelInvalidStateError,
+            ) as error:
                 log.warning("sweep_failed", channel=self.channel, error=str(error))
+            except Exception:
+                log.exception("sweep_failed", channel=self.channel)
 
     async def sweep(self) -> list[str]:
         """Apply the resend-once policy to rows stuck in `sending`, and, when the channel's
