@@ -22,7 +22,6 @@ every transition stay together, so that one file answers how a row can move.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +33,7 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from channels.base import ChannelName
+from dissemination.store.bulkinsert import ARRAYS_FROM, insert_as_arrays
 from dissemination.store.database import Database, insert_ignoring_conflicts
 from dissemination.store.idsets import one_of
 from dissemination.store.locks import lock_all, lock_key
@@ -238,47 +238,6 @@ def pending_by_channel(values: Sequence[dict[str, Any]]) -> dict[str, list[str]]
     return pending
 
 
-_PLANNED_COLUMNS = (
-    ("id", "VARCHAR"),
-    ("alert_id", "VARCHAR"),
-    ("stakeholder_id", "VARCHAR"),
-    ("subscription_id", "VARCHAR"),
-    ("contact_id", "VARCHAR"),
-    ("channel", "VARCHAR"),
-    ("address", "TEXT"),
-    ("state", "VARCHAR"),
-    ("reason", "TEXT"),
-    ("detail", "TEXT"),
-    ("attempts", "INTEGER"),
-    ("fallback_channels", "JSON"),
-    ("ack_required", "BOOLEAN"),
-    ("subscriptions", "JSON"),
-    ("origin", "VARCHAR"),
-    ("resent", "BOOLEAN"),
-    ("not_before", "TIMESTAMPTZ"),
-    ("created_at", "TIMESTAMPTZ"),
-    ("updated_at", "TIMESTAMPTZ"),
-    ("fallback_of", "VARCHAR"),
-)
-_INSERT_FROM_ARRAYS = text(
-    "INSERT INTO deliveries ({names}) SELECT {selected} FROM unnest({arrays}) AS u({names}) "  # noqa: S608 - constant names
-    "ON CONFLICT DO NOTHING".format(
-        names=", ".join(name for name, _ in _PLANNED_COLUMNS),
-        selected=", ".join(
-            f"CAST({name} AS JSON)" if kind == "JSON" else name for name, kind in _PLANNED_COLUMNS
-        ),
-        arrays=", ".join(
-            f"CAST(:{name} AS {'TEXT' if kind == 'JSON' else kind}[])"
-            for name, kind in _PLANNED_COLUMNS
-        ),
-    )
-)
-"""Planned rows in one statement on PostgreSQL, however many: one array per column (JSON
-values as text), unnested into rows."""
-BULK_INSERT_FROM = 16
-"""Rows from which a PostgreSQL insert goes as arrays rather than as rows of values."""
-
-
 async def insert_planned(
     conn: AsyncConnection, database: Database, values: Sequence[dict[str, Any]]
 ) -> int:
@@ -286,25 +245,14 @@ async def insert_planned(
     is, so re-planning changes nothing. Returns how many were new."""
     if not values:
         return 0
-    if database.dialect == "postgresql" and len(values) >= BULK_INSERT_FROM:
-        return await _insert_from_arrays(conn, values)
+    if database.dialect == "postgresql" and len(values) >= ARRAYS_FROM:
+        return await insert_as_arrays(conn, deliveries, values, ignore_conflicts=True)
     if len(values) == 1:
         result = await conn.execute(
             database.insert_ignoring_conflicts(deliveries).values(values[0])
         )
     else:
         result = await conn.execute(database.insert_ignoring_conflicts(deliveries), values)
-    return int(result.rowcount or 0)
-
-
-async def _insert_from_arrays(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> int:
-    arrays: dict[str, list[Any]] = {}
-    for name, kind in _PLANNED_COLUMNS:
-        column = [value.get(name) for value in values]
-        if kind == "JSON":
-            column = [json.dumps(item) for item in column]
-        arrays[name] = column
-    result = await conn.execute(_INSERT_FROM_ARRAYS, arrays)
     return int(result.rowcount or 0)
 
 
