@@ -55,8 +55,7 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value for one request."""
     key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
     signed = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return "v1," + base64.b64encode(hmac.digest(key, signed, hashlib.sha256)).decode()
 
 
 def new_secret() -> str:
@@ -90,6 +89,23 @@ class GuardedResolver(AbstractResolver):
 @functools.lru_cache(maxsize=65536)
 def _netloc(url: str) -> str:
     return urlsplit(url).netloc.lower()
+
+
+def verdict_key(url: str) -> str:
+    """What a destination's verdict depends on: the URL up to the end of its authority
+    (scheme, credentials, host, port), when the rest is printable ASCII and so can change
+    neither how the authority is parsed nor whether the URL parses at all; else the whole
+    URL. A fan-out to many paths on one host then checks the host once."""
+    start = url.find("://")
+    if start < 0:
+        return url
+    ends = [i for i in (url.find(c, start + 3) for c in "/?#") if i >= 0]
+    if not ends:
+        return url
+    rest = url[min(ends) :]
+    if not (rest.isascii() and rest.isprintable()) or " " in rest:
+        return url
+    return url[: min(ends)]
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -155,13 +171,14 @@ class WebhookChannel:
         return self._session
 
     def _check_destination(self, url: str) -> None:
-        # A fan-out sends many rows to few URLs: remember each URL's verdict (the resolver
+        # A fan-out sends many rows to few hosts: remember each one's verdict (the resolver
         # still checks the addresses that host names resolve to on every connection).
-        if url not in self._verdicts:
+        key = verdict_key(url)
+        if key not in self._verdicts:
             if len(self._verdicts) >= VERDICT_CACHE_SIZE:
                 self._verdicts.clear()
-            self._verdicts[url] = self._verdict(url)
-        rejected = self._verdicts[url]
+            self._verdicts[key] = self._verdict(url)
+        rejected = self._verdicts[key]
         if rejected is not None:
             raise rejected
 

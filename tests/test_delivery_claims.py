@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -101,3 +101,76 @@ async def test_concurrent_settlements_are_recorded_once_in_order_on_one_chain(
     report = await verify(store)
     assert report.intact, report.problem
     assert report.checked == ALERTS * ROWS
+
+
+async def test_a_large_plan_is_written_whole_once_and_settles_with_every_column(
+    store: Database,
+) -> None:
+    """Past a few rows PostgreSQL gets the plan as one array per column: the same rows, the
+    same values, and re-planning still adds nothing."""
+    alert = alert_from_cap(
+        cap_json("CLAIMS-BULK"), "cap-json", HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
+    )
+    await Ledger(store).record_alert(
+        alert, Payload(b"{}", "application/json"), AlertState.RECEIVED, NOW
+    )
+    later = NOW + timedelta(minutes=5)
+    planned = [
+        PlannedRow(
+            f"s-{n}",
+            None if n % 2 else f"sub-{n}",
+            None,
+            "webhook",
+            f"https://h{n}.example/\u00e9",
+            DeliveryState.WITHHELD if n == 7 else DeliveryState.PENDING,
+            reason="tlp" if n == 7 else None,
+            fallback_channels=("email", "sms") if n % 3 == 0 else (),
+            ack_required=n % 4 == 0,
+            subscriptions=(f"sub-{n}", "sub-x"),
+            not_before=later if n == 5 else None,
+        ).values(alert.id, NOW)
+        for n in range(40)
+    ]
+    async with store.transaction() as conn:
+        assert await insert_planned(conn, store, planned[:30]) == 30
+    async with store.transaction() as conn:
+        assert await insert_planned(conn, store, planned) == 10
+    async with store.reading() as conn:
+        written = {
+            row["id"]: dict(row) for row in (await conn.execute(select(deliveries))).mappings()
+        }
+    assert written.keys() == {v["id"] for v in planned}
+    for value in planned:
+        row = written[value["id"]]
+        assert {name: row[name] for name in value} == value | {"resent": False}
+        assert row["fallback_of"] is None
+
+    delivery = DeliveryStore(store)
+    ids = [v["id"] for v in planned]
+    claim = await delivery.claim(ids, NOW)
+    assert [held for held, _ in claim.held] == [planned[5]["id"]]
+    first, *rest = claim.rows
+    await delivery.settle(
+        [
+            Settlement(first, DeliveryState.PENDING, "HTTP 503", not_before=later),
+            Settlement(first, DeliveryState.SENT, "HTTP 200", "200"),  # the first one stands
+            *(
+                Settlement(row, DeliveryState.FAILED, "HTTP 404", uncount_attempt=True)
+                for row in rest
+            ),
+        ],
+        NOW,
+    )
+    async with store.reading() as conn:
+        settled = {
+            row["id"]: row
+            for row in (
+                await conn.execute(select(deliveries).where(deliveries.c.id.in_(ids)))
+            ).mappings()
+        }
+    assert settled[first.id]["state"] == DeliveryState.PENDING.value
+    assert settled[first.id]["not_before"] == later
+    assert settled[first.id]["attempts"] == 1
+    assert {settled[row.id]["state"] for row in rest} == {DeliveryState.FAILED.value}
+    assert {settled[row.id]["attempts"] for row in rest} == {0}
+    assert {settled[row.id]["reason"] for row in rest} == {"HTTP 404"}

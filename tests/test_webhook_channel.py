@@ -22,7 +22,7 @@ from channels.base import OutboundMessage, Outcome
 from channels.content import Rendering
 from channels.destinations import address_allowed, check_webhook_url, parse_networks
 from channels.errors import DestinationRejected
-from channels.webhook import WebhookChannel, new_secret, sign
+from channels.webhook import WebhookChannel, new_secret, sign, verdict_key
 from channels.webhookbody import alert_body, notice_body, public_alert
 from core.alert import Tlp
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
@@ -324,6 +324,41 @@ async def test_a_host_name_idna_refuses_is_an_invalid_url_not_a_crash(url: str) 
     finally:
         await channel.close()
     assert result.outcome is Outcome.PERMANENT
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("https://hooks.example/a/1?x=1#f", "https://hooks.example"),
+        ("https://hooks.example?x=/@other", "https://hooks.example"),
+        ("https://u:p@hooks.example:8443/a", "https://u:p@hooks.example:8443"),
+        ("https://hooks.example", "https://hooks.example"),
+        ("https://hooks.example/a b", "https://hooks.example/a b"),
+        ("https://hooks.example/\u00e9", "https://hooks.example/\u00e9"),
+        ("https://hooks.example/\ud800", "https://hooks.example/\ud800"),
+        ("https:/hooks.example/a", "https:/hooks.example/a"),
+    ],
+)
+def test_a_verdict_is_kept_per_authority_when_the_rest_cannot_change_it(url: str, key: str) -> None:
+    assert verdict_key(url) == key
+
+
+async def test_many_paths_on_one_host_share_its_verdict(receiver: Receiver) -> None:
+    channel = WebhookChannel(LOOPBACK)
+    refusing = WebhookChannel(allowed=())
+    try:
+        for n in range(3):
+            sent = await channel.send(outbound(f"d-p{n}", f"{receiver.base}ok?n={n}", new_secret()))
+            assert sent.outcome is Outcome.SENT
+            refused = await refusing.send(outbound(f"d-r{n}", f"{receiver.base}{n}", new_secret()))
+            assert refused.detail.startswith("forbidden_destination")
+        await channel.send(outbound("d-odd", receiver.base + "o k", new_secret()))
+    finally:
+        await channel.close()
+        await refusing.close()
+    assert len(channel._verdicts) == 2  # the host, and the URL with a space judged whole
+    assert len(refusing._verdicts) == 1
+    assert len(receiver.requests) == 4
 
 
 async def test_a_refused_connection_is_transient() -> None:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.controls.recordkey import RecordKey
 from dissemination.errors import RecordBroken
+from dissemination.store.bulkinsert import insert_many
 from dissemination.store.database import Database
 from dissemination.store.tables import dissemination_chain, dissemination_records
 
@@ -130,7 +131,7 @@ async def append_records(
         key_id = key.id if key is not None else None
         values.append(fields | {"prev_hash": prev_hash, "hash": digest, "key_id": key_id})
         prev_hash = digest
-    await conn.execute(dissemination_records.insert(), values)
+    await insert_many(conn, dissemination_records, values)
     await conn.execute(
         update(dissemination_chain).where(dissemination_chain.c.id == 1).values(last_hash=prev_hash)
     )

@@ -28,6 +28,7 @@ from dissemination.directory.store import (
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 from dissemination.store.groupcommit import GroupCommit
+from dissemination.store.idsets import one_of
 from dissemination.store.rows import (
     ClaimedRow,
     DeliveryState,
@@ -214,7 +215,9 @@ class DeliveryStore:
         missing = wanted - documents.keys()
         if missing:
             result = await conn.execute(
-                select(alerts.c.id, alerts.c.document).where(alerts.c.id.in_(missing))
+                select(alerts.c.id, alerts.c.document).where(
+                    one_of(conn.dialect.name, alerts.c.id, missing)
+                )
             )
             fetched = {alert.id: alert.document for alert in result}
             documents.update(fetched)
@@ -235,7 +238,9 @@ class DeliveryStore:
     async def _stakeholders(conn: AsyncConnection, ids: set[str]) -> dict[str, Stakeholder]:
         """The rows' stakeholders as they are now (absent if removed), for the send-time
         check."""
-        result = await conn.execute(select(stakeholders).where(stakeholders.c.id.in_(ids)))
+        result = await conn.execute(
+            select(stakeholders).where(one_of(conn.dialect.name, stakeholders.c.id, ids))
+        )
         return {
             found["id"]: stakeholder_model(record_of(STAKEHOLDER, found))
             for found in result.mappings()
@@ -269,7 +274,7 @@ class DeliveryStore:
                     ),
                 )
             )
-            .where(deliveries.c.id.in_(ids))
+            .where(one_of(conn.dialect.name, deliveries.c.id, ids))
         )
         return [dict(row) for row in (await conn.execute(query)).mappings()]
 

@@ -272,7 +272,14 @@ class Ledger:
         self, conn: AsyncConnection, alert: Alert, rows: Sequence[PlannedRow], now: datetime
     ) -> dict[str, list[str]]:
         """Write the planned rows with what each owes: ack tokens, escalation timers, and the
-        record of every withholding. Returns the pending row ids by channel."""
+        record of every withholding. Returns the pending row ids by channel.
+
+        The rows go in the alert's own transaction, in one statement on PostgreSQL however
+        many (`store.bulkinsert`), not after it: an alert committed without its rows would be
+        acked and then, after a crash, never planned, as nothing marks it as owing a plan;
+        rows committed before their alert cannot exist (they reference it). Together, a
+        redelivered message finds the alert and its rows (DUPLICATE, tasks republished) or
+        neither."""
         if not rows:
             return {}
         values = [row.values(alert.id, now) for row in rows]

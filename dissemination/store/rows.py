@@ -29,11 +29,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from channels.base import ChannelName
+from dissemination.store.bulkinsert import ARRAYS_FROM, insert_as_arrays
 from dissemination.store.database import Database, insert_ignoring_conflicts
+from dissemination.store.idsets import one_of
 from dissemination.store.locks import lock_all, lock_key
 from dissemination.store.tables import alerts, deliveries, provider_statuses
 from subscriptions.model import Stakeholder
@@ -243,6 +245,8 @@ async def insert_planned(
     is, so re-planning changes nothing. Returns how many were new."""
     if not values:
         return 0
+    if database.dialect == "postgresql" and len(values) >= ARRAYS_FROM:
+        return await insert_as_arrays(conn, deliveries, values, ignore_conflicts=True)
     if len(values) == 1:
         result = await conn.execute(
             database.insert_ignoring_conflicts(deliveries).values(values[0])
@@ -258,7 +262,7 @@ async def claim_due(conn: AsyncConnection, ids: Sequence[str], now: datetime) ->
     return list(
         await conn.scalars(
             update(deliveries)
-            .where(_pending(ids), _due(now))
+            .where(_pending(conn, ids), _due(now))
             .values(
                 state=DeliveryState.SENDING.value,
                 attempts=deliveries.c.attempts + 1,
@@ -279,7 +283,7 @@ async def suppress_expired(conn: AsyncConnection, ids: Sequence[str], now: datet
     return list(
         await conn.scalars(
             update(deliveries)
-            .where(_pending(ids), deliveries.c.alert_id.in_(expired))
+            .where(_pending(conn, ids), deliveries.c.alert_id.in_(expired))
             .values(state=DeliveryState.SUPPRESSED.value, reason="expired", updated_at=now)
             .returning(deliveries.c.id)
         )
@@ -291,13 +295,16 @@ async def waiting(
 ) -> list[tuple[str, datetime]]:
     """The pending rows among `ids` that must wait, with the time they wait for."""
     result = await conn.execute(
-        select(deliveries.c.id, deliveries.c.not_before).where(_pending(ids), ~_due(now))
+        select(deliveries.c.id, deliveries.c.not_before).where(_pending(conn, ids), ~_due(now))
     )
     return [(row.id, row.not_before) for row in result]
 
 
-def _pending(ids: Sequence[str]) -> Any:
-    return and_(deliveries.c.id.in_(ids), deliveries.c.state == DeliveryState.PENDING.value)
+def _pending(conn: AsyncConnection, ids: Sequence[str]) -> Any:
+    return and_(
+        one_of(conn.dialect.name, deliveries.c.id, ids),
+        deliveries.c.state == DeliveryState.PENDING.value,
+    )
 
 
 def _due(now: datetime) -> Any:
@@ -322,7 +329,32 @@ async def settle_sending(
     await _apply_kept_statuses(conn, reported, now)
 
 
+_SETTLE_FROM_ARRAYS = text(
+    """
+    UPDATE deliveries AS d SET
+        state = u.state,
+        reason = u.reason,
+        provider_id = COALESCE(u.provider_id, d.provider_id),
+        not_before = u.not_before,
+        detail = COALESCE(u.detail, d.detail),
+        attempts = d.attempts - u.uncount,
+        updated_at = :now
+    FROM unnest(
+        CAST(:ids AS VARCHAR[]), CAST(:states AS VARCHAR[]), CAST(:reasons AS TEXT[]),
+        CAST(:provider_ids AS TEXT[]), CAST(:not_befores AS TIMESTAMPTZ[]),
+        CAST(:uncounts AS INTEGER[]), CAST(:details AS TEXT[])
+    ) AS u(id, state, reason, provider_id, not_before, uncount, detail)
+    WHERE d.id = u.id AND d.state = 'sending'
+    """
+)
+"""Every outcome of a settle in one statement on PostgreSQL: one array per column, unnested
+into rows and joined to the deliveries they settle."""
+
+
 async def _settle(conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime) -> None:
+    if conn.dialect.name == "postgresql":
+        await _settle_from_arrays(conn, outcomes, now)
+        return
     await conn.execute(
         update(deliveries)
         .where(
@@ -353,6 +385,27 @@ async def _settle(conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: da
     )
 
 
+async def _settle_from_arrays(
+    conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime
+) -> None:
+    # A row settled twice in one batch keeps its first outcome, as one statement per outcome
+    # would (the second finds it no longer `sending`).
+    first = list({o.row_id: o for o in reversed(outcomes)}.values())
+    await conn.execute(
+        _SETTLE_FROM_ARRAYS,
+        {
+            "now": now,
+            "ids": [o.row_id for o in first],
+            "states": [o.state.value for o in first],
+            "reasons": [o.reason for o in first],
+            "provider_ids": [o.provider_id for o in first],
+            "not_befores": [o.not_before for o in first],
+            "uncounts": [int(o.uncount_attempt) for o in first],
+            "details": [o.detail for o in first],
+        },
+    )
+
+
 async def suppress_pending(
     conn: AsyncConnection, ids: Sequence[str], of_alerts: Any, reason: str, now: datetime
 ) -> None:
@@ -361,8 +414,7 @@ async def suppress_pending(
     await conn.execute(
         update(deliveries)
         .where(
-            deliveries.c.id.in_(ids),
-            deliveries.c.state == DeliveryState.PENDING.value,
+            _pending(conn, ids),
             deliveries.c.alert_id.in_(of_alerts),
         )
         .values(state=DeliveryState.SUPPRESSED.value, reason=reason, updated_at=now)
@@ -575,7 +627,7 @@ async def resend_stuck_rows(
     if ids:
         await conn.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(ids))
+            .where(one_of(conn.dialect.name, deliveries.c.id, ids))
             .values(
                 state=DeliveryState.PENDING.value,
                 resent=True,
