@@ -11,7 +11,6 @@ named), and its email does not show the status; a dry run shows what would happe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import groupby
 from typing import Any
 
 from aiohttp import web
@@ -99,20 +98,22 @@ async def _form_page(
         tlp_levels=TLP_LEVELS,
         channels=CHANNELS,
         plan=plan,
-        names=_stakeholder_names(request),
+        names=stakeholder_names(request),
         **await _audience_choices(request),
     )
 
 
 def _sections(kind: str) -> list[tuple[str, list[FormField]]]:
-    """The kind's fields in groups as they come (the alert's own first), for fieldsets."""
-    return [
-        (group or "The alert", list(fields))
-        for group, fields in groupby(kind_fields(kind), key=lambda f: f.group)
-    ]
+    """The kind's fields for fieldsets: the alert's own values first, then each group (the
+    issuing agency, the first subject, …) in the schema's order."""
+    sections: dict[str, list[FormField]] = {"The alert": []}
+    for form_field in kind_fields(kind):
+        sections.setdefault(form_field.group or "The alert", []).append(form_field)
+    return list(sections.items())
 
 
-def _stakeholder_names(request: web.Request) -> Any:
+def stakeholder_names(request: web.Request) -> Any:
+    """A function from a stakeholder's id to its name (the id if it is gone)."""
     matcher = admin_of(request).matcher
 
     def name(stakeholder_id: str) -> str:
@@ -222,7 +223,7 @@ async def sent_page(request: web.Request) -> web.Response:
         found,
         title=f"Send {record['state']}",
         send=record,
-        names=_stakeholder_names(request),
+        names=stakeholder_names(request),
     )
 
 
