@@ -177,6 +177,18 @@ async def test_an_invalid_form_keeps_what_was_typed_and_a_send_can_be_scheduled(
     listed = await console.staff.call("GET", "/api/v1/sends", token=console.staff.admin_token)
     assert [s["state"] for s in listed.body["items"]] == ["scheduled"]
     assert not sinks.smtp.messages
+    await look(page, "compose-scheduled-desktop")
+    phone = await console.page(phone=True)
+    await console.sign_in(phone, "ava", password, secret)
+    await phone.goto(page.url)
+    await look(phone, "compose-sent-phone")
+    await phone.goto("/console/compose")
+    await look(phone, "compose-kinds-phone")
+    # and cancelled before it is due
+    await page.get_by_role("button", name="Cancel this send").click()
+    await expect(page.locator("#send-state")).to_have_text("cancelled")
+    listed = await console.staff.call("GET", "/api/v1/sends", token=console.staff.admin_token)
+    assert [s["state"] for s in listed.body["items"]] == ["cancelled"]
 
 
 async def sent_by_api(console: Console, list_id: str, tlp: str) -> str:
@@ -290,9 +302,11 @@ async def test_an_administrator_creates_an_analyst_and_sees_the_password_once(
     await look(page, "account-desktop")
     phone = await console.page(phone=True)
     await console.sign_in(phone, "ada", password, secret)
+    await phone.goto(page.url.removesuffix("/password"))
+    await look(phone, "account-phone")
     await phone.goto("/console/accounts")
     await look(phone, "accounts-phone")
-    assert await fits_narrowest(phone)
+    assert await fits_narrowest(phone), await too_wide(phone)
 
     viewer_password, viewer_secret = await console.enrolled_account("val", ["analyst"])
     other = await console.page()

@@ -20,7 +20,13 @@ from core.clock import parse_moment
 from dissemination.api.directory import admin_of
 from dissemination.api.errors import ApiError
 from dissemination.api.needtoknow import NeedToKnow
-from dissemination.api.sends import COMPOSERS, alert_problems, readable_send, submit_send
+from dissemination.api.sends import (
+    COMPOSERS,
+    alert_problems,
+    cancel_scheduled,
+    readable_send,
+    submit_send,
+)
 from dissemination.console.auth import Viewer, changer, viewer
 from dissemination.console.composeform import (
     KINDS,
@@ -213,10 +219,7 @@ async def compose(request: web.Request) -> web.Response:
 async def sent_page(request: web.Request) -> web.Response:
     """GET /console/compose/sends/{id}: what became of a send (released, scheduled, …)."""
     found = await viewer(request, *COMPOSERS)
-    send_id = request.match_info["id"]
-    if len(send_id) > 36 or "\x00" in send_id:
-        raise ApiError(404, "not_found", "no such send")
-    record = await readable_send(request, NeedToKnow.of(found.principal), send_id)
+    record = await readable_send(request, NeedToKnow.of(found.principal), _send_id(request))
     return render(
         request,
         "compose-sent.html.j2",
@@ -227,7 +230,24 @@ async def sent_page(request: web.Request) -> web.Response:
     )
 
 
+async def cancel_send(request: web.Request) -> web.Response:
+    """POST /console/compose/sends/{id}/cancel: a scheduled send is not sent after all."""
+    found, _form = await changer(request, *COMPOSERS)
+    send_id = _send_id(request)
+    await readable_send(request, NeedToKnow.of(found.principal), send_id)
+    await cancel_scheduled(request, found.principal, send_id)
+    raise web.HTTPSeeOther(SENT_PATH + send_id)
+
+
+def _send_id(request: web.Request) -> str:
+    send_id = request.match_info["id"]
+    if len(send_id) > 36 or "\x00" in send_id:
+        raise ApiError(404, "not_found", "no such send")
+    return send_id
+
+
 def add_compose_routes(app: web.Application) -> None:
     app.router.add_get(COMPOSE_PATH, compose_page, allow_head=False)
     app.router.add_post(COMPOSE_PATH, compose)
     app.router.add_get(SENT_PATH + "{id}", sent_page, allow_head=False)
+    app.router.add_post(SENT_PATH + "{id}/cancel", cancel_send)
