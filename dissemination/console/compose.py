@@ -10,7 +10,7 @@ named), and its email does not show the status; a dry run shows what would happe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -78,7 +78,7 @@ async def _form_page(
     values: Mapping[str, str],
     chosen: Mapping[str, list[str]],
     *,
-    errors: list[tuple[str | None, str]] = (),  # type: ignore[assignment]
+    errors: Sequence[tuple[str | None, str]] = (),
     plan: dict[str, Any] | None = None,
     status: int = 200,
 ) -> web.Response:
