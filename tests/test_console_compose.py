@@ -127,6 +127,7 @@ async def test_a_bolo_to_a_list_from_sign_in_to_delivery(
     await page.get_by_role("button", name="Send now").click()
     await expect(page).to_have_url(re.compile(r"/console/compose/sends/"))
     await expect(page.locator("#send-state")).to_have_text("released")
+    await expect(page.locator("dl.facts")).to_contain_text("Watch desk")
     released = time.perf_counter() - started - scanning
 
     async def delivered() -> bool:

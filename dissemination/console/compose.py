@@ -227,6 +227,7 @@ async def sent_page(request: web.Request) -> web.Response:
         title=f"Send {record['state']}",
         send=record,
         names=stakeholder_names(request),
+        list_names={dl["id"]: dl["name"] for dl in (await _audience_choices(request))["lists"]},
     )
 
 
