@@ -26,6 +26,7 @@ class SignedIn:
 
     staff: Staff
     cookie: str
+    account_id: str
 
     async def get(self, path: str) -> Page:
         headers = {"Cookie": f"{SESSION_COOKIE}={self.cookie}"}
@@ -51,6 +52,6 @@ class SignedIn:
 async def signed_in(staff: Staff, username: str, roles: list[str], max_tlp: str = "AMBER",
                     **extra: object) -> SignedIn:  # fmt: skip
     """A new account with its second factor enrolled, signed in."""
-    _id, password = await staff.make_account(username, roles, max_tlp, **extra)
+    account_id, password = await staff.make_account(username, roles, max_tlp, **extra)
     session, _secret, _codes = await staff.enrolled(username, password)
-    return SignedIn(staff, session.cookie)
+    return SignedIn(staff, session.cookie, account_id)

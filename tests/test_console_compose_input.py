@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from dissemination.store.tables import sends
 from tests.alerts import TEST_SENDERS
 from tests.consoleforms import Form, SignedIn, signed_in
+from tests.people import enrol
 from tests.staffrig import Staff, staff_service
 
 
@@ -162,3 +163,20 @@ async def test_a_bad_account_is_refused_next_to_its_fields(staff: Staff) -> None
     assert invalid(page.text, "username")
     assert 'id="roles-error"' in page.text
     assert 'value="Not Valid!"' in page.text
+
+
+async def test_a_dry_run_of_an_exercise_shows_that_the_service_would_deliver_it(
+    analyst: SignedIn, staff: Staff
+) -> None:
+    ana = await enrol(staff.service, "Ana", {"email": "ana@example.org"})
+    form = [*bolo_form(status="Exercise"), ("stakeholders", ana.id)]
+    page = await analyst.post("/console/compose", form)
+    assert page.status == 200, page.text[:1500]
+    assert "1 recipient would receive it; 0 withheld" in page.text
+    assert "ana@example.org" in page.text
+    assert "Status Exercise: the service would deliver this message" in page.text
+    assert await sends_stored(staff) == 0
+    test_form = [*bolo_form("send", status="Test"), ("stakeholders", ana.id)]
+    sent = await analyst.post("/console/compose", test_form)
+    assert sent.status == 422
+    assert await sends_stored(staff) == 0

@@ -333,7 +333,13 @@ async def readable_send(request: web.Request, reader: NeedToKnow, send_id: str) 
 async def cancel_send(request: web.Request) -> web.Response:
     """DELETE /api/v1/sends/{id}: cancel a scheduled send (409 once released)."""
     token = await authenticate(request, *COMPOSERS)
-    send_id = _send_id(request)
+    await cancel_scheduled(request, token, _send_id(request))
+    return web.Response(status=204)
+
+
+async def cancel_scheduled(request: web.Request, token: Principal, send_id: str) -> dict[str, Any]:
+    """Cancel a scheduled send, audited as `token`'s: 404 if there is none, 409 once it is
+    released or cancelled. The API and the console's send page cancel here."""
     endpoints = request.app[SENDS]
     actor, _ = _submitter(token)
     try:
@@ -342,7 +348,7 @@ async def cancel_send(request: web.Request) -> web.Response:
         raise ApiError(409, "not_cancellable", str(refused)) from None
     if record is None:
         raise ApiError(404, "not_found", f"no send {send_id!r}")
-    return web.Response(status=204)
+    return record
 
 
 def add_send_routes(app: web.Application, endpoints: SendEndpoints) -> None:

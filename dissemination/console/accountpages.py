@@ -6,7 +6,7 @@ accounts API's own methods (`AccountEndpoints`), so it is checked and audited th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -121,7 +121,7 @@ async def _list_page(
     found: Viewer,
     *,
     form: MultiDictProxy[str] | None = None,
-    errors: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    errors: Sequence[tuple[str, str]] = (),
     created: dict[str, Any] | None = None,
     status: int = 200,
 ) -> web.Response:
@@ -166,7 +166,7 @@ async def _account_page(
     account_id: str,
     *,
     form: MultiDictProxy[str] | None = None,
-    errors: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    errors: Sequence[tuple[str, str]] = (),
     notice: str | None = None,
     secret: tuple[str, str] | None = None,
     status: int = 200,

@@ -10,8 +10,7 @@ named), and its email does not show the status; a dry run shows what would happe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from itertools import groupby
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +20,13 @@ from core.clock import parse_moment
 from dissemination.api.directory import admin_of
 from dissemination.api.errors import ApiError
 from dissemination.api.needtoknow import NeedToKnow
-from dissemination.api.sends import COMPOSERS, alert_problems, readable_send, submit_send
+from dissemination.api.sends import (
+    COMPOSERS,
+    alert_problems,
+    cancel_scheduled,
+    readable_send,
+    submit_send,
+)
 from dissemination.console.auth import Viewer, changer, viewer
 from dissemination.console.composeform import (
     KINDS,
@@ -73,7 +78,7 @@ async def _form_page(
     values: Mapping[str, str],
     chosen: Mapping[str, list[str]],
     *,
-    errors: list[tuple[str | None, str]] = (),  # type: ignore[assignment]
+    errors: Sequence[tuple[str | None, str]] = (),
     plan: dict[str, Any] | None = None,
     status: int = 200,
 ) -> web.Response:
@@ -99,20 +104,22 @@ async def _form_page(
         tlp_levels=TLP_LEVELS,
         channels=CHANNELS,
         plan=plan,
-        names=_stakeholder_names(request),
+        names=stakeholder_names(request),
         **await _audience_choices(request),
     )
 
 
 def _sections(kind: str) -> list[tuple[str, list[FormField]]]:
-    """The kind's fields in groups as they come (the alert's own first), for fieldsets."""
-    return [
-        (group or "The alert", list(fields))
-        for group, fields in groupby(kind_fields(kind), key=lambda f: f.group)
-    ]
+    """The kind's fields for fieldsets: the alert's own values first, then each group (the
+    issuing agency, the first subject, …) in the schema's order."""
+    sections: dict[str, list[FormField]] = {"The alert": []}
+    for form_field in kind_fields(kind):
+        sections.setdefault(form_field.group or "The alert", []).append(form_field)
+    return list(sections.items())
 
 
-def _stakeholder_names(request: web.Request) -> Any:
+def stakeholder_names(request: web.Request) -> Any:
+    """A function from a stakeholder's id to its name (the id if it is gone)."""
     matcher = admin_of(request).matcher
 
     def name(stakeholder_id: str) -> str:
@@ -212,21 +219,36 @@ async def compose(request: web.Request) -> web.Response:
 async def sent_page(request: web.Request) -> web.Response:
     """GET /console/compose/sends/{id}: what became of a send (released, scheduled, …)."""
     found = await viewer(request, *COMPOSERS)
-    send_id = request.match_info["id"]
-    if len(send_id) > 36 or "\x00" in send_id:
-        raise ApiError(404, "not_found", "no such send")
-    record = await readable_send(request, NeedToKnow.of(found.principal), send_id)
+    record = await readable_send(request, NeedToKnow.of(found.principal), _send_id(request))
     return render(
         request,
         "compose-sent.html.j2",
         found,
         title=f"Send {record['state']}",
         send=record,
-        names=_stakeholder_names(request),
+        names=stakeholder_names(request),
+        list_names={dl["id"]: dl["name"] for dl in (await _audience_choices(request))["lists"]},
     )
+
+
+async def cancel_send(request: web.Request) -> web.Response:
+    """POST /console/compose/sends/{id}/cancel: a scheduled send is not sent after all."""
+    found, _form = await changer(request, *COMPOSERS)
+    send_id = _send_id(request)
+    await readable_send(request, NeedToKnow.of(found.principal), send_id)
+    await cancel_scheduled(request, found.principal, send_id)
+    raise web.HTTPSeeOther(SENT_PATH + send_id)
+
+
+def _send_id(request: web.Request) -> str:
+    send_id = request.match_info["id"]
+    if len(send_id) > 36 or "\x00" in send_id:
+        raise ApiError(404, "not_found", "no such send")
+    return send_id
 
 
 def add_compose_routes(app: web.Application) -> None:
     app.router.add_get(COMPOSE_PATH, compose_page, allow_head=False)
     app.router.add_post(COMPOSE_PATH, compose)
     app.router.add_get(SENT_PATH + "{id}", sent_page, allow_head=False)
+    app.router.add_post(SENT_PATH + "{id}/cancel", cancel_send)

@@ -25,6 +25,7 @@ from dissemination.api.progress import readable_records
 from dissemination.api.requests import csv_cell
 from dissemination.api.tokens import Role
 from dissemination.console.auth import Viewer, viewer
+from dissemination.console.compose import stakeholder_names
 from dissemination.console.composeform import utc_text
 from dissemination.console.pages import render
 from dissemination.controls import record
@@ -142,6 +143,7 @@ async def record_page(request: web.Request) -> web.Response:
         page=page,
         has_next=start + PAGE_SIZE < len(entries),
         outcomes=OUTCOMES,
+        names=stakeholder_names(request),
     )
 
 

@@ -1,0 +1,82 @@
+"""The accounts pages without a browser: an administrator changes an account's roles and
+clearance, ends its sessions, makes a personal token of their own (the secret shown once)
+and revokes it; each change is in the audit log as the API writes it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.consoleforms import signed_in
+from tests.staffrig import Staff, staff_service
+
+
+@pytest.fixture
+def store_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+async def staff(service_env: dict[str, str]) -> AsyncIterator[Staff]:
+    async for rig in staff_service(service_env):
+        yield rig
+
+
+async def test_an_administrator_changes_an_account_and_ends_its_sessions(staff: Staff) -> None:
+    admin = await signed_in(staff, "ada", ["administrator"], "RED")
+    analyst = await signed_in(staff, "ana", ["analyst"], "AMBER")
+    base = f"/console/accounts/{analyst.account_id}"
+    changed = await admin.post(
+        base + "/update",
+        [
+            ("displayName", "Ana"),
+            ("organization", "County"),
+            ("roles", "viewer"),
+            ("clearance.maxTlp", "GREEN"),
+            ("active", "1"),
+        ],
+    )
+    assert changed.status == 200, changed.text[:1000]
+    assert "The account is changed." in changed.text
+    record = await staff.call(
+        "GET", f"/api/v1/accounts/{analyst.account_id}", token=staff.admin_token
+    )
+    assert (record.body["roles"], record.body["clearance"]["maxTlp"]) == (["viewer"], "GREEN")
+    # taking the analyst role away ended the session; the page says nothing was left
+    ended = await admin.post(base + "/sessions", [])
+    assert "0 sessions ended." in ended.text
+    refused = await admin.post(base + "/update", [("organization", "County")])
+    assert refused.status == 422
+    assert 'id="roles-error"' in refused.text
+    actions = [e["action"] for e in await staff.audit("account", analyst.account_id)]
+    assert "update" in actions
+
+
+async def test_an_administrator_makes_and_revokes_a_personal_token(staff: Staff) -> None:
+    admin = await signed_in(staff, "ada", ["administrator"], "RED")
+    base = f"/console/accounts/{admin.account_id}"
+    made = await admin.post(base + "/token", [("name", "nightly export"), ("role", "viewer")])
+    assert made.status == 200, made.text[:1000]
+    secret = re.search(r'id="shown-secret">([^<]+)<', made.text)
+    assert secret is not None
+    check = await staff.call("GET", "/api/v1/account/tokens", token=secret.group(1))
+    assert check.status == 200
+    page = await admin.get(base)
+    assert secret.group(1) not in page.text
+    token_id = check.body["items"][0]["id"]
+    revoked = await admin.post(base + "/revoke", [("tokenId", token_id)])
+    assert "Token nightly export is revoked." in revoked.text
+    after = await staff.call("GET", "/api/v1/account/tokens", token=secret.group(1))
+    assert after.status == 401
+    too_long = await admin.post(
+        base + "/token", [("name", "x"), ("role", "viewer"), ("expiresInDays", "99999")]
+    )
+    assert too_long.status == 422
+    assert 'id="expiresInDays-error"' in too_long.text
+    other = await signed_in(staff, "ola", ["analyst"])
+    foreign = await admin.post(
+        f"/console/accounts/{other.account_id}/token", [("name", "x"), ("role", "viewer")]
+    )
+    assert foreign.status == 403
