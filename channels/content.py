@@ -13,6 +13,14 @@ from typing import Any
 RESTRICTED_TLPS = frozenset({"AMBER", "AMBER+STRICT", "RED"})
 """At these markings short, unencrypted channels (SMS) carry only marking, headline and link."""
 
+STATUS_NOTICES = {
+    "Exercise": "EXERCISE: this message is part of an exercise, not a real alert.",
+    "Test": "TEST: this message is a technical test; disregard it.",
+    "System": "SYSTEM: this is a system message, not an alert.",
+    "Draft": "DRAFT: this message is a draft, not an alert.",
+}
+"""What every message of an alert that is not Actual says first, so no recipient mistakes it."""
+
 
 @dataclass(frozen=True, slots=True)
 class AlertContent:
@@ -42,6 +50,16 @@ class AlertContent:
     @property
     def marking(self) -> str:
         return " ".join((f"TLP:{self.tlp}", *self.caveats))
+
+    @property
+    def status_label(self) -> str:
+        """EXERCISE, TEST, SYSTEM or DRAFT for a message that is not an actual alert."""
+        return self.status.upper() if self.status in STATUS_NOTICES else ""
+
+    @property
+    def status_notice(self) -> str:
+        """The sentence that opens every message of an alert that is not Actual."""
+        return STATUS_NOTICES.get(self.status, "")
 
     @property
     def withheld_note(self) -> str:

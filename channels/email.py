@@ -112,6 +112,8 @@ def _compose(
     subject = f"[{content.marking}] {content.severity}: {content.event}"
     if content.headline != content.event:
         subject += f" - {content.headline}"
+    if content.status_label:
+        subject = f"{content.status_label} {subject}"
     message = EmailMessage(policy=email.policy.SMTP)
     message["Subject"] = header_text(subject)
     message["From"] = check_address(from_address)

@@ -140,7 +140,7 @@ def _link(content: AlertContent, rendering: Rendering) -> str:
 def _compose(content: AlertContent, rendering: Rendering, budget: int) -> str:
     ack = f"Reply ACK {to_gsm7(rendering.ack_code)}" if rendering.ack_code else ""
     tail = [part for part in (ack, _link(content, rendering)) if part]
-    parts = [to_gsm7(content.marking)]
+    parts = [to_gsm7(" ".join(filter(None, (content.status_label, content.marking))))]
     withheld = WITHHELD_NOTE if content.withheld else ""
     if content.restricted:
         middle = [content.headline, withheld]

@@ -500,3 +500,23 @@ async def test_starttls_required_by_the_server_but_not_configured_is_transient(
             await channel.close()
         assert result.outcome is Outcome.TRANSIENT, result
         assert sink.messages == []
+
+
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [("Exercise", "EXERCISE"), ("Test", "TEST"), ("System", "SYSTEM"), ("Draft", "DRAFT")],
+)
+def test_a_message_that_is_not_an_actual_alert_says_so_first(status: str, label: str) -> None:
+    outbound = message()
+    outbound = dataclasses.replace(outbound, document=outbound.document | {"status": status})
+    parsed = compose(outbound)
+    assert subject(parsed).startswith(f"{label} [TLP:AMBER LES] Severe: Flash Flood Warning")
+    text = body(parsed, "plain")
+    assert text.startswith(f"{label}: this ")
+    assert f"{label}: this " in body(parsed, "html")
+
+
+def test_an_actual_alert_carries_no_status_notice() -> None:
+    parsed = compose(message())
+    assert subject(parsed).startswith("[TLP:AMBER LES]")
+    assert body(parsed, "plain").startswith("TLP:AMBER LES\n")

@@ -717,3 +717,10 @@ def test_every_text_is_gsm7_in_two_segments(
         assert f"\nReply ACK {ack_code}" in text
     if link is not None:
         assert text.endswith("\n" + SENT_LINKS[link])
+
+
+@pytest.mark.parametrize(("status", "label"), [("Exercise", "EXERCISE"), ("Test", "TEST")])
+def test_a_text_of_an_exercise_or_test_says_so_before_its_marking(status: str, label: str) -> None:
+    text = SmsChannel.compose(outbound(SHORT | {"status": status}, Rendering("d-1")))
+    assert text == f"{label} {SHORT_TEXT}"
+    assert SmsChannel.compose(short()) == SHORT_TEXT
