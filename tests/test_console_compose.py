@@ -7,6 +7,7 @@ of an AMBER alert there, and an administrator creating an analyst's account."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -330,3 +331,42 @@ async def test_an_administrator_creates_an_analyst_and_sees_the_password_once(
     assert answer.status == 403
     await expect(other.get_by_role("heading", level=1)).to_contain_text("403")
     await expect(other.get_by_role("navigation", name="Console")).not_to_contain_text("Accounts")
+
+
+async def test_a_bolo_sent_from_the_console_is_acknowledged_through_its_emailed_link(
+    console: Console, sinks: Sinks
+) -> None:
+    """The rest of the analyst's flow: the board's counts move as the sinks receive and as the
+    recipient acknowledges through the link in the email, and the alert's page shows who."""
+    await watch_desk(console, sinks)
+    password, secret = await analyst(console, "ida")
+    page = await console.page()
+    await console.sign_in(page, "ida", password, secret)
+    board = await console.page()  # a second tab, left open on the live board
+    await console.sign_in(board, "ida", password, secret)
+    await expect(board.locator("#board")).to_have_attribute("data-live", "open")
+    await page.goto("/console/compose?kind=bolo")
+    await fill_bolo(page, "Box truck seen heading north.")
+    await page.get_by_label("Watch desk").check()
+    await page.get_by_label("Ask recipients to acknowledge").check()
+    await page.get_by_role("button", name="Send now").click()
+    await expect(page.locator("#send-state")).to_have_text("released")
+    alert_id = (await page.locator("dl.facts code").first.inner_text()).strip()
+    mail = await asyncio.wait_for(sinks.smtp.message(0), 30)
+    plain = mail.parsed().get_body(("plain",))
+    assert plain is not None
+    link = re.search(r"http://127\.0\.0\.1:\d+/ack/\S+", str(plain.get_content()))
+    assert link is not None, "the email carries no acknowledgment link"
+    row = board.locator(f'[id="alert-{alert_id}"]')
+    await expect(board.get_by_role("link", name=re.compile("refresh", re.I))).to_be_visible()
+    await board.reload()
+    await expect(board.locator("#board")).to_have_attribute("data-live", "open")
+    await expect(row.locator('[data-count="acknowledged"]')).to_have_text("0 of 2 (0%)")
+    await page.goto(link.group(0))
+    await page.get_by_role("button", name="Confirm receipt").click()
+    # the open board's row changes by itself, without a reload
+    await expect(row.locator('[data-count="acknowledged"]')).to_have_text("1 of 2 (50%)")
+    await expect(board.locator("#live-status")).to_contain_text("1 acknowledged")
+    await page.goto(f"/console/alerts/{alert_id}")
+    await expect(page.locator("#acknowledged")).to_contain_text("Ana")
+    await expect(page.locator("#not-acknowledged")).to_contain_text("Ben")
