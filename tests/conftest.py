@@ -53,11 +53,14 @@ def structured_logs() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def cheapest_password_hashes() -> None:
+def cheapest_password_hashes() -> Iterator[None]:
     """argon2's cheapest parameters for the passwords tests make: the service's own (64 MiB,
     three passes) cost a second a hash on a busy two-core machine, and the suite makes hundreds.
     Hashing and verifying run through the same code; only the cost parameters differ."""
+    service_parameters = HASHER._parameters
     HASHER._parameters = profiles.CHEAPEST
+    yield
+    HASHER._parameters = service_parameters
 
 
 @pytest.fixture(scope="session", autouse=True)
