@@ -4,7 +4,6 @@ queue names inside it, and the store on both SQLite and PostgreSQL (a database p
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import shutil
@@ -22,8 +21,6 @@ from argon2 import profiles
 from sqlalchemy import text
 
 from channels.base import CHANNEL_NAMES
-from dissemination import cli as cli_module
-from dissemination import service as service_module
 from dissemination.accounts.passwords import HASHER
 from dissemination.broker.dispatch import delivery_queue, retry_queues
 from dissemination.broker.topology import broker_url
@@ -31,7 +28,7 @@ from dissemination.controls.record import GENESIS
 from dissemination.logs import configure_structlog
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
-from dissemination.store.database import Database, head_revision
+from dissemination.store.database import Database
 from dissemination.store.tables import dissemination_chain, metadata
 from tests.brokerutil import open_connection
 from tests.logcapture import LogLines, capturing
@@ -61,17 +58,6 @@ def cheapest_password_hashes() -> Iterator[None]:
     HASHER._parameters = profiles.CHEAPEST
     yield
     HASHER._parameters = service_parameters
-
-
-@pytest.fixture(scope="session", autouse=True)
-def head_revision_read_once() -> Iterator[None]:
-    """The service and the CLI read the migrations' head at every start, parsing every
-    migration script (a fifth of a second on a busy machine, hundreds of starts a run): read
-    once here, since the scripts do not change during a run."""
-    with pytest.MonkeyPatch.context() as patch:
-        for module in (service_module, cli_module):
-            patch.setattr(module, "head_revision", functools.cache(head_revision))
-        yield
 
 
 @pytest.fixture(autouse=True)

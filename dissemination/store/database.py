@@ -4,6 +4,7 @@ place where driver failures become StoreUnavailable."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -222,6 +223,7 @@ def migration_scripts() -> ScriptDirectory:
     return ScriptDirectory.from_config(_alembic_config())
 
 
+@functools.cache  # the scripts ship with the code: parsing them once a process is enough
 def head_revision() -> str:
     """The newest migration shipped with this version of the code."""
     head = migration_scripts().get_current_head()
