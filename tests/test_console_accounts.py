@@ -5,23 +5,13 @@ and revokes it; each change is in the audit log as the API writes it."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-
-import pytest
 
 from tests.consoleforms import signed_in
-from tests.staffrig import Staff, staff_service
-
-
-@pytest.fixture
-def store_kind() -> str:
-    return "sqlite"
-
-
-@pytest.fixture
-async def staff(service_env: dict[str, str]) -> AsyncIterator[Staff]:
-    async for rig in staff_service(service_env):
-        yield rig
+from tests.staffrig import (  # noqa: F401 - fixtures
+    Staff,
+    sqlite_only_fixture,
+    staff_fixture,
+)
 
 
 async def test_an_administrator_changes_an_account_and_ends_its_sessions(staff: Staff) -> None:
