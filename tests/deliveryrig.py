@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,40 @@ class Sinks:
     @property
     def public_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class CountingReceiver:
+    """A webhook receiver that counts requests per `webhook-id` (the ledger row id), each
+    body checked against the webhook contract."""
+
+    base: str = ""
+    received: Counter[str] = field(default_factory=Counter)
+    contract: WebhookContract = field(default_factory=WebhookContract)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.contract.check(await request.read())
+        self.received[request.headers["webhook-id"]] += 1
+        return web.Response(status=204)
+
+    @property
+    def distinct(self) -> int:
+        return len(self.received)
+
+
+@pytest.fixture(name="receiver")
+async def counting_receiver_fixture() -> AsyncIterator[CountingReceiver]:
+    state = CountingReceiver()
+    app = web.Application()
+    app.router.add_post("/{n}", state.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    state.base = f"http://{host}:{port}/"
+    yield state
+    await runner.cleanup()
+    state.contract.assert_kept()
 
 
 async def start_hooks() -> tuple[Hooks, web.AppRunner]:
