@@ -68,6 +68,16 @@ class Sinks:
         return f"http://127.0.0.1:{self.port}"
 
 
+async def serve_on_loopback(app: web.Application, **options: Any) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free port of 127.0.0.1: its runner (clean it up) and its base URL,
+    ending in a slash. `options` go to the runner (access_log=None, say)."""
+    runner = web.AppRunner(app, **options)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}/"
+
+
 @dataclass
 class CountingReceiver:
     """A webhook receiver that counts requests per `webhook-id` (the ledger row id), each
@@ -92,11 +102,7 @@ async def counting_receiver_fixture() -> AsyncIterator[CountingReceiver]:
     state = CountingReceiver()
     app = web.Application()
     app.router.add_post("/{n}", state.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    state.base = f"http://{host}:{port}/"
+    runner, state.base = await serve_on_loopback(app, access_log=None)
     yield state
     await runner.cleanup()
     state.contract.assert_kept()
@@ -106,11 +112,7 @@ async def start_hooks() -> tuple[Hooks, web.AppRunner]:
     hooks = Hooks()
     app = web.Application()
     app.router.add_post("/{name}", hooks.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    hooks.base = f"http://{host}:{port}/"
+    runner, hooks.base = await serve_on_loopback(app)
     return hooks, runner
 
 
