@@ -6,18 +6,18 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aio_pika
+import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from dissemination.broker.topology import broker_url, connect, declare_intake
 from dissemination.settings import Settings
 
 
 async def open_connection(settings: Settings) -> AbstractRobustConnection:
-    from dissemination.broker.topology import broker_url
-
     return await aio_pika.connect_robust(broker_url(settings.broker))
 
 
@@ -97,3 +97,13 @@ def close_connections(vhost: str) -> None:
         capture_output=True,
         timeout=60,
     )
+
+
+@pytest.fixture(name="channel")
+async def intake_channel_fixture(settings: Settings) -> AsyncIterator[AbstractChannel]:
+    """A channel with the intake topology declared, so messages can wait for the service."""
+    connection = await connect(settings.broker, "test-publisher")
+    channel = await connection.channel(publisher_confirms=True)
+    await declare_intake(channel, settings.broker)
+    yield channel
+    await connection.close()

@@ -121,6 +121,13 @@ async def console_service(
         yield Console(staff, browser)
 
 
+@pytest.fixture(name="console")
+async def console_fixture(service_env: dict[str, str], browser: Browser) -> AsyncIterator[Console]:
+    """The console on this test's service settings, with the session's browser."""
+    async for rig in console_service(service_env, browser):
+        yield rig
+
+
 async def screenshot(page: Page, name: str) -> Path:
     """A full-page screenshot at tests/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(exist_ok=True)

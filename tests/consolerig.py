@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 from playwright.async_api import Page
 
@@ -17,7 +18,7 @@ from dissemination.console.auth import form_token
 from tests.alerts import TEST_SENDERS, fixture_document
 from tests.brokerutil import wait_until
 from tests.browser import Console
-from tests.deliveryrig import rows_of
+from tests.deliveryrig import rows_of, serve_on_loopback
 from tests.staffrig import Answer, Signed, Staff
 
 
@@ -44,15 +45,18 @@ async def receiver() -> AsyncIterator[Receiver]:
     found = Receiver()
     app = web.Application()
     app.router.add_post("/hook", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}/hook"
+    runner, base = await serve_on_loopback(app)
+    found.url = base + "hook"
     try:
         yield found
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture(name="hook")
+async def hook_fixture() -> AsyncIterator[Receiver]:
+    async for found in receiver():
+        yield found
 
 
 PII_AMBER = {"tlp": "AMBER", "caveats": ["PII"]}

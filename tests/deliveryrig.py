@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,15 +68,51 @@ class Sinks:
         return f"http://127.0.0.1:{self.port}"
 
 
+async def serve_on_loopback(app: web.Application, **options: Any) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free port of 127.0.0.1: its runner (clean it up) and its base URL,
+    ending in a slash. `options` go to the runner (access_log=None, say)."""
+    runner = web.AppRunner(app, **options)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}/"
+
+
+@dataclass
+class CountingReceiver:
+    """A webhook receiver that counts requests per `webhook-id` (the ledger row id), each
+    body checked against the webhook contract."""
+
+    base: str = ""
+    received: Counter[str] = field(default_factory=Counter)
+    contract: WebhookContract = field(default_factory=WebhookContract)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.contract.check(await request.read())
+        self.received[request.headers["webhook-id"]] += 1
+        return web.Response(status=204)
+
+    @property
+    def distinct(self) -> int:
+        return len(self.received)
+
+
+@pytest.fixture(name="receiver")
+async def counting_receiver_fixture() -> AsyncIterator[CountingReceiver]:
+    state = CountingReceiver()
+    app = web.Application()
+    app.router.add_post("/{n}", state.handle)
+    runner, state.base = await serve_on_loopback(app, access_log=None)
+    yield state
+    await runner.cleanup()
+    state.contract.assert_kept()
+
+
 async def start_hooks() -> tuple[Hooks, web.AppRunner]:
     hooks = Hooks()
     app = web.Application()
     app.router.add_post("/{name}", hooks.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    hooks.base = f"http://{host}:{port}/"
+    runner, hooks.base = await serve_on_loopback(app)
     return hooks, runner
 
 

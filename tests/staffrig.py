@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
+import pytest
 
 from dissemination.accounts.store import AccountStore
 from dissemination.accounts.totp import code_at, step_of
@@ -161,3 +162,22 @@ async def staff_service(env: dict[str, str], **overrides: str) -> AsyncIterator[
             )
     finally:
         await service.stop()
+
+
+@pytest.fixture(name="staff")
+async def staff_fixture(service_env: dict[str, str]) -> AsyncIterator[Staff]:
+    """The staff rig on this test's service settings (`staff_service`)."""
+    async for rig in staff_service(service_env):
+        yield rig
+
+
+@pytest.fixture(name="store_kind")
+def sqlite_only_fixture() -> str:
+    """A module that imports this runs its tests on SQLite alone."""
+    return "sqlite"
+
+
+@pytest.fixture(name="store_kind")
+def postgresql_only_fixture() -> str:
+    """A module that imports this runs its tests on PostgreSQL alone."""
+    return "postgresql"

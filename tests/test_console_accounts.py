@@ -1,27 +1,19 @@
 """The accounts pages without a browser: an administrator changes an account's roles and
 clearance, ends its sessions, makes a personal token of their own (the secret shown once)
-and revokes it; each change is in the audit log as the API writes it."""
+and revokes it; each change is in the audit log as the API writes it. A wrong first code at
+enrolment brings back the enrolment page saying why."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-
-import pytest
 
 from tests.consoleforms import signed_in
-from tests.staffrig import Staff, staff_service
-
-
-@pytest.fixture
-def store_kind() -> str:
-    return "sqlite"
-
-
-@pytest.fixture
-async def staff(service_env: dict[str, str]) -> AsyncIterator[Staff]:
-    async for rig in staff_service(service_env):
-        yield rig
+from tests.consolerig import post_form
+from tests.staffrig import (  # noqa: F401 - fixtures
+    Staff,
+    sqlite_only_fixture,
+    staff_fixture,
+)
 
 
 async def test_an_administrator_changes_an_account_and_ends_its_sessions(staff: Staff) -> None:
@@ -80,3 +72,17 @@ async def test_an_administrator_makes_and_revokes_a_personal_token(staff: Staff)
         f"/console/accounts/{other.account_id}/token", [("name", "x"), ("role", "viewer")]
     )
     assert foreign.status == 403
+
+
+async def test_a_wrong_first_code_at_enrolment_is_refused_on_the_enrolment_page(
+    staff: Staff,
+) -> None:
+    _id, password = await staff.make_account("nia", ["viewer"], "GREEN")
+    session = staff.signed(await staff.sign_in("nia", password))
+    begun = await post_form(staff, "/console/enrol", {}, session)
+    assert begun.status == 200, begun.body[:1000]
+    assert "Set up your second factor" in begun.body
+    refused = await post_form(staff, "/console/enrol/confirm", {"code": "000000"}, session)
+    assert refused.status == 422, refused.body[:1000]
+    assert "Set up your second factor" in refused.body
+    assert "wrong or expired code" in refused.body

@@ -8,42 +8,25 @@ scanned, photographed at desktop and phone width and reflowed at 320 px."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import expect
 
-from tests.browser import Console, console_service, fits_narrowest, look
-from tests.consolerig import (
+from tests.browser import Console, console_fixture, fits_narrowest, look  # noqa: F401 - fixture
+from tests.consolerig import (  # noqa: F401 - fixtures
     CLEARED,
     DESK_CLEARED,
     Receiver,
-    receiver,
+    hook_fixture,
     send_held,
     signed_in,
     signed_in_page,
 )
 from tests.deliveryrig import rows_of
 from tests.people import enrol
+from tests.staffrig import postgresql_only_fixture  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def store_kind() -> str:
-    return "postgresql"
-
-
-@pytest.fixture
-async def console(service_env: dict[str, str], browser: Browser) -> AsyncIterator[Console]:
-    async for rig in console_service(service_env, browser):
-        yield rig
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[Receiver]:
-    async for found in receiver():
-        yield found
 
 
 async def test_an_approver_approves_one_analyst_send_and_rejects_another(

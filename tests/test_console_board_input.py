@@ -6,25 +6,17 @@ has ended and stops)."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 from dissemination.api.app import SESSION_COOKIE
 from dissemination.console.board import board_filter
-from tests.staffrig import Signed, Staff, staff_service
-
-
-@pytest.fixture
-def store_kind() -> str:
-    return "postgresql"
-
-
-@pytest.fixture
-async def staff(service_env: dict[str, str]) -> AsyncIterator[Staff]:
-    async for rig in staff_service(service_env):
-        yield rig
+from tests.staffrig import (  # noqa: F401 - fixtures
+    Signed,
+    Staff,
+    postgresql_only_fixture,
+    staff_fixture,
+)
 
 
 async def _get(staff: Staff, path: str, session: Signed | None) -> tuple[int, str, str]:

@@ -6,7 +6,6 @@ Exercise message is not sent; the administrators' pages refuse everyone else."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select
@@ -15,18 +14,11 @@ from dissemination.store.tables import sends
 from tests.alerts import TEST_SENDERS
 from tests.consoleforms import Form, SignedIn, signed_in
 from tests.people import enrol
-from tests.staffrig import Staff, staff_service
-
-
-@pytest.fixture
-def store_kind() -> str:
-    return "sqlite"
-
-
-@pytest.fixture
-async def staff(service_env: dict[str, str]) -> AsyncIterator[Staff]:
-    async for rig in staff_service(service_env):
-        yield rig
+from tests.staffrig import (  # noqa: F401 - fixtures
+    Staff,
+    sqlite_only_fixture,
+    staff_fixture,
+)
 
 
 @pytest.fixture

@@ -9,38 +9,26 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import expect
 
 from tests.alerts import fixture_document
 from tests.brokerutil import wait_until
-from tests.browser import Console, console_service, fits_narrowest, look
-from tests.consolerig import Receiver, receiver, signed_in, signed_in_page
+from tests.browser import Console, console_fixture, fits_narrowest, look  # noqa: F401 - fixture
+from tests.consolerig import (  # noqa: F401 - fixtures
+    Receiver,
+    hook_fixture,
+    signed_in,
+    signed_in_page,
+)
 from tests.deliveryrig import recorded
 from tests.people import enrol
+from tests.staffrig import postgresql_only_fixture  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 FUTURE = "2099-01-01T00:00:00-05:00"
-
-
-@pytest.fixture
-def store_kind() -> str:
-    return "postgresql"
-
-
-@pytest.fixture
-async def console(service_env: dict[str, str], browser: Browser) -> AsyncIterator[Console]:
-    async for rig in console_service(service_env, browser):
-        yield rig
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[Receiver]:
-    async for found in receiver():
-        yield found
 
 
 async def test_an_administrator_adds_a_stakeholder_contact_and_subscription_through_the_forms(

@@ -7,26 +7,17 @@ that may not change the directory are refused. Nothing is changed by a refused p
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from urllib.parse import quote
-
-import pytest
 
 from tests.consolerig import DESK_CLEARED, get_page, post_form, send_held, signed_in
 from tests.deliveryrig import rows_of
 from tests.people import enrol
-from tests.staffrig import Signed, Staff, staff_service
-
-
-@pytest.fixture
-def store_kind() -> str:
-    return "sqlite"
-
-
-@pytest.fixture
-async def staff(service_env: dict[str, str]) -> AsyncIterator[Staff]:
-    async for rig in staff_service(service_env):
-        yield rig
+from tests.staffrig import (  # noqa: F401 - fixtures
+    Signed,
+    Staff,
+    sqlite_only_fixture,
+    staff_fixture,
+)
 
 
 def invalid_field(html: str, field_id: str) -> bool:

@@ -10,25 +10,19 @@ from collections.abc import AsyncIterator
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from dissemination.broker.topology import connect, declare_intake
 from dissemination.ledger.alerts import Ledger
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
 from testbed.alerts import cap_json_bytes
-from tests.brokerutil import publish, queue_depth, wait_until
+from tests.brokerutil import (  # noqa: F401 - fixture
+    intake_channel_fixture,
+    publish,
+    queue_depth,
+    wait_until,
+)
 from tests.serviceproc import ServiceProcess, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
-    """A channel with the intake topology declared, so messages can wait for the service."""
-    connection = await connect(settings.broker, "test-publisher")
-    channel = await connection.channel(publisher_confirms=True)
-    await declare_intake(channel, settings.broker)
-    yield channel
-    await connection.close()
 
 
 @pytest.fixture

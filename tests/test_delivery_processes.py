@@ -9,62 +9,25 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from aio_pika.abc import AbstractChannel
-from aiohttp import web
 from sqlalchemy import func, select
 
-from dissemination.broker.topology import connect, declare_intake
 from dissemination.directory.store import ESCALATION, Directory
 from dissemination.settings import Settings
 from dissemination.store.database import Database
 from dissemination.store.tables import deliveries, escalations
 from testbed.alerts import cap_json_bytes
 from testbed.directory import ACTOR, enrol_many
-from testbed.webhooks import WebhookContract
-from tests.brokerutil import publish, wait_until
+from tests.brokerutil import intake_channel_fixture, publish, wait_until  # noqa: F401 - fixture
+from tests.deliveryrig import CountingReceiver, counting_receiver_fixture  # noqa: F401 - fixture
 from tests.serviceproc import ServiceProcess, run_cli
 
 pytestmark = pytest.mark.slow
 TERMINAL = ("sent", "delivered", "failed", "withheld", "suppressed")
-
-
-@dataclass
-class CountingReceiver:
-    """A webhook receiver that counts requests per `webhook-id` (the ledger row id), each
-    body checked against the webhook contract."""
-
-    base: str = ""
-    received: Counter[str] = field(default_factory=Counter)
-    contract: WebhookContract = field(default_factory=WebhookContract)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.contract.check(await request.read())
-        self.received[request.headers["webhook-id"]] += 1
-        return web.Response(status=204)
-
-    @property
-    def distinct(self) -> int:
-        return len(self.received)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[CountingReceiver]:
-    state = CountingReceiver()
-    app = web.Application()
-    app.router.add_post("/{n}", state.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    state.base = f"http://{host}:{port}/"
-    yield state
-    await runner.cleanup()
-    state.contract.assert_kept()
 
 
 @pytest.fixture
@@ -74,15 +37,6 @@ async def database(service_env: dict[str, str], settings: Settings) -> AsyncIter
     database = Database.from_settings(settings.store, settings.data_path)
     yield database
     await database.close()
-
-
-@pytest.fixture
-async def channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
-    connection = await connect(settings.broker, "test-publisher")
-    channel = await connection.channel(publisher_confirms=True)
-    await declare_intake(channel, settings.broker)
-    yield channel
-    await connection.close()
 
 
 async def row_states(database: Database) -> Counter[str]:

@@ -29,6 +29,7 @@ from subscriptions.codec import validate_stakeholder, validate_subscription
 from testbed.alerts import cap_json
 from testbed.webhooks import WebhookContract
 from tests.brokerutil import publish, wait_until
+from tests.deliveryrig import serve_on_loopback
 from tests.test_webhook_channel import independent_signature
 
 pytestmark = pytest.mark.slow
@@ -58,11 +59,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/{name}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    state.base = f"http://{host}:{port}/"
+    runner, state.base = await serve_on_loopback(app)
     yield state
     await runner.cleanup()
     state.contract.assert_kept()

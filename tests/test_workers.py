@@ -16,15 +16,15 @@ import pytest
 from aio_pika.abc import AbstractChannel
 
 from dissemination import cli
-from dissemination.broker.topology import connect, declare_intake
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
 from dissemination.supervisor import RestartBudget, cores, process_count
 from testbed.alerts import cap_json_bytes
 from testbed.directory import enrol_many
-from tests.brokerutil import publish, wait_until
+from tests.brokerutil import intake_channel_fixture, publish, wait_until  # noqa: F401 - fixture
+from tests.deliveryrig import CountingReceiver, counting_receiver_fixture  # noqa: F401 - fixture
 from tests.serviceproc import ServiceProcess, run_cli
-from tests.test_delivery_processes import CountingReceiver, all_settled, row_states
+from tests.test_delivery_processes import all_settled, row_states
 
 PG_ONLY = "several processes share a PostgreSQL store; SQLite runs one"
 
@@ -78,32 +78,6 @@ async def database(
     database = Database.from_settings(settings.store, settings.data_path)
     yield database
     await database.close()
-
-
-@pytest.fixture
-async def channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
-    connection = await connect(settings.broker, "test-publisher")
-    channel = await connection.channel(publisher_confirms=True)
-    await declare_intake(channel, settings.broker)
-    yield channel
-    await connection.close()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[CountingReceiver]:
-    from aiohttp import web
-
-    state = CountingReceiver()
-    app = web.Application()
-    app.router.add_post("/{n}", state.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    state.base = f"http://{host}:{port}/"
-    yield state
-    await runner.cleanup()
-    state.contract.assert_kept()
 
 
 async def start_group(env: dict[str, str], count: int, log: Path) -> ServiceProcess:

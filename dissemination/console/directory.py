@@ -18,7 +18,7 @@ from dissemination.console.auth import Viewer, changer, viewer
 from dissemination.console.formerrors import FormErrors, from_refusal
 from dissemination.console.pages import TLP_LEVELS, render
 from dissemination.directory.lists import DistributionLists
-from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION
+from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, EntitySpec
 
 PAGE_SIZE = 100
 SEARCH_LIMIT = 100
@@ -277,32 +277,30 @@ async def create_contact(request: web.Request) -> web.Response:
     )
 
 
-async def contacts_page(request: web.Request) -> web.Response:
+async def _entity_list(
+    request: web.Request, kind: EntitySpec, items: str, title: str
+) -> web.Response:
+    """A page of one kind of directory entity, its items under the template variable `items`
+    (also the template's name), from the `after` cursor on."""
     seen = await viewer(request)
     after = request.query.get("after", "")[:64] or None
-    page = await admin(request).directory.page(CONTACT, {}, after, PAGE_SIZE)
+    page = await admin(request).directory.page(kind, {}, after, PAGE_SIZE)
     return directory_page(
         request,
-        "contacts.html.j2",
+        f"{items}.html.j2",
         seen,
-        title="Contacts",
-        contacts=page.items,
+        title=title,
         following=page.next_cursor,
+        **{items: page.items},
     )
+
+
+async def contacts_page(request: web.Request) -> web.Response:
+    return await _entity_list(request, CONTACT, "contacts", "Contacts")
 
 
 async def subscriptions_page(request: web.Request) -> web.Response:
-    seen = await viewer(request)
-    after = request.query.get("after", "")[:64] or None
-    page = await admin(request).directory.page(SUBSCRIPTION, {}, after, PAGE_SIZE)
-    return directory_page(
-        request,
-        "subscriptions.html.j2",
-        seen,
-        title="Subscriptions",
-        subscriptions=page.items,
-        following=page.next_cursor,
-    )
+    return await _entity_list(request, SUBSCRIPTION, "subscriptions", "Subscriptions")
 
 
 def add_directory_routes(app: web.Application) -> None:

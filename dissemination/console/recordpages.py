@@ -117,6 +117,24 @@ async def _record_entries(
     return chosen, left_out
 
 
+def _filtered_page(
+    request: web.Request, tab: str, found: Viewer, filters: Filters, *, title: str, **context: Any
+) -> web.Response:
+    """The record or audit page (`tab`, also its template) with its filters, 422 when any of
+    them is not valid."""
+    return render(
+        request,
+        f"{tab}.html.j2",
+        found,
+        status=422 if filters.errors else 200,
+        title=title,
+        tab=tab,
+        filters=filters,
+        errors=filters.errors,
+        **context,
+    )
+
+
 async def record_page(request: web.Request) -> web.Response:
     """GET /console/record: the record's entries, newest first, a page at a time."""
     found = await viewer(request, Role.ADMIN)
@@ -128,15 +146,12 @@ async def record_page(request: web.Request) -> web.Response:
     entries.reverse()
     page = _page_number(request.query)
     start = (page - 1) * PAGE_SIZE
-    return render(
+    return _filtered_page(
         request,
-        "record.html.j2",
+        "record",
         found,
-        status=422 if filters.errors else 200,
+        filters,
         title="Dissemination record",
-        tab="record",
-        filters=filters,
-        errors=filters.errors,
         entries=entries[start : start + PAGE_SIZE],
         total=len(entries),
         left_out=left_out,
@@ -196,15 +211,12 @@ async def audit_page(request: web.Request) -> web.Response:
         )
     has_next = len(entries) > PAGE_SIZE
     entries = entries[:PAGE_SIZE]
-    return render(
+    return _filtered_page(
         request,
-        "audit.html.j2",
+        "audit",
         found,
-        status=422 if filters.errors else 200,
+        filters,
         title="Audit log",
-        tab="audit",
-        filters=filters,
-        errors=filters.errors,
         entries=entries,
         next_after=entries[-1]["id"] if has_next else None,
         as_json=_compact,

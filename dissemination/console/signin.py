@@ -13,7 +13,14 @@ from dissemination.accounts.errors import AccountRefused
 from dissemination.accounts.signin import Credentials
 from dissemination.api.app import SESSION_COOKIE, STAFF, StaffAuth, check_origin
 from dissemination.api.session import set_session_cookie
-from dissemination.console.auth import ENROL_PATH, SIGN_IN_PATH, changer, find_viewer, viewer
+from dissemination.console.auth import (
+    ENROL_PATH,
+    SIGN_IN_PATH,
+    Viewer,
+    changer,
+    find_viewer,
+    viewer,
+)
 from dissemination.console.pages import render
 
 HOME = "/console/"
@@ -86,6 +93,19 @@ def _enrolment(request: web.Request) -> TotpEnrolment:
     return TotpEnrolment(signin.database, signin.settings.totp_issuer, signin.clock)
 
 
+def _enrolment_refused(request: web.Request, found: Viewer, error: AccountRefused) -> web.Response:
+    """The enrolment page again, saying why its step was refused."""
+    return render(
+        request,
+        "enrol.html.j2",
+        found,
+        status=error.status,
+        title="Set up your second factor",
+        made=None,
+        error=error,
+    )
+
+
 async def enrol_page(request: web.Request) -> web.Response:
     found = await viewer(request, enrolling=True)
     account = found.principal.account
@@ -101,15 +121,7 @@ async def begin_enrolment(request: web.Request) -> web.Response:
     try:
         made = await _enrolment(request).begin(account)
     except AccountRefused as error:
-        return render(
-            request,
-            "enrol.html.j2",
-            found,
-            status=error.status,
-            title="Set up your second factor",
-            made=None,
-            error=error,
-        )
+        return _enrolment_refused(request, found, error)
     secret = parse_qs(urlparse(made.uri).query)["secret"][0]
     return render(
         request,
@@ -128,15 +140,7 @@ async def confirm_enrolment(request: web.Request) -> web.Response:
     try:
         await _enrolment(request).confirm(account, found.session.id, form.get("code", "").strip())
     except AccountRefused as error:
-        return render(
-            request,
-            "enrol.html.j2",
-            found,
-            status=error.status,
-            title="Set up your second factor",
-            made=None,
-            error=error,
-        )
+        return _enrolment_refused(request, found, error)
     raise web.HTTPSeeOther(HOME + "?enrolled=1")
 
 
