@@ -71,10 +71,16 @@ class ServiceProcess:
                 sys.executable, "-m", "dissemination", "run", *args, env=child_env, stderr=log
             )
         running = cls(process, port, log_path)
-        if wait_ready and not args:
-            await running.wait_ready()
-        elif wait_ready:
-            await running.wait_logged("service_started")
+        try:
+            if wait_ready and not args:
+                await running.wait_ready()
+            elif wait_ready:
+                await running.wait_logged("service_started")
+        except BaseException:  # a child that never became ready must not outlive its test
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            raise
         return running
 
     def log(self) -> str:
