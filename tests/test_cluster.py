@@ -7,6 +7,7 @@ service flagged resent."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -19,6 +20,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.timeout(420)
 async def test_a_fan_out_survives_a_broker_node_and_a_service_instance_dying() -> None:
+    if not os.environ.get("DISSEMINATION_CLUSTER_TEST"):
+        pytest.skip(
+            "opt-in (DISSEMINATION_CLUSTER_TEST=1): in full runs the machine's own broker "
+            "stopped answering soon after this test; until that is understood it runs alone"
+        )
     if not (RABBITMQ_BIN / "rabbitmq-server").is_file() and not shutil.which("rabbitmq-server"):
         pytest.skip("rabbitmq-server is not installed: the cluster needs its own nodes")
     lines: list[str] = []

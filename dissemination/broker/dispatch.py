@@ -70,9 +70,8 @@ async def declare_deliveries(
                     "x-message-ttl": round(tier * 1000),
                     "x-dead-letter-exchange": settings.delivery_exchange,
                     "x-dead-letter-routing-key": name,
-                    # a task stays until the channel's queue has taken it
-                    "x-dead-letter-strategy": "at-least-once",
-                    "x-overflow": "reject-publish",
+                    # at-most-once dead-lettering, as the classic queues had: a task lost on
+                    # the way back is a row the ledger's stuck-row sweep publishes again
                 },
             )
     return exchange
