@@ -35,13 +35,11 @@ def retry_schedule(settings: BrokerSettings) -> RetrySchedule:
 def retry_queue(settings: BrokerSettings, channel: str, tier_seconds: float) -> str:
     """The retry queue whose messages wait up to `tier_seconds`, then dead-letter back onto
     the channel's queue. The TTL is in the name, so changing the schedule declares new queues
-    instead of clashing with the old ones' arguments; so is the queue type: these are quorum
-    queues, replicated on every node of a cluster like the channel queues, where the classic
-    `...retry.<ms>ms` queues of earlier versions lived on one node, and a service whose
-    channels re-declared them could not reconnect while that node was down. Those old
-    queues need no consumer: they dead-letter what they still hold and can then be deleted."""
+    instead of clashing with the old ones' arguments. These are classic queues: a task lost
+    with one is a row the ledger's stuck-row sweep publishes again, and quorum retry queues
+    (nine more Raft groups per service) made a busy test broker stop answering."""
     ms = round(tier_seconds * 1000)
-    return f"{settings.delivery_queue_prefix}{channel}.retry.{ms}ms.quorum"
+    return f"{settings.delivery_queue_prefix}{channel}.retry.{ms}ms"
 
 
 def retry_queues(settings: BrokerSettings, channel: str) -> list[str]:
@@ -51,8 +49,8 @@ def retry_queues(settings: BrokerSettings, channel: str) -> list[str]:
 async def declare_deliveries(
     channel: AbstractChannel, settings: BrokerSettings
 ) -> AbstractExchange:
-    """Declare the deliveries exchange, one durable quorum queue per channel, and its retry
-    queues (quorum queues too)."""
+    """Declare the deliveries exchange, one durable quorum queue per channel, and its classic
+    retry queues."""
     exchange = await channel.declare_exchange(
         settings.delivery_exchange, ExchangeType.DIRECT, durable=True
     )
@@ -66,7 +64,6 @@ async def declare_deliveries(
                 retry_queue(settings, name, tier),
                 durable=True,
                 arguments={
-                    "x-queue-type": "quorum",
                     "x-message-ttl": round(tier * 1000),
                     "x-dead-letter-exchange": settings.delivery_exchange,
                     "x-dead-letter-routing-key": name,
