@@ -87,9 +87,21 @@ class DirectoryFollower:
         self._applied: set[int] = set()
 
     async def start_from_now(self) -> None:
-        """Skip the history: the matcher was just loaded from the directory itself."""
+        """Skip the history: the matcher is loaded from the directory itself right after this.
+        Every change visible now is in that load, so the trailing window's visible entries
+        count as applied; only entries that commit later (below or above the high water) are
+        applied by the polls, instead of the first poll reading the last REPLAY_WINDOW
+        entities again one by one."""
         async with self.directory.database.reading() as conn:
             self.high_water = int(await conn.scalar(select(func.max(audit_log.c.id))) or 0)
+            self._applied = set(
+                await conn.scalars(
+                    select(audit_log.c.id).where(
+                        audit_log.c.id > self.high_water - REPLAY_WINDOW,
+                        audit_log.c.id <= self.high_water,
+                    )
+                )
+            )
 
     async def poll_once(self) -> int:
         """Apply entries not yet applied; returns how many entities were refreshed."""
