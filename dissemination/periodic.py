@@ -1,5 +1,6 @@
 """A job run every few seconds until stopped (escalation steps, CAP Acks): a store or broker
-outage only delays the next run."""
+outage only delays the next run, and a run that raises anything else is logged with its
+traceback and the job goes on."""
 
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ class PeriodicTask:
                 await self.job()
             except (StoreUnavailable, PublishFailed) as error:
                 log.warning("job_failed", job=self.name, retry_in=self.seconds, reason=str(error))
+            except Exception:
+                # Anything else (a bug, a library's unexpected error) fails this run only: the
+                # job ending for good would stop escalations or scheduled sends without a sign.
+                log.exception("job_raised", job=self.name, retry_in=self.seconds)
             if task is not None and task.cancelling():
                 # a library swallowed the stop's cancellation mid-call (aiormq does, in an
                 # RPC): stop all the same, or `stop` waits for ever

@@ -8,7 +8,6 @@ exports."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import shutil
@@ -30,7 +29,6 @@ from core.errors import RejectedInput
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.ledger.alerts import Payload
 from dissemination.metrics import Metrics
-from dissemination.periodic import PeriodicTask
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from testbed.alerts import cap_json
@@ -305,24 +303,6 @@ async def test_a_service_stopped_while_reading_its_gauges_stops_promptly(
         service = Service(settings)
         await service.start()
         await asyncio.wait_for(service.stop(), timeout=20)
-
-
-async def test_a_periodic_job_that_swallows_its_cancellation_still_stops() -> None:
-    """aiormq turns an RPC cancelled mid-call into a channel error, which a job may catch:
-    the gauge refresh did, and `stop` then waited for ever."""
-    started = asyncio.Event()
-
-    async def swallowing() -> None:
-        started.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(10)
-
-    job = PeriodicTask("swallowing", swallowing, 10)
-    job.start()
-    await started.wait()
-    stopping = asyncio.create_task(job.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=5)
-    assert stopping in done, "the job did not stop"
 
 
 def test_two_instances_count_apart() -> None:
