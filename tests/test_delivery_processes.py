@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from dissemination.directory.store import ESCALATION, Directory
 from dissemination.settings import Settings
 from dissemination.store.database import Database
+from dissemination.store.rows import RowOrigin
 from dissemination.store.tables import deliveries, escalations
 from testbed.alerts import cap_json_bytes
 from testbed.directory import ACTOR, enrol_many
@@ -134,7 +135,8 @@ async def test_kill_9_mid_fan_out_of_5000_loses_nothing_and_duplicates_only_flag
 
 
 def steps_fired(*processes: ServiceProcess) -> Counter[int]:
-    """Escalation steps fired, by step number, from the processes' logs."""
+    """Escalation steps fired, by step number, from the processes' logs (as far as a killed
+    process's log got)."""
     return Counter(
         int(e["step"]) for process in processes for e in process.logged("escalation_step_fired")
     )
@@ -182,8 +184,20 @@ async def test_kill_9_mid_escalation_neither_skips_nor_repeats_a_step(
         await wait_until(finished, timeout=120, what="every escalation to finish")
     finally:
         assert await restarted.stop() == 0
+    # Each member's resends, from the store: the doomed process's log may end before the
+    # lines of a step it had already committed (the kill comes as the first one appears).
+    async with database.reading() as conn:
+        resends = Counter(
+            await conn.scalars(
+                select(deliveries.c.stakeholder_id).where(
+                    deliveries.c.origin == RowOrigin.ESCALATION.value
+                )
+            )
+        )
+    assert len(resends) == members
+    assert set(resends.values()) == {steps}  # no step skipped, none repeated
     fired = steps_fired(doomed, restarted)
-    assert fired == Counter(dict.fromkeys(range(1, steps + 1), members)), (before, fired)
+    assert all(count <= members for count in fired.values()), (before, fired)  # none twice
     assert await row_states(database) == Counter({"sent": members * (steps + 1)})
     assert receiver.distinct == members * (steps + 1)  # every step reached every member
     print(
