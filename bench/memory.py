@@ -16,8 +16,9 @@ directory store with its audit entries, about 200 a second on an idle 2-core mac
 
 Figures per phase, from /proc/<pid>/status of the service and of any process it started:
 VmRSS (resident now) and VmHWM (the peak resident size since the process started), summed
-over the processes. The fan-out's peak is the VmHWM at its end, so it includes start-up and
-the matcher. Target: each peak at most 500 MB. Writes bench/results/memory-<store>.json.
+over the processes and of the largest one. The fan-out's peak is the VmHWM at its end, so it
+includes start-up and the matcher. Target: each process's peak at most 500 MB. Writes
+bench/results/memory-<store>.json.
 """
 
 from __future__ import annotations
@@ -55,11 +56,15 @@ READY_SECONDS = 600.0
 
 @dataclass(frozen=True, slots=True)
 class Resident:
-    """Resident memory of a process tree, in MB (10^6 bytes), and how many processes."""
+    """Resident memory of a process tree, in MB (10^6 bytes): summed over its processes, and
+    of the largest one (`dissemination run` starts a supervisor and one service process per
+    core, each holding its own matcher)."""
 
     rss_mb: float
     peak_mb: float
     processes: int
+    largest_rss_mb: float
+    largest_peak_mb: float
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -84,9 +89,19 @@ def process_tree(pid: int) -> list[int]:
 
 def resident(pid: int) -> Resident:
     pids = process_tree(pid)
-    rss = sum(_status_kb(p, "VmRSS") for p in pids)
-    peak = sum(_status_kb(p, "VmHWM") for p in pids)
-    return Resident(round(rss * 1024 / 1e6, 1), round(peak * 1024 / 1e6, 1), len(pids))
+    rss = [_status_kb(p, "VmRSS") for p in pids]
+    peak = [_status_kb(p, "VmHWM") for p in pids]
+    return Resident(
+        _mb(sum(rss)),
+        _mb(sum(peak)),
+        len(pids),
+        _mb(max(rss, default=0)),
+        _mb(max(peak, default=0)),
+    )
+
+
+def _mb(kilobytes: int) -> float:
+    return round(kilobytes * 1024 / 1e6, 1)
 
 
 async def _migrated(settings: Settings) -> Database:
@@ -199,13 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     context = machine_context()
     figures = run_loop(run(args))
     print(f"\nresident memory of the service, {args.targets:,} webhook targets, {args.store}:")
-    print(f"{'phase':<10} {'VmRSS MB':>9} {'VmHWM MB':>9} {'target':>8}")
+    print(f"{'':<10} {'all processes':>19}   {'the largest':>19}")
+    print(f"{'phase':<10} {'VmRSS MB':>9} {'VmHWM MB':>9}   {'VmRSS MB':>9} {'VmHWM MB':>9} target")
     for phase in ("empty", "holding", "fanout"):
         figure = figures[phase]
-        verdict = (
-            "" if phase == "empty" else ("met" if figure["peak_mb"] <= TARGET_MB else "MISSED")
+        met = figure["largest_peak_mb"] <= TARGET_MB
+        verdict = "" if phase == "empty" else ("met" if met else "MISSED")
+        print(
+            f"{phase:<10} {figure['rss_mb']:>9,.1f} {figure['peak_mb']:>9,.1f}   "
+            f"{figure['largest_rss_mb']:>9,.1f} {figure['largest_peak_mb']:>9,.1f} {verdict}"
         )
-        print(f"{phase:<10} {figure['rss_mb']:>9,.1f} {figure['peak_mb']:>9,.1f} {verdict:>8}")
     if figures["fanout_rows_terminal"] < args.targets:
         print(f"fan-out stopped at the timeout: {figures['fanout_rows_terminal']:,} rows done")
     results = {

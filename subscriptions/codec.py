@@ -145,6 +145,9 @@ def _quiet_hours(value: Mapping[str, str] | None) -> QuietHours | None:
     return QuietHours(time.fromisoformat(value["start"]), time.fromisoformat(value["end"]))
 
 
+NO_CAVEATS: frozenset[str] = frozenset()  # shared: most stakeholders hold no caveat
+
+
 def stakeholder_model(record: Mapping[str, Any]) -> Stakeholder:
     jurisdiction = record["jurisdiction"]
     clearance = record["clearance"]
@@ -164,7 +167,7 @@ def stakeholder_model(record: Mapping[str, Any]) -> Stakeholder:
         ),
         clearance=Clearance(
             max_tlp=Tlp.parse(clearance["maxTlp"]),
-            caveats=frozenset(clearance.get("caveats", ())),
+            caveats=frozenset(clearance.get("caveats", ())) or NO_CAVEATS,
             law_enforcement=bool(clearance.get("lawEnforcement", False)),
         ),
         timezone=record["timezone"],

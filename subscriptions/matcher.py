@@ -204,8 +204,14 @@ def brute_force_match(
     return resolve(matches, grouped, alert.handling)
 
 
+NO_AREA = GeoArea()  # shared by every stakeholder without a jurisdiction
+
+
 def _area_of(holder: Stakeholder) -> GeoArea:
-    return GeoArea(holder.jurisdiction.geocodes, holder.jurisdiction.polygons)
+    jurisdiction = holder.jurisdiction
+    if not jurisdiction.geocodes and not jurisdiction.polygons:
+        return NO_AREA
+    return GeoArea(jurisdiction.geocodes, jurisdiction.polygons)
 
 
 class Matcher:

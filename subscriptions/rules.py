@@ -77,6 +77,9 @@ class JurisdictionArea(Enum):
 
 
 JURISDICTION = JurisdictionArea.JURISDICTION
+NO_KEYS: frozenset[str] = frozenset()
+"""Shared by every area without geocodes (most stakeholders'): an empty frozenset is 216
+bytes, and a matcher holds two for each of its 100,000 stakeholders."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +94,8 @@ class GeoArea:
 
     def __post_init__(self) -> None:
         keys = frozenset(k for g in self.geocodes if (k := canonical_key(g.name, g.value)))
-        parents = frozenset(p for k in keys if (p := parent_key(k)))
+        parents = frozenset(p for k in keys if (p := parent_key(k))) or NO_KEYS
+        keys = keys or NO_KEYS
         shapes = tuple(s for ring in self.polygons if (s := polygon_of(ring)) is not None)
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "parents", parents)

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.alert import Alert, Area, Circle, Handling, Info, Kind, MsgType, NamedValue, Status, Tlp
+from subscriptions.codec import stakeholder_model, validate_stakeholder
 from subscriptions.lists import cycle_through, memberships, resolve
 from subscriptions.matcher import (
     NO_CONTACT,
@@ -37,7 +38,7 @@ from subscriptions.model import (
     StakeholderKind,
     Subscription,
 )
-from subscriptions.rules import Rule
+from subscriptions.rules import GeoArea, Rule
 
 Ring = tuple[tuple[float, float], ...]
 EMAIL, SMS, WEBHOOK = Channel.EMAIL, Channel.SMS, Channel.WEBHOOK
@@ -781,3 +782,23 @@ def test_cycle_through_names_the_path() -> None:
     assert cycle_through(children, "B", "A") == ["B", "A", "B"]
     assert cycle_through(children, "A", "C") is None
     assert cycle_through(children, "D", "A") is None
+
+
+def test_stakeholders_without_an_area_or_caveats_share_their_empty_parts() -> None:
+    """Memory: an empty frozenset is 216 bytes, and each stakeholder's area held two and its
+    clearance one (65 MB in a process holding 100,000 stakeholders)."""
+    record = validate_stakeholder(
+        {
+            "name": "N",
+            "organization": "Partner",
+            "sector": "government",
+            "kind": "individual",
+            "clearance": {"maxTlp": "GREEN"},
+        }
+    )
+    first, second = (stakeholder_model(record | {"id": i, "active": True}) for i in ("a", "b"))
+    assert first.clearance.caveats is second.clearance.caveats
+    assert GeoArea().keys is GeoArea().keys is GeoArea().parents
+    matcher = Matcher()
+    matcher.load([first, second], [], [], [])
+    assert matcher.candidate_ids(make_alert()) == frozenset()  # no subscription: nothing
