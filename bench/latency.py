@@ -33,13 +33,11 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import socket
 import statistics
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +58,7 @@ from bench.common import (
 )
 from bench.fanout import SinkPorts, sinks_process
 from bench.intake import bench_env, store
+from bench.pyspy import print_profile, start_sampling
 from channels.base import ChannelName
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.settings import Settings, load_settings
@@ -239,7 +238,9 @@ async def service_leg(
     finally:
         await database.close()
     process, _port = await start_service(env, settings.data_path / "service.log")
-    profiler = await start_profiler(process.pid, args) if args.profile else None
+    profiler = (
+        await start_sampling(process.pid, args.seconds, stacks_path(args)) if args.profile else None
+    )
     try:
         connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
         async with connection:
@@ -269,53 +270,6 @@ async def service_leg(
 
 def stacks_path(args: argparse.Namespace) -> Path:
     return RESULTS_DIR / f"latency-{args.store}.stacks"
-
-
-async def start_profiler(pid: int, args: argparse.Namespace) -> asyncio.subprocess.Process:
-    """py-spy sampling `pid` for as long as the alerts are published."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not os.access(py_spy, os.X_OK):
-        raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    return await asyncio.create_subprocess_exec(
-        py_spy,
-        "record",
-        "--subprocesses",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(max(1, round(args.seconds))),
-        "--rate",
-        "100",
-        "--nonblocking",
-        "--format",
-        "raw",
-        "--output",
-        str(stacks_path(args)),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-
-
-def print_profile(path: Path, top: int = 25) -> None:
-    """The functions with the most samples in py-spy's collapsed stacks: on their own (the
-    innermost frame) and in all (anywhere on the stack)."""
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    samples = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
-        frames = [frame.split(" (")[0] + " " + frame.split("/")[-1] for frame in stack.split(";")]
-        samples += count
-        own[frames[-1]] += count
-        for frame in set(frames):
-            total[frame] += count
-    print(f"\nprofile of the service: {samples} samples")
-    for title, counts in (("own", own), ("in all", total)):
-        print(f"  most samples {title}:")
-        for frame, count in counts.most_common(top):
-            print(f"    {100 * count / max(samples, 1):5.1f}%  {frame}")
 
 
 async def run(args: argparse.Namespace) -> Report:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory
 from dissemination.store.audit import Actor
@@ -12,6 +13,20 @@ from dissemination.store.database import Database
 from subscriptions.codec import validate_stakeholder, validate_subscription
 
 ACTOR = Actor(None, "test")
+
+
+def stakeholder_fields(name: str, max_tlp: str = "AMBER") -> dict[str, Any]:
+    """An individual at a partner government agency, cleared to `max_tlp`, as the admin API
+    stores one (validated, its defaults filled in)."""
+    return validate_stakeholder(
+        {
+            "name": name,
+            "organization": "Partner",
+            "sector": "government",
+            "kind": "individual",
+            "clearance": {"maxTlp": max_tlp},
+        }
+    )
 
 
 async def enrol_many(
@@ -26,15 +41,7 @@ async def enrol_many(
     """`count` stakeholders, each with one contact on `channel` and a subscription to every
     alert (acknowledged, under the escalation policy, if one is given), created in one
     transaction (with their audit entries) before a service starts."""
-    stakeholder = validate_stakeholder(
-        {
-            "name": "bulk",
-            "organization": "Partner",
-            "sector": "government",
-            "kind": "individual",
-            "clearance": {"maxTlp": "AMBER"},
-        }
-    )
+    stakeholder = stakeholder_fields("bulk")
     directory = Directory(database)
     now = datetime.now(UTC)
     async with database.transaction() as conn:

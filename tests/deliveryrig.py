@@ -15,12 +15,13 @@ import aiohttp
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.alert import alert_id_for
 from dissemination.api.twiliohooks import INBOUND_HOOK
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
+from dissemination.store.database import Database
 from dissemination.store.tables import alerts, deliveries
 from testbed.alerts import cap_json
 from testbed.smtp import SmtpSink, start_smtp_sink
@@ -227,3 +228,18 @@ async def custom_service_fixture(
     for service, connection in started:
         await connection.close()
         await service.stop()
+
+
+async def row_states(database: Database) -> Counter[str]:
+    """How many delivery rows are in each state."""
+    async with database.reading() as conn:
+        result = await conn.execute(
+            select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
+        )
+        return Counter({state: int(n) for state, n in result.all()})
+
+
+async def all_settled(database: Database, total: int) -> bool:
+    """Every one of `total` rows is in a terminal state."""
+    states = await row_states(database)
+    return sum(states.values()) == total and sum(states[s] for s in TERMINAL) == total

@@ -24,11 +24,15 @@ from dissemination.store.tables import deliveries, escalations
 from testbed.alerts import cap_json_bytes
 from testbed.directory import ACTOR, enrol_many
 from tests.brokerutil import intake_channel_fixture, publish, wait_until  # noqa: F401 - fixture
-from tests.deliveryrig import CountingReceiver, counting_receiver_fixture  # noqa: F401 - fixture
+from tests.deliveryrig import (  # noqa: F401 - fixture
+    CountingReceiver,
+    all_settled,
+    counting_receiver_fixture,
+    row_states,
+)
 from tests.serviceproc import ServiceProcess, run_cli
 
 pytestmark = pytest.mark.slow
-TERMINAL = ("sent", "delivered", "failed", "withheld", "suppressed")
 
 
 @pytest.fixture
@@ -38,19 +42,6 @@ async def database(service_env: dict[str, str], settings: Settings) -> AsyncIter
     database = Database.from_settings(settings.store, settings.data_path)
     yield database
     await database.close()
-
-
-async def row_states(database: Database) -> Counter[str]:
-    async with database.reading() as conn:
-        result = await conn.execute(
-            select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
-        )
-        return Counter({state: int(n) for state, n in result.all()})
-
-
-async def all_settled(database: Database, total: int) -> bool:
-    states = await row_states(database)
-    return sum(states.values()) == total and sum(states[s] for s in TERMINAL) == total
 
 
 def sent_by(process: ServiceProcess) -> int:

@@ -15,9 +15,8 @@ from dissemination.directory.store import STAKEHOLDER, Directory, EntitySpec
 from dissemination.directory.sync import DirectoryFollower
 from dissemination.settings import load_settings
 from dissemination.store.database import Database
-from subscriptions.codec import validate_stakeholder
 from subscriptions.matcher import Matcher
-from testbed.directory import ACTOR
+from testbed.directory import ACTOR, stakeholder_fields
 
 
 class CountingDirectory(Directory):
@@ -28,19 +27,6 @@ class CountingDirectory(Directory):
     async def get(self, spec: EntitySpec, entity_id: str) -> dict[str, Any] | None:
         self.reads += 1
         return await super().get(spec, entity_id)
-
-
-def _stakeholder(name: str) -> dict[str, Any]:
-    """As the admin API stores one: validated, with its defaults filled in."""
-    return validate_stakeholder(
-        {
-            "name": name,
-            "organization": "Partner",
-            "sector": "government",
-            "kind": "individual",
-            "clearance": {"maxTlp": "GREEN"},
-        }
-    )
 
 
 async def _started(directory: Directory) -> DirectoryFollower:
@@ -60,14 +46,14 @@ async def test_a_started_follower_reads_nothing_the_loaded_matcher_holds(
     try:
         now = datetime.now(UTC)
         before = [
-            (await directory.create(STAKEHOLDER, _stakeholder(f"Before {n}"), ACTOR, now))[0]
+            (await directory.create(STAKEHOLDER, stakeholder_fields(f"Before {n}"), ACTOR, now))[0]
             for n in range(5)
         ]
         follower = await _started(directory)
         assert all(follower.matcher.stakeholder(r["id"]) is not None for r in before)
         assert (await follower.poll_once(), directory.reads) == (0, 0)
 
-        after, _ = await directory.create(STAKEHOLDER, _stakeholder("After"), ACTOR, now)
+        after, _ = await directory.create(STAKEHOLDER, stakeholder_fields("After"), ACTOR, now)
         assert follower.matcher.stakeholder(after["id"]) is None
         assert (await follower.poll_once(), directory.reads) == (1, 1)
         assert follower.matcher.stakeholder(after["id"]) is not None
@@ -87,8 +73,10 @@ async def test_a_change_committed_after_the_start_under_an_older_id_is_applied(
     try:
         now = datetime.now(UTC)
         async with database.transaction() as late:
-            held, _ = await directory.create_in(late, STAKEHOLDER, _stakeholder("Late"), ACTOR, now)
-            early, _ = await directory.create(STAKEHOLDER, _stakeholder("Early"), ACTOR, now)
+            held, _ = await directory.create_in(
+                late, STAKEHOLDER, stakeholder_fields("Late"), ACTOR, now
+            )
+            early, _ = await directory.create(STAKEHOLDER, stakeholder_fields("Early"), ACTOR, now)
             follower = await _started(directory)  # the late one's id is below the high water
             assert follower.matcher.stakeholder(early["id"]) is not None
             assert follower.matcher.stakeholder(held["id"]) is None

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.alert import Alert, Area, Circle, Handling, Info, Kind, MsgType, NamedValue, Status, Tlp
-from subscriptions.codec import stakeholder_model, validate_stakeholder
+from subscriptions.codec import stakeholder_model
 from subscriptions.lists import cycle_through, memberships, resolve
 from subscriptions.matcher import (
     NO_CONTACT,
@@ -39,6 +39,7 @@ from subscriptions.model import (
     Subscription,
 )
 from subscriptions.rules import GeoArea, Rule
+from testbed.directory import stakeholder_fields
 
 Ring = tuple[tuple[float, float], ...]
 EMAIL, SMS, WEBHOOK = Channel.EMAIL, Channel.SMS, Channel.WEBHOOK
@@ -787,15 +788,7 @@ def test_cycle_through_names_the_path() -> None:
 def test_stakeholders_without_an_area_or_caveats_share_their_empty_parts() -> None:
     """Memory: an empty frozenset is 216 bytes, and each stakeholder's area held two and its
     clearance one (65 MB in a process holding 100,000 stakeholders)."""
-    record = validate_stakeholder(
-        {
-            "name": "N",
-            "organization": "Partner",
-            "sector": "government",
-            "kind": "individual",
-            "clearance": {"maxTlp": "GREEN"},
-        }
-    )
+    record = stakeholder_fields("N", max_tlp="GREEN")
     first, second = (stakeholder_model(record | {"id": i, "active": True}) for i in ("a", "b"))
     assert first.clearance.caveats is second.clearance.caveats
     assert GeoArea().keys is GeoArea().keys is GeoArea().parents

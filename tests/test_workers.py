@@ -22,9 +22,13 @@ from dissemination.supervisor import RestartBudget, cores, process_count
 from testbed.alerts import cap_json_bytes
 from testbed.directory import enrol_many
 from tests.brokerutil import intake_channel_fixture, publish, wait_until  # noqa: F401 - fixture
-from tests.deliveryrig import CountingReceiver, counting_receiver_fixture  # noqa: F401 - fixture
+from tests.deliveryrig import (  # noqa: F401 - fixture
+    CountingReceiver,
+    all_settled,
+    counting_receiver_fixture,
+    row_states,
+)
 from tests.serviceproc import ServiceProcess, run_cli
-from tests.test_delivery_processes import all_settled, row_states
 
 PG_ONLY = "several processes share a PostgreSQL store; SQLite runs one"
 
