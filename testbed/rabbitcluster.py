@@ -95,6 +95,8 @@ class RabbitCluster:
                 "RABBITMQ_LOG_BASE": str(node.base / "log"),
                 "RABBITMQ_PID_FILE": str(node.pid_file),
                 "RABBITMQ_PLUGINS_EXPAND_DIR": str(node.base / "plugins-expand"),
+                # a node that fails to start writes its dump beside its logs, not in the cwd
+                "ERL_CRASH_DUMP": str(node.base / "erl_crash.dump"),
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
                     "-kernel inet_dist_use_interface {127,0,0,1}"
                 ),

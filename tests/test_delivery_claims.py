@@ -9,24 +9,36 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 
 from core.alert import Tlp
 from dissemination.controls.record import verify
-from dissemination.delivery.claims import DOCUMENT_CACHE_SIZE, DeliveryStore, Settlement
+from dissemination.delivery.claims import DOCUMENT_CACHE_SIZE, Claim, DeliveryStore, Settlement
+from dissemination.directory.store import CONTACT, STAKEHOLDER, Directory
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.ledger.alerts import Ledger, Payload
 from dissemination.settings import StoreSettings
+from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 from dissemination.store.rows import AlertState, DeliveryState, PlannedRow, insert_planned
-from dissemination.store.tables import deliveries, dissemination_records
+from dissemination.store.tables import (
+    acks,
+    alerts,
+    contacts,
+    deliveries,
+    dissemination_records,
+    sms_opt_outs,
+)
 from testbed.alerts import cap_json
+from testbed.directory import stakeholder_fields
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 ALERTS = 5
 ROWS = 3
+CLAIM_ACTOR = Actor(None, "test")
 
 
 @pytest.fixture
@@ -174,3 +186,120 @@ async def test_a_large_plan_is_written_whole_once_and_settles_with_every_column(
     assert {settled[row.id]["state"] for row in rest} == {DeliveryState.FAILED.value}
     assert {settled[row.id]["attempts"] for row in rest} == {0}
     assert {settled[row.id]["reason"] for row in rest} == {"HTTP 404"}
+
+
+async def test_one_claim_sorts_each_row_into_one_part_with_what_sending_it_needs(
+    store: Database,
+) -> None:
+    """A claim of due, waiting, expired, already-claimed and unknown rows: each due row comes
+    back once with its contact's secret, its SMS opt-out, its acknowledgment token and its
+    stakeholder as now (None once removed); an expired alert's rows are suppressed whether
+    due or waiting; the waiting one is reported with its time; the rest are left alone.
+    PostgreSQL does it in one statement, SQLite step by step: the outcome is the same."""
+    later = NOW + timedelta(minutes=10)
+    directory = Directory(store)
+    async with store.transaction() as conn:
+        holder, _ = await directory.create_in(
+            conn, STAKEHOLDER, stakeholder_fields("Dana"), CLAIM_ACTOR, NOW
+        )
+        contact, _ = await directory.create_in(
+            conn,
+            CONTACT,
+            {
+                "stakeholderId": holder["id"],
+                "channel": "webhook",
+                "address": "https://dana.example/in",
+                "label": "",
+                "active": True,
+            },
+            CLAIM_ACTOR,
+            NOW,
+        )
+    live, gone = [
+        alert_from_cap(cap_json(name), "cap-json", HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR))
+        for name in ("CLAIM-LIVE", "CLAIM-GONE")
+    ]
+    for alert in (live, gone):
+        await Ledger(store).record_alert(
+            alert, Payload(b"{}", "application/json"), AlertState.RECEIVED, NOW
+        )
+
+    def row(
+        alert_id: str, holder_id: str, channel: str, address: str, **more: Any
+    ) -> dict[str, Any]:
+        planned = PlannedRow(holder_id, None, None, channel, address, DeliveryState.PENDING)
+        return planned.values(alert_id, NOW) | more
+
+    rows = {
+        "signed": row(
+            live.id, holder["id"], "webhook", contact["address"], contact_id=contact["id"]
+        ),
+        "opted out": row(live.id, "nobody", "sms", "+15550100"),
+        "with token": row(live.id, holder["id"], "sms", "+15550101"),
+        "waiting": row(live.id, holder["id"], "email", "dana@example.org", not_before=later),
+        "sending": row(live.id, holder["id"], "email", "desk@example.org", state="sending"),
+        "expired": row(gone.id, holder["id"], "webhook", "https://gone.example/"),
+        "expired waiting": row(gone.id, holder["id"], "email", "g@example.org", not_before=later),
+    }
+    async with store.transaction() as conn:
+        await insert_planned(conn, store, list(rows.values()))
+        await conn.execute(update(contacts).values(secret="whsec-dana"))
+        await conn.execute(insert(sms_opt_outs).values(address="+15550100", keyword="STOP", at=NOW))
+        await conn.execute(
+            insert(acks).values(
+                alert_id=live.id,
+                stakeholder_id=holder["id"],
+                token_id="t" * 32,
+                code="12345678",
+                expires_at=later,
+                created_at=NOW,
+            )
+        )
+        await conn.execute(
+            update(alerts).where(alerts.c.id == gone.id).values(expires_at=NOW - timedelta(1))
+        )
+    ids: dict[str, str] = {name: value["id"] for name, value in rows.items()}
+
+    claim = await DeliveryStore(store).claim([*ids.values(), "no-such-row"], NOW)
+
+    claimed = {r.id: r for r in claim.rows}
+    assert claimed.keys() == {ids["signed"], ids["opted out"], ids["with token"]}
+    signed, opted_out, with_token = (
+        claimed[ids[name]] for name in ("signed", "opted out", "with token")
+    )
+    assert (signed.secret, signed.opted_out, signed.attempts) == ("whsec-dana", None, 1)
+    assert signed.stakeholder is not None
+    assert signed.stakeholder.name == "Dana"
+    assert (signed.ack_token_id, signed.ack_code) == ("t" * 32, "12345678")
+    assert signed.ack_expires_at == later
+    assert signed.document["identifier"] == "CLAIM-LIVE"
+    assert (opted_out.opted_out, opted_out.stakeholder, opted_out.ack_token_id) == (
+        "STOP",
+        None,
+        None,
+    )
+    assert with_token.ack_code == "12345678"
+    assert with_token.opted_out is None
+    assert claim.held == [(ids["waiting"], later)]
+    assert claim.expired == 2
+    async with store.reading() as conn:
+        states = {
+            r.id: (r.state, r.reason, r.attempts)
+            for r in await conn.execute(
+                select(
+                    deliveries.c.id, deliveries.c.state, deliveries.c.reason, deliveries.c.attempts
+                )
+            )
+        }
+    assert states == {
+        ids["signed"]: ("sending", None, 1),
+        ids["opted out"]: ("sending", None, 1),
+        ids["with token"]: ("sending", None, 1),
+        ids["waiting"]: ("pending", None, 0),
+        ids["sending"]: ("sending", None, 0),
+        ids["expired"]: ("suppressed", "expired", 0),
+        ids["expired waiting"]: ("suppressed", "expired", 0),
+    }
+    assert await DeliveryStore(store).claim(list(ids.values()), NOW) == Claim(
+        [], [(ids["waiting"], later)]
+    )

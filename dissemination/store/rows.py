@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import CTE, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from channels.base import ChannelName
@@ -273,17 +273,57 @@ async def claim_due(conn: AsyncConnection, ids: Sequence[str], now: datetime) ->
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimParts:
+    """`suppress_expired`, `claim_due` and `waiting` as the common table expressions of one
+    PostgreSQL statement (`claim_parts`): `expired` (id), `claimed` (every column, as after
+    the claim) and `waiting` (id, not_before)."""
+
+    expired: CTE
+    claimed: CTE
+    waiting: CTE
+
+
+def claim_parts(ids: Sequence[str], now: datetime) -> ClaimParts:
+    """The claim's three parts for one statement on PostgreSQL. Every part of a statement sees
+    the same snapshot, so each takes its rows by a condition of its own that excludes the
+    others' (a row must not be updated twice in one statement); together they do what the
+    three functions do one after the other."""
+    pending = _pending_any("postgresql", ids)
+    expired_alerts = _expired_alerts(now)
+    return ClaimParts(
+        expired=update(deliveries)
+        .where(pending, deliveries.c.alert_id.in_(expired_alerts))
+        .values(state=DeliveryState.SUPPRESSED.value, reason="expired", updated_at=now)
+        .returning(deliveries.c.id)
+        .cte("expired"),
+        claimed=update(deliveries)
+        .where(pending, _due(now), deliveries.c.alert_id.not_in(expired_alerts))
+        .values(
+            state=DeliveryState.SENDING.value,
+            attempts=deliveries.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(*deliveries.c)
+        .cte("claimed"),
+        waiting=select(deliveries.c.id, deliveries.c.not_before)
+        .where(pending, ~_due(now), deliveries.c.alert_id.not_in(expired_alerts))
+        .cte("waiting"),
+    )
+
+
+def _expired_alerts(now: datetime) -> Any:
+    return select(alerts.c.id).where(alerts.c.expires_at.is_not(None), alerts.c.expires_at <= now)
+
+
 async def suppress_expired(conn: AsyncConnection, ids: Sequence[str], now: datetime) -> list[str]:
     """pending -> suppressed (`expired`) for the rows among `ids` whose alert has expired: an
     alert is never sent after its expiry, whatever held it back (quiet hours, approval, a
     retry, an escalation step). Returns the ids it suppressed."""
-    expired = select(alerts.c.id).where(
-        alerts.c.expires_at.is_not(None), alerts.c.expires_at <= now
-    )
     return list(
         await conn.scalars(
             update(deliveries)
-            .where(_pending(conn, ids), deliveries.c.alert_id.in_(expired))
+            .where(_pending(conn, ids), deliveries.c.alert_id.in_(_expired_alerts(now)))
             .values(state=DeliveryState.SUPPRESSED.value, reason="expired", updated_at=now)
             .returning(deliveries.c.id)
         )
@@ -301,8 +341,12 @@ async def waiting(
 
 
 def _pending(conn: AsyncConnection, ids: Sequence[str]) -> Any:
+    return _pending_any(conn.dialect.name, ids)
+
+
+def _pending_any(dialect: str, ids: Sequence[str]) -> Any:
     return and_(
-        one_of(conn.dialect.name, deliveries.c.id, ids),
+        one_of(dialect, deliveries.c.id, ids),
         deliveries.c.state == DeliveryState.PENDING.value,
     )
 
