@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import aio_pika
 import pytest
 
+from channels.base import CHANNEL_NAMES
+from dissemination.broker.dispatch import (
+    DeliveryDispatcher,
+    declare_deliveries,
+    delivery_queue,
+    retry_queue,
+    retry_queues,
+)
 from dissemination.broker.failover import FailoverConnection
 from dissemination.broker.topology import connect
 from dissemination.errors import BrokerUnavailable
@@ -141,3 +150,56 @@ def test_a_failover_url_is_checked_like_the_url(settings: Settings) -> None:
         {"DISSEMINATION_BROKER_FAILOVER_URLS": "amqp://127.0.0.1:5701/, amqp://127.0.0.1:5702/"}
     )
     assert nodes.broker.failover_urls == ("amqp://127.0.0.1:5701/", "amqp://127.0.0.1:5702/")
+
+
+async def test_on_a_cluster_the_retry_queues_are_quorum_queues_and_a_delayed_task_returns(
+    settings: Settings,
+) -> None:
+    """A classic queue lives on one node, and while that node is down no node will declare
+    it, so a service whose connection moved on could not restore its channels. With
+    `failover_urls` the retry queues are quorum queues under names of their own (a broker
+    holding the classic ones from a single-node past keeps them, and they drain), and a
+    delayed task still comes back onto the channel's queue through one."""
+    vhost = vhost_of(settings)
+    single = replace(settings.broker, delivery_queue_prefix="fo-deliveries.")
+    cluster = replace(single, failover_urls=(f"amqp://127.0.0.1:5672/{vhost}",))
+    assert retry_queue(single, "webhook", 1.0) == "fo-deliveries.webhook.retry.1000ms"
+    assert retry_queue(cluster, "webhook", 1.0) == "fo-deliveries.webhook.retry.1000ms.quorum"
+    connection = await connect(cluster, "test-failover")
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await declare_deliveries(channel, single)  # the single-node past
+        await declare_deliveries(channel, cluster)
+        listing = await asyncio.create_subprocess_exec(
+            "rabbitmqctl",
+            "-q",
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "type",
+            "--formatter",
+            "json",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await listing.communicate()
+        types = json.loads(out)
+        kinds = {queue["name"]: queue["type"] for queue in types}
+        for name in CHANNEL_NAMES:
+            assert kinds[delivery_queue(cluster, name)] == "quorum"
+            assert {kinds[q] for q in retry_queues(cluster, name)} == {"quorum"}
+            assert {kinds[q] for q in retry_queues(single, name)} == {"classic"}
+        await DeliveryDispatcher(channel, channel.default_exchange, cluster).delay(
+            "webhook", ["row-1"], 0.2
+        )
+        queue = await channel.get_queue(delivery_queue(cluster, "webhook"), ensure=False)
+        async with queue.iterator() as arriving:
+            message = await asyncio.wait_for(anext(arriving), 30)
+        assert json.loads(message.body) == {"deliveries": ["row-1"]}
+        await message.ack()
+        for broker in (single, cluster):
+            for name in CHANNEL_NAMES:
+                for queue_name in (delivery_queue(broker, name), *retry_queues(broker, name)):
+                    await channel.queue_delete(queue_name)
+    finally:
+        await connection.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
@@ -34,12 +35,22 @@ def retry_schedule(settings: BrokerSettings) -> RetrySchedule:
 
 def retry_queue(settings: BrokerSettings, channel: str, tier_seconds: float) -> str:
     """The retry queue whose messages wait up to `tier_seconds`, then dead-letter back onto
-    the channel's queue. The TTL is in the name, so changing the schedule declares new queues
-    instead of clashing with the old ones' arguments. These are classic queues: a task lost
-    with one is a row the ledger's stuck-row sweep publishes again, and quorum retry queues
-    (nine more Raft groups per service) made a busy test broker stop answering."""
+    the channel's queue. The TTL and the queue type are in the name, so changing the schedule
+    or joining a cluster declares new queues instead of clashing with the old ones' arguments
+    (old ones drain themselves: their messages still expire back onto the channel's queue)."""
     ms = round(tier_seconds * 1000)
-    return f"{settings.delivery_queue_prefix}{channel}.retry.{ms}ms"
+    replicated = ".quorum" if replicated_retry_queues(settings) else ""
+    return f"{settings.delivery_queue_prefix}{channel}.retry.{ms}ms{replicated}"
+
+
+def replicated_retry_queues(settings: BrokerSettings) -> bool:
+    """Retry queues are quorum queues on a cluster (`failover_urls` set) and classic on one
+    node. A classic queue lives on one node, and while that node is down every node refuses
+    to declare it, so a service on a surviving node could not restore its channels. On one
+    node a quorum queue buys nothing: a task lost with a classic one is a row the ledger's
+    stuck-row sweep publishes again, and nine more Raft groups per service made a busy test
+    broker stop answering."""
+    return bool(settings.failover_urls)
 
 
 def retry_queues(settings: BrokerSettings, channel: str) -> list[str]:
@@ -49,10 +60,13 @@ def retry_queues(settings: BrokerSettings, channel: str) -> list[str]:
 async def declare_deliveries(
     channel: AbstractChannel, settings: BrokerSettings
 ) -> AbstractExchange:
-    """Declare the deliveries exchange, one durable quorum queue per channel, and its classic
-    retry queues."""
+    """Declare the deliveries exchange, one durable quorum queue per channel, and its retry
+    queues (`replicated_retry_queues`)."""
     exchange = await channel.declare_exchange(
         settings.delivery_exchange, ExchangeType.DIRECT, durable=True
+    )
+    retry_arguments: dict[str, Any] = (
+        {"x-queue-type": "quorum"} if replicated_retry_queues(settings) else {}
     )
     for name in CHANNEL_NAMES:
         queue = await channel.declare_queue(
@@ -63,12 +77,13 @@ async def declare_deliveries(
             await channel.declare_queue(
                 retry_queue(settings, name, tier),
                 durable=True,
-                arguments={
+                arguments=retry_arguments
+                | {
                     "x-message-ttl": round(tier * 1000),
                     "x-dead-letter-exchange": settings.delivery_exchange,
                     "x-dead-letter-routing-key": name,
-                    # at-most-once dead-lettering, as the classic queues had: a task lost on
-                    # the way back is a row the ledger's stuck-row sweep publishes again
+                    # at-most-once dead-lettering (a quorum queue's default too): a task lost
+                    # on the way back is a row the ledger's stuck-row sweep publishes again
                 },
             )
     return exchange
