@@ -16,18 +16,35 @@ from sqlalchemy import exc, select, text
 
 from core.alert import Tlp
 from core.errors import ErrorDetail, StoreUnavailable
+from dissemination.directory.store import (
+    ESCALATION,
+    STAKEHOLDER,
+    SUBSCRIPTION,
+    Directory,
+    EntitySpec,
+)
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
+from dissemination.ledger import alerts as alerts_module
 from dissemination.ledger.alerts import REJECTED_BODY_PREFIX, Ledger, Payload, RecordOutcome
 from dissemination.settings import StoreSettings
+from dissemination.store.audit import Actor
 from dissemination.store.database import (
     Database,
     head_revision,
     migration_scripts,
     outage_as_store_unavailable,
 )
-from dissemination.store.rows import AlertState
-from dissemination.store.tables import rejections
+from dissemination.store.rows import AlertState, DeliveryState, PlannedRow
+from dissemination.store.tables import (
+    acks,
+    deliveries,
+    dissemination_records,
+    escalations,
+    rejections,
+)
+from subscriptions.codec import validate_escalation, validate_subscription
 from testbed.alerts import cap_json
+from testbed.directory import stakeholder_fields
 from tests.pg import psql
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
@@ -284,3 +301,122 @@ def test_transient_database_errors_are_outages_to_retry(sqlstate: str | None, ou
     expected = StoreUnavailable if outage else exc.DBAPIError
     with pytest.raises(expected), outage_as_store_unavailable():
         raise error
+
+
+async def test_a_plan_written_in_slices_owes_what_one_write_owes(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large audience is written a slice at a time in its alert's transaction. With a
+    slice of one row, a stakeholder's rows fall into several slices and the outcome is still
+    the one write's: every row, one acknowledgment token per stakeholder who owes one, the
+    escalation of its first subscription that names a policy, each withholding recorded once,
+    and every pending id by channel."""
+    directory, actor = Directory(ledger.database), Actor(None, "test")
+
+    async def created(spec: EntitySpec, fields: dict[str, Any]) -> str:
+        record, _ = await directory.create(spec, fields, actor, NOW)
+        return str(record["id"])
+
+    policies = [
+        await created(
+            ESCALATION,
+            validate_escalation(
+                {"name": name, "steps": [{"afterSeconds": 60, "action": "resend"}]}
+            ),
+        )
+        for name in ("first", "second")
+    ]
+    ana, ben, cy = [await created(STAKEHOLDER, stakeholder_fields(n)) for n in ("A", "B", "C")]
+    ana_subscriptions = [
+        await created(
+            SUBSCRIPTION,
+            validate_subscription(
+                {
+                    "stakeholderId": ana,
+                    "rule": {},
+                    "channels": ["webhook", "email"],
+                    "ackRequired": True,
+                    "escalationId": policy,
+                }
+            ),
+        )
+        for policy in policies
+    ]
+
+    def plan() -> list[PlannedRow]:
+        pending = DeliveryState.PENDING
+        return [
+            PlannedRow(
+                ana,
+                ana_subscriptions[0],
+                None,
+                "webhook",
+                "https://a.example/",
+                pending,
+                ack_required=True,
+            ),
+            PlannedRow(
+                ana,
+                ana_subscriptions[1],
+                None,
+                "email",
+                "a@example.org",
+                pending,
+                ack_required=True,
+            ),
+            PlannedRow(
+                ben,
+                None,
+                None,
+                "webhook",
+                "https://b.example/",
+                DeliveryState.WITHHELD,
+                reason="clearance",
+                detail="TLP:AMBER above TLP:GREEN",
+            ),
+            PlannedRow(cy, None, None, "sms", "+15550100", pending, ack_required=True),
+        ]
+
+    async def written(identifier: str) -> tuple[Any, ...]:
+        alert = alert_from_cap(cap_json(identifier), "cap-json", DEFAULTS)
+        async with ledger.database.transaction() as conn:
+            await ledger.store(conn, alert, _payload(), AlertState.PLANNED, NOW)
+            pending = await ledger.write_rows(conn, alert, plan(), NOW)
+        async with ledger.database.reading() as conn:
+            rows = sorted(
+                (r.stakeholder_id, r.channel, r.state)
+                for r in await conn.execute(
+                    select(deliveries).where(deliveries.c.alert_id == alert.id)
+                )
+            )
+            tokens = sorted(
+                await conn.scalars(select(acks.c.stakeholder_id).where(acks.c.alert_id == alert.id))
+            )
+            escalated = (
+                await conn.execute(
+                    select(escalations.c.stakeholder_id, escalations.c.policy_id).where(
+                        escalations.c.alert_id == alert.id
+                    )
+                )
+            ).all()
+            withheld = (
+                await conn.execute(
+                    select(
+                        dissemination_records.c.stakeholder_id,
+                        dissemination_records.c.justification,
+                    ).where(dissemination_records.c.alert_id == alert.id)
+                )
+            ).all()
+        shape = {channel: len(ids) for channel, ids in pending.items()}
+        return rows, tokens, sorted(escalated), withheld, shape
+
+    whole = await written("PLAN-WHOLE")
+    monkeypatch.setattr(alerts_module, "PLAN_SLICE", 1)
+    sliced = await written("PLAN-SLICED")
+    assert sliced == whole
+    rows, tokens, escalated, withheld, shape = sliced
+    assert len(rows) == 4
+    assert tokens == sorted([ana, cy])
+    assert escalated == [(ana, policies[0])]
+    assert withheld == [(ben, "clearance: TLP:AMBER above TLP:GREEN")]
+    assert shape == {"webhook": 1, "email": 1, "sms": 1}
