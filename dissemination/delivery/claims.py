@@ -6,7 +6,7 @@ next channel, and the stuck-row policy.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -165,7 +165,7 @@ class ClaimRead:
     `ack_expires_at`), their stakeholders' rows as they are now (absent if removed), the ids
     suppressed as expired and the rows that must wait."""
 
-    records: list[dict[str, Any]]
+    records: Sequence[Mapping[Any, Any]]
     stakeholders: dict[str, dict[str, Any]]
     expired: list[str]
     held: list[tuple[str, datetime]]
@@ -209,7 +209,7 @@ async def _claim_step_by_step(conn: AsyncConnection, ids: list[str], now: dateti
         .select_from(joined)
         .where(one_of(conn.dialect.name, deliveries.c.id, claimed))
     )
-    records = [dict(row) for row in (await conn.execute(query)).mappings()]
+    records = (await conn.execute(query)).mappings().all()
     holder_ids = {record["stakeholder_id"] for record in records}
     found = await conn.execute(
         select(stakeholders).where(one_of(conn.dialect.name, stakeholders.c.id, holder_ids))
@@ -219,6 +219,7 @@ async def _claim_step_by_step(conn: AsyncConnection, ids: list[str], now: dateti
 
 HOLDER = "holder_"
 """Prefix of the stakeholder's columns in the one-statement claim's rows."""
+HOLDER_COLUMNS = tuple(column.name for column in stakeholders.c)
 
 
 async def _claim_in_one_statement(
@@ -249,15 +250,15 @@ async def _claim_in_one_statement(
     ).select_from(joined)
     result = (await conn.execute(query)).mappings().all()
     first = result[0]
-    records, holders = [], {}
+    records: list[Mapping[Any, Any]] = []
+    holders: dict[str, dict[str, Any]] = {}
     for row in result:
         if row["id"] is None:
             continue
-        records.append({key: row[key] for key in row if not key.startswith(HOLDER)})
-        if row[HOLDER + "id"] is not None:
-            holders[row[HOLDER + "id"]] = {
-                column.name: row[HOLDER + column.name] for column in stakeholders.c
-            }
+        records.append(row)  # read by name: the stakeholder's prefixed columns are ignored
+        holder_id = row[HOLDER + "id"]
+        if holder_id is not None and holder_id not in holders:
+            holders[holder_id] = {name: row[HOLDER + name] for name in HOLDER_COLUMNS}
     return ClaimRead(
         records,
         holders,
