@@ -7,12 +7,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory
+from dissemination.directory.bulk import create_many_in
+from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 from subscriptions.codec import validate_stakeholder, validate_subscription
 
 ACTOR = Actor(None, "test")
+ENROL_SLICE = 5_000
 
 
 def stakeholder_fields(name: str, max_tlp: str = "AMBER") -> dict[str, Any]:
@@ -40,30 +42,41 @@ async def enrol_many(
 ) -> None:
     """`count` stakeholders, each with one contact on `channel` and a subscription to every
     alert (acknowledged, under the escalation policy, if one is given), created in one
-    transaction (with their audit entries) before a service starts."""
+    transaction (with their audit entries) before a service starts, `ENROL_SLICE` of each
+    kind per insert."""
     stakeholder = stakeholder_fields("bulk")
-    directory = Directory(database)
     now = datetime.now(UTC)
+    subscription = validate_subscription(
+        {
+            "stakeholderId": "-",
+            "rule": {},
+            "channels": [channel],
+            "ackRequired": ack_required or escalation_id is not None,
+            "escalationId": escalation_id,
+        }
+    )
     async with database.transaction() as conn:
-        for n in range(count):
-            record, _ = await directory.create_in(
-                conn, STAKEHOLDER, stakeholder | {"name": f"bulk-{n}"}, ACTOR, now
+        for start in range(0, count, ENROL_SLICE):
+            numbers = range(start, min(count, start + ENROL_SLICE))
+            made = await create_many_in(
+                conn,
+                STAKEHOLDER,
+                [stakeholder | {"name": f"bulk-{n}"} for n in numbers],
+                ACTOR,
+                now,
             )
-            contact = {
-                "stakeholderId": record["id"],
-                "channel": channel,
-                "address": address_of(n),
-                "label": "",
-                "active": True,
-            }
-            await directory.create_in(conn, CONTACT, contact, ACTOR, now)
-            subscription = {
-                "stakeholderId": record["id"],
-                "rule": {},
-                "channels": [channel],
-                "ackRequired": ack_required or escalation_id is not None,
-                "escalationId": escalation_id,
-            }
-            await directory.create_in(
-                conn, SUBSCRIPTION, validate_subscription(subscription), ACTOR, now
+            ids = [record["id"] for record, _ in made]
+            contacts = [
+                {
+                    "stakeholderId": holder,
+                    "channel": channel,
+                    "address": address_of(n),
+                    "label": "",
+                    "active": True,
+                }
+                for n, holder in zip(numbers, ids, strict=True)
+            ]
+            await create_many_in(conn, CONTACT, contacts, ACTOR, now)
+            await create_many_in(
+                conn, SUBSCRIPTION, [subscription | {"stakeholderId": i} for i in ids], ACTOR, now
             )

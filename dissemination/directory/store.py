@@ -142,6 +142,23 @@ def _columns(spec: EntitySpec, fields: Mapping[str, Any]) -> dict[str, Any]:
     return {spec.fields[name]: value for name, value in fields.items()}
 
 
+def new_entity_values(
+    spec: EntitySpec, fields: Mapping[str, Any], now: datetime
+) -> tuple[dict[str, Any], str | None]:
+    """A new entity's column values under a new id, and a webhook contact's new signing
+    secret (None for anything else)."""
+    values = _columns(spec, fields) | {
+        "id": str(uuid.uuid4()),
+        "created_at": now,
+        "updated_at": now,
+    }
+    secret = None
+    if spec is CONTACT and fields["channel"] == "webhook":
+        secret = new_webhook_secret()
+        values["secret"] = secret
+    return values, secret
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     items: list[dict[str, Any]]
@@ -149,6 +166,19 @@ class Page:
 
 
 DEFAULT_MAX_SUBSCRIPTIONS = 250
+
+
+def too_many_subscriptions(count: int, adding: int = 1) -> RejectedInput:
+    """The refusal of `adding` subscriptions to a stakeholder that has `count` and would then
+    have more than allowed."""
+    if adding == 1:
+        told = f"the stakeholder has {count} subscriptions, the most allowed"
+    else:
+        told = f"the stakeholder has {count} subscriptions and {adding} more is over the most"
+    return RejectedInput(
+        "too_many_subscriptions",
+        [ErrorDetail("$.stakeholderId", f"{told} (service.max_subscriptions_per_stakeholder)")],
+    )
 
 
 class Directory:
@@ -177,12 +207,8 @@ class Directory:
     ) -> tuple[dict[str, Any], str | None]:
         if spec is SUBSCRIPTION:
             await self._check_room(conn, fields["stakeholderId"])
-        entity_id = str(uuid.uuid4())
-        values = _columns(spec, fields) | {"id": entity_id, "created_at": now, "updated_at": now}
-        secret = None
-        if spec is CONTACT and fields["channel"] == "webhook":
-            secret = new_webhook_secret()
-            values["secret"] = secret
+        values, secret = new_entity_values(spec, fields, now)
+        entity_id = values["id"]
         await conn.execute(spec.table.insert().values(**values))
         record = record_of(spec, values)
         await write_audit(
@@ -205,16 +231,7 @@ class Directory:
             .where(subscriptions.c.stakeholder_id == stakeholder_id)
         )
         if (count or 0) >= self.max_subscriptions:
-            raise RejectedInput(
-                "too_many_subscriptions",
-                [
-                    ErrorDetail(
-                        "$.stakeholderId",
-                        f"the stakeholder has {count} subscriptions, the most allowed "
-                        f"(service.max_subscriptions_per_stakeholder)",
-                    )
-                ],
-            )
+            raise too_many_subscriptions(count or 0)
 
     async def get(self, spec: EntitySpec, entity_id: str) -> dict[str, Any] | None:
         async with self.database.reading() as conn:

@@ -42,17 +42,43 @@ async def write_audit(
     together or not at all."""
     await conn.execute(
         audit_log.insert().values(
-            at=at,
-            actor_id=actor.id,
-            actor_name=actor.name,
-            action=action,
-            entity=entity,
-            entity_id=entity_id,
-            before=dict(before) if before is not None else None,
-            after=dict(after) if after is not None else None,
-            reason=reason,
+            **audit_values(
+                at=at,
+                actor=actor,
+                action=action,
+                entity=entity,
+                entity_id=entity_id,
+                before=before,
+                after=after,
+                reason=reason,
+            )
         )
     )
+
+
+def audit_values(
+    *,
+    at: datetime,
+    actor: Actor,
+    action: str,
+    entity: str,
+    entity_id: str | None,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """One entry's column values (for `write_audit`, or many entries in one insert)."""
+    return {
+        "at": at,
+        "actor_id": actor.id,
+        "actor_name": actor.name,
+        "action": action,
+        "entity": entity,
+        "entity_id": entity_id,
+        "before": dict(before) if before is not None else None,
+        "after": dict(after) if after is not None else None,
+        "reason": reason,
+    }
 
 
 def _entry(row: Mapping[Any, Any]) -> dict[str, Any]:
