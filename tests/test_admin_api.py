@@ -373,6 +373,42 @@ async def test_import_is_all_or_nothing_and_export_round_trips(api: Api) -> None
     assert len((await api.call("GET", "/api/v1/stakeholders"))[1]["items"]) == 4
 
 
+async def test_an_import_answers_each_stakeholder_with_its_own_contacts_and_subscriptions(
+    api: Api,
+) -> None:
+    """Each kind goes in one insert: the answer still names, per stakeholder and in order,
+    the ids made for its own contacts and subscriptions, a signing secret for each webhook
+    contact only, and a contact repeated inside one import refuses the whole import."""
+    people = [
+        stakeholder(
+            name=f"Officer {n}",
+            contacts=[
+                {"channel": "webhook", "address": f"http://127.0.0.1:9/cad{n}"},
+                *[{"channel": "email", "address": f"p{n}-{m}@example.org"} for m in range(n)],
+            ],
+            subscriptions=[{"rule": {"kinds": ["bolo"]}, "channels": ["email"]}] * (2 - n),
+        )
+        for n in range(3)
+    ]
+    status, created = await api.call("POST", "/api/v1/import", body={"stakeholders": people})
+    assert status == 201, created
+    for n, summary in enumerate(created["stakeholders"]):
+        _, holder = await api.call("GET", f"/api/v1/stakeholders/{summary['id']}")
+        assert holder["name"] == f"Officer {n}"
+        assert [bool(c.get("signingSecret")) for c in summary["contacts"]] == [True] + [False] * n
+        for contact in summary["contacts"]:
+            _, stored = await api.call("GET", f"/api/v1/contacts/{contact['id']}")
+            assert stored["stakeholderId"] == summary["id"]
+        assert len(summary["subscriptions"]) == 2 - n
+        for subscription in summary["subscriptions"]:
+            _, stored = await api.call("GET", f"/api/v1/subscriptions/{subscription['id']}")
+            assert stored["stakeholderId"] == summary["id"]
+    twice = stakeholder(contacts=[{"channel": "email", "address": "same@example.org"}] * 2)
+    status, error = await api.call("POST", "/api/v1/import", body={"stakeholders": [twice]})
+    assert (status, error["error"]["code"]) == (422, "duplicate_contact")
+    assert len((await api.call("GET", "/api/v1/stakeholders"))[1]["items"]) == 3
+
+
 async def test_duplicate_contacts_are_refused_not_crashing(api: Api) -> None:
     sid = await _create_stakeholder(api)
     body = {"stakeholderId": sid, "channel": "email", "address": "dup@example.org"}

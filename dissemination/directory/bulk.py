@@ -38,6 +38,8 @@ async def create_many_in(
     """Store new entities of `spec` (validated fields, as `Directory.create_in` takes them),
     each audited; their records and webhook secrets, in order. Nothing is stored if a
     stakeholder would have more than `max_subscriptions`."""
+    if not many:
+        return []
     if spec is SUBSCRIPTION:
         await _check_room(conn, [fields["stakeholderId"] for fields in many], max_subscriptions)
     made = [new_entity_values(spec, fields, now) for fields in many]

@@ -153,8 +153,8 @@ def new_entity_values(
         "updated_at": now,
     }
     secret = None
-    if spec is CONTACT and fields["channel"] == "webhook":
-        secret = new_webhook_secret()
+    if spec is CONTACT:  # every contact row has the column, so that many go in one insert
+        secret = new_webhook_secret() if fields["channel"] == "webhook" else None
         values["secret"] = secret
     return values, secret
 
