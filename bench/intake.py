@@ -1,7 +1,7 @@
 """Intake throughput benchmark: the service's sustained intake rate against the broker's own.
 
     .venv/bin/python -m bench.intake [--count 10000] [--store sqlite|postgresql] [--runs 3]
-                                     [--timeout 600] [--profile]
+                                     [--timeout 600] [--profile] [--workers N]
 
 Each run gets a fresh RabbitMQ virtual host (and, for PostgreSQL, a fresh database) and measures
 two legs over the same N distinct CAP 1.2 XML alerts of about 2 KB:
@@ -13,9 +13,11 @@ two legs over the same N distinct CAP 1.2 XML alerts of about 2 KB:
   service  publish N into the service's inbound queue before it starts, migrate the store, then
            start the real `dissemination.service.Service` in-process; timed from start until
            the ledger holds N alerts (polled every 50 ms): decode + validate + store + ack.
+           With `--workers N`, the service is `dissemination run` with N processes instead,
+           timed from the first alert's receipt to the last's (`bench.intakeprocesses`).
 
 Prints machine context, per-run rates, medians and the service/raw ratio, and writes
-bench/results/intake-<store>.json. `--profile` runs the service legs under pyinstrument, writes
+bench/results/intake-<store>[-<N>w].json. `--profile` runs the service legs under pyinstrument, writes
 bench/results/intake-<store>.html (and -profile.txt, -profile.json, so the unprofiled figures
 are never overwritten), prints the top frames and a serial per-stage cost breakdown.
 Every loop is bounded; after the overall timeout the benchmark stops and reports what it has.
@@ -35,13 +37,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 
 from bench.common import (
     CAP_CONTENT_TYPE,
@@ -54,11 +56,18 @@ from bench.common import (
     machine_context,
     median,
     psql,
-    rate,
     run_loop,
     write_results,
 )
-from dissemination.broker.topology import broker_url, declare_intake
+from bench.intakeprocesses import processes_leg
+from bench.intakequeue import (
+    LegRun,
+    broker_version,
+    fill_intake_queue,
+    queue_depth,
+    wait_for_ledger,
+)
+from dissemination.broker.topology import broker_url
 from dissemination.intake.pipeline import AlertPipeline
 from dissemination.ledger.alerts import Ledger, PlannedAlert
 from dissemination.logs import configure
@@ -72,9 +81,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bench.intake")
 
-POLL_SECONDS = 0.05
-PUBLISH_WINDOW = 256
-PUBLISH_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 60.0
 BACKSTOP_SECONDS = 90.0
 MIN_RUN_SECONDS = 15.0
@@ -82,7 +88,6 @@ STAGE_SAMPLE = 1000
 TOP_FRAMES = 15
 LIBRARY_ROWS = 10
 HTML_RESAMPLE_SECONDS = 0.01  # shrinks the HTML; the text and the tables use every sample
-ROUTING_KEY = "bench.cap"
 OWNED_SETTINGS = frozenset(
     {
         "DISSEMINATION_SERVICE_DATA_DIR",
@@ -100,26 +105,6 @@ OWNED_SETTINGS = frozenset(
 
 
 # --- results ----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class LegRun:
-    """One leg of one run: how many messages it finished in how long."""
-
-    run: int
-    messages: int
-    seconds: float
-    complete: bool
-    publish_seconds: float
-    startup_seconds: float | None = None
-    note: str = ""
-
-    @property
-    def rate(self) -> float:
-        return rate(self.messages, self.seconds)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"rate": round(self.rate, 1)}
 
 
 @dataclass(slots=True)
@@ -178,68 +163,6 @@ class Report:
 # --- broker helpers ---------------------------------------------------------------------------
 
 
-async def publish_all(
-    exchange: AbstractExchange, bodies: Sequence[bytes], deadline: Deadline, user_id: str
-) -> float:
-    """Publish every body with confirms, PUBLISH_WINDOW at a time, as broker user `user_id`;
-    return the seconds it took."""
-    started = time.perf_counter()
-    for start in range(0, len(bodies), PUBLISH_WINDOW):
-        if deadline.expired():
-            raise BenchError(f"overall timeout while publishing ({start} of {len(bodies)} done)")
-        window = bodies[start : start + PUBLISH_WINDOW]
-        await asyncio.gather(
-            *(
-                exchange.publish(
-                    aio_pika.Message(
-                        body,
-                        content_type=CAP_CONTENT_TYPE,
-                        message_id=f"bench-{start + offset}",
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        user_id=user_id,
-                    ),
-                    routing_key=ROUTING_KEY,
-                    mandatory=True,
-                    timeout=PUBLISH_TIMEOUT_SECONDS,
-                )
-                for offset, body in enumerate(window)
-            )
-        )
-    return time.perf_counter() - started
-
-
-async def queue_depth(channel: AbstractChannel, queue_name: str) -> int:
-    """Messages ready in `queue_name`, asked of the broker now."""
-    underlay = await channel.get_underlay_channel()
-    result = await underlay.queue_declare(queue_name, passive=True)
-    return int(result.message_count or 0)
-
-
-async def broker_version(channel: AbstractChannel) -> str:
-    underlay = await channel.get_underlay_channel()
-    version = underlay.connection.server_properties.get("version", "unknown")
-    return version.decode() if isinstance(version, bytes) else str(version)
-
-
-async def fill_intake_queue(
-    settings: Settings, bodies: Sequence[bytes], deadline: Deadline
-) -> tuple[aio_pika.abc.AbstractConnection, AbstractChannel, float]:
-    """Declare the intake topology of `settings` (as the service would) and publish `bodies` to
-    it with confirms; return the open connection, its channel and the publish time."""
-    connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
-    try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        topology = await declare_intake(channel, settings.broker)
-        seconds = await publish_all(topology.exchange, bodies, deadline, settings.broker.username)
-        depth = await queue_depth(channel, settings.broker.inbound_queue)
-        if depth != len(bodies):
-            raise BenchError(f"{settings.broker.inbound_queue} holds {depth}, not {len(bodies)}")
-    except BaseException:
-        await connection.close()
-        raise
-    return connection, channel, seconds
-
-
 # --- the raw leg ------------------------------------------------------------------------------
 
 
@@ -295,24 +218,6 @@ async def raw_leg(
 
 
 # --- the service leg --------------------------------------------------------------------------
-
-
-async def wait_for_ledger(ledger: Ledger, expected: int, deadline: Deadline) -> tuple[int, str]:
-    """Poll the ledger every POLL_SECONDS until it holds `expected` alerts, the deadline passes,
-    or a rejection or quarantine shows that it never will; return (alerts, why it stopped)."""
-    max_polls = int(deadline.remaining() / POLL_SECONDS) + 2
-    alerts = 0
-    for _ in range(max_polls):
-        counts = await ledger.counts()
-        alerts = counts["alerts"]
-        if alerts >= expected:
-            return alerts, ""
-        if counts["rejections"] or counts["quarantine"]:
-            return alerts, f"service refused alerts: {counts}"
-        if deadline.expired():
-            break
-        await asyncio.sleep(POLL_SECONDS)
-    return alerts, "overall timeout"
 
 
 async def _serve(
@@ -603,8 +508,11 @@ async def run_legs(
     report: Report,
     profiler: Profiler | None,
     with_stages: bool,
+    workers: int = 0,
 ) -> None:
-    """Both legs of one run (raw first), then, if asked, the stage costs."""
+    """Both legs of one run (raw first), then, if asked, the stage costs. With `workers`,
+    the service leg is `dissemination run` with that many processes (`bench.intakeprocesses`)
+    instead of one service in this process."""
     raw_settings = load_settings(
         env
         | {
@@ -624,12 +532,19 @@ async def run_legs(
         if not raw.complete:
             report.problems.append(f"run {run} raw leg incomplete: {raw.note}")
             return
-        served = await service_leg(run, settings, bodies, deadline, profiler)
+        if workers:
+            served = await processes_leg(run, env, settings, bodies, deadline, workers)
+        else:
+            served = await service_leg(run, settings, bodies, deadline, profiler)
         report.service.append(served)
+        timing = (
+            f"start-up {served.startup_seconds:.2f}s"
+            if served.startup_seconds is not None
+            else "first receipt to last"
+        )
         print(
             f"  run {run} service: {served.rate:10.1f} msg/s "
-            f"({served.messages} in {served.seconds:.2f}s, "
-            f"start-up {served.startup_seconds or 0:.2f}s)"
+            f"({served.messages} in {served.seconds:.2f}s, {timing})"
         )
         if not served.complete:
             report.problems.append(f"run {run} service leg incomplete: {served.note}")
@@ -737,6 +652,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", action="store_true", help="run the service legs under pyinstrument"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the service as `dissemination run` with this many processes, timed from "
+        "the first alert's receipt to the last's (default 0: one service in this process)",
+    )
     return parser
 
 
@@ -765,7 +687,16 @@ def run_all(args: argparse.Namespace, report: Report, deadline: Deadline) -> Pro
                     print_context(report)
                 last = run == args.runs
                 run_loop(
-                    run_legs(run, env, bodies, deadline, report, profiler, args.profile and last)
+                    run_legs(
+                        run,
+                        env,
+                        bodies,
+                        deadline,
+                        report,
+                        profiler,
+                        args.profile and last,
+                        args.workers,
+                    )
                 )
             if report.problems:
                 break
@@ -802,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.context["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     print_table(report)
     print_stages(report.stages)
-    suffix = "-profile" if args.profile else ""
+    suffix = ("-profile" if args.profile else "") + (f"-{args.workers}w" if args.workers else "")
     write_results(f"intake-{args.store}{suffix}", report.as_dict())
     if profiler is not None:
         print()

@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import socket
 import statistics
 import sys
 import time
@@ -48,7 +45,6 @@ import aiohttp
 
 from bench.common import (
     RESULTS_DIR,
-    BenchError,
     Deadline,
     Resources,
     machine_context,
@@ -59,6 +55,7 @@ from bench.common import (
 from bench.fanout import SinkPorts, sinks_process
 from bench.intake import bench_env, store
 from bench.pyspy import print_profile, start_sampling
+from bench.serviceprocess import start_service
 from channels.base import ChannelName
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.settings import Settings, load_settings
@@ -66,7 +63,6 @@ from dissemination.store.database import Database
 from testbed.alerts import cap_json
 from testbed.directory import enrol_many
 
-READY_SECONDS = 60.0
 WARM_AFTER_SECONDS = 2.0
 """Alerts published this long after the first are also reported on their own: the first
 seconds after a start carry the service's warm-up (new store connections, first statements)."""
@@ -186,42 +182,6 @@ async def raw_leg(
             )
 
         return await measure(sinks, publish, args, deadline)
-
-
-async def start_service(
-    env: dict[str, str], log_path: Path, ready_seconds: float = READY_SECONDS
-) -> tuple[asyncio.subprocess.Process, int]:
-    """`dissemination run` in a child process logging to `log_path`, once its /readyz
-    answers 200 (within `ready_seconds`)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "dissemination",
-            "run",
-            env={**os.environ, **env, "DISSEMINATION_HTTP_PORT": str(port)},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=log,
-        )
-    ready_by = Deadline.after(ready_seconds)
-    async with aiohttp.ClientSession() as session:
-        while not ready_by.expired():
-            if process.returncode is not None:
-                raise BenchError(
-                    f"the service exited with {process.returncode} at start-up:\n"
-                    + log_path.read_text(errors="replace")[-2000:]  # noqa: ASYNC240 - once, on failure
-                )
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return process, port
-            await asyncio.sleep(0.1)
-    process.terminate()
-    await process.wait()
-    raise BenchError(f"the service was not ready within {ready_seconds:g} s")
 
 
 async def service_leg(

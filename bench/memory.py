@@ -40,7 +40,7 @@ import aio_pika
 from bench.common import Deadline, Resources, machine_context, run_loop, write_results
 from bench.fanout import SinkPorts, address_of, service_env, sinks_process, terminal_rows
 from bench.intake import bench_env, store
-from bench.latency import start_service
+from bench.serviceprocess import start_service
 from channels.base import ChannelName
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.settings import Settings, load_settings

@@ -6,13 +6,12 @@ next channel, and the stuck-row policy.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import FromClause, and_, func, literal, select, true, update
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.alert import MsgType
@@ -20,6 +19,7 @@ from dissemination.acks.escalation import start_escalations
 from dissemination.controls.record import RELEASED, WITHHELD, Entry, append_records
 from dissemination.controls.recordkey import RecordKey
 from dissemination.controls.sendcheck import release_justification
+from dissemination.delivery.claimread import ClaimRead, claim_in_one_statement, claim_step_by_step
 from dissemination.directory.store import (
     STAKEHOLDER,
     deactivate_contact,
@@ -36,24 +36,16 @@ from dissemination.store.rows import (
     PlannedRow,
     RowOrigin,
     RowOutcome,
-    claim_due,
-    claim_parts,
     forget_unmatched_statuses,
     insert_planned,
     resend_stuck_rows,
     settle_sending,
-    suppress_expired,
     suppress_pending,
-    waiting,
 )
 from dissemination.store.tables import (
-    acks,
     alert_references,
     alerts,
-    contacts,
     deliveries,
-    sms_opt_outs,
-    stakeholders,
 )
 from subscriptions.codec import stakeholder_model
 
@@ -158,115 +150,6 @@ async def first_deliveries(
     return [(now - received_at).total_seconds() for (received_at,) in marked]
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimRead:
-    """What a claim's transaction read: the claimed rows with what sending them needs (the
-    deliveries' columns plus `secret`, `opted_out`, `ack_token_id`, `ack_code`,
-    `ack_expires_at`), their stakeholders' rows as they are now (absent if removed), the ids
-    suppressed as expired and the rows that must wait."""
-
-    records: Sequence[Mapping[Any, Any]]
-    stakeholders: dict[str, dict[str, Any]]
-    expired: list[str]
-    held: list[tuple[str, datetime]]
-
-
-def _sending_details(rows: FromClause, joined: FromClause) -> tuple[list[Any], FromClause]:
-    """The columns a claimed row needs besides its own, and `joined` joined to their tables
-    on `rows` (the deliveries table, or the claimed rows of one statement)."""
-    columns = [
-        contacts.c.secret,
-        sms_opt_outs.c.keyword.label("opted_out"),
-        acks.c.token_id.label("ack_token_id"),
-        acks.c.code.label("ack_code"),
-        acks.c.expires_at.label("ack_expires_at"),
-    ]
-    return columns, (
-        joined.outerjoin(contacts, contacts.c.id == rows.c.contact_id)
-        .outerjoin(
-            sms_opt_outs,
-            and_(rows.c.channel == "sms", sms_opt_outs.c.address == rows.c.address),
-        )
-        .outerjoin(
-            acks,
-            and_(
-                acks.c.alert_id == rows.c.alert_id, acks.c.stakeholder_id == rows.c.stakeholder_id
-            ),
-        )
-    )
-
-
-async def _claim_step_by_step(conn: AsyncConnection, ids: list[str], now: datetime) -> ClaimRead:
-    """The claim as a statement per part (SQLite)."""
-    expired = await suppress_expired(conn, ids, now)
-    claimed = await claim_due(conn, ids, now)
-    held = await waiting(conn, ids, now)
-    if not claimed:
-        return ClaimRead([], {}, expired, held)
-    details, joined = _sending_details(deliveries, deliveries)
-    query = (
-        select(deliveries, *details)
-        .select_from(joined)
-        .where(one_of(conn.dialect.name, deliveries.c.id, claimed))
-    )
-    records = (await conn.execute(query)).mappings().all()
-    holder_ids = {record["stakeholder_id"] for record in records}
-    found = await conn.execute(
-        select(stakeholders).where(one_of(conn.dialect.name, stakeholders.c.id, holder_ids))
-    )
-    return ClaimRead(records, {row["id"]: dict(row) for row in found.mappings()}, expired, held)
-
-
-HOLDER = "holder_"
-"""Prefix of the stakeholder's columns in the one-statement claim's rows."""
-HOLDER_COLUMNS = tuple(column.name for column in stakeholders.c)
-
-
-async def _claim_in_one_statement(
-    conn: AsyncConnection, ids: list[str], now: datetime
-) -> ClaimRead:
-    """The claim as one statement (PostgreSQL): the transitions of `claim_parts`, the claimed
-    rows joined to what sending them needs and to their stakeholders, and the expired and
-    waiting ids as arrays beside them. One round trip instead of five; the claim is the step
-    between a task's arrival and its send. A row with no claimed columns carries the arrays
-    when nothing was claimed."""
-    parts = claim_parts(ids, now)
-    claimed = parts.claimed
-    anchor = select(literal(1).label("one")).subquery("anchor")
-    details, joined = _sending_details(claimed, anchor.outerjoin(claimed, true()))
-    joined = joined.outerjoin(stakeholders, stakeholders.c.id == claimed.c.stakeholder_id)
-    waiting_in_order = parts.waiting.c.id
-    query = select(
-        *claimed.c,
-        *details,
-        *(column.label(HOLDER + column.name) for column in stakeholders.c),
-        select(func.array_agg(parts.expired.c.id)).scalar_subquery().label("expired_ids"),
-        select(func.array_agg(aggregate_order_by(parts.waiting.c.id, waiting_in_order)))
-        .scalar_subquery()
-        .label("waiting_ids"),
-        select(func.array_agg(aggregate_order_by(parts.waiting.c.not_before, waiting_in_order)))
-        .scalar_subquery()
-        .label("waiting_until"),
-    ).select_from(joined)
-    result = (await conn.execute(query)).mappings().all()
-    first = result[0]
-    records: list[Mapping[Any, Any]] = []
-    holders: dict[str, dict[str, Any]] = {}
-    for row in result:
-        if row["id"] is None:
-            continue
-        records.append(row)  # read by name: the stakeholder's prefixed columns are ignored
-        holder_id = row[HOLDER + "id"]
-        if holder_id is not None and holder_id not in holders:
-            holders[holder_id] = {name: row[HOLDER + name] for name in HOLDER_COLUMNS}
-    return ClaimRead(
-        records,
-        holders,
-        list(first["expired_ids"] or ()),
-        list(zip(first["waiting_ids"] or (), first["waiting_until"] or (), strict=True)),
-    )
-
-
 class DeliveryStore:
     """Batch reads and writes of delivery rows."""
 
@@ -297,9 +180,9 @@ class DeliveryStore:
         now = max(at for _, at in batch)
         async with self.database.transaction() as conn:
             if conn.dialect.name == "postgresql":
-                read = await _claim_in_one_statement(conn, ids, now)
+                read = await claim_in_one_statement(conn, ids, now)
             else:
-                read = await _claim_step_by_step(conn, ids, now)
+                read = await claim_step_by_step(conn, ids, now)
             rows = await self._rows(conn, read) if read.records else []
         expired = set(read.expired)
         held = read.held
