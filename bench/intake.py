@@ -17,9 +17,10 @@ two legs over the same N distinct CAP 1.2 XML alerts of about 2 KB:
            timed from the first alert's receipt to the last's (`bench.intakeprocesses`).
 
 Prints machine context, per-run rates, medians and the service/raw ratio, and writes
-bench/results/intake-<store>[-<N>w].json. `--profile` runs the service legs under pyinstrument, writes
-bench/results/intake-<store>.html (and -profile.txt, -profile.json, so the unprofiled figures
-are never overwritten), prints the top frames and a serial per-stage cost breakdown.
+bench/results/intake-<store>[-<N>w].json. `--profile` runs the service legs under
+pyinstrument, writes bench/results/intake-<store>.html (and -profile.txt, -profile.json, so
+the unprofiled figures are never overwritten), prints the top frames and a serial per-stage
+cost breakdown.
 Every loop is bounded; after the overall timeout the benchmark stops and reports what it has.
 DISSEMINATION_* variables in the environment (e.g. DISSEMINATION_BROKER_PREFETCH=64) apply to
 both legs, except the names, store and ports the benchmark must own.

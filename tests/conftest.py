@@ -28,8 +28,13 @@ from dissemination.controls.record import GENESIS
 from dissemination.logs import configure_structlog
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
-from dissemination.store.database import Database
-from dissemination.store.tables import dissemination_chain, metadata
+from dissemination.store.database import (
+    Database,
+)
+from dissemination.store.tables import (
+    dissemination_chain,
+    metadata,
+)
 from tests.brokerutil import open_connection
 from tests.logcapture import LogLines, capturing
 from tests.pg import psql
@@ -267,3 +272,15 @@ async def browser() -> AsyncIterator[Any]:
 
     async for launched in launched_browser():
         yield launched
+
+
+@pytest.fixture
+def empty_store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
+    """A store with no tables at all, of the parametrized kind."""
+    if store_kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = f"fd_test_{uuid.uuid4().hex[:10]}"
+    psql(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

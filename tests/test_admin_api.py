@@ -8,95 +8,27 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import pytest
 from sqlalchemy import text
 
 from core.alert import Tlp
 from dissemination.api.directory import ADMIN
-from dissemination.api.tokens import Role, TokenStore
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from testbed.alerts import cap_json
-from tests.alerts import TEST_SENDERS
+from tests.apirig import Api, api_client, create_stakeholder, stakeholder
 from tests.brokerutil import wait_until
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Api:
-    """A client for the running service with one token per role."""
-
-    session: aiohttp.ClientSession
-    base: str
-    tokens: dict[str, str]
-    service: Service
-
-    async def call(
-        self, method: str, path: str, role: str | None = "admin", body: Any = None, **kwargs: Any
-    ) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-        if body is not None:
-            kwargs["data"] = json.dumps(body)
-            headers["Content-Type"] = "application/json"
-        async with self.session.request(
-            method, self.base + path, headers=headers, **kwargs
-        ) as response:
-            raw = await response.read()
-            if response.content_type == "application/json":
-                return response.status, json.loads(raw)
-            return response.status, raw.decode()
-
-
-async def _api(env: dict[str, str]) -> AsyncIterator[Api]:
-    """The service started with `env`, and a client holding one token per role."""
-    service = Service(
-        load_settings(env | {"DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32"})
-    )
-    await service.start()
-    try:
-        store = TokenStore(service.database)
-        tokens = {}
-        for role in Role:
-            _info, tokens[role.value] = await store.create(
-                f"{role.value}-1", role, datetime.now(UTC), TEST_SENDERS
-            )
-        host, port = service.http.addresses[0][:2]
-        async with aiohttp.ClientSession() as session:
-            yield Api(session, f"http://{host}:{port}", tokens, service)
-    finally:
-        await service.stop()
-
-
 @pytest.fixture
 async def api(service_env: dict[str, str]) -> AsyncIterator[Api]:
-    async for client in _api(service_env):
+    async for client in api_client(service_env):
         yield client
-
-
-def stakeholder(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": "Duty Officer Lee",
-        "organization": "Example County Sheriff",
-        "sector": "law_enforcement",
-        "jurisdiction": {"geocodes": [{"valueName": "SAME", "value": "006109"}]},
-        "clearance": {"maxTlp": "AMBER", "caveats": ["LES"], "lawEnforcement": True},
-        "timezone": "America/Los_Angeles",
-        "quietHours": {"start": "22:00", "end": "06:00"},
-    }
-    return body | overrides
-
-
-async def _create_stakeholder(api: Api, **overrides: Any) -> str:
-    status, body = await api.call("POST", "/api/v1/stakeholders", body=stakeholder(**overrides))
-    assert status == 201, body
-    return str(body["id"])
 
 
 ENDPOINTS = [
@@ -118,7 +50,7 @@ ENDPOINTS = [
 
 
 async def test_roles_are_enforced_on_every_endpoint(api: Api) -> None:
-    target = await _create_stakeholder(api)
+    target = await create_stakeholder(api)
     for method, template, kind in ENDPOINTS:
         path = template.format(id=target)
         for role in (None, "publisher", "viewer"):
@@ -142,7 +74,7 @@ async def test_unknown_ids_are_404(api: Api) -> None:
 
 
 async def test_stakeholder_lifecycle_is_audited(api: Api) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     status, record = await api.call("GET", f"/api/v1/stakeholders/{sid}", role="viewer")
     assert status == 200
     assert record["kind"] == "individual"
@@ -164,7 +96,7 @@ async def test_stakeholder_lifecycle_is_audited(api: Api) -> None:
 
 async def test_lists_are_paginated_and_filtered(api: Api) -> None:
     for i in range(5):
-        await _create_stakeholder(
+        await create_stakeholder(
             api, name=f"Person {i}", organization="Org A" if i % 2 else "Org B"
         )
     seen: list[str] = []
@@ -211,7 +143,7 @@ async def test_stakeholder_validation_names_the_path(
 
 
 async def test_contacts_are_normalized_and_validated(api: Api) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     status, phone = await api.call(
         "POST",
         "/api/v1/contacts",
@@ -258,7 +190,7 @@ async def test_contacts_are_normalized_and_validated(api: Api) -> None:
     ],
 )
 async def test_webhook_destinations_are_checked_when_saved(api: Api, url: str, code: str) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     status, error = await api.call(
         "POST",
         "/api/v1/contacts",
@@ -280,7 +212,7 @@ DISGUISED = [
 
 
 async def test_disguised_internal_destinations_are_refused_when_saved(api: Api) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     for url in DISGUISED:
         status, error = await api.call(
             "POST",
@@ -291,7 +223,7 @@ async def test_disguised_internal_destinations_are_refused_when_saved(api: Api) 
 
 
 async def test_webhook_secret_is_shown_once(api: Api) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     status, created = await api.call(
         "POST",
         "/api/v1/contacts",
@@ -306,7 +238,7 @@ async def test_webhook_secret_is_shown_once(api: Api) -> None:
 
 
 async def test_subscription_validation(api: Api) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     ok = {
         "stakeholderId": sid,
         "rule": {"minSeverity": "Severe", "area": "jurisdiction"},
@@ -334,8 +266,8 @@ async def test_subscription_validation(api: Api) -> None:
 
 async def test_a_stakeholders_subscriptions_are_capped(service_env: dict[str, str]) -> None:
     env = service_env | {"DISSEMINATION_SERVICE_MAX_SUBSCRIPTIONS_PER_STAKEHOLDER": "3"}
-    async for capped in _api(env):
-        sid = await _create_stakeholder(capped)
+    async for capped in api_client(env):
+        sid = await create_stakeholder(capped)
         one = {"stakeholderId": sid, "rule": {"kinds": ["cap"]}, "channels": ["email"]}
         for _ in range(3):
             assert (await capped.call("POST", "/api/v1/subscriptions", body=one))[0] == 201
@@ -410,7 +342,7 @@ async def test_an_import_answers_each_stakeholder_with_its_own_contacts_and_subs
 
 
 async def test_duplicate_contacts_are_refused_not_crashing(api: Api) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     body = {"stakeholderId": sid, "channel": "email", "address": "dup@example.org"}
     assert (await api.call("POST", "/api/v1/contacts", body=body))[0] == 201
     status, error = await api.call("POST", "/api/v1/contacts", body=body)
@@ -519,7 +451,7 @@ def _null_cases(sid: str) -> list[tuple[str, dict[str, Any], str]]:
 
 
 async def test_null_in_any_field_is_422_naming_the_field(api: Api) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     wrong = []
     for path, body, field in _null_cases(sid):
         status, answer = await api.call("POST", path, body=body)
@@ -538,7 +470,7 @@ async def test_null_in_any_field_is_422_naming_the_field(api: Api) -> None:
 
 
 async def test_contacts_csv_export_and_import(api: Api) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     rows = (
         "stakeholderId,channel,address,label,active\n"
         f'{sid},email,ops@example.org,=HYPERLINK("x"),true\n'
@@ -571,7 +503,7 @@ async def test_contacts_csv_export_and_import(api: Api) -> None:
 
 async def test_a_contacts_csv_with_nul_is_400_not_stored(api: Api) -> None:
     """csv reads NUL since Python 3.11; PostgreSQL text cannot hold it."""
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     rows = f"stakeholderId,channel,address,label\n{sid},email,nul@example.org,desk\x00\n"
     async with api.session.post(
         api.base + "/api/v1/contacts/import",
@@ -584,7 +516,7 @@ async def test_a_contacts_csv_with_nul_is_400_not_stored(api: Api) -> None:
 
 
 async def test_audit_log_cannot_be_changed(api: Api, settings: Settings) -> None:
-    await _create_stakeholder(api)
+    await create_stakeholder(api)
     for method in ("PATCH", "DELETE", "PUT", "POST"):
         status, _ = await api.call(method, "/api/v1/audit", body={})
         assert status == 405
@@ -596,8 +528,8 @@ async def test_audit_log_cannot_be_changed(api: Api, settings: Settings) -> None
 
 
 async def test_match_dry_run_explains_targets_and_withholdings(api: Api) -> None:
-    officer = await _create_stakeholder(api)
-    desk = await _create_stakeholder(
+    officer = await create_stakeholder(api)
+    desk = await create_stakeholder(
         api,
         name="County EOC desk",
         kind="group",
@@ -646,7 +578,7 @@ async def test_a_change_made_on_one_instance_reaches_the_others_matcher(
     try:
         assert other.http is not None
         other_matcher = other.http.app[ADMIN].matcher
-        sid = await _create_stakeholder(api)
+        sid = await create_stakeholder(api)
         await api.call(
             "POST",
             "/api/v1/contacts",

@@ -10,16 +10,14 @@ reviews it. Everything runs against the real broker, both stores and loopback si
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import pytest
 from sqlalchemy import select
 
 from core.alert import Tlp, alert_id_for
 from core.errors import ConfigError
-from dissemination.api.tokens import Role, TokenStore
+from dissemination.api.tokens import Role
 from dissemination.controls import record
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy, parse_rule
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
@@ -27,8 +25,8 @@ from dissemination.service import Service
 from dissemination.settings import load_settings
 from dissemination.store.tables import approvals, audit_log
 from testbed.alerts import cap_json
-from tests.alerts import TEST_SENDERS, fixture_document
-from tests.brokerutil import wait_until
+from tests.alerts import fixture_document
+from tests.approvalrig import call, held_rows, submit, token
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     delivery_settings_fixture,
@@ -111,43 +109,9 @@ def test_approval_can_be_switched_off() -> None:
 # --- through the service ----------------------------------------------------------------
 
 
-async def token(service: Service, name: str, role: Role = Role.ADMIN) -> dict[str, str]:
-    assert service.database is not None
-    _, secret = await TokenStore(service.database).create(
-        name, role, datetime.now(UTC), TEST_SENDERS
-    )
-    return {"Authorization": f"Bearer {secret}"}
-
-
-async def call(
-    sinks: Sinks, method: str, path: str, headers: dict[str, str], body: Any = None
-) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, sinks.public_url + path, headers=headers, json=body) as response,
-    ):
-        return response.status, await response.json()
-
-
-async def submit(sinks: Sinks, headers: dict[str, str], document: dict[str, Any]) -> str:
-    """Publish a local alert through HTTP ingest as the token's holder; its alert id."""
-    status, body = await call(sinks, "POST", "/api/v1/alerts", headers, document)
-    assert status == 202, body
-    return str(body["id"])
-
-
 def red_advisory(identifier: str) -> dict[str, Any]:
     document = fixture_document("advisory_minimal.json")
     return document | {"identifier": identifier, "handling": {"tlp": "RED"}, "expires": FUTURE}
-
-
-async def held_rows(service: Service, alert_id: str, count: int) -> list[dict[str, Any]]:
-    async def all_held() -> bool:
-        rows = await rows_of(service, alert_id)
-        return len(rows) == count and all(row["state"] == "held" for row in rows)
-
-    await wait_until(all_held, what=f"{count} held rows")
-    return await rows_of(service, alert_id)
 
 
 async def audit_actions(service: Service, alert_id: str) -> list[tuple[str, str, str | None]]:

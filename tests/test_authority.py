@@ -31,6 +31,7 @@ from dissemination.settings import Settings
 from dissemination.store.audit import AuditLog
 from dissemination.store.tables import alerts
 from testbed.alerts import cap_json
+from tests.approvalrig import call
 from tests.brokerutil import get_all, publish, rejection_of, wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     TERMINAL,
@@ -42,7 +43,6 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     sinks_fixture,
 )
 from tests.people import enrol
-from tests.test_approval import call
 
 pytestmark = pytest.mark.slow
 

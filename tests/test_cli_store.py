@@ -20,7 +20,6 @@ from dissemination.cli import main
 from dissemination.settings import StoreSettings, load_settings, settings_base_dir
 from dissemination.store.database import Database, head_revision
 from dissemination.store.tables import api_tokens
-from tests.test_ledger import empty_store_url  # noqa: F401 - fixture
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 SECRET = re.compile(r"fdt_[A-Za-z0-9_-]{43}")
@@ -98,7 +97,7 @@ async def test_an_unmigrated_store_of_either_kind_says_to_migrate(
     cli_env: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    empty_store_url: str,  # noqa: F811 - the fixture
+    empty_store_url: str,
     store_kind: str,
 ) -> None:
     monkeypatch.setenv("DISSEMINATION_STORE_URL", empty_store_url)
@@ -172,7 +171,7 @@ def test_the_help_of_tokens_create_documents_the_secret(
 
 
 async def test_the_migration_renames_duplicate_token_names_oldest_first(
-    empty_store_url: str,  # noqa: F811 - the fixture
+    empty_store_url: str,
     tmp_path: Path,
 ) -> None:
     database = Database.from_settings(StoreSettings(empty_store_url, 5, 0.05, 0.2), tmp_path)

@@ -38,7 +38,7 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
     start_hooks,
 )
 from tests.people import enrol
-from tests.test_webhook_channel import independent_signature
+from tests.webhookrig import independent_signature
 
 pytestmark = pytest.mark.slow
 

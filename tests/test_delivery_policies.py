@@ -18,7 +18,7 @@ from subscriptions.model import QuietHours
 from subscriptions.quiethours import quiet_until
 from testbed.webhooks import assert_contract
 from tests.claimedrows import claimed_row
-from tests.test_webhook_channel import ALERT
+from tests.webhookrig import ALERT
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ import socket
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 
@@ -19,74 +19,13 @@ from channels.base import OutboundMessage, Outcome
 from channels.content import Rendering
 from channels.email import EmailChannel, SmtpConfig
 from testbed.smtp import SmtpSink, make_certificate, start_smtp_sink
-
-FROM = "alerts@fusion.example.gov"
-TO = "analyst@example.org"
-DOMAIN = "dissemination.local"
-
-
-def document(**info: Any) -> dict[str, Any]:
-    """A stored alert document with the keys AlertContent.from_document reads."""
-    first: dict[str, Any] = {
-        "event": "Flash Flood Warning",
-        "severity": "Severe",
-        "urgency": "Immediate",
-        "certainty": "Observed",
-        "headline": "Flash flooding along Example Creek",
-        "description": "Heavy rain is causing flash flooding.\nStay away from the creek.",
-        "instruction": "Move to higher ground now.",
-        "sender_name": "Example Fusion Center",
-        "areas": [{"description": "Example County"}, {"description": "Sample Township"}],
-        "web": "https://example.gov/alerts/1",
-    }
-    first.update(info)
-    return {
-        "id": "urn:example:alert:1",
-        "kind": "cap",
-        "sender": "alerts@fusion.example.gov",
-        "sent_text": "2026-11-24T10:00:00-05:00",
-        "status": "Actual",
-        "msg_type": "Alert",
-        "handling": {"tlp": "AMBER", "caveats": ["LES"]},
-        "infos": [first],
-    }
-
-
-def message(
-    to: str = TO, delivery_id: str = "row-1", rendering: Rendering | None = None, **info: Any
-) -> OutboundMessage:
-    """One delivery of the alert `document(**info)` to `to`."""
-    alert = document(**info)
-    return OutboundMessage(
-        delivery_id=delivery_id,
-        address=to,
-        document=alert,
-        document_key=(alert["id"], False),
-        rendering=rendering or Rendering(delivery_id),
-    )
-
-
-UNUSED_RELAY = SmtpConfig(
-    host="127.0.0.1",
-    port=9,
-    security="none",
-    username=None,
-    password=None,
-    from_address=FROM,
-    timeout_seconds=5,
-    message_id_domain=DOMAIN,
-)
-"""For composing only: nothing is sent to it."""
+from tests.emailrig import FROM, TO, UNUSED_RELAY, config, message
 
 
 def compose(outbound: OutboundMessage, from_address: str = FROM) -> EmailMessage:
     return EmailChannel(dataclasses.replace(UNUSED_RELAY, from_address=from_address)).compose(
         outbound
     )
-
-
-def config(sink: SmtpSink, **overrides: Any) -> SmtpConfig:
-    return dataclasses.replace(UNUSED_RELAY, host=sink.host, port=sink.port, **overrides)
 
 
 def subject(parsed: EmailMessage) -> str:

@@ -13,6 +13,7 @@ import pytest
 from dissemination.service import Service
 from dissemination.settings import load_settings
 from tests.alerts import fixture_document
+from tests.approvalrig import call, held_rows, submit, token
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     Sinks,
     delivery_env,
@@ -21,7 +22,6 @@ from tests.deliveryrig import (  # noqa: F401 - fixtures
 )
 from tests.fakeclock import FakeClock
 from tests.people import enrol
-from tests.test_approval import call, held_rows, submit, token
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ from dissemination.store.tables import (
 from subscriptions.codec import validate_escalation, validate_subscription
 from testbed.alerts import cap_json
 from testbed.directory import stakeholder_fields
-from tests.pg import psql
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 
@@ -216,18 +214,6 @@ async def test_a_rejection_keeps_what_the_store_cannot_hold_in_a_form_it_can(
     assert "\x00" not in row["content_type"]
     assert len(row["content_type"]) <= 200
     assert "\x00" not in json.dumps(row["errors"])
-
-
-@pytest.fixture
-def empty_store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
-    """A store with no tables at all, of the parametrized kind."""
-    if store_kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-        return
-    name = f"fd_test_{uuid.uuid4().hex[:10]}"
-    psql(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_the_migration_backfills_the_size_and_hash_of_kept_rejections(

@@ -17,15 +17,15 @@ from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.service import Service
 from dissemination.settings import load_settings
 from testbed.alerts import cap_json
+from tests.apirig import Api, api_client, create_stakeholder
 from tests.brokerutil import wait_until
-from tests.test_admin_api import Api, _api, _create_stakeholder
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 async def api(service_env: dict[str, str]) -> AsyncIterator[Api]:
-    async for client in _api(service_env):
+    async for client in api_client(service_env):
         yield client
 
 
@@ -53,7 +53,7 @@ async def _audit_actions(api: Api, list_id: str) -> list[str]:
 
 
 async def test_list_lifecycle_resolves_nesting_and_is_audited(api: Api) -> None:
-    s1, s2, s3 = [await _create_stakeholder(api, name=f"Officer {i}") for i in (1, 2, 3)]
+    s1, s2, s3 = [await create_stakeholder(api, name=f"Officer {i}") for i in (1, 2, 3)]
     desk = await _create_list(api, "Watch desk", ("stakeholder", s1))
     region = await _create_list(api, "Region", ("list", desk), ("stakeholder", s2))
     state = await _create_list(api, "State", ("list", region))
@@ -112,7 +112,7 @@ async def test_cycles_are_refused_naming_their_path(api: Api) -> None:
 
 
 async def test_bad_input_gets_clear_errors(api: Api) -> None:
-    sid = await _create_stakeholder(api)
+    sid = await create_stakeholder(api)
     existing = await _create_list(api, "Duty Officers")
     one = f"/api/v1/lists/{existing}"
     members = f"{one}/members"
@@ -182,7 +182,7 @@ async def _targeted(api: Api, identifier: str) -> set[str]:
 
 
 async def test_rules_reach_only_the_members_of_their_lists(api: Api) -> None:
-    member, outsider = [await _create_stakeholder(api, name=n) for n in ("In", "Out")]
+    member, outsider = [await create_stakeholder(api, name=n) for n in ("In", "Out")]
     desk = await _create_list(api, "Desk", ("stakeholder", member))
     region = await _create_list(api, "Region", ("list", desk))
     status, error = await _subscribe(api, member, {"lists": [region, "no-such-list"]})
@@ -211,8 +211,8 @@ async def test_rules_reach_only_the_members_of_their_lists(api: Api) -> None:
 
 
 async def test_a_deleted_stakeholder_leaves_its_lists_audited(api: Api) -> None:
-    sid = await _create_stakeholder(api)
-    keep = await _create_stakeholder(api, name="Stays")
+    sid = await create_stakeholder(api)
+    keep = await create_stakeholder(api, name="Stays")
     desk = await _create_list(api, "Desk", ("stakeholder", sid), ("stakeholder", keep))
     assert (await api.call("DELETE", f"/api/v1/stakeholders/{sid}"))[0] == 204
     _status, shown = await api.call("GET", f"/api/v1/lists/{desk}")
@@ -235,7 +235,7 @@ async def test_another_instance_follows_list_changes(api: Api, service_env: dict
     try:
         assert other.http is not None
         other_matcher = other.http.app[ADMIN].matcher
-        sid = await _create_stakeholder(api)
+        sid = await create_stakeholder(api)
         desk = await _create_list(api, "Desk")
         status, _created = await _subscribe(api, sid, {"lists": [desk]})
         assert status == 201

@@ -31,9 +31,9 @@ from dissemination.settings import Settings, load_settings
 from testbed.smtp import SmtpSink, start_smtp_sink
 from tests.brokerutil import wait_until
 from tests.deliveryrig import publish_alert, rows_of, settled
+from tests.emailrig import DOMAIN, FROM, config, message
 from tests.logcapture import capturing
 from tests.people import enrol
-from tests.test_email_channel import DOMAIN, FROM, config, message
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 

@@ -6,9 +6,7 @@ them); and the bodies it composes."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import hmac
 import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,18 +22,10 @@ from channels.destinations import address_allowed, check_webhook_url, parse_netw
 from channels.errors import DestinationRejected
 from channels.webhook import WebhookChannel, new_secret, sign, verdict_key
 from channels.webhookbody import alert_body, notice_body, public_alert
-from core.alert import Tlp
-from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
-from testbed.alerts import cap_json
 from testbed.webhooks import WebhookContract, assert_contract
+from tests.webhookrig import ALERT, independent_signature
 
 LOOPBACK = parse_networks(["127.0.0.1/32"])
-ALERT = alert_from_cap(
-    cap_json("HOOK-1", handling={"tlp": "GREEN"}),
-    "cap-json",
-    HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR),
-).to_json()
-"""A stored alert document, as the delivery worker hands it to the channel."""
 
 
 def outbound(
@@ -110,13 +100,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     never.set()
     await runner.cleanup()
     contract.assert_kept()
-
-
-def independent_signature(secret: str, headers: dict[str, str], body: bytes) -> str:
-    """Standard Webhooks verification written from the specification, not from our code."""
-    key = base64.b64decode(secret[len("whsec_") :])
-    content = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
 
 
 def test_signature_matches_the_specification_vector() -> None:

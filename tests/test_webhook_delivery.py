@@ -30,7 +30,7 @@ from testbed.alerts import cap_json
 from testbed.webhooks import WebhookContract
 from tests.brokerutil import publish, wait_until
 from tests.deliveryrig import serve_on_loopback
-from tests.test_webhook_channel import independent_signature
+from tests.webhookrig import independent_signature
 
 pytestmark = pytest.mark.slow
 
