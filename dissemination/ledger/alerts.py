@@ -291,10 +291,11 @@ class Ledger:
         slice's token or escalation for the same stakeholder and alert is a conflict that
         changes nothing."""
         pending: dict[str, list[str]] = {}
+        alert_id = alert.id  # derived (a UUID of its key) on every read
         for start in range(0, len(rows), PLAN_SLICE):
-            values = [row.values(alert.id, now) for row in rows[start : start + PLAN_SLICE]]
+            values = [row.values(alert_id, now) for row in rows[start : start + PLAN_SLICE]]
             await insert_planned(conn, self.database, values)
-            await self.acks.issue(conn, self.database, alert.id, alert.expires, values, now)
+            await self.acks.issue(conn, self.database, alert_id, alert.expires, values, now)
             await plan_escalations(conn, self.database, alert, values, now)
             await self._record_withheld(conn, values, now)
             for channel, ids in pending_by_channel(values).items():
