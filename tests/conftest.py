@@ -28,9 +28,7 @@ from dissemination.controls.record import GENESIS
 from dissemination.logs import configure_structlog
 from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings, load_settings
-from dissemination.store.database import (
-    Database,
-)
+from dissemination.store.database import Database
 from dissemination.store.tables import (
     dissemination_chain,
     metadata,
@@ -180,6 +178,14 @@ async def store_url(
     url = request.getfixturevalue("migrated_pg")
     yield url
     await emptied_pg(url, tmp_path)
+
+
+@pytest.fixture
+async def store(store_url: str, tmp_path: Path) -> AsyncIterator[Database]:
+    """The parametrized store (`store_url`), opened for the test and closed after it."""
+    database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
+    yield database
+    await database.close()
 
 
 def settings_env(vhost: str, store_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:

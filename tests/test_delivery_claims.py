@@ -6,12 +6,9 @@ in order, on an unbroken chain."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import func, insert, select, update
 
 from core.alert import Tlp
@@ -20,7 +17,6 @@ from dissemination.delivery.claims import DOCUMENT_CACHE_SIZE, Claim, DeliverySt
 from dissemination.directory.store import CONTACT, STAKEHOLDER, Directory
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.ledger.alerts import Ledger, Payload
-from dissemination.settings import StoreSettings
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 from dissemination.store.rows import AlertState, DeliveryState, PlannedRow, insert_planned
@@ -39,13 +35,6 @@ NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 ALERTS = 5
 ROWS = 3
 CLAIM_ACTOR = Actor(None, "test")
-
-
-@pytest.fixture
-async def store(store_url: str, tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
-    yield database
-    await database.close()
 
 
 async def pending_rows(database: Database) -> dict[str, list[str]]:

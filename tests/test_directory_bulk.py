@@ -4,9 +4,7 @@ batch that would put a stakeholder over the most subscriptions allowed refused w
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +13,6 @@ from sqlalchemy import func, select
 from core.errors import RejectedInput
 from dissemination.directory.bulk import create_many_in
 from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory
-from dissemination.settings import StoreSettings
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 from dissemination.store.tables import audit_log, contacts, subscriptions
@@ -24,13 +21,6 @@ from testbed.directory import stakeholder_fields
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 ACTOR = Actor(None, "seeder")
-
-
-@pytest.fixture
-async def store(store_url: str, tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
-    yield database
-    await database.close()
 
 
 def subscription_of(stakeholder_id: str) -> dict[str, Any]:

@@ -6,9 +6,8 @@ after a day."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.alert import Tlp
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.ledger.alerts import Ledger, Payload
-from dissemination.settings import StoreSettings
 from dissemination.store.database import Database
 from dissemination.store.rows import (
     AlertState,
@@ -41,13 +39,6 @@ DELIVERED = ProviderStatus("sms", SID, "delivered")
 UNDELIVERED = ProviderStatus("sms", SID, "undelivered", "30003", "undelivered: Twilio error 30003")
 
 Step = Callable[[AsyncConnection], Awaitable[None]]
-
-
-@pytest.fixture
-async def store(store_url: str, tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
-    yield database
-    await database.close()
 
 
 async def sending_row(database: Database) -> str:
