@@ -65,10 +65,11 @@ class Payload:
 
     body: bytes
     content_type: str
+    sha256: str = field(init=False, repr=False, compare=False)
+    """The body's SHA-256, taken once (storing an alert reads it three times)."""
 
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.body).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha256", hashlib.sha256(self.body).hexdigest())
 
 
 @dataclass(frozen=True, slots=True)
