@@ -11,6 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from core.ids import uuid5_text
+
 ALERT_ID_NAMESPACE = uuid.UUID("0f5c7f0e-8d0a-5b7e-9a53-3b8a1c6f2d41")
 
 
@@ -204,7 +206,7 @@ def content_hash_of(document: dict[str, Any]) -> str:
 
 def alert_id_for(sender: str, identifier: str, sent: str) -> str:
     """The stable alert id: a UUIDv5 of CAP's uniqueness key, so re-publishes map to one id."""
-    return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{sender},{identifier},{sent}"))
+    return uuid5_text(ALERT_ID_NAMESPACE, f"{sender},{identifier},{sent}")
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

@@ -33,6 +33,7 @@ from sqlalchemy import CTE, and_, bindparam, delete, func, or_, select, text, up
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from channels.base import ChannelName
+from core.ids import uuid5_text
 from dissemination.store.bulkinsert import ARRAYS_FROM, insert_as_arrays
 from dissemination.store.database import Database, insert_ignoring_conflicts
 from dissemination.store.idsets import one_of
@@ -83,9 +84,7 @@ ALERT_ORIGINS = frozenset(
 
 def delivery_id(alert_id: str, stakeholder_id: str, channel: str, address: str) -> str:
     """Stable row id: re-planning the same alert yields the same ids, so nothing doubles."""
-    return str(
-        uuid.uuid5(DELIVERY_ID_NAMESPACE, f"{alert_id}|{stakeholder_id}|{channel}|{address}")
-    )
+    return uuid5_text(DELIVERY_ID_NAMESPACE, f"{alert_id}|{stakeholder_id}|{channel}|{address}")
 
 
 @dataclass(frozen=True, slots=True)
