@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -200,6 +200,9 @@ def rewrite_url(url: str, api_base: str | None) -> str:
     return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
 class TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
     """The SDK's aiohttp client: session opened lazily on the running loop, URLs rewritten to
     `api_base`, and each response's headers kept for the caller's context."""
@@ -215,6 +218,12 @@ class TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
         if auth := kwargs.pop("auth", None):  # aiohttp 3.14 deprecates its BasicAuth
             login = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": f"Basic {login}"}
+        if isinstance(kwargs.get("data"), dict):
+            # Encoded as aiohttp encodes a dict of fields, but without the FormData it would
+            # build for it, whose unused multipart writer (a random boundary checked by a
+            # regular expression) cost about 15 % of an SMS fan-out.
+            kwargs["data"] = urlencode(kwargs["data"], doseq=True).encode()
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Content-Type": FORM}
         response: Response = await super().request(
             method, rewrite_url(url, self.api_base), **kwargs
         )

@@ -83,6 +83,8 @@ class TwilioFake:
     auth_token: str = AUTH_TOKEN
     base_url: str = ""
     attempts: list[dict[str, str]] = field(default_factory=list)
+    content_types: list[str] = field(default_factory=list)
+    """Each create's Content-Type, as sent."""
     messages: list[dict[str, Any]] = field(default_factory=list)
     callbacks: dict[str, str] = field(default_factory=dict)
     hung: int = 0
@@ -160,6 +162,7 @@ class TwilioFake:
             return self._error(Failure(401, 20003, "Authenticate"))
         form = {key: str(value) for key, value in (await request.post()).items()}
         self.attempts.append(form)
+        self.content_types.append(request.headers.get("Content-Type", ""))
         failure = self.script.popleft() if self.script else BY_NUMBER.get(form.get("To", ""))
         if failure is not None and failure.hang:
             self.hung += 1

@@ -163,6 +163,26 @@ async def test_sent_from_a_number(fake: TwilioFake) -> None:
     assert fake.messages[0]["num_segments"] == "1"
 
 
+async def test_the_form_reaches_twilio_as_sent_whatever_its_characters(fake: TwilioFake) -> None:
+    """The SDK's fields are form-encoded by us, not by aiohttp: every character a text can
+    hold (the form's own &, =, +, %, line breaks, GSM-7 letters beyond ASCII) arrives as
+    it was, with the form's content type."""
+    body = "TLP:AMBER a&b=c+d 100% \u00e9\u00fc\u00c7 \u20ac{}\nline two\r\n[3]"
+    channel = SmsChannel(config(fake))
+    try:
+        result = await channel._create(RECIPIENT, body)
+    finally:
+        await channel.close()
+    assert result.outcome is Outcome.SENT
+    [form] = fake.attempts
+    assert (form["To"], form["Body"], form["MessagingServiceSid"]) == (
+        RECIPIENT,
+        body,
+        SERVICE_SID,
+    )
+    assert fake.content_types == ["application/x-www-form-urlencoded"]
+
+
 @pytest.mark.parametrize(
     ("to", "outcome", "detail", "retry_after", "disable"),
     [
