@@ -78,6 +78,13 @@ def inlined_validator_for(name: str) -> Draft202012Validator:
     )
 
 
+def prepare_validators() -> None:
+    """Build every schema's validator now (about 130 ms in all; CAP's alone about 25 ms), at
+    start-up, rather than on the first document of each kind, which would wait for it."""
+    for schema_id in schema_documents():
+        inlined_validator_for(schema_id.removeprefix(SCHEMA_ID_PREFIX))
+
+
 def json_path(error: ValidationError) -> str:
     """The JSON path of the instance location an error refers to, e.g. `$.info[0].urgency`."""
     path = "$"

@@ -292,3 +292,17 @@ async def test_one_claim_sorts_each_row_into_one_part_with_what_sending_it_needs
     assert await DeliveryStore(store).claim(list(ids.values()), NOW) == Claim(
         [], [(ids["waiting"], later)]
     )
+
+
+async def test_warming_up_opens_connections_and_changes_nothing(store: Database) -> None:
+    """Before the first task a worker opens pool connections and prepares the claim on each
+    (PostgreSQL), by claiming no rows: every pending row stays pending."""
+    by_alert = await pending_rows(store)
+    await DeliveryStore(store).warm_up(4, NOW)
+    if store.dialect == "postgresql":
+        assert store.engine.pool.checkedin() >= 4  # type: ignore[attr-defined]
+    async with store.reading() as conn:
+        states = set(await conn.scalars(select(deliveries.c.state)))
+    assert states == {DeliveryState.PENDING.value}
+    claims = await DeliveryStore(store).claim(next(iter(by_alert.values())), NOW)
+    assert len(claims.rows) == ROWS

@@ -384,13 +384,9 @@ def test_polygon_index_rebuilds_keep_results() -> None:
         matcher.remove_subscription(f"u{i}")
         subscriptions.remove(next(s for s in subscriptions if s.id == f"u{i}"))
     for i in range(12):
-        alert = Alert(**{**_fields(HERE), "infos": (_circle_info(i + 0.5, i + 0.5),)})
+        alert = replace(HERE, infos=(_circle_info(i + 0.5, i + 0.5),))
         assert matcher.match(alert) == brute_force_match(holders, contacts, subscriptions, alert)
         assert len(matcher.match(alert).targets) == (0 if i % 3 == 0 else 1)
-
-
-def _fields(alert: Alert) -> dict[str, Any]:
-    return {f: getattr(alert, f) for f in Alert.__dataclass_fields__}
 
 
 def _circle_info(lat: float, lon: float) -> Info:

@@ -18,6 +18,7 @@ from core.validation import (
     SCHEMA_ID_PREFIX,
     _details,
     inlined_validator_for,
+    prepare_validators,
     schema_documents,
     schema_errors,
     validator_for,
@@ -166,3 +167,15 @@ def test_a_nested_id_is_refused() -> None:
     schema = {"$id": "urn:t:n", "properties": {"v": {"$id": "urn:t:inner", "type": "string"}}}
     with pytest.raises(ValueError, match="nested \\$id"):
         inlined(schema, registry_of(schema))
+
+
+def test_every_validator_is_built_before_the_first_document() -> None:
+    """The service builds them all at start-up (`prepare_validators`); afterwards every
+    schema's validator comes from the cache, none is built for a document."""
+    prepare_validators()
+    built = inlined_validator_for.cache_info()
+    for schema_id in schema_documents():
+        inlined_validator_for(schema_id.removeprefix(SCHEMA_ID_PREFIX))
+    after = inlined_validator_for.cache_info()
+    assert after.misses == built.misses
+    assert after.currsize == len(schema_documents())

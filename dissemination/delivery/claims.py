@@ -6,6 +6,7 @@ next channel, and the stuck-row policy.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -232,6 +233,20 @@ class DeliveryStore:
             )
             for record in records
         ]
+
+    async def warm_up(self, connections: int, now: datetime) -> None:
+        """Open `connections` of the pool and prepare the claim on each, by a claim of no rows
+        (which changes nothing), before the first task: in `bench.latency` the first alerts
+        after a start otherwise waited for connections to open and the statement to be
+        compiled and prepared on each, 15-19 of them over 50 ms and up to 160 ms."""
+        if self.database.dialect != "postgresql":
+            return
+
+        async def claim_nothing() -> None:
+            async with self.database.transaction() as conn:
+                await claim_in_one_statement(conn, [], now)
+
+        await asyncio.gather(*(claim_nothing() for _ in range(connections)))
 
     async def settle(self, settlements: Sequence[Settlement], now: datetime) -> SettleResult:
         """Record every outcome in one transaction, with the fallback rows and disabled
