@@ -101,6 +101,9 @@ class Console:
         await page.get_by_label("Code from your authenticator app").fill(self.staff.code(secret))
         await page.get_by_role("button", name="Sign in").click()
         await expect(page.get_by_role("heading", level=1)).not_to_have_text("Sign in")
+        # The heading shows while the page is still loading; the page's script (the idle
+        # timer a test may fast-forward past) runs once it has loaded.
+        await page.wait_for_load_state("load")
         self.staff.clock.advance(30)  # the code's time-step is used: the next sign-in needs another
 
     async def enrolled_account(
