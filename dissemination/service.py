@@ -141,6 +141,7 @@ class Service:
         self.scheduled: ScheduledControls | None = None
         """Retention and record anchoring, once `start` has scheduled them (not in a
         delivery-only instance)."""
+        self._runtime: Runtime | None = None
         self._undo = contextlib.AsyncExitStack()
 
     async def start(self, *, freeze_heap: bool = False) -> None:
@@ -183,6 +184,8 @@ class Service:
                 self._start_jobs(front, database)
         await self._start_metrics(database, broker, workers, front)
         self._parts = Parts(database, broker, workers, front)
+        if self._runtime is not None:  # ready: every part above is taking work
+            self._runtime.started = True
         for name in channels:
             log.info("channel_transport", channel=name, transport=describe_channel(name, settings))
         log.info(
@@ -194,6 +197,8 @@ class Service:
 
     async def stop(self) -> None:
         """Undo every start-up step that ran, in reverse order."""
+        if self._runtime is not None:  # no longer ready while the parts wind down
+            self._runtime.started = False
         await self._undo.aclose()
         self._parts = None
         log.info("service_stopped")
@@ -315,7 +320,9 @@ class Service:
             publisher,
             broker,
             settings.broker.username,
+            started=False,
         )
+        self._runtime = runtime
         admin = Admin(
             directory,
             follower.matcher,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -27,6 +29,7 @@ from dissemination.store.database import Database
 from testbed.alerts import cap_json, cap_json_bytes, cap_xml
 from tests.alerts import TEST_SENDERS
 from tests.brokerutil import open_connection, wait_until
+from tests.serviceproc import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +66,7 @@ async def test_probes_report_live_and_ready(base_url: str, http: aiohttp.ClientS
         assert response.status == 200
         assert await response.json() == {
             "status": "ready",
-            "checks": {"broker": "ok", "store": "ok"},
+            "checks": {"service": "ok", "broker": "ok", "store": "ok"},
         }
 
 
@@ -90,11 +93,48 @@ async def test_readiness_is_503_when_store_and_broker_are_unreachable(
             assert response.status == 503
             assert await response.json() == {
                 "status": "not_ready",
-                "checks": {"broker": "unavailable", "store": "unavailable"},
+                "checks": {"service": "ok", "broker": "unavailable", "store": "unavailable"},
             }
     finally:
         await server.cleanup()
         await dead_store.close()
+
+
+async def test_readiness_waits_for_the_whole_start_and_ends_with_the_stop(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP answers before the workers and the intake consumer take work: until they do, and
+    again once stopping begins, the service is not ready, though broker and store are up.
+    The probe is asked as the first worker starts, the last step before the service takes
+    work."""
+    port = free_port()
+    service = Service(replace(settings, http=replace(settings.http, port=port)))
+    seen: list[tuple[int, dict[str, str]]] = []
+    start_worker = Service._start_worker
+
+    async def probe_then_start(self: Service, worker: Any) -> None:
+        if not seen:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{port}/readyz") as response,
+            ):
+                seen.append((response.status, (await response.json())["checks"]))
+        await start_worker(self, worker)
+
+    monkeypatch.setattr(Service, "_start_worker", probe_then_start)
+    await service.start()
+    try:
+        assert seen == [(503, {"service": "starting", "broker": "ok", "store": "ok"})]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            assert response.status == 200
+    finally:
+        runtime = service._runtime
+        await service.stop()
+    assert runtime is not None
+    assert runtime.started is False
 
 
 async def test_ingest_requires_a_publisher_or_admin_token(

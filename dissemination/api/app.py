@@ -42,6 +42,10 @@ class Runtime:
     publisher: AlertPublisher | None = None
     broker: AbstractRobustConnection | None = None
     broker_user: str | None = None
+    started: bool = True
+    """False while the service is still starting, or stopping: it is not ready then, even
+    with the broker and the store reachable (HTTP answers before the workers and the intake
+    consumer take work)."""
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -152,7 +156,10 @@ def broker_ready(runtime: Runtime) -> bool:
 
 async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    checks = {"broker": "ok" if broker_ready(runtime) else "unavailable"}
+    checks = {
+        "service": "ok" if runtime.started else "starting",
+        "broker": "ok" if broker_ready(runtime) else "unavailable",
+    }
     try:
         await asyncio.wait_for(runtime.database.ping(), READINESS_TIMEOUT_SECONDS)
         checks["store"] = "ok"
