@@ -139,7 +139,10 @@ def delivery_env(service_env: dict[str, str], sinks: Sinks) -> dict[str, str]:
         "DISSEMINATION_SMS_API_BASE": sinks.twilio.base_url,
         "DISSEMINATION_SMS_TIMEOUT_SECONDS": "2",
         "DISSEMINATION_SMS_MESSAGES_PER_SECOND": "1000",
-        "DISSEMINATION_WEBHOOK_TIMEOUT_SECONDS": "2",
+        # a third of it is the connect timeout: 2 s, since a loopback connect can take most of
+        # a second on a CI machine busy with two test workers (seen once, as a timed-out
+        # first attempt in a test counting warnings); no test waits for it to expire
+        "DISSEMINATION_WEBHOOK_TIMEOUT_SECONDS": "6",
         "DISSEMINATION_HTTP_PORT": str(sinks.port),
         "DISSEMINATION_HTTP_PUBLIC_URL": sinks.public_url,
         "DISSEMINATION_BROKER_MAX_ATTEMPTS": "2",
