@@ -24,7 +24,6 @@ records each row's outcome after.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import socket
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import BenchError, Deadline
+from bench.common import BenchError, Deadline, await_ready
 
 BINARY = "prometheus-alertmanager"
 DEBIAN_PATH = Path("/usr/bin") / BINARY
@@ -109,22 +108,9 @@ async def sink_count(session: aiohttp.ClientSession, sink_port: int) -> int:
         return int(counts["alertmanager_alerts"])
 
 
-async def _ready(
-    session: aiohttp.ClientSession, url: str, process: asyncio.subprocess.Process, log: Path
-) -> None:
-    ready_by = Deadline.after(READY_SECONDS)
-    while not ready_by.expired():
-        if process.returncode is not None:
-            raise BenchError(
-                f"alertmanager exited with {process.returncode}:\n"
-                + log.read_text(errors="replace")[-2000:]  # noqa: ASYNC240 - once, on failure
-            )
-        with contextlib.suppress(aiohttp.ClientError):
-            async with session.get(f"{url}/-/ready") as response:
-                if response.status == 200:
-                    return
-        await asyncio.sleep(0.1)
-    raise BenchError("alertmanager was not ready within 30 s")
+async def _ready(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
+    if not await await_ready(f"{url}/-/ready", process, log, "alertmanager", READY_SECONDS):
+        raise BenchError(f"alertmanager was not ready within {READY_SECONDS:g} s")
 
 
 async def peer_leg(count: int, sink_port: int, deadline: Deadline) -> tuple[int, float, str]:
@@ -152,7 +138,7 @@ async def peer_leg(count: int, sink_port: int, deadline: Deadline) -> tuple[int,
             )
         try:
             async with aiohttp.ClientSession() as session:
-                await _ready(session, url, process, log)
+                await _ready(url, process, log)
                 return await _timed(session, url, sink_port, count, deadline)
         finally:
             if process.returncode is None:

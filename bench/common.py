@@ -344,3 +344,30 @@ def write_results(name: str, results: Any) -> Path:
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {path}")
     return path
+
+
+async def await_ready(
+    url: str,
+    process: asyncio.subprocess.Process,
+    log: Path,
+    what: str,
+    seconds: float,
+) -> bool:
+    """Poll `url` every 0.1 s until it answers 200 (True) or `seconds` pass (False); a
+    BenchError with the tail of `log` if `process` (`what`) exits first."""
+    import aiohttp  # only the benchmarks that start a process need it
+
+    ready_by = Deadline.after(seconds)
+    async with aiohttp.ClientSession() as session:
+        while not ready_by.expired():
+            if process.returncode is not None:
+                raise BenchError(
+                    f"{what} exited with {process.returncode}:\n"
+                    + log.read_text(errors="replace")[-2000:]  # noqa: ASYNC240 - once, on failure
+                )
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return True
+            await asyncio.sleep(0.1)
+    return False

@@ -4,15 +4,12 @@ whole (supervisor and worker processes): started, and handed over once it is rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import sys
 from pathlib import Path
 
-import aiohttp
-
-from bench.common import BenchError, Deadline
+from bench.common import BenchError, await_ready
 
 READY_SECONDS = 60.0
 
@@ -35,19 +32,9 @@ async def start_service(
             stdout=asyncio.subprocess.DEVNULL,
             stderr=log,
         )
-    ready_by = Deadline.after(ready_seconds)
-    async with aiohttp.ClientSession() as session:
-        while not ready_by.expired():
-            if process.returncode is not None:
-                raise BenchError(
-                    f"the service exited with {process.returncode} at start-up:\n"
-                    + log_path.read_text(errors="replace")[-2000:]  # noqa: ASYNC240 - once, on failure
-                )
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return process, port
-            await asyncio.sleep(0.1)
+    url = f"http://127.0.0.1:{port}/readyz"
+    if await await_ready(url, process, log_path, "the service", ready_seconds):
+        return process, port
     process.terminate()
     await process.wait()
     raise BenchError(f"the service was not ready within {ready_seconds:g} s")
