@@ -10,6 +10,10 @@ recipient when the server refuses some recipients and accepts others); timeouts,
 dropped connections, TLS failures and authentication failures transient; a message that
 cannot be addressed (a bad address or row id) permanent, before anything is sent. Every
 delivery goes through the one relay, so all share one circuit breaker ("smtp relay").
+
+A mail to a plain ASCII address is written straight to bytes (`emailwire`), the same bytes
+the `email` package composes here; one to an international address is composed here and
+sent with SMTPUTF8. Either way the record's hash is of the bytes the relay received.
 """
 
 from __future__ import annotations
@@ -17,14 +21,10 @@ from __future__ import annotations
 import asyncio
 import email.policy
 import email.utils
-import re
-import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.errors import HeaderParseError
-from email.headerregistry import Address
 from email.message import EmailMessage
-from typing import Any
 
 import aiosmtplib
 from aiosmtplib import (
@@ -40,21 +40,14 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 from aiosmtplib.email import flatten_message
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
 from channels.content import AlertContent, Rendering
+from channels.emailwire import new_boundary, wire_mail
+from channels.mailtext import bodies, check_address, header_text, message_id, subject
 
-SUBJECT_LIMIT = 200
-_ID_PART = re.compile(r"[A-Za-z0-9._-]+")
-_templates = Environment(
-    loader=PackageLoader("channels", "templates"),
-    autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
+Transmit = Callable[[aiosmtplib.SMTP], Awaitable[tuple[dict[str, SMTPResponse], str]]]
+"""One submission over a connected client, answering as aiosmtplib's `sendmail` does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,62 +71,34 @@ class SmtpConfig:
             raise ValueError(f"unknown SMTP security {self.security!r}")
 
 
-def header_text(text: str, limit: int = SUBJECT_LIMIT) -> str:
-    """`text` on one line: control characters and line breaks become single spaces, and
-    anything over `limit` characters is cut at a word boundary where one is near."""
-    spaced = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
-    line = " ".join(spaced.split())
-    if len(line) <= limit:
-        return line
-    cut = line[: limit - 1]
-    if cut.rfind(" ") > limit * 3 // 4:
-        cut = cut[: cut.rfind(" ")]
-    return cut.rstrip() + "…"
-
-
-def check_address(address: str) -> str:
-    """`address` if it is exactly one addr-spec (no display name, no list), else ValueError."""
-    if any(unicodedata.category(c) == "Cc" or c.isspace() for c in address):
-        raise ValueError(f"email address contains whitespace or control characters: {address!r}")
-    try:
-        parsed = Address(addr_spec=address)
-    except (ValueError, IndexError, HeaderParseError) as error:
-        raise ValueError(f"not a single email address: {address!r}") from error
-    if not parsed.username or not parsed.domain or parsed.addr_spec != address:
-        raise ValueError(f"not a single email address: {address!r}")
-    return address
-
-
-def _compose(
+def compose_content(
     content: AlertContent, rendering: Rendering, to: str, from_address: str, message_id_domain: str
 ) -> EmailMessage:
-    if not (_ID_PART.fullmatch(rendering.delivery_id) and _ID_PART.fullmatch(message_id_domain)):
-        raise ValueError("delivery id and Message-ID domain must be letters, digits, . _ -")
-    subject = f"[{content.marking}] {content.severity}: {content.event}"
-    if content.headline != content.event:
-        subject += f" - {content.headline}"
-    if content.status_label:
-        subject = f"{content.status_label} {subject}"
+    """The mail showing `content` to `to`, composed by the `email` package (the reference
+    that `emailwire` writes the same bytes as). ValueError when it cannot be addressed."""
+    mail_id = message_id(rendering.delivery_id, message_id_domain)
     message = EmailMessage(policy=email.policy.SMTP)
-    message["Subject"] = header_text(subject)
+    message["Subject"] = header_text(subject(content))
     message["From"] = check_address(from_address)
     message["To"] = check_address(to)
     message["Date"] = email.utils.format_datetime(datetime.now(UTC))
-    message["Message-ID"] = f"<{rendering.delivery_id}@{message_id_domain}>"
+    message["Message-ID"] = mail_id
     message["Auto-Submitted"] = "auto-generated"
     if content.alert_id:
         message["X-Alert-Id"] = header_text(content.alert_id)
-    context: dict[str, Any] = {"alert": content, "rendering": rendering}
-    message.set_content(_render("email.txt.j2", context), cte="quoted-printable")
-    html = _render("email.html.j2", context)
+    text, html = bodies(content, rendering)
+    message.set_content(text, cte="quoted-printable")
     message.add_alternative(html, subtype="html", cte="quoted-printable")
+    # Chosen now, not when written: aiosmtplib writes a copy, and a boundary chosen then would
+    # differ from the one in any other writing of the mail (the record's hash among them).
+    message.set_boundary(new_boundary())
     return message
 
 
 def compose(message: OutboundMessage, from_address: str, message_id_domain: str) -> EmailMessage:
     """The mail for one delivery from `from_address`; the same delivery always gets the same
     Message-ID. ValueError when it cannot be addressed."""
-    return _compose(
+    return compose_content(
         message.content(), message.rendering, message.address, from_address, message_id_domain
     )
 
@@ -145,9 +110,23 @@ def as_sent(mail: EmailMessage) -> bytes:
     return flatten_message(mail, utf8=not addresses.isascii())
 
 
-def _render(name: str, context: dict[str, Any]) -> str:
-    text = _templates.get_template(name).render(context)
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+def build(
+    message: OutboundMessage, from_address: str, message_id_domain: str
+) -> bytes | EmailMessage:
+    """The mail for one delivery: its bytes as submitted when its addresses are plain ASCII
+    (`emailwire`), otherwise the composed message for SMTPUTF8. ValueError when it cannot be
+    addressed."""
+    content = message.content()
+    args = (content, message.rendering, message.address, from_address, message_id_domain)
+    wire = wire_mail(*args)
+    return wire if wire is not None else compose_content(*args)
+
+
+def mail_bytes(message: OutboundMessage, from_address: str, message_id_domain: str) -> bytes:
+    """The mail for one delivery as the bytes submitted over SMTP. ValueError when it cannot
+    be addressed."""
+    mail = build(message, from_address, message_id_domain)
+    return mail if isinstance(mail, bytes) else as_sent(mail)
 
 
 def _by_code(code: int, text: str) -> SendResult:
@@ -217,29 +196,39 @@ class EmailChannel:
         return compose(message, self.config.from_address, self.config.message_id_domain)
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        """Compose and submit; the result carries the hash of the mail when it was sent."""
+        """Compose and submit; the result carries the hash of the mail's bytes as sent."""
+        c = self.config
         try:
-            mail = self.compose(message)
+            mail = build(message, c.from_address, c.message_id_domain)
         except ValueError as error:
             return SendResult(Outcome.PERMANENT, f"cannot address the message: {error}")
-        result = await self.submit(mail)
-        if result.outcome is not Outcome.SENT:
-            return result
-        return with_content_hash(result, mail.as_bytes())
+        if isinstance(mail, EmailMessage):  # an international address: SMTPUTF8
+            return with_content_hash(await self.submit(mail), as_sent(mail))
+        mail_id = message_id(message.rendering.delivery_id, c.message_id_domain)
+        to = message.address
+        result = await self._submit(
+            to, mail_id, lambda client: client.sendmail(c.from_address, [to], mail)
+        )
+        return with_content_hash(result, mail)
 
     async def submit(self, message: EmailMessage) -> SendResult:
         """Send a composed mail and classify the relay's answer for its `To` recipient."""
         recipient = email.utils.parseaddr(str(message.get("To", "")))[1]
+        return await self._submit(
+            recipient, str(message["Message-ID"]), lambda client: client.send_message(message)
+        )
+
+    async def _submit(self, recipient: str, mail_id: str, transmit: Transmit) -> SendResult:
         client = await self._pool.get()
         try:
             if client is not None and client.is_connected:
                 try:
-                    return self._accepted(message, recipient, await client.send_message(message))
+                    return self._accepted(mail_id, recipient, await transmit(client))
                 except SMTPServerDisconnected:
                     pass  # closed by the server while idle: once more, on a fresh connection
             client = self._client()
             await client.connect()
-            return self._accepted(message, recipient, await client.send_message(message))
+            return self._accepted(mail_id, recipient, await transmit(client))
         except (SMTPRecipientsRefused, SMTPResponseException) as error:
             return _failure(error, recipient)  # a reply; aiosmtplib reset the session (RSET)
         except BaseException as error:
@@ -253,12 +242,12 @@ class EmailChannel:
 
     @staticmethod
     def _accepted(
-        message: EmailMessage, recipient: str, result: tuple[dict[str, SMTPResponse], str]
+        mail_id: str, recipient: str, result: tuple[dict[str, SMTPResponse], str]
     ) -> SendResult:
         refused, response = result
         if recipient in refused:  # others on the message were accepted, this row's was not
             return _by_code(refused[recipient].code, refused[recipient].message)
-        return SendResult(Outcome.SENT, f"250 {response}", provider_id=str(message["Message-ID"]))
+        return SendResult(Outcome.SENT, f"250 {response}", provider_id=mail_id)
 
     async def close(self) -> None:
         """QUIT every idle connection; the channel reconnects if it is used again."""

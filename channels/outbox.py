@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
-from channels.email import as_sent, compose
+from channels.email import mail_bytes
+from channels.mailtext import message_id
 from channels.sms import SmsChannel
 from core.clock import Clock, utc_now
 
@@ -82,16 +83,16 @@ class EmailOutbox:
 
     async def send(self, message: OutboundMessage) -> SendResult:
         try:
-            mail = compose(message, self.from_address, self.message_id_domain)
+            mail = mail_bytes(message, self.from_address, self.message_id_domain)
         except ValueError as error:
             return SendResult(Outcome.PERMANENT, f"cannot address the message: {error}")
-        result = await self.outbox.deliver(message.delivery_id, ".eml", as_sent(mail))
+        result = await self.outbox.deliver(message.delivery_id, ".eml", mail)
         if result.outcome is not Outcome.SENT:
             return result
         return SendResult(
             Outcome.SENT,
             result.detail,
-            provider_id=str(mail["Message-ID"]),
+            provider_id=message_id(message.rendering.delivery_id, self.message_id_domain),
             content_sha256=result.content_sha256,
         )
 

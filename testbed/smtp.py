@@ -148,8 +148,10 @@ async def start_smtp_sink(
     auth_required: bool = False,
     security: Literal["none", "starttls", "tls"] = "none",
     certificate: tuple[Path, Path] | None = None,
+    smtputf8: bool = True,
 ) -> AsyncIterator[SmtpSink]:
-    """Serve an `SmtpSink` on 127.0.0.1 (a free port) for the duration of the block."""
+    """Serve an `SmtpSink` on 127.0.0.1 (a free port) for the duration of the block;
+    `smtputf8` says whether it takes international addresses (RFC 6531)."""
     sink = SmtpSink(credentials)
     context: ssl.SSLContext | None = None
     if security != "none":
@@ -170,6 +172,7 @@ async def start_smtp_sink(
                 authenticator=sink.authenticate if credentials else None,
                 auth_required=auth_required,
                 auth_require_tls=False,
+                enable_SMTPUTF8=smtputf8,
                 loop=loop,
             )
         sink.protocols.append(smtp)

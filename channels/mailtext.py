@@ -1,0 +1,93 @@
+"""What an alert mail says, whatever form it is sent in: its subject line, its text and HTML
+bodies from the templates, and the checks that keep alert text out of the headers and each
+mail to the one recipient of its row."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from channels.content import AlertContent, Rendering
+
+SUBJECT_LIMIT = 200
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_ID_PART = re.compile(r"[A-Za-z0-9._-]+")
+_templates = Environment(
+    loader=PackageLoader("channels", "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    auto_reload=False,  # package files: never changed under a running service (no stat a mail)
+)
+
+
+def header_text(text: str, limit: int = SUBJECT_LIMIT) -> str:
+    """`text` on one line: control characters and line breaks become single spaces, and
+    anything over `limit` characters is cut at a word boundary where one is near."""
+    spaced = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    line = " ".join(spaced.split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    if cut.rfind(" ") > limit * 3 // 4:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip() + "…"
+
+
+def is_plain_address(address: str) -> bool:
+    """True for an ASCII addr-spec of dot-atoms, the common address: any relay takes it
+    without SMTPUTF8, and the `email` package reads it back unchanged without parsing it
+    (an encoded word, "=?", it would decode)."""
+    return "=?" not in address and _DOT_ATOM_ADDRESS.fullmatch(address) is not None
+
+
+def check_address(address: str) -> str:
+    """`address` if it is exactly one addr-spec (no display name, no list), else ValueError."""
+    if is_plain_address(address):
+        return address
+    if any(unicodedata.category(c) == "Cc" or c.isspace() for c in address):
+        raise ValueError(f"email address contains whitespace or control characters: {address!r}")
+    try:
+        parsed = Address(addr_spec=address)
+    except (ValueError, IndexError, HeaderParseError) as error:
+        raise ValueError(f"not a single email address: {address!r}") from error
+    if not parsed.username or not parsed.domain or parsed.addr_spec != address:
+        raise ValueError(f"not a single email address: {address!r}")
+    return address
+
+
+def message_id(delivery_id: str, domain: str) -> str:
+    """The Message-ID of a row's mail, the same on every retry; ValueError unless both parts
+    are letters, digits, . _ - (so a row id cannot smuggle anything into the header)."""
+    if not (_ID_PART.fullmatch(delivery_id) and _ID_PART.fullmatch(domain)):
+        raise ValueError("delivery id and Message-ID domain must be letters, digits, . _ -")
+    return f"<{delivery_id}@{domain}>"
+
+
+def subject(content: AlertContent) -> str:
+    """The subject line, before `header_text`: status, marking, severity, event, headline."""
+    line = f"[{content.marking}] {content.severity}: {content.event}"
+    if content.headline != content.event:
+        line += f" - {content.headline}"
+    if content.status_label:
+        line = f"{content.status_label} {line}"
+    return line
+
+
+def bodies(content: AlertContent, rendering: Rendering) -> tuple[str, str]:
+    """The text and HTML bodies, with `\\n` line ends."""
+    context: dict[str, Any] = {"alert": content, "rendering": rendering}
+    return _render("email.txt.j2", context), _render("email.html.j2", context)
+
+
+def _render(name: str, context: dict[str, Any]) -> str:
+    text = _templates.get_template(name).render(context)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
