@@ -12,8 +12,9 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
            broker, claims, rendering, signing, sending and recording every outcome.
   raw      the same number of sends with the bare client at the concurrency the service is
            allowed towards one host: aiohttp POSTs of a body of the same size (webhook),
-           aiosmtplib on `email.pool_size` connections (email), the twilio SDK's
-           `messages.create_async` (sms). Nothing is rendered, signed or recorded.
+           aiosmtplib's `sendmail` of the service's own mail for the alert, written once, on
+           `email.pool_size` connections (email), the twilio SDK's `messages.create_async`
+           (sms). Nothing is rendered, signed or recorded.
   mixed    a third of the targets on each channel, one alert; the raw leg runs the three
            raw legs at once. `all` runs each channel alone, then mixed.
   --ack    the subscriptions require acknowledgment: every row also gets its ack token (issued
@@ -26,6 +27,7 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
 
 The sinks (webhook receiver, aiosmtpd, the Twilio fake) run in a child process
 (`bench.sinks`). Prints per-run rates, medians and the service/raw (and service/peer) ratios,
+the CPU each leg cost per send in this process, the sinks and PostgreSQL,
 and writes bench/results/fanout-<channel>-<store>-<mode>.json. `--profile` runs the service
 legs under pyinstrument and writes bench/results/fanout-<channel>-<store>-<mode>.html. Every
 wait is bounded by the overall timeout.
@@ -38,13 +40,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from typing import Any
 
 import aio_pika
@@ -66,10 +68,15 @@ from bench.common import (
     write_results,
 )
 from bench.intake import bench_env, store
-from channels.base import ChannelName
+from channels.base import ChannelName, OutboundMessage
+from channels.content import Rendering
+from channels.email import mail_bytes
 from channels.sms import TwilioHttp
+from core.alert import Tlp
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.directory.store import ESCALATION, Directory
+from dissemination.intake.decoding import DecodeLimits, decode_alerts
+from dissemination.intake.normalize import HandlingDefaults
 from dissemination.logs import configure
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
@@ -77,6 +84,7 @@ from dissemination.store.database import Database
 from dissemination.store.rows import DeliveryState
 from dissemination.store.tables import deliveries
 from testbed.alerts import cap_json
+from testbed.cputime import processes_named, sample, spent
 from testbed.directory import ACTOR, enrol_many
 from testbed.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 
@@ -100,6 +108,8 @@ class Leg:
     sends: int
     seconds: float
     note: str = ""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds each group of processes spent in the leg (`cpu_groups`)."""
 
     @property
     def rate(self) -> float:
@@ -131,12 +141,23 @@ class ChannelReport:
         service = median([leg.rate for leg in self.service if not leg.note])
         return peer, (service / peer if peer and service is not None else None)
 
+    @staticmethod
+    def cpu_per_send(legs: list[Leg]) -> dict[str, float]:
+        """Median CPU µs per send of each group, over the legs that finished."""
+        done = [leg for leg in legs if not leg.note and leg.sends and leg.cpu]
+        groups = sorted({group for leg in done for group in leg.cpu})
+        return {
+            group: median([leg.cpu.get(group, 0.0) / leg.sends * 1e6 for leg in done]) or 0.0
+            for group in groups
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class SinkPorts:
     webhook: int
     smtp: int
     twilio: str
+    pid: int
 
 
 @contextlib.asynccontextmanager
@@ -154,13 +175,23 @@ async def sinks_process() -> Any:
         if not line:
             raise BenchError("bench.sinks exited before listening")
         ports = json.loads(line)
-        yield SinkPorts(ports["webhook"], ports["smtp"], ports["twilio"])
+        yield SinkPorts(ports["webhook"], ports["smtp"], ports["twilio"], process.pid)
     finally:
         if process.stdin is not None:
             process.stdin.close()
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
         await asyncio.wait_for(process.wait(), 30)
+
+
+def cpu_groups(sinks: SinkPorts) -> dict[str, list[int]]:
+    """The processes whose CPU a leg accounts for: this one (the service, or the raw client),
+    the sinks and PostgreSQL (its server and backends; idle under SQLite)."""
+    return {
+        "this process": [os.getpid()],
+        "sinks": [sinks.pid],
+        "PostgreSQL": processes_named("postgres"),
+    }
 
 
 def address_of(channel: str, sinks: SinkPorts) -> Callable[[int], str]:
@@ -240,6 +271,8 @@ async def service_leg(
             document = cap_json(f"FANOUT-{uuid.uuid4().hex[:8]}", handling={"tlp": "GREEN"})
             if profiler is not None:
                 profiler.start()
+            groups = cpu_groups(sinks)
+            before = sample(groups)
             started = time.perf_counter()
             await topology.exchange.publish(
                 aio_pika.Message(
@@ -255,6 +288,7 @@ async def service_leg(
                 await asyncio.sleep(POLL_SECONDS)
                 done = await terminal_rows(database)
             seconds = time.perf_counter() - started
+            cpu = spent(before, sample(groups))
             if profiler is not None:
                 profiler.stop()
         finally:
@@ -265,7 +299,7 @@ async def service_leg(
                 select(func.count()).select_from(deliveries).where(deliveries.c.state == "sent")
             )
         note = "" if sent == rows else f"{sent} of {rows} sent"
-        return Leg(done, seconds, note)
+        return Leg(done, seconds, note, cpu)
     finally:
         await database.close()
 
@@ -298,7 +332,22 @@ async def raw_webhook(count: int, concurrency: int, sinks: SinkPorts) -> Leg:
         return Leg(count, await _parallel(count, concurrency, send))
 
 
-async def raw_email(count: int, pool_size: int, sinks: SinkPorts) -> Leg:
+def raw_mail(settings: Settings) -> bytes:
+    """The mail the service sends for the benchmark's alert, as the relay receives it: the
+    raw leg sends these very bytes, so both legs put the same load on the sink."""
+    document = cap_json("RAW", handling={"tlp": "GREEN"})
+    defaults = HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
+    limits = DecodeLimits(1_048_576, 64)
+    alert = decode_alerts(json.dumps(document).encode(), "application/json", limits, defaults)[0]
+    rendering = Rendering(uuid.uuid4().hex)
+    message = OutboundMessage(
+        rendering.delivery_id, "raw@example.org", alert.to_json(), (alert.id, False), rendering
+    )
+    return mail_bytes(message, settings.email.from_address, settings.email.message_id_domain)
+
+
+async def raw_email(count: int, settings: Settings, sinks: SinkPorts) -> Leg:
+    pool_size = settings.email.pool_size
     clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=sinks.smtp) for _ in range(pool_size)]
     for client in clients:
         await client.connect()
@@ -306,16 +355,12 @@ async def raw_email(count: int, pool_size: int, sinks: SinkPorts) -> Leg:
     for client in clients:
         idle.put_nowait(client)
 
+    mail = raw_mail(settings)  # written once: the leg is the client and the sink
+
     async def send(i: int) -> None:
-        message = EmailMessage()
-        message["From"] = "alerts@dissemination.invalid"
-        message["To"] = f"raw{i}@example.org"
-        message["Subject"] = "[TLP:GREEN] Severe: Flash Flood Warning"
-        message.set_content(BODY.decode())
-        message.add_alternative(f"<p>{BODY.decode()}</p>", subtype="html")
         client = await idle.get()
         try:
-            await client.send_message(message)
+            await client.sendmail(settings.email.from_address, [f"raw{i}@example.org"], mail)
         finally:
             idle.put_nowait(client)
 
@@ -360,7 +405,7 @@ async def raw_leg(channel: str, settings: Settings, count: int, sinks: SinkPorts
     if channel == WEBHOOK:
         return await raw_webhook(count, settings.delivery.per_host_concurrency, sinks)
     if channel == EMAIL:
-        return await raw_email(count, settings.email.pool_size, sinks)
+        return await raw_email(count, settings, sinks)
     return await raw_sms(count, settings.delivery.per_host_concurrency, sinks)
 
 
@@ -400,7 +445,10 @@ async def run(args: argparse.Namespace) -> list[ChannelReport]:
                         )
                         settings = load_settings(env)
                         sends = args.targets * (2 if args.mode == "escalate" else 1)
+                        groups = cpu_groups(sinks)
+                        before = sample(groups)
                         raw = await raw_leg(report.channel, settings, sends, sinks)
+                        raw.cpu = spent(before, sample(groups))
                         report.raw.append(raw)
                         service = await service_leg(
                             settings,
@@ -481,6 +529,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "service_median": service,
             "raw_median": raw,
             "ratio": ratio,
+            "cpu_us_per_send": {
+                "service": report.cpu_per_send(report.service),
+                "raw": report.cpu_per_send(report.raw),
+            },
         }
         if report.peer:
             results["channels"][report.channel]["peer"] = {
@@ -492,6 +544,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "per_notification": "in memory, dedup against its notification log, one POST;"
                 " no per-recipient outcome recorded, no signature, no audit",
             }
+    print("\nCPU µs per send, medians (this process is the service, or the raw client):")
+    for report in reports:
+        for kind, legs in (("service", report.service), ("raw", report.raw)):
+            cpu = report.cpu_per_send(legs)
+            parts = ", ".join(f"{group} {us:,.0f}" for group, us in cpu.items())
+            print(f"{report.channel:<8} {kind:<8} {parts}  (in all {sum(cpu.values()):,.0f})")
     write_results(f"fanout-{args.channel}-{args.store}-{args.mode}", results)
     return 0
 

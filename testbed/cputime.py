@@ -33,6 +33,18 @@ def with_children(pid: int) -> list[int]:
     return found
 
 
+def processes_named(name: str) -> list[int]:
+    """The processes whose command name is `name` ("postgres": the server and its backends)."""
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == name:
+                found.append(int(comm.parent.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
 def sample(groups: Mapping[str, Iterable[int]]) -> dict[str, dict[int, float]]:
     """Each group's processes and their CPU seconds now."""
     return {name: {pid: cpu_seconds(pid) for pid in pids} for name, pids in groups.items()}
