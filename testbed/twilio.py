@@ -32,7 +32,7 @@ import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from channels.sms import segments
+from channels.smstext import segments
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "fake-auth-token-0123456789abcdef"

@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractChannel
 from aiohttp import web
 from sqlalchemy import select
 
-from channels.sms import AckReply, ack_reply
+from channels.smsinbound import AckReply, ack_reply
 from core.errors import ConfigError
 from dissemination.acks.tokens import AckSigner, new_token_id
 from dissemination.acks.tracking import AckStore

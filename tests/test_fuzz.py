@@ -47,7 +47,7 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from channels.sms import ack_reply, opt_keyword, status_update, valid_twilio_signature
+from channels.smsinbound import ack_reply, opt_keyword, status_update, valid_twilio_signature
 from core.alert import Alert, Tlp
 from core.errors import MAX_DETAIL_CHARS, ErrorDetail, RejectedInput
 from dissemination.acks.tokens import AckSigner

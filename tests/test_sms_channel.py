@@ -22,19 +22,9 @@ from hypothesis import strategies as st
 
 from channels.base import OutboundMessage, Outcome
 from channels.content import AlertContent, Rendering
-from channels.sms import (
-    Keyword,
-    SmsChannel,
-    SmsOff,
-    TwilioConfig,
-    gsm7_septets,
-    opt_keyword,
-    rewrite_url,
-    segments,
-    status_update,
-    to_gsm7,
-    valid_twilio_signature,
-)
+from channels.sms import SmsChannel, SmsOff, TwilioConfig, rewrite_url
+from channels.smsinbound import Keyword, opt_keyword, status_update, valid_twilio_signature
+from channels.smstext import gsm7_septets, segments, to_gsm7
 from core.clock import utc_now
 from dissemination.api.errors import error_middleware
 from dissemination.api.twiliohooks import INBOUND_HOOK, TwilioHooks, add_twilio_hooks

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.base import ChannelName
-from channels.sms import (
+from channels.smsinbound import (
     Keyword,
     ack_reply,
     opt_keyword,
