@@ -23,7 +23,7 @@ from dissemination.directory.store import (
     EntitySpec,
 )
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
-from dissemination.ledger import alerts as alerts_module
+from dissemination.ledger import planrows
 from dissemination.ledger.alerts import REJECTED_BODY_PREFIX, Ledger, Payload, RecordOutcome
 from dissemination.settings import StoreSettings
 from dissemination.store.audit import Actor
@@ -367,7 +367,7 @@ async def test_a_plan_written_in_slices_owes_what_one_write_owes(
         alert = alert_from_cap(cap_json(identifier), "cap-json", DEFAULTS)
         async with ledger.database.transaction() as conn:
             await ledger.store(conn, alert, _payload(), AlertState.PLANNED, NOW)
-            pending = await ledger.write_rows(conn, alert, plan(), NOW)
+            pending = await ledger.plans.write_rows(conn, alert, plan(), NOW)
         async with ledger.database.reading() as conn:
             rows = sorted(
                 (r.stakeholder_id, r.channel, r.state)
@@ -397,7 +397,7 @@ async def test_a_plan_written_in_slices_owes_what_one_write_owes(
         return rows, tokens, sorted(escalated), withheld, shape
 
     whole = await written("PLAN-WHOLE")
-    monkeypatch.setattr(alerts_module, "PLAN_SLICE", 1)
+    monkeypatch.setattr(planrows, "PLAN_SLICE", 1)
     sliced = await written("PLAN-SLICED")
     assert sliced == whole
     rows, tokens, escalated, withheld, shape = sliced

@@ -259,17 +259,17 @@ class AlertPipeline:
         planner = ledger.planner
         planning = planned.state is AlertState.RECEIVED and planner is not None
         if outcome is RecordOutcome.DUPLICATE:  # a crash may have come before its tasks went
-            return Recorded(outcome, await ledger.pending_of(conn, alert.id))
+            return Recorded(outcome, await ledger.plans.pending_of(conn, alert.id))
         if outcome is RecordOutcome.CONFLICT:
             return Recorded(outcome)
         known = await ledger.link_references(conn, alert)  # link references
         if not planning or planner is None:
             return Recorded(outcome)
-        rows = await ledger.with_prior_recipients(conn, alert, list(planned.rows), known)
+        rows = await ledger.plans.with_prior_recipients(conn, alert, list(planned.rows), known)
         rows = planner.hold_for_quiet_hours(alert, rows, now)  # quiet hours
         if planned.hold_rule is not None:  # hold for approval
             rows = [held(row) for row in rows]
             await approval.hold(conn, alert.id, planned.hold_rule, message.submitted_by, now)
         if alert.msg_type is MsgType.CANCEL and known:  # cancel what the originals still owe
-            await ledger.stop_pending(conn, alert, known, now)
-        return Recorded(outcome, await ledger.write_rows(conn, alert, rows, now))  # record
+            await ledger.plans.stop_pending(conn, alert, known, now)
+        return Recorded(outcome, await ledger.plans.write_rows(conn, alert, rows, now))  # record
