@@ -6,20 +6,31 @@ in order, on an unbroken chain."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+import pytest
+from sqlalchemy import func, insert, select, text, update
 
 from core.alert import Tlp
 from dissemination.controls.record import verify
+from dissemination.delivery.claimread import claim_statement
 from dissemination.delivery.claims import DOCUMENT_CACHE_SIZE, Claim, DeliveryStore, Settlement
 from dissemination.directory.store import CONTACT, STAKEHOLDER, Directory
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.ledger.alerts import Ledger, Payload
+from dissemination.settings import StoreSettings
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
-from dissemination.store.rows import AlertState, DeliveryState, PlannedRow, insert_planned
+from dissemination.store.rows import (
+    SETTLE_FROM_ARRAYS,
+    AlertState,
+    DeliveryState,
+    PlannedRow,
+    insert_planned,
+)
 from dissemination.store.tables import (
     acks,
     alerts,
@@ -306,3 +317,102 @@ async def test_warming_up_opens_connections_and_changes_nothing(store: Database)
     assert states == {DeliveryState.PENDING.value}
     claims = await DeliveryStore(store).claim(next(iter(by_alert.values())), NOW)
     assert len(claims.rows) == ROWS
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan, its sub-plans included."""
+    nodes, pending = [], [plan]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        pending.extend(node.get("Plans", ()))
+    return nodes
+
+
+def state_indexes(nodes: list[dict[str, Any]]) -> set[str]:
+    """The indexes on the deliveries' state that a plan reads."""
+    return {n["Index Name"] for n in nodes if n.get("Index Name", "").startswith("ix_deliveries")}
+
+
+async def explained(
+    database: Database, statement: Any, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The plan nodes of `statement` as run (EXPLAIN ANALYZE), its changes rolled back."""
+    async with database.engine.connect() as conn:
+        compiled = statement.compile(dialect=conn.dialect)
+        values = {**compiled.params, **(params or {})}
+        positional = [values[name] for name in compiled.positiontup]
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        transaction = driver.transaction()
+        await transaction.start()
+        try:
+            found = await driver.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}", *positional)
+        finally:
+            await transaction.rollback()
+    document = json.loads(found) if isinstance(found, str) else found  # the pool decodes JSON
+    return plan_nodes(document[0]["Plan"])
+
+
+async def test_claims_and_settles_never_read_the_state_index_whatever_the_statistics_say(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The statistics lag a fan-out: its rows are written moments before they are claimed,
+    while the last ANALYZE saw almost none pending, so the planner takes the state index for
+    cheap and a claim of a hundred rows visits every pending row of the fan-out through it.
+    A claim or settle names its rows by id: it must never read the state index (by id, or a
+    scan when the table is small, as the planner's costs decide)."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("statistics and plans are PostgreSQL's")
+    database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
+    try:
+        alert = alert_from_cap(
+            cap_json("STALE-STATS"), "cap-json", HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
+        )
+        await Ledger(database).record_alert(
+            alert, Payload(b"{}", "application/json"), AlertState.RECEIVED, NOW
+        )
+
+        async def plan(count: int, state: DeliveryState, prefix: str) -> list[str]:
+            values = [
+                PlannedRow(
+                    f"{prefix}-{n}", None, None, "webhook", "https://h.example/", state
+                ).values(alert.id, NOW)
+                for n in range(count)
+            ]
+            async with database.transaction() as conn:
+                await insert_planned(conn, database, values)
+            return [str(v["id"]) for v in values]
+
+        await plan(50, DeliveryState.SENT, "done")
+        async with database.engine.connect() as conn:  # the statistics of before the fan-out
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text("VACUUM ANALYZE deliveries"))
+        ids = await plan(20_000, DeliveryState.PENDING, "fan-out")
+        claimed = ids[:100]
+
+        nodes = await explained(database, claim_statement(claimed, NOW))
+        assert any(n.get("Relation Name") == "deliveries" for n in nodes)
+        assert state_indexes(nodes) == set()
+
+        async with database.transaction() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids[:5000]))
+                .values(state=DeliveryState.SENDING.value)
+            )
+        settle = {
+            "now": NOW,
+            "ids": claimed,
+            "states": ["sent"] * len(claimed),
+            "reasons": [None] * len(claimed),
+            "provider_ids": [None] * len(claimed),
+            "not_befores": [None] * len(claimed),
+            "uncounts": [0] * len(claimed),
+            "details": [None] * len(claimed),
+        }
+        nodes = await explained(database, SETTLE_FROM_ARRAYS, settle)
+        assert any(n.get("Relation Name") == "deliveries" for n in nodes)
+        assert state_indexes(nodes) == set()
+    finally:
+        await database.close()

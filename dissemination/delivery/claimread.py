@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import FromClause, and_, func, literal, select, true
+from sqlalchemy import FromClause, Select, and_, func, literal, select, true
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -83,19 +83,18 @@ HOLDER = "holder_"
 HOLDER_COLUMNS = tuple(column.name for column in stakeholders.c)
 
 
-async def claim_in_one_statement(conn: AsyncConnection, ids: list[str], now: datetime) -> ClaimRead:
-    """The claim as one statement (PostgreSQL): the transitions of `claim_parts`, the claimed
+def claim_statement(ids: list[str], now: datetime) -> Select[Any]:
+    """The one-statement claim (PostgreSQL): the transitions of `claim_parts`, the claimed
     rows joined to what sending them needs and to their stakeholders, and the expired and
-    waiting ids as arrays beside them. One round trip instead of five; the claim is the step
-    between a task's arrival and its send. A row with no claimed columns carries the arrays
-    when nothing was claimed."""
+    waiting ids as arrays beside them. A row with no claimed columns carries the arrays when
+    nothing was claimed."""
     parts = claim_parts(ids, now)
     claimed = parts.claimed
     anchor = select(literal(1).label("one")).subquery("anchor")
     details, joined = _sending_details(claimed, anchor.outerjoin(claimed, true()))
     joined = joined.outerjoin(stakeholders, stakeholders.c.id == claimed.c.stakeholder_id)
     waiting_in_order = parts.waiting.c.id
-    query = select(
+    return select(
         *claimed.c,
         *details,
         *(column.label(HOLDER + column.name) for column in stakeholders.c),
@@ -107,6 +106,12 @@ async def claim_in_one_statement(conn: AsyncConnection, ids: list[str], now: dat
         .scalar_subquery()
         .label("waiting_until"),
     ).select_from(joined)
+
+
+async def claim_in_one_statement(conn: AsyncConnection, ids: list[str], now: datetime) -> ClaimRead:
+    """The claim as one statement (`claim_statement`): one round trip instead of five; the
+    claim is the step between a task's arrival and its send."""
+    query = claim_statement(ids, now)
     result = (await conn.execute(query)).mappings().all()
     first = result[0]
     records: list[Mapping[Any, Any]] = []

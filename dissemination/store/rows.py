@@ -344,10 +344,18 @@ def _pending(conn: AsyncConnection, ids: Sequence[str]) -> Any:
 
 
 def _pending_any(dialect: str, ids: Sequence[str]) -> Any:
-    return and_(
-        one_of(dialect, deliveries.c.id, ids),
-        deliveries.c.state == DeliveryState.PENDING.value,
-    )
+    return and_(one_of(dialect, deliveries.c.id, ids), state_check(DeliveryState.PENDING))
+
+
+def state_check(state: DeliveryState) -> Any:
+    """`deliveries.state = state`, written so that no index on `state` can answer it, for a
+    statement that names its rows by id (a claim, a settle): the ids are what selects, the
+    state only checks each row. Left indexable, PostgreSQL reads the state index whenever its
+    statistics say few rows have that state, and they say so at the start of every fan-out,
+    whose rows were written moments before: each claim of a few hundred rows then visited
+    every pending row of the fan-out, three times (on a 10,000-row fan-out, 9,936 rows read
+    and dropped per part, 20-60 ms a claim)."""
+    return deliveries.c.state.concat("") == state.value
 
 
 def _due(now: datetime) -> Any:
@@ -372,7 +380,7 @@ async def settle_sending(
     await _apply_kept_statuses(conn, reported, now)
 
 
-_SETTLE_FROM_ARRAYS = text(
+SETTLE_FROM_ARRAYS = text(
     """
     UPDATE deliveries AS d SET
         state = u.state,
@@ -387,11 +395,12 @@ _SETTLE_FROM_ARRAYS = text(
         CAST(:provider_ids AS TEXT[]), CAST(:not_befores AS TIMESTAMPTZ[]),
         CAST(:uncounts AS INTEGER[]), CAST(:details AS TEXT[])
     ) AS u(id, state, reason, provider_id, not_before, uncount, detail)
-    WHERE d.id = u.id AND d.state = 'sending'
+    WHERE d.id = u.id AND d.state || '' = 'sending'
     """
 )
 """Every outcome of a settle in one statement on PostgreSQL: one array per column, unnested
-into rows and joined to the deliveries they settle."""
+into rows and joined to the deliveries they settle (by id: `d.state || ''` keeps the state
+index out of it, as `state_check` says)."""
 
 
 async def _settle(conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime) -> None:
@@ -402,7 +411,7 @@ async def _settle(conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: da
         update(deliveries)
         .where(
             deliveries.c.id == bindparam("row_id"),
-            deliveries.c.state == DeliveryState.SENDING.value,
+            state_check(DeliveryState.SENDING),
         )
         .values(
             state=bindparam("new_state"),
@@ -435,7 +444,7 @@ async def _settle_from_arrays(
     # would (the second finds it no longer `sending`).
     first = list({o.row_id: o for o in reversed(outcomes)}.values())
     await conn.execute(
-        _SETTLE_FROM_ARRAYS,
+        SETTLE_FROM_ARRAYS,
         {
             "now": now,
             "ids": [o.row_id for o in first],
