@@ -416,3 +416,69 @@ async def test_claims_and_settles_never_read_the_state_index_whatever_the_statis
         assert state_indexes(nodes) == set()
     finally:
         await database.close()
+
+
+async def test_rows_in_flight_and_provider_ids_are_found_through_their_small_indexes(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The state index holds only rows in flight, and the provider-id index only rows with a
+    provider id (migration 0023): the lookups that need them must still be able to use them,
+    which a partial index allows only when the query's condition implies the index's."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("plans are PostgreSQL's")
+    database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
+    try:
+        alert = alert_from_cap(
+            cap_json("IN-FLIGHT"), "cap-json", HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
+        )
+        await Ledger(database).record_alert(
+            alert, Payload(b"{}", "application/json"), AlertState.RECEIVED, NOW
+        )
+        values = [
+            PlannedRow(f"r-{n}", None, None, "sms", f"+1202555{n:04d}", DeliveryState.SENT).values(
+                alert.id, NOW
+            )
+            | {"provider_id": f"SM{n:032d}" if n % 2 else None}
+            for n in range(5000)
+        ]
+        for value in values[:20]:
+            value["state"] = DeliveryState.SENDING.value
+        async with database.transaction() as conn:
+            await insert_planned(conn, database, values)
+        async with database.engine.connect() as conn:
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text("VACUUM ANALYZE deliveries"))
+
+        def reads(nodes: list[dict[str, Any]]) -> set[str]:
+            return {n["Index Name"] for n in nodes if "Index Name" in n}
+
+        stuck = select(deliveries.c.id).where(
+            deliveries.c.channel == "sms",
+            deliveries.c.state == DeliveryState.SENDING.value,
+            deliveries.c.updated_at < NOW + timedelta(minutes=5),
+        )
+        backlog = (
+            select(deliveries.c.channel, func.count())
+            .where(deliveries.c.state == DeliveryState.PENDING.value)
+            .group_by(deliveries.c.channel)
+        )
+        by_provider = select(deliveries.c.id).where(
+            deliveries.c.provider_id == "SM" + "1".zfill(32), deliveries.c.channel == "sms"
+        )
+        assert "ix_deliveries_in_flight" in reads(await explained(database, stuck))
+        assert "ix_deliveries_in_flight" in reads(await explained(database, backlog))
+        assert "ix_deliveries_provider_id" in reads(await explained(database, by_provider))
+        async with database.reading() as conn:
+            sizes: dict[str, int] = dict(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) "
+                            "FROM pg_index WHERE indrelid = 'deliveries'::regclass"
+                        )
+                    )
+                ).all()
+            )
+        assert sizes["ix_deliveries_in_flight"] < sizes["deliveries_pkey"] / 10
+    finally:
+        await database.close()
