@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from dissemination.delivery.claims import DOCUMENT_CACHE_SIZE, Claim, DeliverySt
 from dissemination.directory.store import CONTACT, STAKEHOLDER, Directory
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
 from dissemination.ledger.alerts import Ledger, Payload
-from dissemination.settings import StoreSettings
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 from dissemination.store.rows import (
@@ -319,6 +317,17 @@ async def test_warming_up_opens_connections_and_changes_nothing(store: Database)
     assert len(claims.rows) == ROWS
 
 
+async def recorded_alert(database: Database, identifier: str) -> Any:
+    """A CAP alert recorded in the ledger, with no delivery rows yet."""
+    alert = alert_from_cap(
+        cap_json(identifier), "cap-json", HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
+    )
+    await Ledger(database).record_alert(
+        alert, Payload(b"{}", "application/json"), AlertState.RECEIVED, NOW
+    )
+    return alert
+
+
 def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """Every node of an EXPLAIN (FORMAT JSON) plan, its sub-plans included."""
     nodes, pending = [], [plan]
@@ -355,130 +364,112 @@ async def explained(
 
 
 async def test_claims_and_settles_never_read_the_state_index_whatever_the_statistics_say(
-    store_url: str, tmp_path: Path
+    store: Database,
 ) -> None:
     """The statistics lag a fan-out: its rows are written moments before they are claimed,
     while the last ANALYZE saw almost none pending, so the planner takes the state index for
     cheap and a claim of a hundred rows visits every pending row of the fan-out through it.
     A claim or settle names its rows by id: it must never read the state index (by id, or a
     scan when the table is small, as the planner's costs decide)."""
-    if not store_url.startswith("postgresql"):
+    if store.dialect != "postgresql":
         pytest.skip("statistics and plans are PostgreSQL's")
-    database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
-    try:
-        alert = alert_from_cap(
-            cap_json("STALE-STATS"), "cap-json", HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
-        )
-        await Ledger(database).record_alert(
-            alert, Payload(b"{}", "application/json"), AlertState.RECEIVED, NOW
-        )
+    alert = await recorded_alert(store, "STALE-STATS")
 
-        async def plan(count: int, state: DeliveryState, prefix: str) -> list[str]:
-            values = [
-                PlannedRow(
-                    f"{prefix}-{n}", None, None, "webhook", "https://h.example/", state
-                ).values(alert.id, NOW)
-                for n in range(count)
-            ]
-            async with database.transaction() as conn:
-                await insert_planned(conn, database, values)
-            return [str(v["id"]) for v in values]
-
-        await plan(50, DeliveryState.SENT, "done")
-        async with database.engine.connect() as conn:  # the statistics of before the fan-out
-            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.execute(text("VACUUM ANALYZE deliveries"))
-        ids = await plan(20_000, DeliveryState.PENDING, "fan-out")
-        claimed = ids[:100]
-
-        nodes = await explained(database, claim_statement(claimed, NOW))
-        assert any(n.get("Relation Name") == "deliveries" for n in nodes)
-        assert state_indexes(nodes) == set()
-
-        async with database.transaction() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(ids[:5000]))
-                .values(state=DeliveryState.SENDING.value)
+    async def plan(count: int, state: DeliveryState, prefix: str) -> list[str]:
+        values = [
+            PlannedRow(f"{prefix}-{n}", None, None, "webhook", "https://h.example/", state).values(
+                alert.id, NOW
             )
-        settle = {
-            "now": NOW,
-            "ids": claimed,
-            "states": ["sent"] * len(claimed),
-            "reasons": [None] * len(claimed),
-            "provider_ids": [None] * len(claimed),
-            "not_befores": [None] * len(claimed),
-            "uncounts": [0] * len(claimed),
-            "details": [None] * len(claimed),
-        }
-        nodes = await explained(database, SETTLE_FROM_ARRAYS, settle)
-        assert any(n.get("Relation Name") == "deliveries" for n in nodes)
-        assert state_indexes(nodes) == set()
-    finally:
-        await database.close()
+            for n in range(count)
+        ]
+        async with store.transaction() as conn:
+            await insert_planned(conn, store, values)
+        return [str(v["id"]) for v in values]
+
+    await plan(50, DeliveryState.SENT, "done")
+    async with store.engine.connect() as conn:  # the statistics of before the fan-out
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.execute(text("VACUUM ANALYZE deliveries"))
+    ids = await plan(20_000, DeliveryState.PENDING, "fan-out")
+    claimed = ids[:100]
+
+    nodes = await explained(store, claim_statement(claimed, NOW))
+    assert any(n.get("Relation Name") == "deliveries" for n in nodes)
+    assert state_indexes(nodes) == set()
+
+    async with store.transaction() as conn:
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids[:5000]))
+            .values(state=DeliveryState.SENDING.value)
+        )
+    settle = {
+        "now": NOW,
+        "ids": claimed,
+        "states": ["sent"] * len(claimed),
+        "reasons": [None] * len(claimed),
+        "provider_ids": [None] * len(claimed),
+        "not_befores": [None] * len(claimed),
+        "uncounts": [0] * len(claimed),
+        "details": [None] * len(claimed),
+    }
+    nodes = await explained(store, SETTLE_FROM_ARRAYS, settle)
+    assert any(n.get("Relation Name") == "deliveries" for n in nodes)
+    assert state_indexes(nodes) == set()
 
 
 async def test_rows_in_flight_and_provider_ids_are_found_through_their_small_indexes(
-    store_url: str, tmp_path: Path
+    store: Database,
 ) -> None:
     """The state index holds only rows in flight, and the provider-id index only rows with a
     provider id (migration 0023): the lookups that need them must still be able to use them,
     which a partial index allows only when the query's condition implies the index's."""
-    if not store_url.startswith("postgresql"):
+    if store.dialect != "postgresql":
         pytest.skip("plans are PostgreSQL's")
-    database = Database.from_settings(StoreSettings(store_url, 5, 0.05, 0.2), tmp_path)
-    try:
-        alert = alert_from_cap(
-            cap_json("IN-FLIGHT"), "cap-json", HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
+    alert = await recorded_alert(store, "IN-FLIGHT")
+    values = [
+        PlannedRow(f"r-{n}", None, None, "sms", f"+1202555{n:04d}", DeliveryState.SENT).values(
+            alert.id, NOW
         )
-        await Ledger(database).record_alert(
-            alert, Payload(b"{}", "application/json"), AlertState.RECEIVED, NOW
-        )
-        values = [
-            PlannedRow(f"r-{n}", None, None, "sms", f"+1202555{n:04d}", DeliveryState.SENT).values(
-                alert.id, NOW
-            )
-            | {"provider_id": f"SM{n:032d}" if n % 2 else None}
-            for n in range(5000)
-        ]
-        for value in values[:20]:
-            value["state"] = DeliveryState.SENDING.value
-        async with database.transaction() as conn:
-            await insert_planned(conn, database, values)
-        async with database.engine.connect() as conn:
-            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.execute(text("VACUUM ANALYZE deliveries"))
+        | {"provider_id": f"SM{n:032d}" if n % 2 else None}
+        for n in range(5000)
+    ]
+    for value in values[:20]:
+        value["state"] = DeliveryState.SENDING.value
+    async with store.transaction() as conn:
+        await insert_planned(conn, store, values)
+    async with store.engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.execute(text("VACUUM ANALYZE deliveries"))
 
-        def reads(nodes: list[dict[str, Any]]) -> set[str]:
-            return {n["Index Name"] for n in nodes if "Index Name" in n}
+    def reads(nodes: list[dict[str, Any]]) -> set[str]:
+        return {n["Index Name"] for n in nodes if "Index Name" in n}
 
-        stuck = select(deliveries.c.id).where(
-            deliveries.c.channel == "sms",
-            deliveries.c.state == DeliveryState.SENDING.value,
-            deliveries.c.updated_at < NOW + timedelta(minutes=5),
-        )
-        backlog = (
-            select(deliveries.c.channel, func.count())
-            .where(deliveries.c.state == DeliveryState.PENDING.value)
-            .group_by(deliveries.c.channel)
-        )
-        by_provider = select(deliveries.c.id).where(
-            deliveries.c.provider_id == "SM" + "1".zfill(32), deliveries.c.channel == "sms"
-        )
-        assert "ix_deliveries_in_flight" in reads(await explained(database, stuck))
-        assert "ix_deliveries_in_flight" in reads(await explained(database, backlog))
-        assert "ix_deliveries_provider_id" in reads(await explained(database, by_provider))
-        async with database.reading() as conn:
-            sizes: dict[str, int] = dict(
-                (
-                    await conn.execute(
-                        text(
-                            "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) "
-                            "FROM pg_index WHERE indrelid = 'deliveries'::regclass"
-                        )
+    stuck = select(deliveries.c.id).where(
+        deliveries.c.channel == "sms",
+        deliveries.c.state == DeliveryState.SENDING.value,
+        deliveries.c.updated_at < NOW + timedelta(minutes=5),
+    )
+    backlog = (
+        select(deliveries.c.channel, func.count())
+        .where(deliveries.c.state == DeliveryState.PENDING.value)
+        .group_by(deliveries.c.channel)
+    )
+    by_provider = select(deliveries.c.id).where(
+        deliveries.c.provider_id == "SM" + "1".zfill(32), deliveries.c.channel == "sms"
+    )
+    assert "ix_deliveries_in_flight" in reads(await explained(store, stuck))
+    assert "ix_deliveries_in_flight" in reads(await explained(store, backlog))
+    assert "ix_deliveries_provider_id" in reads(await explained(store, by_provider))
+    async with store.reading() as conn:
+        sizes: dict[str, int] = dict(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) "
+                        "FROM pg_index WHERE indrelid = 'deliveries'::regclass"
                     )
-                ).all()
-            )
-        assert sizes["ix_deliveries_in_flight"] < sizes["deliveries_pkey"] / 10
-    finally:
-        await database.close()
+                )
+            ).all()
+        )
+    assert sizes["ix_deliveries_in_flight"] < sizes["deliveries_pkey"] / 10

@@ -17,9 +17,9 @@ import pytest
 
 from channels.base import OutboundMessage, Outcome
 from channels.content import Rendering
-from channels.email import EmailChannel, SmtpConfig
+from channels.email import EmailChannel, SmtpConfig, mail_bytes
 from testbed.smtp import SmtpSink, make_certificate, start_smtp_sink
-from tests.emailrig import FROM, TO, UNUSED_RELAY, config, message
+from tests.emailrig import DOMAIN, FROM, TO, UNUSED_RELAY, config, message
 
 
 def compose(outbound: OutboundMessage, from_address: str = FROM) -> EmailMessage:
@@ -210,13 +210,19 @@ async def test_non_ascii_alert_text_is_encoded(sink: SmtpSink) -> None:
         "@example.org",
         "",
         "analyst@example.org\x00",
+        "=?utf-8?q?a?=@example.org\r\nBcc: victim@example.net",
     ],
 )
 def test_a_bad_address_is_refused_before_anything_is_sent(address: str) -> None:
+    """Composed by the email package or written straight to bytes (`mail_bytes`)."""
     with pytest.raises(ValueError, match="address"):
         compose(message(to=address))
     with pytest.raises(ValueError, match="address"):
         compose(message(), from_address=address)
+    with pytest.raises(ValueError, match="address"):
+        mail_bytes(message(to=address), FROM, DOMAIN)
+    with pytest.raises(ValueError, match="address"):
+        mail_bytes(message(), address, DOMAIN)
 
 
 async def test_a_message_that_cannot_be_addressed_fails_permanently_unsent(
