@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 from channels.base import CHANNEL_NAMES
 from core.alert import Tlp
@@ -34,13 +36,8 @@ from dissemination.service import Service, run_until_signalled
 from dissemination.settings import Settings, load_settings
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database, head_revision, require_existing_file
-from dissemination.supervisor import (
-    Supervisor,
-    process_count,
-    process_count_argument,
-    run_supervised,
-    worker_command,
-)
+from dissemination.supervisor import process_count_argument, supervisor_command
+from dissemination.workers import process_count, run_supervised
 
 CONTENT_TYPES = {
     ".xml": "application/cap+xml",
@@ -83,14 +80,18 @@ async def _open_existing(settings: Settings) -> Database:
 async def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if args.worker_index is not None:
         return await run_supervised(settings, args.worker_index, args.supervised_by, args.only)
-    count = process_count(args.workers, settings)
-    if count == 1:
-        await run_until_signalled(Service(settings, only=args.only))
-        return 0
+    await run_until_signalled(Service(settings, only=args.only))
+    return 0
+
+
+def _supervise(count: int, args: argparse.Namespace) -> NoReturn:
+    """Become the supervisor of `count` service processes: this process replaces itself with
+    `python -m dissemination.supervisor`, which loads none of the service."""
     config = str(args.config) if args.config is not None else None
-    return await Supervisor(
-        count, lambda index: worker_command(index, config=config, only=args.only)
-    ).run()
+    command = supervisor_command(count, config=config, only=args.only)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)  # noqa: S606 - this interpreter, our own module, no shell
 
 
 async def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -410,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(service.log_level, service.log_format, instance_name(service.instance_name))
         if args.command == "validate":
             return _validate_files(settings, args.files)
+        if args.command == "run" and args.worker_index is None:
+            count = process_count(args.workers, settings)
+            if count > 1:
+                _supervise(count, args)
         return _run_loop(COMMANDS[args.command](settings, args))
     except DisseminationError as error:
         print(f"dissemination: {mask_text(str(error))}", file=sys.stderr)

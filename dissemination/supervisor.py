@@ -13,7 +13,11 @@ at most `RestartBudget.restarts` times within `RestartBudget.window_seconds` (th
 supervisor stops the others and exits 1); one that exits with status 2, the service's
 start-up refusal (a bad setting, an outdated schema, no broker), is not restarted: the
 supervisor stops the others and exits 2, as a single process would have. Each process dies
-with the supervisor (SIGTERM from the kernel) if the supervisor itself is killed."""
+with the supervisor (SIGTERM from the kernel) if the supervisor itself is killed.
+
+The supervisor runs in a process of its own that loads none of the service: `dissemination
+run --workers N` replaces itself (exec) with `python -m dissemination.supervisor`, so the
+process that only watches N services takes about 30 MB rather than the service's 110."""
 
 from __future__ import annotations
 
@@ -27,14 +31,12 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import structlog
 
-from core.errors import DisseminationError
-from dissemination.service import Service, run_until_signalled
-from dissemination.settings import Settings
-from dissemination.store.database import sqlite_file
+from dissemination.logs import configure, instance_name
+from dissemination.settings import load_settings
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -49,23 +51,6 @@ def cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)  # pragma: no cover - platforms without affinity
-
-
-def process_count(asked: int | None, settings: Settings) -> int:
-    """How many service processes `run` starts: `asked` (--workers), else `service.workers`,
-    where 0 means one per core. SQLite allows one: asking for more is refused; the default
-    is then one process."""
-    configured = asked if asked is not None else settings.service.workers
-    embedded = sqlite_file(settings.store, settings.data_path) is not None
-    if configured == 0:
-        return 1 if embedded else cores()
-    if configured > 1 and embedded:
-        raise DisseminationError(
-            f"{configured} service processes need the shared PostgreSQL store: the SQLite "
-            "store is one file with one writer. Set store.url to a PostgreSQL database, or "
-            "run one process (--workers 1)"
-        )
-    return configured
 
 
 def process_count_argument(text: str) -> int:
@@ -229,15 +214,31 @@ def worker_command(index: int, *, config: str | None, only: Sequence[str] | None
     return command
 
 
-async def run_supervised(
-    settings: Settings, index: int, supervisor: int | None, only: tuple[str, ...] | None
-) -> int:
-    """Service process `index` of a supervised group: process 0 is the lead (HTTP and the
-    periodic jobs); each process's own metrics listener, if any, is on metrics.port + index."""
-    if supervisor is not None:
-        die_with_parent(supervisor)
-    if settings.metrics.port:
-        metrics = replace(settings.metrics, port=settings.metrics.port + index)
-        settings = replace(settings, metrics=metrics)
-    await run_until_signalled(Service(settings, only=only, lead=index == 0))
-    return 0
+def supervisor_command(count: int, *, config: str | None, only: Sequence[str] | None) -> list[str]:
+    """The command line that `dissemination run --workers count` replaces itself with."""
+    command = [sys.executable, "-m", "dissemination.supervisor", "--count", str(count)]
+    if config is not None:
+        command += ["--config", config]
+    if only is not None:
+        command += ["--only", ",".join(only)]
+    return command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Supervise `--count` service processes (`supervisor_command`), logging as the service
+    does, until they have all stopped; the exit status as `Supervisor.run` says."""
+    parser = argparse.ArgumentParser(prog="python -m dissemination.supervisor")
+    parser.add_argument("--count", type=process_count_argument, required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--only", type=lambda text: tuple(text.split(",")))
+    args = parser.parse_args(argv)
+    service = load_settings(config_file=args.config).service
+    configure(service.log_level, service.log_format, instance_name(service.instance_name))
+    supervisor = Supervisor(
+        args.count, lambda index: worker_command(index, config=args.config, only=args.only)
+    )
+    return asyncio.run(supervisor.run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +20,8 @@ from aio_pika.abc import AbstractChannel
 from dissemination import cli
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
-from dissemination.supervisor import RestartBudget, cores, process_count
+from dissemination.supervisor import RestartBudget, cores
+from dissemination.workers import process_count
 from testbed.alerts import cap_json_bytes
 from testbed.directory import enrol_many
 from tests.brokerutil import intake_channel_fixture, publish, wait_until  # noqa: F401 - fixture
@@ -55,6 +58,19 @@ def test_the_default_is_one_process_per_core_on_postgresql_and_one_on_sqlite(
     configured = load_settings(postgres | {"DISSEMINATION_SERVICE_WORKERS": "2"})
     assert process_count(None, configured) == 2
     assert process_count(1, configured) == 1  # --workers over the setting
+
+
+def test_the_supervisor_loads_none_of_the_service() -> None:
+    """The process that only watches the service processes imports neither the service nor
+    its drivers (`run --workers N` replaces itself with it)."""
+    heavy = ("dissemination.service", "sqlalchemy", "aiohttp", "aio_pika", "jsonschema")
+    probe = (
+        f"import sys, dissemination.supervisor; print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"
 
 
 def test_the_restart_backoff_doubles_up_to_its_ceiling() -> None:
@@ -105,6 +121,10 @@ def pids(group: ServiceProcess) -> dict[int, int]:
     return {int(e["index"]): int(e["pid"]) for e in group.logged("worker_started")}
 
 
+def command_line(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+
+
 def gone(pid: int) -> bool:
     """No such process, or one that has exited and waits to be reaped."""
     try:
@@ -128,6 +148,7 @@ async def test_two_processes_share_a_fan_out_and_stop_together_on_sigterm(
     env = service_env | {"DISSEMINATION_BROKER_TASK_BATCH_SIZE": "20"}
     group = await start_group(env, 2, tmp_path / "group.log")
     children = pids(group)
+    assert "dissemination.supervisor" in command_line(group.process.pid)  # the light one
     try:
         await publish(channel, settings, cap_json_bytes("FANOUT-WORKERS"))
         await wait_until(lambda: all_settled(database, total), timeout=120, what="every row")
