@@ -650,6 +650,24 @@ def test_gsm7_septets(text: str, septets: int | None) -> None:
     assert gsm7_septets(text) == septets
 
 
+GSM_BASIC = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+"""The GSM 03.38 basic character set; its extension table is the nine below."""
+GSM_EXTENSION = "\f^{}\\[~]|€"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from(GSM_BASIC + GSM_EXTENSION) | st.characters(), max_size=400))
+def test_gsm7_septets_counts_one_per_character_and_two_per_extension(text: str) -> None:
+    """The counting done in C agrees with the definition, a character at a time."""
+    if all(c in GSM_BASIC or c in GSM_EXTENSION for c in text):
+        assert gsm7_septets(text) == sum(2 if c in GSM_EXTENSION else 1 for c in text)
+    else:
+        assert gsm7_septets(text) is None
+
+
 @pytest.mark.parametrize(
     ("text", "count"),
     [
