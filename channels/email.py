@@ -44,7 +44,7 @@ from aiosmtplib.email import flatten_message
 from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
 from channels.content import AlertContent, Rendering
 from channels.emailwire import new_boundary, wire_mail
-from channels.mailtext import bodies, check_address, header_text, message_id, subject
+from channels.mailtext import check_address, header_text, message_id, rendered_bodies, subject
 
 Transmit = Callable[[aiosmtplib.SMTP], Awaitable[tuple[dict[str, SMTPResponse], str]]]
 """One submission over a connected client, answering as aiosmtplib's `sendmail` does."""
@@ -74,8 +74,9 @@ class SmtpConfig:
 def compose_content(
     content: AlertContent, rendering: Rendering, to: str, from_address: str, message_id_domain: str
 ) -> EmailMessage:
-    """The mail showing `content` to `to`, composed by the `email` package (the reference
-    that `emailwire` writes the same bytes as). ValueError when it cannot be addressed."""
+    """The mail showing `content` to `to`, composed by the `email` package from freshly
+    rendered templates (the reference that `emailwire` writes the same bytes as). ValueError
+    when it cannot be addressed."""
     mail_id = message_id(rendering.delivery_id, message_id_domain)
     message = EmailMessage(policy=email.policy.SMTP)
     message["Subject"] = header_text(subject(content))
@@ -86,7 +87,7 @@ def compose_content(
     message["Auto-Submitted"] = "auto-generated"
     if content.alert_id:
         message["X-Alert-Id"] = header_text(content.alert_id)
-    text, html = bodies(content, rendering)
+    text, html = rendered_bodies(content, rendering)
     message.set_content(text, cte="quoted-printable")
     message.add_alternative(html, subtype="html", cte="quoted-printable")
     # Chosen now, not when written: aiosmtplib writes a copy, and a boundary chosen then would

@@ -4,13 +4,16 @@ mail to the one recipient of its row."""
 
 from __future__ import annotations
 
+import functools
 import re
+import secrets
 import unicodedata
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import escape
 
 from channels.content import AlertContent, Rendering
 
@@ -83,9 +86,37 @@ def subject(content: AlertContent) -> str:
 
 
 def bodies(content: AlertContent, rendering: Rendering) -> tuple[str, str]:
-    """The text and HTML bodies, with `\\n` line ends."""
+    """The text and HTML bodies, with `\\n` line ends: exactly `rendered_bodies`, but the
+    templates run once per alert content and kind of links, not once per mail; each mail's
+    own links go into the kept rendering in place of markers no alert text contains."""
+    ack, portal = rendering.ack_url, rendering.portal_url
+    text, html = _bodies_with_markers(content, ack is not None, portal is not None)
+    for marker, url in ((_ACK_MARKER, ack), (_PORTAL_MARKER, portal)):
+        if url is not None:
+            text = text.replace(marker, url)
+            html = html.replace(marker, str(escape(url)))
+    if "\r" in text or "\r" in html:  # a link with a carriage return: as `_render` does
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        html = html.replace("\r\n", "\n").replace("\r", "\n")
+    return text, html
+
+
+def rendered_bodies(content: AlertContent, rendering: Rendering) -> tuple[str, str]:
+    """The text and HTML bodies, each rendered from its template."""
     context: dict[str, Any] = {"alert": content, "rendering": rendering}
     return _render("email.txt.j2", context), _render("email.html.j2", context)
+
+
+_ACK_MARKER = f"\x00ack-{secrets.token_hex(8)}\x00"
+_PORTAL_MARKER = f"\x00portal-{secrets.token_hex(8)}\x00"
+
+
+@functools.lru_cache(maxsize=256)
+def _bodies_with_markers(content: AlertContent, ack: bool, portal: bool) -> tuple[str, str]:
+    rendering = Rendering(
+        "", ack_url=_ACK_MARKER if ack else None, portal_url=_PORTAL_MARKER if portal else None
+    )
+    return rendered_bodies(content, rendering)
 
 
 def _render(name: str, context: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from channels.base import Outcome
 from channels.content import AlertContent, Rendering
 from channels.email import EmailChannel, as_sent, build, compose, compose_content
 from channels.emailwire import wire_mail
-from channels.mailtext import is_plain_address
+from channels.mailtext import bodies, is_plain_address, rendered_bodies
 from core.alert import Tlp
 from dissemination.intake.decoding import DecodeLimits, decode_alerts
 from dissemination.intake.normalize import HandlingDefaults
@@ -111,6 +111,26 @@ def test_generated_alert_text_is_written_as_the_email_package_composes_it(
         areas=tuple(areas),
     )
     wire, reference = both(content, Rendering("row-1", ack_url="https://ack.example/?t=1"))
+    assert wire == reference
+
+
+URL = st.builds(
+    lambda path: f"https://ack.example/{path}",
+    st.text(st.sampled_from("az09?&=<>\"'#%\r\n é/"), max_size=40),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ack_url=st.none() | URL, portal_url=st.none() | URL, headline=TEXT)
+def test_each_mails_links_are_written_as_the_templates_render_them(
+    ack_url: str | None, portal_url: str | None, headline: str
+) -> None:
+    """The templates run once per alert and kind of links; each mail's links are put in after
+    (escaped for HTML): the same bytes as rendering the templates for every mail."""
+    content = replace(AlertContent.from_document(document()), headline=headline)
+    rendering = Rendering("row-1", ack_url=ack_url, portal_url=portal_url)
+    assert bodies(content, rendering) == rendered_bodies(content, rendering)
+    wire, reference = both(content, rendering)
     assert wire == reference
 
 
