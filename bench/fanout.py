@@ -10,11 +10,11 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
            in-process; one CAP alert is published with confirms, and the clock stops when the
            ledger holds N rows in a terminal state (`poll_interval`): planning, tasks on the
            broker, claims, rendering, signing, sending and recording every outcome.
-  raw      the same number of sends with the bare client at the concurrency the service is
-           allowed towards one host: aiohttp POSTs of a body of the same size (webhook),
-           aiosmtplib's `sendmail` of the service's own mail for the alert, written once, on
-           `email.pool_size` connections (email), the twilio SDK's `messages.create_async`
-           (sms). Nothing is rendered, signed or recorded.
+  raw      (`bench.rawlegs`) the same number of sends with the bare client at the
+           concurrency the service is allowed towards one host: aiohttp POSTs of a body of the
+           same size (webhook), aiosmtplib's `sendmail` of the service's own mail for the
+           alert, written once, on `email.pool_size` connections (email), the twilio SDK's
+           `messages.create_async` (sms). Nothing is rendered, signed or recorded.
   mixed    a third of the targets on each channel, one alert; the raw leg runs the three
            raw legs at once. `all` runs each channel alone, then mixed.
   --ack    the subscriptions require acknowledgment: every row also gets its ack token (issued
@@ -44,16 +44,13 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-import aiohttp
-import aiosmtplib
 from sqlalchemy import func, select
-from twilio.rest import Client
 
 from bench import alertmanager
 from bench.common import (
@@ -63,20 +60,21 @@ from bench.common import (
     Resources,
     machine_context,
     median,
-    rate,
     run_loop,
     write_results,
 )
 from bench.intake import bench_env, store
-from channels.base import ChannelName, OutboundMessage
-from channels.content import Rendering
-from channels.email import mail_bytes
-from channels.sms import TwilioHttp
-from core.alert import Tlp
+from bench.rawlegs import (
+    CHANNELS,
+    EMAIL,
+    WEBHOOK,
+    Leg,
+    SinkPorts,
+    raw_leg,
+    split,
+)
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.directory.store import ESCALATION, Directory
-from dissemination.intake.decoding import DecodeLimits, decode_alerts
-from dissemination.intake.normalize import HandlingDefaults
 from dissemination.logs import configure
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
@@ -89,31 +87,10 @@ from testbed.directory import ACTOR, enrol_many
 from testbed.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 
 log = logging.getLogger("bench.fanout")
-WEBHOOK = ChannelName.WEBHOOK.value
-EMAIL = ChannelName.EMAIL.value
-SMS = ChannelName.SMS.value
-CHANNELS = (WEBHOOK, EMAIL, SMS)
-"""Every channel, in the order `all` runs them."""
 POLL_SECONDS = 0.05
 TERMINAL = [
     s.value for s in DeliveryState if s not in (DeliveryState.PENDING, DeliveryState.SENDING)
 ]
-BODY = json.dumps({"type": "alert", "alert": cap_json("RAW")}).encode()
-
-
-@dataclass(slots=True)
-class Leg:
-    """One timed leg: how many sends finished in how long."""
-
-    sends: int
-    seconds: float
-    note: str = ""
-    cpu: dict[str, float] = field(default_factory=dict)
-    """CPU seconds each group of processes spent in the leg (`cpu_groups`)."""
-
-    @property
-    def rate(self) -> float:
-        return rate(self.sends, self.seconds)
 
 
 @dataclass(slots=True)
@@ -150,14 +127,6 @@ class ChannelReport:
             group: median([leg.cpu.get(group, 0.0) / leg.sends * 1e6 for leg in done]) or 0.0
             for group in groups
         }
-
-
-@dataclass(frozen=True, slots=True)
-class SinkPorts:
-    webhook: int
-    smtp: int
-    twilio: str
-    pid: int
 
 
 @contextlib.asynccontextmanager
@@ -310,111 +279,6 @@ async def service_leg(
         return Leg(done, seconds, note, cpu)
     finally:
         await database.close()
-
-
-async def _parallel(count: int, concurrency: int, send: Callable[[int], Awaitable[None]]) -> float:
-    """Run `send(i)` for i in range(count) on `concurrency` workers; return the seconds."""
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
-
-    async def worker() -> None:
-        while not queue.empty():
-            await send(queue.get_nowait())
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started
-
-
-async def raw_webhook(count: int, concurrency: int, sinks: SinkPorts) -> Leg:
-    url = f"http://127.0.0.1:{sinks.webhook}/raw"
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-
-        async def send(i: int) -> None:
-            async with session.post(url, data=BODY) as response:
-                await response.read()
-                if response.status != 204:
-                    raise BenchError(f"raw webhook got HTTP {response.status}")
-
-        return Leg(count, await _parallel(count, concurrency, send))
-
-
-def raw_mail(settings: Settings) -> bytes:
-    """The mail the service sends for the benchmark's alert, as the relay receives it: the
-    raw leg sends these very bytes, so both legs put the same load on the sink."""
-    document = cap_json("RAW", handling={"tlp": "GREEN"})
-    defaults = HandlingDefaults(Tlp.AMBER_STRICT, Tlp.CLEAR)
-    limits = DecodeLimits(1_048_576, 64)
-    alert = decode_alerts(json.dumps(document).encode(), "application/json", limits, defaults)[0]
-    rendering = Rendering(uuid.uuid4().hex)
-    message = OutboundMessage(
-        rendering.delivery_id, "raw@example.org", alert.to_json(), (alert.id, False), rendering
-    )
-    return mail_bytes(message, settings.email.from_address, settings.email.message_id_domain)
-
-
-async def raw_email(count: int, settings: Settings, sinks: SinkPorts) -> Leg:
-    pool_size = settings.email.pool_size
-    clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=sinks.smtp) for _ in range(pool_size)]
-    for client in clients:
-        await client.connect()
-    idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
-    for client in clients:
-        idle.put_nowait(client)
-
-    mail = raw_mail(settings)  # written once: the leg is the client and the sink
-
-    async def send(i: int) -> None:
-        client = await idle.get()
-        try:
-            await client.sendmail(settings.email.from_address, [f"raw{i}@example.org"], mail)
-        finally:
-            idle.put_nowait(client)
-
-    try:
-        return Leg(count, await _parallel(count, pool_size, send))
-    finally:
-        for client in clients:
-            with contextlib.suppress(aiosmtplib.SMTPException):
-                await client.quit()
-
-
-async def raw_sms(count: int, concurrency: int, sinks: SinkPorts) -> Leg:
-    http = TwilioHttp(sinks.twilio)
-    client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http)
-
-    async def send(i: int) -> None:
-        await client.messages.create_async(
-            to=f"+1202555{i % 10000:04d}", from_=FROM_NUMBER, body="TLP:GREEN Severe: raw leg"
-        )
-
-    try:
-        return Leg(count, await _parallel(count, concurrency, send))
-    finally:
-        await http.close()
-
-
-def split(channel: str, targets: int) -> list[tuple[str, int]]:
-    """The channels a run sends on, with their share of the targets ("mixed": a third each)."""
-    if channel != "mixed":
-        return [(channel, targets)]
-    third = targets // 3
-    return [(WEBHOOK, targets - 2 * third), (EMAIL, third), (SMS, third)]
-
-
-async def raw_leg(channel: str, settings: Settings, count: int, sinks: SinkPorts) -> Leg:
-    if channel == "mixed":  # the three raw legs at once, each with its share
-        started = time.perf_counter()
-        legs = await asyncio.gather(
-            *(raw_leg(part, settings, n, sinks) for part, n in split("mixed", count))
-        )
-        return Leg(sum(leg.sends for leg in legs), time.perf_counter() - started)
-    if channel == WEBHOOK:
-        return await raw_webhook(count, settings.delivery.per_host_concurrency, sinks)
-    if channel == EMAIL:
-        return await raw_email(count, settings, sinks)
-    return await raw_sms(count, settings.delivery.per_host_concurrency, sinks)
 
 
 async def peer_leg(

@@ -22,6 +22,7 @@ from typing import Any
 
 from bench import fanout
 from bench.common import Deadline, machine_context, run_loop, write_results
+from bench.rawlegs import WEBHOOK
 from dissemination.logs import configure
 
 FLAT = 0.2
@@ -49,7 +50,7 @@ async def run(args: argparse.Namespace, context: dict[str, Any]) -> list[dict[st
                 "--targets",
                 str(size),
                 "--channel",
-                fanout.WEBHOOK,
+                WEBHOOK,
                 "--store",
                 args.store,
                 "--runs",
@@ -100,7 +101,7 @@ def summarize(
     results = {
         "benchmark": "growth",
         "store": args.store,
-        "channel": fanout.WEBHOOK,
+        "channel": WEBHOOK,
         "flat_within": FLAT,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "sizes": rows,

@@ -35,16 +35,14 @@ async def stage_costs(settings: Settings, sample: int) -> dict[str, Any]:
     decode, validation, normalization, serialization + hashing, then the store written one
     transaction per alert and in batches of `concurrency` messages per transaction (what the
     service's group commit does under load)."""
-    from core.alert import Tlp
     from core.validation import schema_errors
-    from dissemination.intake.decoding import DecodeLimits, decode_documents
-    from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
+    from dissemination.intake.decoding import decode_documents, intake_rules
+    from dissemination.intake.normalize import alert_from_cap
     from dissemination.intake.pipeline import initial_state
     from dissemination.ledger.alerts import AlertMessage, Payload
 
     intake = settings.intake
-    limits = DecodeLimits(intake.max_body_bytes, intake.max_json_depth)
-    defaults = HandlingDefaults(Tlp.parse(intake.default_tlp), Tlp.parse(intake.public_scope_tlp))
+    limits, defaults = intake_rules(intake)
     bodies = cap_alert_bodies(2 * sample, f"stage{uuid.uuid4().hex[:6]}")
     seconds: dict[str, float] = {}
 

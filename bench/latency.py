@@ -52,9 +52,10 @@ from bench.common import (
     run_loop,
     write_results,
 )
-from bench.fanout import SinkPorts, sinks_process
+from bench.fanout import sinks_process
 from bench.intake import bench_env, store
 from bench.pyspy import print_profile, start_sampling
+from bench.rawlegs import SinkPorts
 from bench.serviceprocess import start_service
 from channels.base import ChannelName
 from dissemination.broker.topology import broker_url, declare_intake

@@ -38,8 +38,9 @@ from typing import Any
 import aio_pika
 
 from bench.common import Deadline, Resources, machine_context, run_loop, write_results
-from bench.fanout import SinkPorts, address_of, service_env, sinks_process, terminal_rows
+from bench.fanout import address_of, service_env, sinks_process, terminal_rows
 from bench.intake import bench_env, store
+from bench.rawlegs import SinkPorts
 from bench.serviceprocess import start_service
 from channels.base import ChannelName
 from dissemination.broker.topology import broker_url, declare_intake

@@ -29,8 +29,7 @@ from dissemination.controls import record
 from dissemination.controls.recordkey import record_key
 from dissemination.controls.retention import run_retention
 from dissemination.errors import PublishFailed, SchemaOutOfDate
-from dissemination.intake.decoding import DecodeLimits, decode_alerts
-from dissemination.intake.normalize import HandlingDefaults
+from dissemination.intake.decoding import decode_alerts, intake_rules
 from dissemination.logs import configure, instance_name
 from dissemination.service import Service, run_until_signalled
 from dissemination.settings import Settings, load_settings
@@ -105,10 +104,7 @@ async def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _validate_files(settings: Settings, files: Sequence[Path]) -> int:
-    limits = DecodeLimits(settings.intake.max_body_bytes, settings.intake.max_json_depth)
-    defaults = HandlingDefaults(
-        Tlp.parse(settings.intake.default_tlp), Tlp.parse(settings.intake.public_scope_tlp)
-    )
+    limits, defaults = intake_rules(settings.intake)
     invalid = 0
     for path in files:
         try:

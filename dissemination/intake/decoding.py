@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.alert import Alert, Kind
+from core.alert import Alert, Kind, Tlp
 from core.errors import ErrorDetail, RejectedInput
 from core.strictjson import loads_strict
 from core.validation import schema_errors
 from dissemination.intake.capxml import cap_document_from_xml, looks_like_xml
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
 from dissemination.intake.nws import cap_documents_from_nws
+from dissemination.settings import IntakeSettings
 from dissemination.store.tables import CONTENT_TYPE_LENGTH
 
 XML_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
@@ -34,6 +35,15 @@ class DecodeLimits:
 
     max_bytes: int
     max_depth: int
+
+
+def intake_rules(settings: IntakeSettings) -> tuple[DecodeLimits, HandlingDefaults]:
+    """The limits and the handling defaults `settings` set for every inbound alert."""
+    limits = DecodeLimits(settings.max_body_bytes, settings.max_json_depth)
+    defaults = HandlingDefaults(
+        Tlp.parse(settings.default_tlp), Tlp.parse(settings.public_scope_tlp)
+    )
+    return limits, defaults
 
 
 @dataclass(frozen=True, slots=True)

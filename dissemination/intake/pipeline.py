@@ -37,7 +37,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.alert import Alert, MsgType, Status, Tlp
+from core.alert import Alert, MsgType, Status
 from core.clock import Clock, utc_now
 from dissemination.controls import approval
 from dissemination.controls.approvalrules import ApprovalPolicy
@@ -48,8 +48,7 @@ from dissemination.controls.authority import (
     foreign_senders_possible,
 )
 from dissemination.failpoints import failpoint
-from dissemination.intake.decoding import DecodeLimits, decode_alerts
-from dissemination.intake.normalize import HandlingDefaults
+from dissemination.intake.decoding import decode_alerts, intake_rules
 from dissemination.ledger.alertrows import ToStore
 from dissemination.ledger.alerts import (
     AlertMessage,
@@ -104,10 +103,7 @@ class AlertPipeline:
         self.approval = approval
         self.metrics = metrics or Metrics()
         self.writer: GroupCommit[AlertMessage, list[Recorded]] = GroupCommit(self.record_messages)
-        self.limits = DecodeLimits(settings.max_body_bytes, settings.max_json_depth)
-        self.defaults = HandlingDefaults(
-            Tlp.parse(settings.default_tlp), Tlp.parse(settings.public_scope_tlp)
-        )
+        self.limits, self.defaults = intake_rules(settings)
 
     def parse(self, payload: Payload) -> list[Alert]:
         """The validated alerts in `payload`, or RejectedInput."""

@@ -132,8 +132,12 @@ class Ledger:
         record_key: RecordKey | None = None,
     ) -> None:
         self.database = database
-        self.planner = planner
         self.plans = PlanRows(database, planner, acks, record_key)
+
+    @property
+    def planner(self) -> Planner | None:
+        """What plans the alerts' deliveries (`PlanRows.planner`); None: recording only."""
+        return self.plans.planner
 
     async def record_alert(
         self, alert: Alert, payload: Payload, state: AlertState, now: datetime
