@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench import fanout
+from bench import rawlegs
 from channels.base import CHANNEL_NAMES, ChannelName
 from channels.email import EmailChannel
 from channels.outbox import EmailOutbox, SmsOutbox
@@ -33,7 +33,7 @@ def test_the_one_list() -> None:
     classes = (WebhookChannel, EmailChannel, EmailOutbox, SmsChannel, SmsOutbox, SmsOff)
     names = {c.name for c in classes}
     assert names == set(CHANNEL_NAMES)
-    assert sorted(fanout.CHANNELS) == list(CHANNEL_NAMES)
+    assert sorted(rawlegs.CHANNELS) == list(CHANNEL_NAMES)
 
 
 def test_the_default_settings_deliver_every_channel_and_refuse_others() -> None:
