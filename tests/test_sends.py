@@ -244,6 +244,12 @@ async def test_scheduled_send_survives_a_restart(
     second = await start_desk(custom_service, sinks, **fast)
     rows = await settled(second.service, sent["alertId"], 1)
     assert [(r["stakeholder_id"], r["state"]) for r in rows] == [(ana.id, "sent")]
+
+    async def marked_released() -> bool:  # written after the publish, so after a quick send
+        _, shown = await second.call("GET", f"/api/v1/sends/{sent['id']}")
+        return bool(shown["state"] == "released")
+
+    await wait_until(marked_released, what="the send marked released")
     status, shown = await second.call("GET", f"/api/v1/sends/{sent['id']}")
     assert (status, shown["state"]) == (200, "released")
     assert await audit_actions(second.service, sent["id"]) == ["create", "release"]
