@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib.metadata
 import json
 import os
@@ -80,6 +81,25 @@ def rabbitmqctl(*args: str) -> str:
 def psql(sql: str, database: str = PG_MAINTENANCE_DB) -> str:
     connection = ["-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", database]
     return _run_tool(["psql", "-q", "-At", *connection, "-c", sql])
+
+
+class CollectorTime:
+    """Seconds the cyclic garbage collector has run in this process since `install`."""
+
+    seconds = 0.0
+    _started = 0.0
+
+    @classmethod
+    def install(cls) -> None:
+        if cls._on_collection not in gc.callbacks:
+            gc.callbacks.append(cls._on_collection)
+
+    @classmethod
+    def _on_collection(cls, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            cls._started = time.perf_counter()
+        else:
+            cls.seconds += time.perf_counter() - cls._started
 
 
 @dataclass

@@ -228,7 +228,7 @@ async def _serve(
         if profiler is not None:
             profiler.start()
         started = time.perf_counter()
-        await service.start()
+        await service.start(freeze_heap=True)  # as `dissemination run` starts it
         startup = time.perf_counter() - started
         stored, why = await wait_for_ledger(Ledger(poll_database), expected, deadline)
         seconds = time.perf_counter() - started
