@@ -14,17 +14,25 @@ from sqlalchemy import FromClause, Select, and_, func, literal, select, true
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dissemination.directory.store import STAKEHOLDER, fields_of
 from dissemination.store.idsets import one_of
-from dissemination.store.rows import claim_due, claim_parts, suppress_expired, waiting
+from dissemination.store.rows import (
+    CLAIMED_COLUMNS,
+    claim_due,
+    claim_parts,
+    suppress_expired,
+    waiting,
+)
 from dissemination.store.tables import acks, contacts, deliveries, sms_opt_outs, stakeholders
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimRead:
     """What a claim's transaction read: the claimed rows with what sending them needs (the
-    deliveries' columns plus `secret`, `opted_out`, `ack_token_id`, `ack_code`,
-    `ack_expires_at`), their stakeholders' rows as they are now (absent if removed), the ids
-    suppressed as expired and the rows that must wait."""
+    deliveries' `CLAIMED_COLUMNS` plus `secret`, `opted_out`, `ack_token_id`, `ack_code`,
+    `ack_expires_at`), their stakeholders as they are now (absent if removed; the fields
+    their model is made from, `fields_of`), the ids suppressed as expired and the rows that
+    must wait."""
 
     records: Sequence[Mapping[Any, Any]]
     stakeholders: dict[str, dict[str, Any]]
@@ -66,21 +74,23 @@ async def claim_step_by_step(conn: AsyncConnection, ids: list[str], now: datetim
         return ClaimRead([], {}, expired, held)
     details, joined = _sending_details(deliveries, deliveries)
     query = (
-        select(deliveries, *details)
+        select(*(deliveries.c[name] for name in CLAIMED_COLUMNS), *details)
         .select_from(joined)
         .where(one_of(conn.dialect.name, deliveries.c.id, claimed))
     )
     records = (await conn.execute(query)).mappings().all()
     holder_ids = {record["stakeholder_id"] for record in records}
     found = await conn.execute(
-        select(stakeholders).where(one_of(conn.dialect.name, stakeholders.c.id, holder_ids))
+        select(*HOLDER_COLUMNS).where(one_of(conn.dialect.name, stakeholders.c.id, holder_ids))
     )
-    return ClaimRead(records, {row["id"]: dict(row) for row in found.mappings()}, expired, held)
+    holders = {row["id"]: fields_of(STAKEHOLDER, row) for row in found.mappings()}
+    return ClaimRead(records, holders, expired, held)
 
 
 HOLDER = "holder_"
 """Prefix of the stakeholder's columns in the one-statement claim's rows."""
-HOLDER_COLUMNS = tuple(column.name for column in stakeholders.c)
+HOLDER_COLUMNS = (stakeholders.c.id, *(stakeholders.c[c] for c in STAKEHOLDER.fields.values()))
+"""The stakeholder's columns a claim reads: those its model is made from."""
 
 
 def claim_statement(ids: list[str], now: datetime) -> Select[Any]:
@@ -97,7 +107,7 @@ def claim_statement(ids: list[str], now: datetime) -> Select[Any]:
     return select(
         *claimed.c,
         *details,
-        *(column.label(HOLDER + column.name) for column in stakeholders.c),
+        *(column.label(HOLDER + column.name) for column in HOLDER_COLUMNS),
         select(func.array_agg(parts.expired.c.id)).scalar_subquery().label("expired_ids"),
         select(func.array_agg(aggregate_order_by(parts.waiting.c.id, waiting_in_order)))
         .scalar_subquery()
@@ -122,7 +132,7 @@ async def claim_in_one_statement(conn: AsyncConnection, ids: list[str], now: dat
         records.append(row)  # read by name: the stakeholder's prefixed columns are ignored
         holder_id = row[HOLDER + "id"]
         if holder_id is not None and holder_id not in holders:
-            holders[holder_id] = {name: row[HOLDER + name] for name in HOLDER_COLUMNS}
+            holders[holder_id] = fields_of(STAKEHOLDER, row, HOLDER)
     return ClaimRead(
         records,
         holders,

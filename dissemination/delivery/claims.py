@@ -22,10 +22,8 @@ from dissemination.controls.recordkey import RecordKey
 from dissemination.controls.sendcheck import release_justification
 from dissemination.delivery.claimread import ClaimRead, claim_in_one_statement, claim_step_by_step
 from dissemination.directory.store import (
-    STAKEHOLDER,
     deactivate_contact,
     first_active_contact,
-    record_of,
 )
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
@@ -222,8 +220,7 @@ class DeliveryStore:
                 self._documents.clear()
             self._documents.update(fetched)
         models = {
-            holder_id: stakeholder_model(record_of(STAKEHOLDER, found))
-            for holder_id, found in read.stakeholders.items()
+            holder_id: stakeholder_model(found) for holder_id, found in read.stakeholders.items()
         }
         return [
             ClaimedRow.from_record(

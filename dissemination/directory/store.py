@@ -83,10 +83,17 @@ ESCALATION = EntitySpec(
 )
 
 
+def fields_of(spec: EntitySpec, row: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """The API representation of a row without its times: what the entity's model is made
+    from. `prefix` is that of the row's column names (a row read joined to others)."""
+    record: dict[str, Any] = {"id": row[prefix + "id"]}
+    record.update({field: row[prefix + column] for field, column in spec.fields.items()})
+    return record
+
+
 def record_of(spec: EntitySpec, row: Mapping[Any, Any]) -> dict[str, Any]:
     """The API representation of a row (never its secret)."""
-    record: dict[str, Any] = {"id": row["id"]}
-    record.update({field: row[column] for field, column in spec.fields.items()})
+    record = fields_of(spec, row)
     record["createdAt"] = row["created_at"].isoformat()
     record["updatedAt"] = row["updated_at"].isoformat()
     return record

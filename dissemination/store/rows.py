@@ -154,6 +154,26 @@ def held(row: PlannedRow) -> PlannedRow:
     return replace(row, state=DeliveryState.HELD)
 
 
+CLAIMED_COLUMNS = (
+    "id",
+    "alert_id",
+    "stakeholder_id",
+    "subscription_id",
+    "contact_id",
+    "channel",
+    "address",
+    "attempts",
+    "origin",
+    "detail",
+    "fallback_channels",
+    "ack_required",
+    "subscriptions",
+    "resent",
+)
+"""The columns of `deliveries` a claim reads back (`ClaimedRow.from_record`): its state,
+times and provider id are known, or not needed, to send it."""
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedRow:
     """A delivery row claimed for sending (now in `sending`), with what sending it needs: the
@@ -275,8 +295,8 @@ async def claim_due(conn: AsyncConnection, ids: Sequence[str], now: datetime) ->
 @dataclass(frozen=True, slots=True)
 class ClaimParts:
     """`suppress_expired`, `claim_due` and `waiting` as the common table expressions of one
-    PostgreSQL statement (`claim_parts`): `expired` (id), `claimed` (every column, as after
-    the claim) and `waiting` (id, not_before)."""
+    PostgreSQL statement (`claim_parts`): `expired` (id), `claimed` (`CLAIMED_COLUMNS`, as
+    after the claim) and `waiting` (id, not_before)."""
 
     expired: CTE
     claimed: CTE
@@ -303,7 +323,7 @@ def claim_parts(ids: Sequence[str], now: datetime) -> ClaimParts:
             attempts=deliveries.c.attempts + 1,
             updated_at=now,
         )
-        .returning(*deliveries.c)
+        .returning(*(deliveries.c[name] for name in CLAIMED_COLUMNS))
         .cte("claimed"),
         waiting=select(deliveries.c.id, deliveries.c.not_before)
         .where(pending, ~_due(now), deliveries.c.alert_id.not_in(expired_alerts))
