@@ -77,18 +77,18 @@ def record_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""The entry's fields as hashed: keys sorted, no spaces, characters as they are. One encoder
+for every entry: `json.dumps` with these options builds a new one on each call."""
+
+
 def entry_hash(prev_hash: str, fields: Mapping[str, Any], key: RecordKey | None = None) -> str:
     """The entry's link: HMAC-SHA256 under `key` (plain SHA-256 for an unkeyed entry)."""
-    canonical = json.dumps(
-        {name: fields[name] for name in HASHED_FIELDS},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    canonical = _CANONICAL.encode({name: fields[name] for name in HASHED_FIELDS})
     message = (prev_hash + canonical).encode()
     if key is None:
         return hashlib.sha256(message).hexdigest()
-    return hmac.new(key.secret, message, hashlib.sha256).hexdigest()
+    return hmac.digest(key.secret, message, "sha256").hex()
 
 
 async def append_records(
@@ -110,6 +110,7 @@ async def append_records(
         raise RecordBroken("the dissemination record's chain head is missing")
     seq, prev_hash = int(head.seq) - len(pending), str(head.last_hash)
     at = record_time(now)
+    key_id = key.id if key is not None else None
     values = []
     for entry in pending:
         seq += 1
@@ -128,7 +129,6 @@ async def append_records(
             "content_sha256": entry.content_sha256,
         }
         digest = entry_hash(prev_hash, fields, key)
-        key_id = key.id if key is not None else None
         values.append(fields | {"prev_hash": prev_hash, "hash": digest, "key_id": key_id})
         prev_hash = digest
     await insert_many(conn, dissemination_records, values)
