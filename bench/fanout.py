@@ -89,6 +89,7 @@ from testbed.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 
 log = logging.getLogger("bench.fanout")
 POLL_SECONDS = 0.05
+THIS_PROCESS = "this process"
 COLLECTOR = "of which collector"
 """The part of this process's CPU the cyclic garbage collector took (counted in it too)."""
 TERMINAL = [
@@ -125,7 +126,8 @@ class ChannelReport:
     def cpu_per_send(legs: list[Leg]) -> dict[str, float]:
         """Median CPU µs per send of each group, over the legs that finished."""
         done = [leg for leg in legs if not leg.note and leg.sends and leg.cpu]
-        groups = sorted({group for leg in done for group in leg.cpu})
+        order = {THIS_PROCESS: 0, COLLECTOR: 1}  # the collector's share next to its process
+        groups = sorted({g for leg in done for g in leg.cpu}, key=lambda g: (order.get(g, 2), g))
         return {
             group: median([leg.cpu.get(group, 0.0) / leg.sends * 1e6 for leg in done]) or 0.0
             for group in groups
@@ -160,7 +162,7 @@ def cpu_groups(sinks: SinkPorts) -> dict[str, list[int]]:
     """The processes whose CPU a leg accounts for: this one (the service, or the raw client),
     the sinks and PostgreSQL (its server and backends; idle under SQLite)."""
     return {
-        "this process": [os.getpid()],
+        THIS_PROCESS: [os.getpid()],
         "sinks": [sinks.pid],
         "PostgreSQL": processes_named("postgres"),
     }

@@ -24,28 +24,14 @@ from channels.base import DeliveryChannel
 from channels.destinations import parse_networks
 from core.clock import Clock, utc_now
 from core.validation import prepare_validators
-from dissemination.accounts.signin import SignIn
-from dissemination.accounts.store import AccountStore
 from dissemination.acks.capack import CapAcks
 from dissemination.acks.escalator import EscalationEngine
 from dissemination.acks.tokens import AckSigner, signing_keys
-from dissemination.acks.tracking import AckIssuer, AckStore
-from dissemination.api.accounts import AccountEndpoints, add_account_routes
-from dissemination.api.acks import AckEndpoints, add_ack_routes
-from dissemination.api.app import Runtime, StaffAuth, create_app
-from dissemination.api.bulk import add_bulk_routes
-from dissemination.api.controls import ControlEndpoints, add_control_routes
-from dissemination.api.directory import Admin, add_admin_routes, load_matcher
-from dissemination.api.guard import ConnectionGuard, GuardedRunner, guarding
-from dissemination.api.ingest import add_ingest_routes
-from dissemination.api.lists import add_list_routes
+from dissemination.acks.tracking import AckIssuer
+from dissemination.api.app import Runtime
+from dissemination.api.directory import Admin, load_matcher
 from dissemination.api.metrics import serve_metrics
-from dissemination.api.progress import ProgressEndpoints, add_progress_routes
-from dissemination.api.rulepreview import add_rule_preview_routes
-from dissemination.api.sends import SendEndpoints, add_send_routes
-from dissemination.api.session import add_session_routes
 from dissemination.api.tokens import TokenStore
-from dissemination.api.twiliohooks import TwilioHooks, add_twilio_hooks
 from dissemination.broker.dispatch import (
     DeliveryDispatcher,
     declare_deliveries,
@@ -54,7 +40,6 @@ from dissemination.broker.dispatch import (
 )
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect, declare_intake, redacted_url
-from dissemination.console.routes import add_console_routes
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy
 from dissemination.controls.authority import parse_grants
 from dissemination.controls.jobs import RecordVerification, ScheduledControls
@@ -68,12 +53,12 @@ from dissemination.directory.store import Directory
 from dissemination.directory.sync import DirectoryFollower
 from dissemination.errors import SchemaOutOfDate
 from dissemination.gauges import GaugeSampler, Queues
+from dissemination.httpserver import Routed, serve_http
 from dissemination.intake.consumer import IntakeConsumer
 from dissemination.intake.pipeline import AlertPipeline
 from dissemination.intake.release import SendReleaser
 from dissemination.ledger.alerts import Ledger
 from dissemination.ledger.planning import Planner
-from dissemination.ledger.progress import ProgressStore
 from dissemination.ledger.sends import Sends
 from dissemination.metrics import Metrics
 from dissemination.periodic import PeriodicTask
@@ -332,7 +317,10 @@ class Service:
         releaser = SendReleaser(Sends(database), publisher, settings.broker.username, self.clock)
         http = None
         if self.lead:
-            http = await self._serve_http(runtime, admin, database, dispatcher, signer, releaser)
+            routed = Routed(
+                runtime, admin, database, dispatcher, signer, releaser, self.clock, self.metrics
+            )
+            http = await serve_http(settings, routed, self._undo)
         escalator = EscalationEngine(database, dispatcher, self.clock, self.metrics)
         cap_acks = await self._cap_acks(database, broker)
         return Front(consumer, http, escalator, cap_acks, releaser)
@@ -367,49 +355,6 @@ class Service:
             own_user=settings.broker.username,
             grants=parse_grants(settings.broker.publishers),
         )
-
-    async def _serve_http(
-        self,
-        runtime: Runtime,
-        admin: Admin,
-        database: Database,
-        dispatcher: DeliveryDispatcher,
-        signer: AckSigner,
-        releaser: SendReleaser,
-    ) -> web.AppRunner:
-        """The HTTP API with every route, listening."""
-        settings = self.settings
-        app = create_app(runtime, settings.http)
-        add_ingest_routes(app)
-        add_admin_routes(app, admin)
-        add_bulk_routes(app)
-        add_list_routes(app)
-        add_rule_preview_routes(app)
-        sends = SendEndpoints(releaser.sends, releaser, self.clock, settings.sends.max_audience)
-        add_send_routes(app, sends)
-        add_twilio_hooks(app, TwilioHooks(database, settings, self.clock, self.metrics))
-        add_ack_routes(app, AckEndpoints(signer, AckStore(database, self.metrics), self.clock))
-        add_progress_routes(app, ProgressEndpoints(ProgressStore(database), self.clock))
-        add_control_routes(app, ControlEndpoints(database, dispatcher, self.clock))
-        signin = SignIn(database, settings.accounts, self.clock)
-        add_session_routes(app, StaffAuth(signin, settings.http.public_url))
-        add_account_routes(
-            app, AccountEndpoints(AccountStore(database), settings.accounts, self.clock)
-        )
-        add_console_routes(app)
-        guard = ConnectionGuard(
-            settings.http.max_connections,
-            settings.http.header_timeout_seconds,
-            settings.http.body_timeout_seconds,
-        )
-        http = GuardedRunner(app, guard, access_log=None)
-        await http.setup()
-        self._undo.push_async_callback(http.cleanup)
-        self._undo.push_async_callback(await guarding(guard))
-        await web.TCPSite(http, settings.http.host, settings.http.port).start()
-        for address in http.addresses:  # as bound: port 0 becomes the port the system chose
-            log.info("http_listening", address=_host_port(address))
-        return http
 
     async def _cap_acks(self, database: Database, broker: AbstractRobustConnection) -> CapAcks:
         """CAP Acks to originators, on their own exchange (not mandatory: nobody need bind)."""
@@ -507,11 +452,6 @@ class Service:
         if port:
             listener = await serve_metrics(self.metrics, settings.metrics.host, port)
             self._undo.push_async_callback(listener.cleanup)
-
-
-def _host_port(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
