@@ -166,12 +166,16 @@ def medians(runs: Sequence[dict[str, Step]]) -> dict[str, dict[str, float]]:
     return table
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if not 1 <= args.targets <= 100_000 or not 1 <= args.runs <= 10:
         print("need 1 <= --targets <= 100000 and 1 <= --runs <= 10", file=sys.stderr)
         return 2
