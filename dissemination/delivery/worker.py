@@ -274,8 +274,8 @@ class DeliveryWorker:
             await self.dispatcher.dispatch(settled.fallbacks)
 
     def _count(self, settlements: list[Settlement], settled: SettleResult) -> None:
-        for settlement in settlements:
-            self.metrics.delivered(self.channel, outcome_label(settlement))
+        for outcome, count in Counter(map(outcome_label, settlements)).items():
+            self.metrics.delivered(self.channel, outcome, count)
         for seconds in settled.first_deliveries:
             self.metrics.first_delivery(self.channel, seconds)
 
