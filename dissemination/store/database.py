@@ -127,6 +127,11 @@ def create_engine(settings: StoreSettings, data_dir: Path) -> AsyncEngine:
         pool_size=settings.pool_size,
         pool_pre_ping=True,
         pool_timeout=10,
+        # The connection returned last goes out first: each connection prepares every
+        # statement it runs once, so work that does not need them all keeps to the few that
+        # have. Handed out in turn, the first 1,000-row fan-out after a start prepared its
+        # settle on every connection of the pool and finished about 80 ms later (of 0.5 s).
+        pool_use_lifo=True,
         hide_parameters=True,
     )
 
