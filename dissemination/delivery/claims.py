@@ -21,10 +21,7 @@ from dissemination.controls.record import RELEASED, WITHHELD, Entry, append_reco
 from dissemination.controls.recordkey import RecordKey
 from dissemination.controls.sendcheck import release_justification
 from dissemination.delivery.claimread import ClaimRead, claim_in_one_statement, claim_step_by_step
-from dissemination.directory.store import (
-    deactivate_contact,
-    first_active_contact,
-)
+from dissemination.directory.store import deactivate_contact, first_active_contact
 from dissemination.store.audit import Actor
 from dissemination.store.database import Database
 from dissemination.store.groupcommit import GroupCommit
