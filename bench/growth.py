@@ -2,15 +2,17 @@
 with `bench.fanout`'s service and raw legs at each size; the rate should stay flat.
 
     .venv/bin/python -m bench.growth [--sizes 1000,10000,100000] [--store postgresql|sqlite]
-                                     [--runs 3] [--runs-largest 1] [--timeout 3600]
+                                     [--runs 3] [--runs-largest 1] [--timeout 3600] [--warm]
 
 Each size runs `bench.fanout --channel webhook --targets SIZE` (`--runs` times, the largest
 size `--runs-largest` times: it takes long) and prints the median rates per size, with each
 size's service rate over the smallest size's (target: within 20 % of 1.0) and over the raw
 leg of the same size (the raw leg shows how much of a change is the machine's: `s/raw vs
-first` is the growth with that taken out). The table and bench/results/growth-<store>.json
-are written after each size, so the sizes done stand if a later one does not finish. Every
-size shares the overall timeout.
+first` is the growth with that taken out). With `--warm`, each run times the second alert of
+a service, as `bench.fanout --warm` does: a freshly started service's first alert also pays
+for preparing its statements and opening its connections, which weighs most at the smallest
+size. The table and bench/results/growth-<store>[-warm].json are written after each size, so
+the sizes done stand if a later one does not finish. Every size shares the overall timeout.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ async def run(args: argparse.Namespace, context: dict[str, Any]) -> list[dict[st
                 str(runs),
                 "--timeout",
                 str(max(1.0, deadline.remaining())),
+                *(["--warm"] if args.warm else []),
             ]
         )
         (report,) = await fanout.run(leg_args)
@@ -101,13 +104,14 @@ def summarize(
     results = {
         "benchmark": "growth",
         "store": args.store,
+        "warm": args.warm,
         "channel": WEBHOOK,
         "flat_within": FLAT,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "sizes": rows,
         "context": context,
     }
-    write_results(f"growth-{args.store}", results)
+    write_results(f"growth-{args.store}" + ("-warm" if args.warm else ""), results)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--runs-largest", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--warm", action="store_true")
     return parser
 
 
