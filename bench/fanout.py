@@ -7,11 +7,12 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
 
   service  N stakeholders, each with one contact on the channel and a subscription to every
            alert, are created before the service starts (not timed). The real Service runs
-           in-process; one CAP alert is published with confirms, and the ledger is polled
-           (`poll_interval`) until it holds N rows in a terminal state; the time is from the
-           publish to the latest outcome those rows record (`last_outcome_at`): planning,
-           tasks on the broker, claims, rendering, signing, sending and recording every
-           outcome, without the wait for the next poll.
+           in-process, started as `dissemination run` starts it (its start-up heap frozen out
+           of later garbage collections); one CAP alert is published with confirms, and the
+           ledger is polled (`poll_interval`) until it holds N rows in a terminal state; the
+           time is from the publish to the latest outcome those rows record
+           (`last_outcome_at`): planning, tasks on the broker, claims, rendering, signing,
+           sending and recording every outcome, without the wait for the next poll.
   raw      (`bench.rawlegs`) the same number of sends with the bare client at the
            concurrency the service is allowed towards one host: aiohttp POSTs of a body of the
            same size (webhook), aiosmtplib's `sendmail` of the service's own mail for the
@@ -33,10 +34,11 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
 
 The sinks (webhook receiver, aiosmtpd, the Twilio fake) run in a child process
 (`bench.sinks`). Prints per-run rates, medians and the service/raw (and service/peer) ratios,
-the CPU each leg cost per send in this process, the sinks and PostgreSQL,
-and writes bench/results/fanout-<channel>-<store>-<mode>.json. `--profile` runs the service
-legs under pyinstrument and writes bench/results/fanout-<channel>-<store>-<mode>.html. Every
-wait is bounded by the overall timeout.
+the CPU each leg cost per send in this process (with the garbage collector's share), the
+sinks and PostgreSQL, and the service process's CPU a send over the raw client's, and writes
+bench/results/fanout-<channel>-<store>-<mode>[-warm].json. `--profile` runs the service legs
+under pyinstrument and writes bench/results/fanout-<channel>-<store>-<mode>[-warm].html.
+Every wait is bounded by the overall timeout.
 """
 
 from __future__ import annotations
