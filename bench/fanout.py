@@ -238,16 +238,22 @@ async def last_outcome_at(database: Database) -> datetime | None:
         return last
 
 
-async def publish_alert(exchange: aio_pika.abc.AbstractExchange, settings: Settings) -> None:
-    """One CAP alert that every enrolled stakeholder's subscription matches, with confirms."""
-    document = cap_json(f"FANOUT-{uuid.uuid4().hex[:8]}", handling={"tlp": "GREEN"})
+async def publish_alert(
+    exchange: aio_pika.abc.AbstractExchange,
+    settings: Settings,
+    identifier: str | None = None,
+    routing_key: str = "bench.fanout",
+) -> None:
+    """One CAP alert (TLP:GREEN) that every enrolled stakeholder's subscription matches,
+    published as the service's broker user, with confirms; a fresh identifier by default."""
+    identifier = identifier or f"FANOUT-{uuid.uuid4().hex[:8]}"
     await exchange.publish(
         aio_pika.Message(
-            json.dumps(document).encode(),
+            json.dumps(cap_json(identifier, handling={"tlp": "GREEN"})).encode(),
             content_type="application/json",
             user_id=settings.broker.username,
         ),
-        routing_key="bench.fanout",
+        routing_key=routing_key,
         mandatory=True,
     )
 

@@ -52,7 +52,7 @@ from bench.common import (
     run_loop,
     write_results,
 )
-from bench.fanout import sinks_process
+from bench.fanout import publish_alert, sinks_process
 from bench.intake import bench_env, store
 from bench.pyspy import print_profile, start_sampling
 from bench.rawlegs import SinkPorts
@@ -210,14 +210,7 @@ async def service_leg(
             )
 
             async def publish(identifier: str) -> None:
-                body = json.dumps(cap_json(identifier, handling={"tlp": "GREEN"})).encode()
-                await topology.exchange.publish(
-                    aio_pika.Message(
-                        body, content_type="application/json", user_id=settings.broker.username
-                    ),
-                    routing_key="bench.latency",
-                    mandatory=True,
-                )
+                await publish_alert(topology.exchange, settings, identifier, "bench.latency")
 
             return await measure(sinks, publish, args, deadline)
     finally:

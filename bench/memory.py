@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
 import uuid
@@ -38,7 +37,7 @@ from typing import Any
 import aio_pika
 
 from bench.common import Deadline, Resources, machine_context, run_loop, write_results
-from bench.fanout import address_of, service_env, sinks_process, terminal_rows
+from bench.fanout import address_of, publish_alert, service_env, sinks_process, terminal_rows
 from bench.intake import bench_env, store
 from bench.rawlegs import SinkPorts
 from bench.serviceprocess import start_service
@@ -46,7 +45,6 @@ from channels.base import ChannelName
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
-from testbed.alerts import cap_json
 from testbed.directory import enrol_many
 
 TARGET_MB = 500.0
@@ -130,16 +128,8 @@ async def publish_one(settings: Settings) -> None:
         topology = await declare_intake(
             await connection.channel(publisher_confirms=True), settings.broker
         )
-        document = cap_json(f"MEMORY-{uuid.uuid4().hex[:8]}", handling={"tlp": "GREEN"})
-        await topology.exchange.publish(
-            aio_pika.Message(
-                json.dumps(document).encode(),
-                content_type="application/json",
-                user_id=settings.broker.username,
-            ),
-            routing_key="bench.memory",
-            mandatory=True,
-        )
+        identifier = f"MEMORY-{uuid.uuid4().hex[:8]}"
+        await publish_alert(topology.exchange, settings, identifier, "bench.memory")
 
 
 async def loaded_phases(
