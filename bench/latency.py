@@ -52,7 +52,7 @@ from bench.common import (
     run_loop,
     write_results,
 )
-from bench.fanout import publish_alert, sinks_process
+from bench.fanoutservice import publish_alert, sinks_process
 from bench.intake import bench_env, store
 from bench.pyspy import print_profile, start_sampling
 from bench.rawlegs import SinkPorts

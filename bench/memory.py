@@ -37,7 +37,13 @@ from typing import Any
 import aio_pika
 
 from bench.common import Deadline, Resources, machine_context, run_loop, write_results
-from bench.fanout import address_of, publish_alert, service_env, sinks_process, terminal_rows
+from bench.fanoutservice import (
+    address_of,
+    publish_alert,
+    service_env,
+    sinks_process,
+    terminal_rows,
+)
 from bench.intake import bench_env, store
 from bench.rawlegs import SinkPorts
 from bench.serviceprocess import start_service

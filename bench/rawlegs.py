@@ -43,7 +43,7 @@ class Leg:
     seconds: float
     note: str = ""
     cpu: dict[str, float] = field(default_factory=dict)
-    """CPU seconds each group of processes spent in the leg (`bench.fanout.cpu_groups`)."""
+    """CPU seconds each group of processes spent in the leg (`bench.fanoutservice.cpu_groups`)."""
 
     @property
     def rate(self) -> float:
