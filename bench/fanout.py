@@ -4,6 +4,7 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
     .venv/bin/python -m bench.fanout [--targets 10000] [--channel webhook|email|sms|mixed|all]
                                      [--store sqlite|postgresql] [--runs 3] [--timeout 1800]
                                      [--ack | --escalate] [--warm] [--profile] [--peer alertmanager]
+                                     [--workers N]
 
   service  N stakeholders, each with one contact on the channel and a subscription to every
            alert, are created before the service starts (not timed). The real Service runs
@@ -28,17 +29,23 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
            times the second: its statements are prepared, its connections open, as in a
            service that has been running (without it, each run times the first alert after a
            start).
+  --workers N  the service leg runs the service as deployed, `dissemination run --workers N`
+           in a child process (`bench.fanoutprocesses`): a supervisor and N processes
+           competing for the tasks; the alert is published once each consumes. Its CPU is
+           that of those processes ("service processes"), without the collector's share.
   --peer alertmanager  the webhook runs also time Prometheus Alertmanager delivering N alerts
            as N webhooks to the same sink (`bench.alertmanager` says how and what it does not
            do that we do); skipped, with how to install it, when it is not installed.
 
-The service leg is `bench.fanoutservice`'s, the raw legs `bench.rawlegs`'. The sinks (webhook
-receiver, aiosmtpd, the Twilio fake) run in a child process (`bench.sinks`). Prints per-run
-rates, medians and the service/raw (and service/peer) ratios, the CPU each leg cost per send
-in this process (with the garbage collector's share), the sinks and PostgreSQL, and the
-service process's CPU a send over the raw client's, and writes
-bench/results/fanout-<channel>-<store>-<mode>[-warm].json. `--profile` runs the service legs
-under pyinstrument and writes bench/results/fanout-<channel>-<store>-<mode>[-warm].html.
+The service leg is `bench.fanoutservice`'s (`bench.fanoutprocesses`' with `--workers`), the
+raw legs `bench.rawlegs`'. The sinks (webhook receiver, aiosmtpd, the Twilio fake) run in a
+child process (`bench.sinks`). Prints per-run rates, medians and the service/raw (and
+service/peer) ratios, the CPU each leg cost per send in the service's processes (with the
+garbage collector's share when that is this process), the sinks and PostgreSQL, and the
+service's CPU a send over the raw client's, and writes
+bench/results/fanout-<channel>-<store>-<mode>[-<N>w][-warm].json. `--profile` runs the
+service legs under pyinstrument and writes
+bench/results/fanout-<channel>-<store>-<mode>[-warm].html.
 Every wait is bounded by the overall timeout.
 """
 
@@ -63,8 +70,10 @@ from bench.common import (
     run_loop,
     write_results,
 )
+from bench.fanoutprocesses import processes_leg
 from bench.fanoutservice import (
     COLLECTOR,
+    SERVICE_PROCESSES,
     THIS_PROCESS,
     cpu_groups,
     service_env,
@@ -115,13 +124,9 @@ class ChannelReport:
         does for a send. The machine's speed moves both, so this moves less between sittings
         than either (the same code measured 232-384 µs a webhook send within one sitting)."""
         ratios = [
-            (service.cpu[THIS_PROCESS] / service.sends) / (raw.cpu[THIS_PROCESS] / raw.sends)
+            (service_cpu(service) / service.sends) / (raw.cpu[THIS_PROCESS] / raw.sends)
             for service, raw in zip(self.service, self.raw, strict=False)
-            if not service.note
-            and service.sends
-            and raw.sends
-            and raw.cpu.get(THIS_PROCESS)
-            and THIS_PROCESS in service.cpu
+            if not service.note and service.sends and raw.sends and raw.cpu.get(THIS_PROCESS)
         ]
         return median(ratios)
 
@@ -129,12 +134,17 @@ class ChannelReport:
     def cpu_per_send(legs: list[Leg]) -> dict[str, float]:
         """Median CPU µs per send of each group, over the legs that finished."""
         done = [leg for leg in legs if not leg.note and leg.sends and leg.cpu]
-        order = {THIS_PROCESS: 0, COLLECTOR: 1}  # the collector's share next to its process
+        order = {THIS_PROCESS: 0, SERVICE_PROCESSES: 0, COLLECTOR: 1}  # the collector next
         groups = sorted({g for leg in done for g in leg.cpu}, key=lambda g: (order.get(g, 2), g))
         return {
             group: median([leg.cpu.get(group, 0.0) / leg.sends * 1e6 for leg in done]) or 0.0
             for group in groups
         }
+
+
+def service_cpu(leg: Leg) -> float:
+    """The CPU seconds the service's own processes spent in a service leg."""
+    return leg.cpu.get(THIS_PROCESS, leg.cpu.get(SERVICE_PROCESSES, 0.0))
 
 
 async def peer_leg(
@@ -178,16 +188,29 @@ async def run(args: argparse.Namespace) -> list[ChannelReport]:
                         raw = await raw_leg(report.channel, settings, sends, sinks)
                         raw.cpu = spent(before, sample(groups))
                         report.raw.append(raw)
-                        service = await service_leg(
-                            settings,
-                            report.channel,
-                            args.targets,
-                            sinks,
-                            deadline,
-                            profiler,
-                            args.mode,
-                            args.warm,
-                        )
+                        if args.workers:
+                            service = await processes_leg(
+                                settings,
+                                env,
+                                report.channel,
+                                args.targets,
+                                sinks,
+                                deadline,
+                                args.mode,
+                                args.warm,
+                                args.workers,
+                            )
+                        else:
+                            service = await service_leg(
+                                settings,
+                                report.channel,
+                                args.targets,
+                                sinks,
+                                deadline,
+                                profiler,
+                                args.mode,
+                                args.warm,
+                            )
                         report.service.append(service)
                     peer = await peer_leg(args, report, sinks, deadline)
                     print(
@@ -210,7 +233,10 @@ async def run(args: argparse.Namespace) -> list[ChannelReport]:
 
 def results_name(args: argparse.Namespace) -> str:
     """The name of the run's results: channel, store, mode, and whether the service was warm."""
-    return f"fanout-{args.channel}-{args.store}-{args.mode}" + ("-warm" if args.warm else "")
+    workers = f"-{args.workers}w" if args.workers else ""
+    return f"fanout-{args.channel}-{args.store}-{args.mode}{workers}" + (
+        "-warm" if args.warm else ""
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -227,6 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(mode="plain")
     parser.add_argument("--warm", action="store_true")
     parser.add_argument("--peer", choices=["alertmanager"], default=None)
+    parser.add_argument("--workers", type=int, default=0)
     return parser
 
 
@@ -234,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not 1 <= args.targets <= 100_000 or not 1 <= args.runs <= 10 or args.timeout <= 0:
         print("need 1 <= --targets <= 100000, 1 <= --runs <= 10, --timeout > 0", file=sys.stderr)
+        return 2
+    if not 0 <= args.workers <= 16 or (args.workers and args.profile):
+        print("need 0 <= --workers <= 16, and no --profile with --workers", file=sys.stderr)
         return 2
     configure("WARNING", "console", "bench")  # the service's log lines, as the CLI sets them
     CollectorTime.install()

@@ -47,6 +47,8 @@ POLL_SECONDS = 0.05
 THIS_PROCESS = "this process"
 COLLECTOR = "of which collector"
 """The part of this process's CPU the cyclic garbage collector took (counted in it too)."""
+SERVICE_PROCESSES = "service processes"
+"""The service as deployed, `dissemination run` in a child process: its supervisor and workers."""
 TERMINAL = [
     s.value for s in DeliveryState if s not in (DeliveryState.PENDING, DeliveryState.SENDING)
 ]
@@ -76,14 +78,12 @@ async def sinks_process() -> Any:
         await asyncio.wait_for(process.wait(), 30)
 
 
-def cpu_groups(sinks: SinkPorts) -> dict[str, list[int]]:
-    """The processes whose CPU a leg accounts for: this one (the service, or the raw client),
+def cpu_groups(sinks: SinkPorts, service: list[int] | None = None) -> dict[str, list[int]]:
+    """The processes whose CPU a leg accounts for: the service's (`service`, a service in
+    processes of its own) or this one (the service in this process, or the raw client),
     the sinks and PostgreSQL (its server and backends; idle under SQLite)."""
-    return {
-        THIS_PROCESS: [os.getpid()],
-        "sinks": [sinks.pid],
-        "PostgreSQL": processes_named("postgres"),
-    }
+    first = {THIS_PROCESS: [os.getpid()]} if service is None else {SERVICE_PROCESSES: service}
+    return first | {"sinks": [sinks.pid], "PostgreSQL": processes_named("postgres")}
 
 
 def address_of(channel: str, sinks: SinkPorts) -> Callable[[int], str]:
@@ -181,6 +181,75 @@ async def escalation_policy(database: Database) -> str:
     return str(record["id"])
 
 
+async def enrol_targets(
+    database: Database, channel: str, targets: int, sinks: SinkPorts, mode: str
+) -> int:
+    """Migrate the store and enrol `targets` stakeholders subscribed to every alert on
+    `channel` (or the mixed channels' shares), before the service starts; the rows one alert
+    fans out to (twice the targets under the escalating policy, which resends once)."""
+    await database.migrate()
+    policy = await escalation_policy(database) if mode == "escalate" else None
+    for part, count in split(channel, targets):
+        await enrol_many(
+            database,
+            count,
+            part,
+            address_of(part, sinks),
+            ack_required=mode != "plain",
+            escalation_id=policy,
+        )
+    return targets * (2 if policy else 1)
+
+
+async def timed_fanout(
+    database: Database,
+    settings: Settings,
+    rows: int,
+    groups: dict[str, list[int]],
+    deadline: Deadline,
+    warm: bool,
+    profiler: Any = None,
+) -> Leg:
+    """Publish one alert to a running service (after an untimed first one when `warm`) and
+    time it from the publish to the last of its `rows` outcomes, with the CPU each of
+    `groups` spent meanwhile (and, when the service is this process, the collector's)."""
+    connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
+    try:
+        topology = await declare_intake(
+            await connection.channel(publisher_confirms=True), settings.broker
+        )
+        earlier = 0
+        if warm:
+            await publish_alert(topology.exchange, settings)
+            earlier = await wait_for_terminal(database, rows, deadline)
+        if profiler is not None:
+            profiler.start()
+        before = sample(groups)
+        collecting = CollectorTime.seconds
+        published_at = datetime.now(UTC)  # the clock the service records outcomes with
+        started = time.perf_counter()
+        await publish_alert(topology.exchange, settings)
+        done = await wait_for_terminal(database, earlier + rows, deadline) - earlier
+        seconds = time.perf_counter() - started
+        cpu = spent(before, sample(groups))
+        last = await last_outcome_at(database) if done >= rows else None
+        if last is not None:
+            seconds = min(seconds, (last - published_at).total_seconds())
+        if THIS_PROCESS in groups:
+            cpu[COLLECTOR] = CollectorTime.seconds - collecting
+        if profiler is not None:
+            profiler.stop()
+    finally:
+        await connection.close()
+    async with database.reading() as conn:
+        sent = await conn.scalar(
+            select(func.count()).select_from(deliveries).where(deliveries.c.state == "sent")
+        )
+    published = rows * (2 if warm else 1)
+    note = "" if sent == published else f"{sent} of {published} sent"
+    return Leg(done, seconds, note, cpu)
+
+
 async def service_leg(
     settings: Settings,
     channel: str,
@@ -191,57 +260,18 @@ async def service_leg(
     mode: str,
     warm: bool = False,
 ) -> Leg:
+    """The service in this process, started as `dissemination run` starts it (its start-up
+    heap frozen out of later garbage collections), timed on one fan-out."""
     database = Database.from_settings(settings.store, settings.data_path)
     try:
-        await database.migrate()
-        policy = await escalation_policy(database) if mode == "escalate" else None
-        for part, count in split(channel, targets):
-            await enrol_many(
-                database,
-                count,
-                part,
-                address_of(part, sinks),
-                ack_required=mode != "plain",
-                escalation_id=policy,
-            )
-        rows = targets * (2 if policy else 1)
+        rows = await enrol_targets(database, channel, targets, sinks, mode)
         service = Service(settings)
-        await service.start(freeze_heap=True)  # as `dissemination run` starts it
-        connection = await aio_pika.connect(broker_url(settings.broker), timeout=10)
+        await service.start(freeze_heap=True)
         try:
-            topology = await declare_intake(
-                await connection.channel(publisher_confirms=True), settings.broker
+            return await timed_fanout(
+                database, settings, rows, cpu_groups(sinks), deadline, warm, profiler
             )
-            earlier = 0
-            if warm:
-                await publish_alert(topology.exchange, settings)
-                earlier = await wait_for_terminal(database, rows, deadline)
-            if profiler is not None:
-                profiler.start()
-            groups = cpu_groups(sinks)
-            before = sample(groups)
-            collecting = CollectorTime.seconds
-            published_at = datetime.now(UTC)  # the clock the service records outcomes with
-            started = time.perf_counter()
-            await publish_alert(topology.exchange, settings)
-            done = await wait_for_terminal(database, earlier + rows, deadline) - earlier
-            seconds = time.perf_counter() - started
-            cpu = spent(before, sample(groups))
-            last = await last_outcome_at(database) if done >= rows else None
-            if last is not None:
-                seconds = min(seconds, (last - published_at).total_seconds())
-            cpu[COLLECTOR] = CollectorTime.seconds - collecting
-            if profiler is not None:
-                profiler.stop()
         finally:
-            await connection.close()
             await service.stop()
-        async with database.reading() as conn:
-            sent = await conn.scalar(
-                select(func.count()).select_from(deliveries).where(deliveries.c.state == "sent")
-            )
-        published = rows * (2 if warm else 1)
-        note = "" if sent == published else f"{sent} of {published} sent"
-        return Leg(done, seconds, note, cpu)
     finally:
         await database.close()

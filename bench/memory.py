@@ -51,6 +51,7 @@ from channels.base import ChannelName
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
+from testbed.cputime import with_children
 from testbed.directory import enrol_many
 
 TARGET_MB = 500.0
@@ -82,20 +83,8 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process below it, from /proc/<pid>/task/*/children."""
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError, ValueError):
-                queue.extend(int(child) for child in (task / "children").read_text().split())
-    return found
-
-
 def resident(pid: int) -> Resident:
-    pids = process_tree(pid)
+    pids = with_children(pid)
     rss = [_status_kb(p, "VmRSS") for p in pids]
     peak = [_status_kb(p, "VmHWM") for p in pids]
     return Resident(
