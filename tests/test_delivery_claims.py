@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select, text, update
 
 from core.alert import Tlp
 from dissemination.controls.record import verify
-from dissemination.delivery.claimread import claim_statement
+from dissemination.delivery.claimread import claim_parameters, claim_statement
 from dissemination.delivery.claims import DOCUMENT_CACHE_SIZE, Claim, DeliveryStore, Settlement
 from dissemination.directory.store import CONTACT, STAKEHOLDER, Directory
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
@@ -393,7 +393,7 @@ async def test_claims_and_settles_never_read_the_state_index_whatever_the_statis
     ids = await plan(20_000, DeliveryState.PENDING, "fan-out")
     claimed = ids[:100]
 
-    nodes = await explained(store, claim_statement(claimed, NOW))
+    nodes = await explained(store, claim_statement(), claim_parameters(claimed, NOW))
     assert any(n.get("Relation Name") == "deliveries" for n in nodes)
     assert state_indexes(nodes) == set()
 

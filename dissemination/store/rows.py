@@ -29,7 +29,19 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CTE, and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from channels.base import ChannelName
@@ -303,12 +315,13 @@ class ClaimParts:
     waiting: CTE
 
 
-def claim_parts(ids: Sequence[str], now: datetime) -> ClaimParts:
-    """The claim's three parts for one statement on PostgreSQL. Every part of a statement sees
-    the same snapshot, so each takes its rows by a condition of its own that excludes the
-    others' (a row must not be updated twice in one statement); together they do what the
-    three functions do one after the other."""
-    pending = _pending_any("postgresql", ids)
+def claim_parts(ids: ColumnElement[Any], now: ColumnElement[Any]) -> ClaimParts:
+    """The claim's three parts for one statement on PostgreSQL, over the statement's
+    parameters `ids` (an array of row ids) and `now`. Every part of a statement sees the same
+    snapshot, so each takes its rows by a condition of its own that excludes the others' (a
+    row must not be updated twice in one statement); together they do what the three
+    functions do one after the other."""
+    pending = and_(deliveries.c.id == any_(ids), state_check(DeliveryState.PENDING))
     expired_alerts = _expired_alerts(now)
     return ClaimParts(
         expired=update(deliveries)
@@ -331,7 +344,7 @@ def claim_parts(ids: Sequence[str], now: datetime) -> ClaimParts:
     )
 
 
-def _expired_alerts(now: datetime) -> Any:
+def _expired_alerts(now: datetime | ColumnElement[Any]) -> Any:
     return select(alerts.c.id).where(alerts.c.expires_at.is_not(None), alerts.c.expires_at <= now)
 
 
@@ -378,7 +391,7 @@ def state_check(state: DeliveryState) -> Any:
     return deliveries.c.state.concat("") == state.value
 
 
-def _due(now: datetime) -> Any:
+def _due(now: datetime | ColumnElement[Any]) -> Any:
     return or_(deliveries.c.not_before.is_(None), deliveries.c.not_before <= now)
 
 
