@@ -136,8 +136,11 @@ def create_engine(settings: StoreSettings, data_dir: Path) -> AsyncEngine:
     )
 
 
+@functools.cache
 def insert_ignoring_conflicts(dialect: str, table: Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING in `dialect` ("postgresql" or "sqlite")."""
+    """INSERT ... ON CONFLICT DO NOTHING in `dialect` ("postgresql" or "sqlite"); one statement
+    per table, run with the rows as parameters (building it again for every write cost as much
+    CPU as running it)."""
     dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return dialect_insert(table).on_conflict_do_nothing()
 

@@ -278,12 +278,8 @@ async def insert_planned(
         return 0
     if database.dialect == "postgresql" and len(values) >= ARRAYS_FROM:
         return await insert_as_arrays(conn, deliveries, values, ignore_conflicts=True)
-    if len(values) == 1:
-        result = await conn.execute(
-            database.insert_ignoring_conflicts(deliveries).values(values[0])
-        )
-    else:
-        result = await conn.execute(database.insert_ignoring_conflicts(deliveries), values)
+    statement = database.insert_ignoring_conflicts(deliveries)
+    result = await conn.execute(statement, values[0] if len(values) == 1 else values)
     return int(result.rowcount or 0)
 
 
