@@ -4,6 +4,7 @@ of truth; every write here is idempotent so a redelivered message changes nothin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from dissemination.controls.recordkey import RecordKey
 from dissemination.ledger.alertrows import ToStore, alert_row_values
 from dissemination.ledger.planning import Planner
 from dissemination.ledger.planrows import PlanRows
-from dissemination.store.database import Database
+from dissemination.store.database import Database, insert_ignoring_conflicts
 from dissemination.store.rows import (
     AlertState,
     PlannedRow,
@@ -45,6 +46,12 @@ class RecordOutcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
+
+
+@functools.cache
+def _inserting_alerts(dialect: str) -> Any:
+    """The alerts' insert, ignoring those stored already, returning the ids it stored."""
+    return insert_ignoring_conflicts(dialect, alerts).returning(alerts.c.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +196,7 @@ class Ledger:
             alert_row_values(entry, document, content_hash)
             for entry, document, content_hash in zip(entries, documents, hashes, strict=True)
         ]
-        inserted = set(
-            await conn.scalars(
-                self.database.insert_ignoring_conflicts(alerts).returning(alerts.c.id), rows
-            )
-        )
+        inserted = set(await conn.scalars(_inserting_alerts(self.database.dialect), rows))
         outcomes: list[RecordOutcome] = []
         again: list[int] = []  # entries whose key was stored before them
         for index, entry in enumerate(entries):

@@ -645,6 +645,14 @@ async def _move_reported(conn: AsyncConnection, status: ProviderStatus, now: dat
     return bool(result.rowcount)
 
 
+_KEPT_OF_MESSAGES = and_(
+    provider_statuses.c.channel == bindparam("channel"),
+    provider_statuses.c.provider_id.in_(bindparam("provider_ids", expanding=True)),
+)
+_KEPT_STATUSES = select(provider_statuses).where(_KEPT_OF_MESSAGES)
+"""The statuses kept for some messages of one channel: read with every SMS and email settle."""
+
+
 async def _apply_kept_statuses(
     conn: AsyncConnection, messages: Collection[tuple[str, str]], now: datetime
 ) -> None:
@@ -652,17 +660,15 @@ async def _apply_kept_statuses(
     are `sent`, and forget them."""
     for channel in {channel for channel, _ in messages}:
         ids = [provider_id for of_channel, provider_id in messages if of_channel == channel]
-        kept_here = and_(
-            provider_statuses.c.channel == channel, provider_statuses.c.provider_id.in_(ids)
-        )
-        kept = (await conn.execute(select(provider_statuses).where(kept_here))).mappings().all()
+        parameters = {"channel": channel, "provider_ids": ids}
+        kept = (await conn.execute(_KEPT_STATUSES, parameters)).mappings().all()
         for row in kept:
             status = ProviderStatus(
                 channel, row["provider_id"], row["status"], row["error_code"], row["reason"]
             )
             await _move_reported(conn, status, now)
         if kept:
-            await conn.execute(delete(provider_statuses).where(kept_here))
+            await conn.execute(delete(provider_statuses).where(_KEPT_OF_MESSAGES), parameters)
 
 
 async def _lock_messages(conn: AsyncConnection, messages: Collection[tuple[str, str]]) -> None:
