@@ -3,6 +3,7 @@ without the broker, the channels or a sink, so that a change to one step shows a
 noise the whole fan-out carries.
 
     .venv/bin/python -m bench.ledger [--targets 10000] [--store postgresql|sqlite] [--runs 3]
+                                     [--alerts 1]
 
 Each run enrols `--targets` webhook stakeholders in a fresh store, then times, as the service
 does them:
@@ -13,10 +14,14 @@ does them:
   they go together, as the workers' do);
 - settle: every row settled as sent, `SETTLE_WAVE` at a time, with its record entry.
 
+With `--alerts N` it does so for N alerts one after the other, each step timed over all of
+them: `--targets 10 --alerts 200` gives what an alert costs whatever its size (statements,
+transactions), which is most of a small alert's cost and of the latency benchmark's.
+
 The directory and the matcher are frozen out of later garbage collections first, as the
 service does when it starts. For each step it prints the medians of the wall time, of this
 process's CPU (and the part of it the garbage collector took) and of PostgreSQL's (server and
-backends; nothing under SQLite), per row.
+backends; nothing under SQLite), per row, and this process's CPU per alert.
 """
 
 from __future__ import annotations
@@ -65,6 +70,13 @@ class Step:
     seconds: float
     cpu: dict[str, float] = field(default_factory=dict)
 
+    def add(self, other: Step) -> None:
+        """Count `other` (the same step of another alert) in this one."""
+        self.rows += other.rows
+        self.seconds += other.seconds
+        for group, seconds in other.cpu.items():
+            self.cpu[group] = self.cpu.get(group, 0.0) + seconds
+
     def per_row(self) -> dict[str, float]:
         """µs a row: wall, and CPU by group."""
         figures = {"wall": self.seconds} | self.cpu
@@ -84,7 +96,7 @@ async def timed(rows: int, work: Callable[[], Awaitable[object]]) -> Step:
     return Step(rows, seconds, cpu)
 
 
-async def one_run(settings: Settings, targets: int) -> dict[str, Step]:
+async def one_run(settings: Settings, targets: int, alerts: int) -> dict[str, Step]:
     database = Database.from_settings(settings.store, settings.data_path)
     try:
         await database.migrate()
@@ -95,42 +107,53 @@ async def one_run(settings: Settings, targets: int) -> dict[str, Step]:
         pipeline = AlertPipeline(ledger, settings.intake)
         delivery = DeliveryStore(database, key)
         freeze_start_up_heap()  # as the service does before its first alert
-        body = json.dumps(cap_json(f"LEDGER-{uuid.uuid4().hex[:8]}", handling={"tlp": "GREEN"}))
-        payload = Payload(body.encode(), "application/json")
-        pending: list[str] = []
-
-        async def plan() -> None:
-            result = await pipeline.process(payload)
-            pending.extend(result.pending.get("webhook", []))
-
-        steps = {"plan": await timed(targets, plan)}
-        if len(pending) != targets:
-            raise SystemExit(f"planned {len(pending)} pending rows of {targets}")
-        claimed: list[ClaimedRow] = []
-
-        async def claim() -> None:
-            chunks = [pending[i : i + CLAIM_CHUNK] for i in range(0, len(pending), CLAIM_CHUNK)]
-            for start in range(0, len(chunks), CONCURRENT_CLAIMS):
-                wave = chunks[start : start + CONCURRENT_CLAIMS]
-                now = datetime.now(UTC)
-                for each in await asyncio.gather(*(delivery.claim(ids, now) for ids in wave)):
-                    claimed.extend(each.rows)
-
-        steps["claim"] = await timed(targets, claim)
-        digest = hashlib.sha256(body.encode()).hexdigest()
-
-        async def settle() -> None:
-            for start in range(0, len(claimed), SETTLE_WAVE):
-                wave = [
-                    Settlement(row, DeliveryState.SENT, "HTTP 204", "204", content_sha256=digest)
-                    for row in claimed[start : start + SETTLE_WAVE]
-                ]
-                await delivery.settle(wave, datetime.now(UTC))
-
-        steps["settle"] = await timed(len(claimed), settle)
+        steps = {name: Step(0, 0.0) for name in STEPS}
+        for _ in range(alerts):
+            for name, step in (await one_alert(pipeline, delivery, targets)).items():
+                steps[name].add(step)
         return steps
     finally:
         await database.close()
+
+
+async def one_alert(
+    pipeline: AlertPipeline, delivery: DeliveryStore, targets: int
+) -> dict[str, Step]:
+    """One alert to every target planned, its rows claimed, then settled, each step timed."""
+    body = json.dumps(cap_json(f"LEDGER-{uuid.uuid4().hex[:8]}", handling={"tlp": "GREEN"}))
+    payload = Payload(body.encode(), "application/json")
+    pending: list[str] = []
+
+    async def plan() -> None:
+        result = await pipeline.process(payload)
+        pending.extend(result.pending.get("webhook", []))
+
+    steps = {"plan": await timed(targets, plan)}
+    if len(pending) != targets:
+        raise SystemExit(f"planned {len(pending)} pending rows of {targets}")
+    claimed: list[ClaimedRow] = []
+
+    async def claim() -> None:
+        chunks = [pending[i : i + CLAIM_CHUNK] for i in range(0, len(pending), CLAIM_CHUNK)]
+        for start in range(0, len(chunks), CONCURRENT_CLAIMS):
+            wave = chunks[start : start + CONCURRENT_CLAIMS]
+            now = datetime.now(UTC)
+            for each in await asyncio.gather(*(delivery.claim(ids, now) for ids in wave)):
+                claimed.extend(each.rows)
+
+    steps["claim"] = await timed(targets, claim)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+
+    async def settle() -> None:
+        for start in range(0, len(claimed), SETTLE_WAVE):
+            wave = [
+                Settlement(row, DeliveryState.SENT, "HTTP 204", "204", content_sha256=digest)
+                for row in claimed[start : start + SETTLE_WAVE]
+            ]
+            await delivery.settle(wave, datetime.now(UTC))
+
+    steps["settle"] = await timed(len(claimed), settle)
+    return steps
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Step]]:
@@ -140,7 +163,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Step]]:
         for number in range(1, args.runs + 1):
             with store(args.store, resources, None) as (url, data_dir):
                 settings = load_settings(bench_env("/", url, data_dir, "ledger"))
-                steps = await one_run(settings, args.targets)
+                steps = await one_run(settings, args.targets, args.alerts)
             runs.append(steps)
             print(
                 f"run {number}: "
@@ -171,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--alerts", type=int, default=1)
     return parser
 
 
@@ -179,22 +203,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.targets <= 100_000 or not 1 <= args.runs <= 10:
         print("need 1 <= --targets <= 100000 and 1 <= --runs <= 10", file=sys.stderr)
         return 2
+    if not 1 <= args.alerts <= 10_000 or args.alerts * args.targets > 1_000_000:
+        print("need 1 <= --alerts <= 10000 and --alerts x --targets <= 1000000", file=sys.stderr)
+        return 2
     configure("WARNING", "console", "bench")
     CollectorTime.install()
     context = machine_context()
     table = medians(run_loop(run(args)))
-    print(f"\nµs a row, medians of {args.runs}, {args.targets:,} rows, store {args.store}:")
-    print(f"{'step':<8} {'wall':>8} {'this process':>13} {'collector':>10} {'PostgreSQL':>11}")
+    alerts = (
+        f"{args.alerts:,} alerts of {args.targets:,} rows"
+        if args.alerts > 1
+        else (f"{args.targets:,} rows")
+    )
+    print(f"\nµs a row, medians of {args.runs}, {alerts}, store {args.store}:")
+    print(
+        f"{'step':<8} {'wall':>8} {'this process':>13} {'collector':>10} {'PostgreSQL':>11}"
+        f" {'an alert, this process':>23}"
+    )
     for name, figures in table.items():
+        an_alert = figures["this process"] * args.targets / 1000
         print(
             f"{name:<8} {figures['wall']:>8.1f} {figures['this process']:>13.1f}"
             f" {figures['of which collector']:>10.1f} {figures.get('PostgreSQL', 0.0):>11.1f}"
+            f" {an_alert:>20.2f} ms"
         )
+    suffix = f"-{args.targets}x{args.alerts}" if args.alerts > 1 else ""
     write_results(
-        f"ledger-{args.store}",
+        f"ledger-{args.store}{suffix}",
         {
             "benchmark": "ledger",
             "targets": args.targets,
+            "alerts": args.alerts,
             "store": args.store,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "context": context,
