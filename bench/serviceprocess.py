@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from pathlib import Path
 
 from bench.common import BenchError, await_ready
+from testbed.ports import free_port
 
 READY_SECONDS = 60.0
 
@@ -19,9 +19,7 @@ async def start_service(
 ) -> tuple[asyncio.subprocess.Process, int]:
     """`dissemination run` in a child process logging to `log_path`, once its /readyz
     answers 200 (within `ready_seconds`)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -14,11 +14,12 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import string
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from testbed.ports import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -31,12 +32,6 @@ def _tool(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} not found: a RabbitMQ server installation is needed")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

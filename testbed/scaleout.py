@@ -40,7 +40,8 @@ from testbed.alerts import cap_json_bytes
 from testbed.cputime import sample, spent, with_children
 from testbed.directory import enrol_many
 from testbed.fanoutcount import Outcome, Sink
-from testbed.rabbitcluster import RabbitCluster, free_port
+from testbed.ports import free_port
+from testbed.rabbitcluster import RabbitCluster
 
 TERMINAL = ("sent", "delivered", "failed", "withheld", "suppressed")
 

@@ -17,7 +17,7 @@ import pytest
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from tests.serviceproc import free_port
+from testbed.ports import free_port
 from tests.staffrig import PUBLIC_URL_ENV, Staff, staff_service
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"

@@ -24,11 +24,11 @@ from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
 from dissemination.store.tables import alerts, deliveries
 from testbed.alerts import cap_json
+from testbed.ports import free_port
 from testbed.smtp import SmtpSink, start_smtp_sink
 from testbed.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioFake
 from testbed.webhooks import WebhookContract
 from tests.brokerutil import open_connection, publish, wait_until
-from tests.serviceproc import free_port
 
 TERMINAL = {"sent", "delivered", "failed", "withheld", "suppressed"}
 

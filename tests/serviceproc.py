@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -17,11 +16,7 @@ from typing import Any
 
 import aiohttp
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from testbed.ports import free_port
 
 
 async def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:

@@ -28,7 +28,7 @@ from dissemination.broker.failover import FailoverConnection
 from dissemination.broker.topology import connect
 from dissemination.errors import BrokerUnavailable
 from dissemination.settings import Settings
-from tests.serviceproc import free_port
+from testbed.ports import free_port
 
 
 class Relay:

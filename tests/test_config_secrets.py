@@ -18,8 +18,8 @@ from dissemination.broker.topology import connect
 from dissemination.errors import BrokerUnavailable
 from dissemination.settings import StoreSettings, load_settings
 from dissemination.store.database import Database
+from testbed.ports import free_port
 from tests.logcapture import LogLines
-from tests.serviceproc import free_port
 
 SECRET = "hunter"
 """Every password below starts with this; it must appear in no message."""

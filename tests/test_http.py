@@ -27,9 +27,9 @@ from dissemination.service import Service
 from dissemination.settings import Settings, StoreSettings
 from dissemination.store.database import Database
 from testbed.alerts import cap_json, cap_json_bytes, cap_xml
+from testbed.ports import free_port
 from tests.alerts import TEST_SENDERS
 from tests.brokerutil import open_connection, wait_until
-from tests.serviceproc import free_port
 
 pytestmark = pytest.mark.slow
 

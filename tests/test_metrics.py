@@ -32,6 +32,7 @@ from dissemination.metrics import Metrics
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from testbed.alerts import cap_json
+from testbed.ports import free_port
 from tests.brokerutil import open_connection, publish, wait_until
 from tests.deliveryrig import (  # noqa: F401 (fixtures)
     Sinks,
@@ -43,7 +44,6 @@ from tests.deliveryrig import (  # noqa: F401 (fixtures)
     sinks_fixture,
 )
 from tests.people import enrol
-from tests.serviceproc import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,8 @@ from aiormq.exceptions import ChannelAccessRefused
 from core.validation import validator_for
 from dissemination import cli
 from dissemination.logs import FIRST_KEYS, formatter
-from tests.serviceproc import ServiceProcess, free_port, run_cli
+from testbed.ports import free_port
+from tests.serviceproc import ServiceProcess, run_cli
 from tests.test_webhook_contract import check_example_body, check_verification_example
 
 ROOT = Path(__file__).resolve().parent.parent
