@@ -38,7 +38,7 @@ import aio_pika
 
 from bench.common import Deadline, Resources, machine_context, run_loop, write_results
 from bench.fanoutservice import (
-    address_of,
+    enrol_targets,
     publish_alert,
     service_env,
     sinks_process,
@@ -52,7 +52,6 @@ from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
 from testbed.cputime import with_children
-from testbed.directory import enrol_many
 
 TARGET_MB = 500.0
 SAMPLE_SECONDS = 0.25
@@ -131,10 +130,10 @@ async def loaded_phases(
     env: dict[str, str], settings: Settings, sinks: SinkPorts, targets: int, wait_seconds: float
 ) -> dict[str, Any]:
     """Holding `targets` subscriptions once ready, then fanning one alert out to all."""
-    database = await _migrated(settings)
+    database = Database.from_settings(settings.store, settings.data_path)
     try:
         started = time.perf_counter()
-        await enrol_many(database, targets, ChannelName.WEBHOOK.value, address_of("webhook", sinks))
+        await enrol_targets(database, ChannelName.WEBHOOK.value, targets, sinks, "plain")
         enrolled = time.perf_counter() - started
         print(f"enrolled {targets:,} stakeholders in {enrolled:.0f} s", flush=True)
         started = time.perf_counter()
