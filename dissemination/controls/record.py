@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.controls.recordkey import RecordKey
 from dissemination.errors import RecordBroken
-from dissemination.store.bulkinsert import insert_many
+from dissemination.store.bulkinsert import insert_as_arrays, insert_many
 from dissemination.store.database import Database
 from dissemination.store.tables import dissemination_chain, dissemination_records
 
@@ -104,6 +104,9 @@ _SET_HEAD = (
     .where(dissemination_chain.c.id == 1)
     .values(last_hash=bindparam("head_hash", type_=String))
 )
+_SET_HEAD_AFTER_INSERT = "UPDATE dissemination_chain SET last_hash = :head_hash WHERE id = 1"
+"""`_SET_HEAD` as the text that follows the entries' insert in one statement on PostgreSQL: a
+round trip fewer with every settle."""
 
 
 async def append_records(
@@ -139,6 +142,15 @@ async def append_records(
         digest = entry_hash(prev_hash, fields, key)
         values.append(fields | {"prev_hash": prev_hash, "hash": digest, "key_id": key_id})
         prev_hash = digest
+    if conn.dialect.name == "postgresql":
+        await insert_as_arrays(
+            conn,
+            dissemination_records,
+            values,
+            followed_by=_SET_HEAD_AFTER_INSERT,
+            parameters={"head_hash": prev_hash},
+        )
+        return
     await insert_many(conn, dissemination_records, values)
     await conn.execute(_SET_HEAD, {"head_hash": prev_hash})
 
