@@ -20,7 +20,7 @@ import email.policy
 import email.quoprimime
 import email.utils
 import functools
-import random
+import secrets
 import sys
 import time
 from datetime import UTC, datetime
@@ -93,8 +93,9 @@ def _quoted_printable(text: str) -> bytes:
 
 def new_boundary() -> str:
     """A MIME boundary of the stdlib's form. Quoted-printable bodies cannot contain it: they
-    write "=" as "=3D"."""
-    return "=" * 15 + f"{random.randrange(sys.maxsize):0{_BOUNDARY_DIGITS}d}" + "=="
+    write "=" as "=3D". Drawn from `secrets`, not the `random` module's shared generator, which
+    it would move under anything else seeded from it."""
+    return "=" * 15 + f"{secrets.randbelow(sys.maxsize):0{_BOUNDARY_DIGITS}d}" + "=="
 
 
 def wire_mail(

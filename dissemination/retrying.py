@@ -17,13 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 TIER_FACTOR = 4
+_JITTER = random.SystemRandom()
+"""The jitter's own source: drawing from the `random` module's shared generator would move
+it under anything else seeded from it (property-based tests' generation among them)."""
 
 
 def backoff_delay(
     attempt: int,
     base_seconds: float,
     cap_seconds: float,
-    uniform: Callable[[float, float], float] = random.uniform,
+    uniform: Callable[[float, float], float] = _JITTER.uniform,
 ) -> float:
     """Seconds to wait after the `attempt`-th consecutive failure: uniform in [d/2, d] with
     d = min(cap, base * 2**(attempt-1)), so many waiters do not retry in step."""
@@ -53,7 +56,7 @@ class RetrySchedule:
         self,
         attempt: int,
         retry_after: float | None = None,
-        uniform: Callable[[float, float], float] = random.uniform,
+        uniform: Callable[[float, float], float] = _JITTER.uniform,
     ) -> float:
         """Seconds to wait after the `attempt`-th try failed."""
         delay = backoff_delay(attempt, self.base_seconds, self.cap_seconds, uniform)

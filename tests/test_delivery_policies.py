@@ -3,6 +3,7 @@ tiers), the per-host circuit breaker, and quiet hours."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
@@ -48,6 +49,15 @@ def test_backoff_doubles_per_attempt_up_to_the_cap_with_jitter_in_the_upper_half
     delays = {schedule.delay(3) for _ in range(50)}
     assert all(60 <= d <= 120 for d in delays)
     assert len(delays) > 1  # jitter spreads retries of a fan-out
+
+
+def test_the_jitter_leaves_the_random_modules_generator_alone() -> None:
+    # Property-based tests seed and watch that generator: a service running beside them
+    # (the conformance test's) must not move it.
+    state = random.getstate()
+    for attempt in range(1, 20):
+        RetrySchedule(30, 3600, 10).delay(attempt)
+    assert random.getstate() == state
 
 
 def test_retry_after_is_honoured_when_longer_than_the_backoff() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.policy
 import hashlib
+import random
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from channels.base import Outcome
 from channels.content import AlertContent, Rendering
 from channels.email import EmailChannel, as_sent, build, compose, compose_content
-from channels.emailwire import wire_mail
+from channels.emailwire import new_boundary, wire_mail
 from channels.mailtext import bodies, is_plain_address, rendered_bodies
 from core.alert import Tlp
 from dissemination.intake.decoding import DecodeLimits, decode_alerts
@@ -199,3 +200,11 @@ async def test_an_international_address_to_a_relay_without_smtputf8_fails_perman
     assert result.outcome is Outcome.PERMANENT
     assert "SMTPUTF8" in result.detail
     assert sink.messages == []
+
+
+def test_boundaries_differ_and_leave_the_random_modules_generator_alone() -> None:
+    state = random.getstate()
+    boundaries = {new_boundary() for _ in range(100)}
+    assert random.getstate() == state
+    assert len(boundaries) == 100
+    assert all(re.fullmatch(r"={15}\d{19}==", b) for b in boundaries)
