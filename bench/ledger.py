@@ -3,7 +3,7 @@ without the broker, the channels or a sink, so that a change to one step shows a
 noise the whole fan-out carries.
 
     .venv/bin/python -m bench.ledger [--targets 10000] [--store postgresql|sqlite] [--runs 3]
-                                     [--alerts 1]
+                                     [--alerts 1] [--stale-plans 0]
 
 Each run enrols `--targets` webhook stakeholders in a fresh store, then times, as the service
 does them:
@@ -17,6 +17,11 @@ does them:
 With `--alerts N` it does so for N alerts one after the other, each step timed over all of
 them: `--targets 10 --alerts 200` gives what an alert costs whatever its size (statements,
 transactions), which is most of a small alert's cost and of the latency benchmark's.
+
+With `--stale-plans N` the store first claims an absent row and settles absent rows N times
+each, as a service does while its table is small (a new deployment's first alerts): more than
+five runs of a prepared statement may leave PostgreSQL keeping one plan for it, made for the
+table as it was then (see `store.database.plan_for_current_sizes`).
 
 The directory and the matcher are frozen out of later garbage collections first, as the
 service does when it starts. For each step it prints the medians of the wall time, of this
@@ -56,6 +61,7 @@ from dissemination.store.rows import ClaimedRow, DeliveryState
 from testbed.alerts import cap_json
 from testbed.cputime import processes_named, sample, spent
 from testbed.directory import enrol_many
+from testbed.smalltable import claim_and_settle_nothing
 
 CONCURRENT_CLAIMS = 16
 SETTLE_WAVE = 128
@@ -96,7 +102,9 @@ async def timed(rows: int, work: Callable[[], Awaitable[object]]) -> Step:
     return Step(rows, seconds, cpu)
 
 
-async def one_run(settings: Settings, targets: int, alerts: int) -> dict[str, Step]:
+async def one_run(
+    settings: Settings, targets: int, alerts: int, stale_plans: int = 0
+) -> dict[str, Step]:
     database = Database.from_settings(settings.store, settings.data_path)
     try:
         await database.migrate()
@@ -107,6 +115,7 @@ async def one_run(settings: Settings, targets: int, alerts: int) -> dict[str, St
         pipeline = AlertPipeline(ledger, settings.intake)
         delivery = DeliveryStore(database, key)
         freeze_start_up_heap()  # as the service does before its first alert
+        await claim_and_settle_nothing(delivery, stale_plans)
         steps = {name: Step(0, 0.0) for name in STEPS}
         for _ in range(alerts):
             for name, step in (await one_alert(pipeline, delivery, targets)).items():
@@ -163,7 +172,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Step]]:
         for number in range(1, args.runs + 1):
             with store(args.store, resources, None) as (url, data_dir):
                 settings = load_settings(bench_env("/", url, data_dir, "ledger"))
-                steps = await one_run(settings, args.targets, args.alerts)
+                steps = await one_run(settings, args.targets, args.alerts, args.stale_plans)
             runs.append(steps)
             print(
                 f"run {number}: "
@@ -195,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--alerts", type=int, default=1)
+    parser.add_argument("--stale-plans", type=int, default=0)
     return parser
 
 
@@ -202,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not 1 <= args.targets <= 100_000 or not 1 <= args.runs <= 10:
         print("need 1 <= --targets <= 100000 and 1 <= --runs <= 10", file=sys.stderr)
+        return 2
+    if not 0 <= args.stale_plans <= 100:
+        print("need 0 <= --stale-plans <= 100", file=sys.stderr)
         return 2
     if not 1 <= args.alerts <= 10_000 or args.alerts * args.targets > 1_000_000:
         print("need 1 <= --alerts <= 10000 and --alerts x --targets <= 1000000", file=sys.stderr)
@@ -215,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.alerts > 1
         else (f"{args.targets:,} rows")
     )
-    print(f"\nµs a row, medians of {args.runs}, {alerts}, store {args.store}:")
+    stale = f", after {args.stale_plans} claims and settles of no row" if args.stale_plans else ""
+    print(f"\nµs a row, medians of {args.runs}, {alerts}, store {args.store}{stale}:")
     print(
         f"{'step':<8} {'wall':>8} {'this process':>13} {'collector':>10} {'PostgreSQL':>11}"
         f" {'an alert, this process':>23}"
@@ -228,12 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {an_alert:>20.2f} ms"
         )
     suffix = f"-{args.targets}x{args.alerts}" if args.alerts > 1 else ""
+    suffix += f"-stale{args.stale_plans}" if args.stale_plans else ""
     write_results(
         f"ledger-{args.store}{suffix}",
         {
             "benchmark": "ledger",
             "targets": args.targets,
             "alerts": args.alerts,
+            "stale_plans": args.stale_plans,
             "store": args.store,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "context": context,

@@ -23,7 +23,7 @@ from dissemination.controls.sendcheck import release_justification
 from dissemination.delivery.claimread import ClaimRead, claim_in_one_statement, claim_step_by_step
 from dissemination.directory.store import deactivate_contact, first_active_contact
 from dissemination.store.audit import Actor
-from dissemination.store.database import Database
+from dissemination.store.database import Database, plan_for_current_sizes
 from dissemination.store.groupcommit import GroupCommit
 from dissemination.store.rows import (
     ClaimedRow,
@@ -187,6 +187,7 @@ class DeliveryStore:
         ids = list(dict.fromkeys(i for each, _ in batch for i in each))
         now = max(at for _, at in batch)
         async with self.database.transaction() as conn:
+            await plan_for_current_sizes(conn)
             if conn.dialect.name == "postgresql":
                 read = await claim_in_one_statement(conn, ids, now)
             else:
@@ -269,6 +270,7 @@ class DeliveryStore:
         settlements = [s for each, _ in batch for s in each]
         now = max(at for _, at in batch)
         async with self.database.transaction() as conn:
+            await plan_for_current_sizes(conn)
             await settle_sending(conn, [s.outcome() for s in settlements], now)
             await start_escalations(
                 conn,
