@@ -473,3 +473,39 @@ async def test_rows_in_flight_and_provider_ids_are_found_through_their_small_ind
             ).all()
         )
     assert sizes["ix_deliveries_in_flight"] < sizes["deliveries_pkey"] / 10
+
+
+async def test_an_alert_is_first_delivered_by_the_first_settle_that_sends_one_of_its_rows(
+    store: Database,
+) -> None:
+    by_alert = await pending_rows(store)
+    alert_id, ids = next(iter(by_alert.items()))
+    delivery = DeliveryStore(store)
+    rows = (await delivery.claim(ids, NOW)).rows
+    assert len(rows) == ROWS
+    later = NOW + timedelta(seconds=7)
+
+    async def first_delivered() -> datetime | None:
+        async with store.reading() as conn:
+            found = await conn.scalar(
+                select(alerts.c.first_delivered_at).where(alerts.c.id == alert_id)
+            )
+        return None if found is None else found.astimezone(UTC)
+
+    failed = await delivery.settle([Settlement(rows[0], DeliveryState.FAILED, "HTTP 400")], NOW)
+    assert failed.first_deliveries == []
+    late = await delivery.settle([Settlement(rows[0], DeliveryState.SENT, "HTTP 204")], NOW)
+    assert late.first_deliveries == []  # a late writer: its row was no longer being sent
+    assert await first_delivered() is None
+    sent = await delivery.settle([Settlement(rows[1], DeliveryState.SENT, "HTTP 204")], later)
+    assert sent.first_deliveries == [7.0]  # from the alert's receipt, NOW
+    assert await first_delivered() == later
+    again = await delivery.settle(
+        [
+            Settlement(rows[1], DeliveryState.SENT, "HTTP 204"),  # settled already: no row moves
+            Settlement(rows[2], DeliveryState.SENT, "HTTP 204"),
+        ],
+        later + timedelta(seconds=1),
+    )
+    assert again.first_deliveries == []
+    assert await first_delivered() == later

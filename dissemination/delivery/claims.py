@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.alert import MsgType
@@ -38,7 +38,6 @@ from dissemination.store.rows import (
     suppress_pending,
 )
 from dissemination.store.tables import (
-    UtcDateTime,
     alert_references,
     alerts,
     deliveries,
@@ -129,33 +128,10 @@ def record_entries(settlements: Sequence[Settlement]) -> list[Entry]:
     return entries
 
 
-_MARK_FIRST_DELIVERY = (
-    update(alerts)
-    .where(
-        alerts.c.id.in_(bindparam("alert_ids", expanding=True)),
-        alerts.c.first_delivered_at.is_(None),
-    )
-    .values(first_delivered_at=bindparam("now", type_=UtcDateTime()))
-    .returning(alerts.c.received_at)
-)
-"""The first-delivery mark, built once: it runs with every settle, and building a statement
-costs about as much CPU as running it."""
 _DOCUMENTS = select(alerts.c.id, alerts.c.document).where(
     alerts.c.id.in_(bindparam("alert_ids", expanding=True))
 )
 """The stored documents of a claim's alerts (a claim's rows are of one alert or a few)."""
-
-
-async def first_deliveries(
-    conn: AsyncConnection, alert_ids: Collection[str], now: datetime
-) -> list[float]:
-    """Mark `now` as the first delivery of those of `alert_ids` that had none (a conditional
-    update: of concurrent settlements, one marks each alert); the seconds from each marked
-    alert's receipt."""
-    if not alert_ids:
-        return []
-    marked = await conn.execute(_MARK_FIRST_DELIVERY, {"alert_ids": sorted(alert_ids), "now": now})
-    return [(now - received_at).total_seconds() for (received_at,) in marked]
 
 
 class DeliveryStore:
@@ -271,7 +247,8 @@ class DeliveryStore:
         now = max(at for _, at in batch)
         async with self.database.transaction() as conn:
             await plan_for_current_sizes(conn)
-            await settle_sending(conn, [s.outcome() for s in settlements], now)
+            received = await settle_sending(conn, [s.outcome() for s in settlements], now)
+            results[0].first_deliveries = [(now - at).total_seconds() for at in received]
             await start_escalations(
                 conn,
                 [
@@ -282,9 +259,6 @@ class DeliveryStore:
                     and s.row.origin != RowOrigin.NOTICE
                 ],
                 now,
-            )
-            results[0].first_deliveries = await first_deliveries(
-                conn, {s.row.alert_id for s in settlements if s.state is DeliveryState.SENT}, now
             )
             await append_records(conn, record_entries(settlements), now, self.record_key)
             retrying = [s.row.id for s in settlements if s.state is DeliveryState.PENDING]

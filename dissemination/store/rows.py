@@ -50,7 +50,7 @@ from dissemination.store.bulkinsert import ARRAYS_FROM, insert_as_arrays
 from dissemination.store.database import Database, insert_ignoring_conflicts
 from dissemination.store.idsets import one_of
 from dissemination.store.locks import lock_all, lock_key
-from dissemination.store.tables import alerts, deliveries, provider_statuses
+from dissemination.store.tables import UtcDateTime, alerts, deliveries, provider_statuses
 from subscriptions.model import Stakeholder
 
 DELIVERY_ID_NAMESPACE = uuid.UUID("5b0f7c2e-3a7d-5e61-9c4b-0d2e8f1a6b73")
@@ -393,24 +393,48 @@ def _due(now: datetime | ColumnElement[Any]) -> Any:
 
 async def settle_sending(
     conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime
-) -> None:
+) -> list[datetime]:
     """sending -> each outcome's state, in one statement for all; only from `sending`, so a late
     writer never moves a row backwards. A row sent under a provider id whose status came first
-    (kept by `record_provider_status`) moves on at once to `delivered` or `failed`."""
+    (kept by `record_provider_status`) moves on at once to `delivered` or `failed`.
+
+    `now` becomes the first delivery of each alert that had none and has a row sent here (a
+    conditional update: of concurrent settles, one marks each alert); returns those alerts'
+    receipt times."""
     if not outcomes:
-        return
+        return []
     reported = [
         (o.channel, o.provider_id)
         for o in outcomes
         if o.state is DeliveryState.SENT and o.provider_id and o.channel in REPORTING_CHANNELS
     ]
     await _lock_messages(conn, reported)
-    await _settle(conn, outcomes, now)
+    received = await _settle(conn, outcomes, now)
     await _apply_kept_statuses(conn, reported, now)
+    return received
+
+
+_MARK_FIRST_DELIVERY = (
+    update(alerts)
+    .where(
+        alerts.c.id.in_(
+            select(deliveries.c.alert_id).where(
+                deliveries.c.id.in_(bindparam("row_ids", expanding=True)),
+                deliveries.c.state == DeliveryState.SENT.value,
+            )
+        ),
+        alerts.c.first_delivered_at.is_(None),
+    )
+    .values(first_delivered_at=bindparam("now", type_=UtcDateTime()))
+    .returning(alerts.c.received_at)
+)
+"""The first-delivery mark after a settle, as a statement of its own (SQLite; built once): the
+alerts of the rows among `row_ids` that are `sent`."""
 
 
 SETTLE_FROM_ARRAYS = text(
     """
+    WITH settled AS (
     UPDATE deliveries AS d SET
         state = u.state,
         reason = u.reason,
@@ -425,17 +449,25 @@ SETTLE_FROM_ARRAYS = text(
         CAST(:uncounts AS INTEGER[]), CAST(:details AS TEXT[])
     ) AS u(id, state, reason, provider_id, not_before, uncount, detail)
     WHERE d.id = u.id AND d.state || '' = 'sending'
+    RETURNING d.alert_id, d.state
+    )
+    UPDATE alerts SET first_delivered_at = :now
+    WHERE id IN (SELECT alert_id FROM settled WHERE state = 'sent')
+        AND first_delivered_at IS NULL
+    RETURNING received_at
     """
 )
-"""Every outcome of a settle in one statement on PostgreSQL: one array per column, unnested
-into rows and joined to the deliveries they settle (by id: `d.state || ''` keeps the state
-index out of it, as `state_check` says)."""
+"""Every outcome of a settle in one statement on PostgreSQL, with the first-delivery mark of
+the alerts it sends: one array per column, unnested into rows and joined to the deliveries
+they settle (by id: `d.state || ''` keeps the state index out of it, as `state_check`
+says)."""
 
 
-async def _settle(conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime) -> None:
+async def _settle(
+    conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime
+) -> list[datetime]:
     if conn.dialect.name == "postgresql":
-        await _settle_from_arrays(conn, outcomes, now)
-        return
+        return await _settle_from_arrays(conn, outcomes, now)
     await conn.execute(
         update(deliveries)
         .where(
@@ -464,15 +496,20 @@ async def _settle(conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: da
             for o in outcomes
         ],
     )
+    sent = sorted({o.row_id for o in outcomes if o.state is DeliveryState.SENT})
+    if not sent:
+        return []
+    marked = await conn.execute(_MARK_FIRST_DELIVERY, {"row_ids": sent, "now": now})
+    return [received_at for (received_at,) in marked]
 
 
 async def _settle_from_arrays(
     conn: AsyncConnection, outcomes: Sequence[RowOutcome], now: datetime
-) -> None:
+) -> list[datetime]:
     # A row settled twice in one batch keeps its first outcome, as one statement per outcome
     # would (the second finds it no longer `sending`).
     first = list({o.row_id: o for o in reversed(outcomes)}.values())
-    await conn.execute(
+    marked = await conn.execute(
         SETTLE_FROM_ARRAYS,
         {
             "now": now,
@@ -485,6 +522,7 @@ async def _settle_from_arrays(
             "details": [o.detail for o in first],
         },
     )
+    return [received_at for (received_at,) in marked]
 
 
 async def suppress_pending(
