@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, String, bindparam, select, true, update
+from sqlalchemy import BigInteger, bindparam, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.controls.recordkey import RecordKey
@@ -99,14 +99,9 @@ _ADVANCE_HEAD = (
 )
 """Reserve sequence numbers for `entries` new entries; the head before them. Built once: an
 append runs with every settle, and building a statement costs about as much CPU as running it."""
-_SET_HEAD = (
-    update(dissemination_chain)
-    .where(dissemination_chain.c.id == 1)
-    .values(last_hash=bindparam("head_hash", type_=String))
-)
-_SET_HEAD_AFTER_INSERT = "UPDATE dissemination_chain SET last_hash = :head_hash WHERE id = 1"
-"""`_SET_HEAD` as the text that follows the entries' insert in one statement on PostgreSQL: a
-round trip fewer with every settle."""
+_SET_HEAD = "UPDATE dissemination_chain SET last_hash = :head_hash WHERE id = 1"
+"""The head's new hash: on PostgreSQL it follows the entries' insert in one statement (a round
+trip fewer with every settle), elsewhere it runs after it."""
 
 
 async def append_records(
@@ -147,12 +142,12 @@ async def append_records(
             conn,
             dissemination_records,
             values,
-            followed_by=_SET_HEAD_AFTER_INSERT,
+            followed_by=_SET_HEAD,
             parameters={"head_hash": prev_hash},
         )
         return
     await insert_many(conn, dissemination_records, values)
-    await conn.execute(_SET_HEAD, {"head_hash": prev_hash})
+    await conn.execute(text(_SET_HEAD), {"head_hash": prev_hash})
 
 
 @dataclass(frozen=True, slots=True)
