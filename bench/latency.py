@@ -3,7 +3,7 @@ publish to the first delivery of each alert on the wire, p50 and p99, against th
 
     .venv/bin/python -m bench.latency [--rate 50] [--seconds 20] [--targets 10]
                                       [--store sqlite|postgresql] [--runs 3] [--timeout 900]
-                                      [--profile]
+                                      [--profile] [--stages]
 
   service  `--targets` stakeholders, each with a webhook contact and a subscription to every
            alert, are created before the service starts (not timed). The service runs as
@@ -17,7 +17,11 @@ publish to the first delivery of each alert on the wire, p50 and p99, against th
 
 `--profile` samples the service process with py-spy (when installed) while it publishes, and
 writes its collapsed stacks to bench/results/latency-<store>.stacks and the functions with the
-most samples, on their own and with what they call, to the screen.
+most samples, on their own and with what they call, to the screen. `--stages` has the
+service's processes serve their metrics and prints, after the runs, how long the alerts of
+every run spent in each stage inside the service (`dissemination_stage_seconds`, the webhook
+send and receipt to first delivery), p50/p90/p99 as read from the histograms' buckets; the
+first seconds' warm-up is in them.
 
 The webhook sink runs in a child process (`bench.sinks`) and stamps each alert's first arrival
 on the system-wide monotonic clock, which this process shares. Prints p50/p99 per run, their
@@ -57,12 +61,15 @@ from bench.intake import bench_env, store
 from bench.pyspy import print_profile, start_sampling
 from bench.rawlegs import SinkPorts
 from bench.serviceprocess import start_service
+from bench.stages import Buckets, added, scrape, table
 from channels.base import ChannelName
 from dissemination.broker.topology import broker_url, declare_intake
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
+from dissemination.supervisor import cores
 from testbed.alerts import cap_json
 from testbed.directory import enrol_many
+from testbed.ports import free_ports
 
 WARM_AFTER_SECONDS = 2.0
 """Alerts published this long after the first are also reported on their own: the first
@@ -77,6 +84,7 @@ class Leg:
     latencies: list[float]
     missing: int
     warm: list[float] = field(default_factory=list)
+    stages: dict[str, Buckets] = field(default_factory=dict)
 
     def percentile(self, fraction: float, warm: bool = False) -> float | None:
         return percentile(self.warm if warm else self.latencies, fraction)
@@ -198,6 +206,9 @@ async def service_leg(
         await enrol_many(database, args.targets, ChannelName.WEBHOOK.value, webhook_url(sinks))
     finally:
         await database.close()
+    processes = cores()  # `dissemination run`'s default
+    metrics_port = free_ports(processes) if args.stages else 0
+    env = env | {"DISSEMINATION_METRICS_PORT": str(metrics_port)}
     process, _port = await start_service(env, settings.data_path / "service.log")
     profiler = (
         await start_sampling(process.pid, args.seconds, stacks_path(args)) if args.profile else None
@@ -212,7 +223,10 @@ async def service_leg(
             async def publish(identifier: str) -> None:
                 await publish_alert(topology.exchange, settings, identifier, "bench.latency")
 
-            return await measure(sinks, publish, args, deadline)
+            leg = await measure(sinks, publish, args, deadline)
+        if metrics_port:
+            leg.stages = await scrape(range(metrics_port, metrics_port + processes))
+        return leg
     finally:
         if profiler is not None:
             await asyncio.wait_for(profiler.wait(), 60)
@@ -282,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
+    parser.add_argument("--stages", action="store_true", help="time each stage in the service")
     return parser
 
 
@@ -309,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                 "service_seconds": service,
                 "raw_seconds": raw,
             }
+    stages = added(leg.stages for leg in report.service)
+    if args.stages:
+        print("\nin the service, every run's alerts (from its processes' histograms):")
+        print("\n".join(table(stages)))
     results = {
         "benchmark": "latency",
         "rate": args.rate,
@@ -321,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
             for s, r in zip(report.service, report.raw, strict=True)
         ],
         "missing": sum(leg.missing for leg in report.service),
+        "stages": {
+            row: {str(bound): count for bound, count in sorted(buckets.items())}
+            for row, buckets in stages.items()
+        },
         "machine": context,
     }
     write_results(f"latency-{args.store}", results)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from typing import Literal, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -54,9 +55,19 @@ expired before it went, `resent` a row stuck in sending and sent again once."""
 KINDS = tuple(kind.value for kind in Kind)
 ACK_CHANNELS = ("link", "sms", "webhook", "admin")
 ESCALATION_ACTIONS = ("resend", "next_channel", "notify")
+Stage = Literal["validate", "match", "store", "dispatch", "queued", "claim", "settle"]
+STAGES: tuple[Stage, ...] = get_args(Stage)
+"""The stages of an alert's way from the inbound queue to a settled delivery, as timed by
+`dissemination_stage_seconds` (the send itself is `dissemination_send_seconds`): decoding and
+validating a message; the checks, audiences and matching that plan its rows; the intake
+transaction (waiting for its group commit included); publishing the delivery tasks; a task
+waiting in its queue for a worker; claiming a chunk of rows; settling a wave of outcomes."""
 
 SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 FIRST_DELIVERY_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
     0.1,
     0.25,
     0.5,
@@ -72,6 +83,8 @@ FIRST_DELIVERY_BUCKETS = (
     1800.0,
     3600.0,
 )
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, *SEND_BUCKETS)
+"""A send's buckets, and finer ones below: most stages take a few milliseconds."""
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
 
@@ -158,6 +171,16 @@ class Metrics:
             buckets=FIRST_DELIVERY_BUCKETS,
             registry=r,
         )
+        self.stage_seconds = Histogram(
+            "dissemination_stage_seconds",
+            "Time spent in one stage between the inbound queue and a settled delivery (an "
+            "alert's intake stages once per message, the delivery stages once per task, "
+            "chunk or wave of rows), by stage",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self._stages = {stage: self.stage_seconds.labels(stage) for stage in STAGES}
         self.acknowledgments = Counter(
             "dissemination_acknowledgments",
             "Acknowledgments recorded (the first per recipient), by the way they came",
@@ -268,6 +291,10 @@ class Metrics:
         self.first_delivery_seconds.labels(bounded(channel, CHANNEL_NAMES)).observe(
             max(0.0, seconds)
         )
+
+    def in_stage(self, stage: Stage, seconds: float) -> None:
+        """One pass through `stage` took `seconds`."""
+        self._stages[stage].observe(max(0.0, seconds))
 
     def acknowledged(self, channel: str) -> None:
         self.acknowledgments.labels(bounded(channel, ACK_CHANNELS)).inc()

@@ -13,12 +13,23 @@ as it could when the kernel picked a free port ("address already in use", seen i
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on now, for a server a test starts."""
+    return free_ports(1)
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports on 127.0.0.1 that nothing listens on now, for
+    servers that number their ports from one (the processes of `dissemination run`)."""
     for _ in range(200):
-        port = random.choice(LISTEN_PORTS)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {LISTEN_PORTS}")
+        first = random.choice(LISTEN_PORTS[: len(LISTEN_PORTS) - count + 1])
+        if all(_bindable(port) for port in range(first, first + count)):
+            return first
+    raise RuntimeError(f"no {count} free ports in a row in {LISTEN_PORTS}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

@@ -136,6 +136,15 @@ async def test_a_fan_out_is_counted(fanned_out: FanOut) -> None:
     assert value(text, first + "_count", channel="webhook") == 1
     assert value(text, first + "_sum") >= 0
     assert value(text, "dissemination_breaker_open_hosts", channel="webhook") == 0
+    stage = "dissemination_stage_seconds"
+    for name in ("validate", "match", "store", "dispatch"):  # the one message's intake
+        assert value(text, stage + "_count", stage=name) == 1
+    # one task published for the four rows due now (the retry comes back through a retry
+    # queue, unstamped); its chunk claimed, then the retry's; the settles, in waves
+    assert value(text, stage + "_count", stage="queued") == 1
+    assert value(text, stage + "_count", stage="claim") == 2
+    assert value(text, stage + "_count", stage="settle") >= 2
+    assert value(text, stage + "_sum") > 0
     # the gauges the periodic job refreshed
     assert value(text, "dissemination_pending_rows", channel="webhook") == 0
     assert value(text, "dissemination_stuck_rows", channel="webhook") == 0
@@ -165,7 +174,17 @@ async def test_the_output_names_no_one(fanned_out: FanOut) -> None:
     for needle in forbidden:
         assert needle not in text
     labels = {k: v for s in samples(text) for k, v in s.labels.items()}
-    assert set(labels) <= {"source", "kind", "outcome", "reason", "channel", "action", "via", "le"}
+    assert set(labels) <= {
+        "source",
+        "kind",
+        "outcome",
+        "reason",
+        "channel",
+        "action",
+        "via",
+        "stage",
+        "le",
+    }
 
 
 async def test_rejections_are_counted_by_reason(fanned_out: FanOut) -> None:

@@ -11,6 +11,7 @@ wait (a retry's backoff, quiet hours, an open circuit) go through the channel's 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -89,8 +90,14 @@ async def declare_deliveries(
     return exchange
 
 
-def task_body(delivery_ids: Sequence[str]) -> bytes:
-    return json.dumps({"deliveries": list(delivery_ids)}).encode()
+def task_body(delivery_ids: Sequence[str], published_at: float | None = None) -> bytes:
+    """A task's JSON: the row ids, and for a task due now the wall-clock time it was
+    published, so the worker that takes it can time its wait in the queue (on one clock:
+    instances on other machines see their clocks' difference too)."""
+    task: dict[str, Any] = {"deliveries": list(delivery_ids)}
+    if published_at is not None:
+        task["published_at"] = published_at
+    return json.dumps(task).encode()
 
 
 class DeliveryDispatcher:
@@ -141,7 +148,7 @@ class DeliveryDispatcher:
         expiration: float | None,
     ) -> None:
         message = aio_pika.Message(
-            task_body(ids),
+            task_body(ids, time.time() if expiration is None else None),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             expiration=expiration,

@@ -171,13 +171,17 @@ class DeliveryWorker:
             task.add_done_callback(self._handlers.discard)
         structlog.contextvars.bind_contextvars(channel=self.channel)  # this task's lines
         try:
-            ids = [str(i) for i in json.loads(message.body)["deliveries"]]
+            task = json.loads(message.body)
+            ids = [str(i) for i in task["deliveries"]]
         except (ValueError, KeyError, TypeError):
             log.error(
                 "malformed_task_rejected", channel=self.channel, message_id=message.message_id
             )
             await message.reject(requeue=False)
             return
+        published_at = task.get("published_at")
+        if isinstance(published_at, float):
+            self.metrics.in_stage("queued", time.time() - published_at)
         try:
             outcomes = await self.deliver(ids)
         except (StoreUnavailable, PublishFailed) as error:
@@ -212,7 +216,9 @@ class DeliveryWorker:
                     async with self._room:
                         await self._room.wait_for(lambda: self._unsettled < 2 * self.concurrency)
                 await failpoint("before_claim")
+                claiming = time.perf_counter()
                 claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
+                self.metrics.in_stage("claim", time.perf_counter() - claiming)
                 await self._delay(claim.held)
                 if claim.expired:
                     outcomes[DeliveryState.SUPPRESSED.value] += claim.expired
@@ -255,7 +261,9 @@ class DeliveryWorker:
 
     async def _settle(self, settlements: list[Settlement]) -> None:
         try:
+            settling = time.perf_counter()
             settled = await self._settle_with_retries(settlements)
+            self.metrics.in_stage("settle", time.perf_counter() - settling)
             _log_settled(settlements)
         finally:
             self._in_flight.difference_update(s.row.id for s in settlements)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 
 import aio_pika
@@ -151,6 +152,7 @@ class IntakeConsumer:
         for alert_id, outcome in result.outcomes.items():
             log.info("alert_recorded", alert_id=alert_id, outcome=outcome.value)
         if result.pending and self.dispatcher is not None:
+            started = time.perf_counter()
             try:
                 await self.dispatcher.dispatch(result.pending)
             except PublishFailed as error:
@@ -158,6 +160,7 @@ class IntakeConsumer:
                 # publishes their tasks again.
                 await self._requeue_later(message, str(error))
                 return
+            self.processor.metrics.in_stage("dispatch", time.perf_counter() - started)
         await self._safely(message.ack())
         self.processed += 1
 

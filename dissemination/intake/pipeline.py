@@ -30,6 +30,7 @@ composes them, in this order:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -120,7 +121,10 @@ class AlertPipeline:
         it, as far as the broker vouches (see `submitter_of`); `send_id` names the ad-hoc send
         it was released by, whose audience it is planned for; `source` is the way it came (a
         metrics label)."""
+        started = time.perf_counter()
         alerts = self.parse(payload)  # decode, validate, normalize
+        parsed = time.perf_counter()
+        self.metrics.in_stage("validate", parsed - started)
         # The message's task (the consumer's, one per message) names its alerts from here on.
         structlog.contextvars.bind_contextvars(alert_id=",".join(alert.id for alert in alerts))
         for alert in alerts:  # authority: the sender is the publisher's, and so is the original
@@ -134,7 +138,10 @@ class AlertPipeline:
             for alert, audience in zip(alerts, audiences, strict=True)
         )
         message = AlertMessage(payload, planned, now, submitter.principal)
+        matched = time.perf_counter()
+        self.metrics.in_stage("match", matched - parsed)
         recorded = await self.writer.submit(message)  # the transaction: see _record
+        self.metrics.in_stage("store", time.perf_counter() - matched)
         await failpoint("after_store")
         result = IntakeResult()
         for each, outcome in zip(planned, recorded, strict=True):
