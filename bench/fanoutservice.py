@@ -137,13 +137,16 @@ async def publish_alert(
     settings: Settings,
     identifier: str | None = None,
     routing_key: str = "bench.fanout",
+    **overrides: Any,
 ) -> None:
     """One CAP alert (TLP:GREEN) that every enrolled stakeholder's subscription matches,
-    published as the service's broker user, with confirms; a fresh identifier by default."""
+    published as the service's broker user, with confirms; a fresh identifier by default,
+    and `overrides` for its top-level fields."""
     identifier = identifier or f"FANOUT-{uuid.uuid4().hex[:8]}"
+    document = cap_json(identifier, **({"handling": {"tlp": "GREEN"}} | overrides))
     await exchange.publish(
         aio_pika.Message(
-            json.dumps(cap_json(identifier, handling={"tlp": "GREEN"})).encode(),
+            json.dumps(document).encode(),
             content_type="application/json",
             user_id=settings.broker.username,
         ),

@@ -3,7 +3,7 @@ publish to the first delivery of each alert on the wire, p50 and p99, against th
 
     .venv/bin/python -m bench.latency [--rate 50] [--seconds 20] [--targets 10]
                                       [--store sqlite|postgresql] [--runs 3] [--timeout 900]
-                                      [--profile] [--stages]
+                                      [--profile] [--stages] [--backlog N] [--ordinary]
 
   service  `--targets` stakeholders, each with a webhook contact and a subscription to every
            alert, are created before the service starts (not timed). The service runs as
@@ -14,6 +14,13 @@ publish to the first delivery of each alert on the wire, p50 and p99, against th
   raw      the physical limit of the same leg: the same publishes to a queue of our own, a bare
            aio-pika consumer in this process that POSTs each message to the same webhooks with
            aiohttp, timed the same way. Nothing is validated, stored, planned or signed.
+
+`--backlog N` enrols N more webhooks that only an ordinary alert (urgency Expected, severity
+Moderate, category Safety) matches, and publishes one such alert to them just before the timed
+ones: those then meet a service busy with a fan-out of N queued ahead of them (the raw leg has
+none). The timed alerts are an imminent threat (urgency Immediate, severity Severe), which the
+service sends ahead of other work; with `--ordinary` they are ordinary alerts too, as every
+alert was before urgent ones went first, to compare.
 
 `--profile` samples the service process with py-spy (when installed) while it publishes, and
 writes its collapsed stacks to bench/results/latency-<store>.stacks and the functions with the
@@ -71,6 +78,9 @@ from testbed.alerts import cap_json
 from testbed.directory import enrol_many
 from testbed.ports import free_ports
 
+TIMED_RULE = {"categories": ["Met"]}
+"""The timed alerts' category (the sample alert's), which the backlog's is not."""
+BACKLOG_RULE = {"categories": ["Safety"]}
 WARM_AFTER_SECONDS = 2.0
 """Alerts published this long after the first are also reported on their own: the first
 seconds after a start carry the service's warm-up (new store connections, first statements)."""
@@ -203,7 +213,13 @@ async def service_leg(
     database = Database.from_settings(settings.store, settings.data_path)
     try:
         await database.migrate()
-        await enrol_many(database, args.targets, ChannelName.WEBHOOK.value, webhook_url(sinks))
+        webhook = ChannelName.WEBHOOK.value
+        await enrol_many(database, args.targets, webhook, webhook_url(sinks), rule=TIMED_RULE)
+        if args.backlog:
+            backlog_url = f"http://127.0.0.1:{sinks.webhook}/backlog/{{}}".format
+            await enrol_many(
+                database, args.backlog, webhook, backlog_url, rule=BACKLOG_RULE, name="backlog"
+            )
     finally:
         await database.close()
     processes = cores()  # `dissemination run`'s default
@@ -220,9 +236,18 @@ async def service_leg(
                 await connection.channel(publisher_confirms=True), settings.broker
             )
 
-            async def publish(identifier: str) -> None:
-                await publish_alert(topology.exchange, settings, identifier, "bench.latency")
+            timed = {"info": [ordinary_info()]} if args.ordinary else {}
 
+            async def publish(identifier: str) -> None:
+                await publish_alert(
+                    topology.exchange, settings, identifier, "bench.latency", **timed
+                )
+
+            if args.backlog:
+                backlog = ordinary_info(category=["Safety"], event="Road closures")
+                await publish_alert(
+                    topology.exchange, settings, None, "bench.latency", info=[backlog]
+                )
             leg = await measure(sinks, publish, args, deadline)
         if metrics_port:
             leg.stages = await scrape(range(metrics_port, metrics_port + processes))
@@ -234,6 +259,13 @@ async def service_leg(
         if process.returncode is None:
             process.terminate()
         await asyncio.wait_for(process.wait(), 60)
+
+
+def ordinary_info(**fields: Any) -> dict[str, Any]:
+    """The sample alert's info block, but not an imminent threat: urgency Expected, severity
+    Moderate (and `fields`)."""
+    info: dict[str, Any] = cap_json()["info"][0]
+    return info | {"urgency": "Expected", "severity": "Moderate"} | fields
 
 
 def stacks_path(args: argparse.Namespace) -> Path:
@@ -297,6 +329,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
     parser.add_argument("--stages", action="store_true", help="time each stage in the service")
+    parser.add_argument(
+        "--backlog", type=int, default=0, help="an ordinary fan-out to this many webhooks first"
+    )
+    parser.add_argument(
+        "--ordinary", action="store_true", help="the timed alerts are not urgent either"
+    )
     return parser
 
 
@@ -305,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (0 < args.rate <= 1000 and 0 < args.seconds <= 600 and 1 <= args.targets <= 1000):
         print("need 0 < --rate <= 1000, 0 < --seconds <= 600, 1 <= --targets <= 1000")
         return 2
-    if not 1 <= args.runs <= 10 or args.timeout <= 0:
-        print("need 1 <= --runs <= 10 and --timeout > 0")
+    if not 1 <= args.runs <= 10 or args.timeout <= 0 or not 0 <= args.backlog <= 100_000:
+        print("need 1 <= --runs <= 10, --timeout > 0 and 0 <= --backlog <= 100000")
         return 2
     context = machine_context()
     report = run_loop(run(args))
@@ -334,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "targets": args.targets,
         "store": args.store,
+        "backlog": args.backlog,
+        "ordinary": args.ordinary,
         "medians": rows,
         "runs": [
             {"service": summary(s), "raw": summary(r)}

@@ -135,7 +135,7 @@ async def one_alert(
 
     async def plan() -> None:
         result = await pipeline.process(payload)
-        pending.extend(result.pending.get("webhook", []))
+        pending.extend(result.waiting("webhook"))
 
     steps = {"plan": await timed(targets, plan)}
     if len(pending) != targets:

@@ -24,6 +24,9 @@ class Status(StrEnum):
     DRAFT = "Draft"
 
 
+URGENT_SEVERITIES = frozenset({"Extreme", "Severe"})
+
+
 class MsgType(StrEnum):
     ALERT = "Alert"
     UPDATE = "Update"
@@ -186,6 +189,15 @@ class Alert:
     @property
     def headline(self) -> str | None:
         return next((i.headline for i in self.infos if i.headline), None)
+
+    @property
+    def urgent(self) -> bool:
+        """An actual alert of an imminent threat: an info block whose urgency is Immediate
+        and whose severity is Extreme or Severe. Its deliveries go ahead of others queued."""
+        return self.status is Status.ACTUAL and any(
+            info.urgency == "Immediate" and info.severity in URGENT_SEVERITIES
+            for info in self.infos
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of the normalized alert (datetimes as ISO 8601)."""

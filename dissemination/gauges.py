@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -30,9 +30,10 @@ QUEUE_TIMEOUT_SECONDS = 5.0
 @dataclass(frozen=True, slots=True)
 class Queues:
     """The names of the queues whose depth this process reports, delivery queues by channel
-    (a delivery-only process has no intake)."""
+    (its queue and its urgent queue, reported together; a delivery-only process has no
+    intake)."""
 
-    delivery: Mapping[str, str] = field(default_factory=dict)
+    delivery: Mapping[str, Sequence[str]] = field(default_factory=dict)
     inbound: str | None = None
     dead_letter: str | None = None
 
@@ -66,8 +67,8 @@ class GaugeSampler:
             await self._depth(metrics.inbound_queue, queues.inbound)
         if queues.dead_letter is not None:
             await self._depth(metrics.dead_letter_queue, queues.dead_letter)
-        for channel, queue in queues.delivery.items():
-            await self._depth(metrics.delivery_queue.labels(channel), queue)
+        for channel, names in queues.delivery.items():
+            await self._depth(metrics.delivery_queue.labels(channel), *names)
         await self._rows()
         seq, _ = await record.head(self.database)
         metrics.record_entries.set(seq)
@@ -102,18 +103,27 @@ class GaugeSampler:
             self.metrics.pending_rows.labels(channel).set(pending.get(channel, 0))
             self.metrics.stuck_rows.labels(channel).set(stuck.get(channel, 0))
 
-    async def _depth(self, gauge: Gauge, name: str) -> None:
-        try:
-            # not robust: neither kept for redeclaring nor answered from a cache
-            queue = await self.channel.declare_queue(
-                name, passive=True, robust=False, timeout=QUEUE_TIMEOUT_SECONDS
-            )
-        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as err:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # aiormq reports an RPC cancelled mid-call as a channel error: the job is
-                # being stopped, and swallowing this would keep it running
-                raise asyncio.CancelledError from err
-            log.warning("could not read the depth of queue %s: %r", name, err)
-            return
-        gauge.set(queue.declaration_result.message_count or 0)
+    async def _depth(self, gauge: Gauge, *names: str) -> None:
+        """Set `gauge` to the messages waiting on the queues `names`, all of them read."""
+        depth = 0
+        for name in names:
+            try:
+                # not robust: neither kept for redeclaring nor answered from a cache
+                queue = await self.channel.declare_queue(
+                    name, passive=True, robust=False, timeout=QUEUE_TIMEOUT_SECONDS
+                )
+            except (
+                aio_pika.exceptions.AMQPError,
+                ConnectionError,
+                RuntimeError,
+                TimeoutError,
+            ) as err:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # aiormq reports an RPC cancelled mid-call as a channel error: the job is
+                    # being stopped, and swallowing this would keep it running
+                    raise asyncio.CancelledError from err
+                log.warning("could not read the depth of queue %s: %r", name, err)
+                return
+            depth += queue.declaration_result.message_count or 0
+        gauge.set(depth)

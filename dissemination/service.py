@@ -37,6 +37,8 @@ from dissemination.broker.dispatch import (
     declare_deliveries,
     delivery_queue,
     retry_schedule,
+    side_queue_arguments,
+    urgent_queue,
 )
 from dissemination.broker.publisher import AlertPublisher
 from dissemination.broker.topology import connect, declare_intake, redacted_url
@@ -383,12 +385,18 @@ class Service:
             durable=True,
             arguments={"x-queue-type": "quorum"},
         )
+        urgent = await amqp.declare_queue(
+            urgent_queue(settings.broker, channel.name),
+            durable=True,
+            arguments=side_queue_arguments(settings.broker),
+        )
         delivery = settings.delivery
         return DeliveryWorker(
             channel,
             builder,
             DeliveryStore(database, self.record_key),
             queue,
+            urgent,
             dispatcher,
             retry_schedule(settings.broker),
             CircuitBreakers(delivery.breaker_failures, delivery.breaker_cooldown_seconds),
@@ -437,7 +445,7 @@ class Service:
         settings = self.settings
         broker = settings.broker
         queues = Queues(
-            {worker.channel: worker.queue.name for worker in workers},
+            {worker.channel: (worker.queue.name, worker.urgent_queue.name) for worker in workers},
             broker.inbound_queue if front is not None else None,
             broker.dead_letter_queue if front is not None else None,
         )

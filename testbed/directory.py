@@ -39,17 +39,19 @@ async def enrol_many(
     *,
     ack_required: bool = False,
     escalation_id: str | None = None,
+    rule: dict[str, Any] | None = None,
+    name: str = "bulk",
 ) -> None:
-    """`count` stakeholders, each with one contact on `channel` and a subscription to every
-    alert (acknowledged, under the escalation policy, if one is given), created in one
-    transaction (with their audit entries) before a service starts, `ENROL_SLICE` of each
-    kind per insert."""
+    """`count` stakeholders (`name`-0, ...), each with one contact on `channel` and a
+    subscription to every alert `rule` matches (every alert by default; acknowledged, under
+    the escalation policy, if one is given), created in one transaction (with their audit
+    entries) before a service starts, `ENROL_SLICE` of each kind per insert."""
     stakeholder = stakeholder_fields("bulk")
     now = datetime.now(UTC)
     subscription = validate_subscription(
         {
             "stakeholderId": "-",
-            "rule": {},
+            "rule": rule or {},
             "channels": [channel],
             "ackRequired": ack_required or escalation_id is not None,
             "escalationId": escalation_id,
@@ -61,7 +63,7 @@ async def enrol_many(
             made = await create_many_in(
                 conn,
                 STAKEHOLDER,
-                [stakeholder | {"name": f"bulk-{n}"} for n in numbers],
+                [stakeholder | {"name": f"{name}-{n}"} for n in numbers],
                 ACTOR,
                 now,
             )

@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from channels.base import CHANNEL_NAMES
 from dissemination.accounts.passwords import HASHER
-from dissemination.broker.dispatch import delivery_queue, retry_queues
+from dissemination.broker.dispatch import delivery_queue, retry_queues, urgent_queue
 from dissemination.broker.topology import broker_url
 from dissemination.controls.record import GENESIS
 from dissemination.logs import configure_structlog
@@ -239,6 +239,7 @@ async def delete_topology(settings: Settings) -> None:
             broker.inbound_queue,
             broker.dead_letter_queue,
             *(delivery_queue(broker, channel) for channel in CHANNEL_NAMES),
+            *(urgent_queue(broker, channel) for channel in CHANNEL_NAMES),
             *(name for channel in CHANNEL_NAMES for name in retry_queues(broker, channel)),
         ):
             await amqp.queue_delete(queue)

@@ -43,10 +43,13 @@ class Hooks:
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     contract: WebhookContract = field(default_factory=WebhookContract)
+    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         self.calls[name] = self.calls.get(name, 0) + 1
+        async with self.arrived:
+            self.arrived.notify_all()
         body = await request.read()
         self.contract.check(body)
         self.requests.append((dict(request.headers), body))
@@ -55,6 +58,11 @@ class Hooks:
         if name == "flaky" and self.calls[name] == 1:
             return web.Response(status=503)
         return web.Response(status={"missing": 404, "broken": 503}.get(name, 200))
+
+    async def called(self, name: str, times: int, timeout: float = 20) -> None:
+        """Return once `name` has been called `times` times; fail after `timeout` seconds."""
+        async with asyncio.timeout(timeout), self.arrived:
+            await self.arrived.wait_for(lambda: self.calls.get(name, 0) >= times)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from dissemination.broker.dispatch import (
     delivery_queue,
     retry_queue,
     retry_queues,
+    urgent_queue,
 )
 from dissemination.broker.failover import FailoverConnection
 from dissemination.broker.topology import connect
@@ -157,7 +158,7 @@ async def test_on_a_cluster_the_retry_queues_are_quorum_queues_and_a_delayed_tas
 ) -> None:
     """A classic queue lives on one node, and while that node is down no node will declare
     it, so a service whose connection moved on could not restore its channels. With
-    `failover_urls` the retry queues are quorum queues under names of their own (a broker
+    `failover_urls` the retry and urgent queues are quorum queues under names of their own (a broker
     holding the classic ones from a single-node past keeps them, and they drain), and a
     delayed task still comes back onto the channel's queue through one."""
     vhost = vhost_of(settings)
@@ -189,6 +190,8 @@ async def test_on_a_cluster_the_retry_queues_are_quorum_queues_and_a_delayed_tas
             assert kinds[delivery_queue(cluster, name)] == "quorum"
             assert {kinds[q] for q in retry_queues(cluster, name)} == {"quorum"}
             assert {kinds[q] for q in retry_queues(single, name)} == {"classic"}
+            assert kinds[urgent_queue(cluster, name)] == "quorum"
+            assert kinds[urgent_queue(single, name)] == "classic"
         await DeliveryDispatcher(channel, channel.default_exchange, cluster).delay(
             "webhook", ["row-1"], 0.2
         )
@@ -197,9 +200,21 @@ async def test_on_a_cluster_the_retry_queues_are_quorum_queues_and_a_delayed_tas
             message = await asyncio.wait_for(anext(arriving), 30)
         assert json.loads(message.body) == {"deliveries": ["row-1"]}
         await message.ack()
+        await DeliveryDispatcher(channel, channel.default_exchange, cluster).dispatch(
+            {"webhook": ["row-2"]}, urgent=True
+        )
+        queue = await channel.get_queue(urgent_queue(cluster, "webhook"), ensure=False)
+        async with queue.iterator() as arriving:
+            message = await asyncio.wait_for(anext(arriving), 30)
+        assert json.loads(message.body)["deliveries"] == ["row-2"]
+        await message.ack()
         for broker in (single, cluster):
             for name in CHANNEL_NAMES:
-                for queue_name in (delivery_queue(broker, name), *retry_queues(broker, name)):
+                for queue_name in (
+                    delivery_queue(broker, name),
+                    urgent_queue(broker, name),
+                    *retry_queues(broker, name),
+                ):
                     await channel.queue_delete(queue_name)
     finally:
         await connection.close()

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from core.alert import alert_id_for
 from dissemination.api.directory import ADMIN
-from dissemination.broker.dispatch import delivery_queue
+from dissemination.broker.dispatch import delivery_queue, urgent_queue
 from dissemination.directory.store import CONTACT, STAKEHOLDER, SUBSCRIPTION, Directory, EntitySpec
 from dissemination.directory.sync import apply_change
 from dissemination.service import Service
@@ -69,8 +69,10 @@ async def _person(service: Service, name: str, max_tlp: str, kind: str = "indivi
     return sid
 
 
-async def _subscribe(service: Service, sid: str, rule: dict[str, Any]) -> str:
-    fields = validate_subscription({"stakeholderId": sid, "rule": rule, "channels": ["email"]})
+async def _subscribe(service: Service, sid: str, rule: dict[str, Any], **more: Any) -> str:
+    fields = validate_subscription(
+        {"stakeholderId": sid, "rule": rule, "channels": ["email"], **more}
+    )
     return await _create(service, SUBSCRIPTION, fields)
 
 
@@ -115,10 +117,44 @@ async def test_targets_and_withheld_become_rows_and_tasks(
         ("cleared@example.org", "pending", None),
         ("limited@example.org", "withheld", "tlp_above_clearance"),
     ]
-    (task,) = await get_all(channel, delivery_queue(settings.broker, "email"), 1)
+    # an actual alert, Immediate and Severe: an imminent threat, onto the urgent queue
+    (task,) = await get_all(channel, urgent_queue(settings.broker, "email"), 1)
     body = json.loads(task.body)
     assert body["deliveries"] == [rows[0]["id"]]
     assert 0 <= time.time() - body["published_at"] < 60  # for the worker's time in the queue
+    assert await get_all(channel, delivery_queue(settings.broker, "email"), 1, timeout=0.5) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "urgency", "severity", "urgent"),
+    [
+        ("Actual", "Immediate", "Extreme", True),
+        ("Actual", "Immediate", "Moderate", False),
+        ("Actual", "Expected", "Extreme", False),
+        ("Exercise", "Immediate", "Extreme", False),
+    ],
+)
+async def test_only_an_imminent_threat_goes_onto_the_urgent_queue(
+    service: Service,
+    channel: AbstractChannel,
+    settings: Settings,
+    status: str,
+    urgency: str,
+    severity: str,
+    urgent: bool,
+) -> None:
+    person = await _person(service, "someone", "AMBER")
+    await _subscribe(service, person, {"categories": ["Met"]}, includeExercises=True)
+    document = cap_json("PLAN-URGENT", status=status)
+    calm = dict(document["info"][0], urgency="Past", severity="Minor")
+    document["info"] = [calm, dict(calm, urgency=urgency, severity=severity)]  # any block
+    await publish(channel, settings, json.dumps(document).encode())
+    urgent_name = urgent_queue(settings.broker, "email")
+    other_name = delivery_queue(settings.broker, "email")
+    (task,) = await get_all(channel, urgent_name if urgent else other_name, 1)
+    assert len(json.loads(task.body)["deliveries"]) == 1
+    left = await get_all(channel, other_name if urgent else urgent_name, 1, timeout=0.5)
+    assert left == []
 
 
 async def test_update_reaches_earlier_recipients_after_their_rule_is_gone(

@@ -59,7 +59,7 @@ async def planned_rows(database: Database) -> list[str]:
     )
     alert = cap_json(f"PLANS-{uuid.uuid4().hex[:8]}", handling={"tlp": "GREEN"})
     result = await pipeline.process(Payload(json.dumps(alert).encode(), "application/json"))
-    return result.pending["webhook"]
+    return result.waiting("webhook")
 
 
 async def test_a_fan_out_after_small_beginnings_never_scans_the_whole_table(

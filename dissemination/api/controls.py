@@ -157,11 +157,12 @@ class ControlEndpoints:
     async def _actor(self, request: web.Request, *roles: Role) -> Actor:
         return (await authenticate(request, *(roles or (Role.ADMIN,)))).actor
 
-    async def dispatch(self, released: dict[str, list[str]]) -> bool:
-        """Publish the released rows' tasks; False if the broker did not confirm (the rows
-        stay pending and the lost-task sweep publishes them once their queue is empty)."""
+    async def dispatch(self, released: dict[str, list[str]], urgent: bool = False) -> bool:
+        """Publish the released rows' tasks (onto the urgent queues if `urgent`); False if the
+        broker did not confirm (the rows stay pending and the lost-task sweep publishes them
+        once their queue is empty)."""
         try:
-            await self.dispatcher.dispatch(released)
+            await self.dispatcher.dispatch(released, urgent)
         except PublishFailed as error:
             log.warning("released_rows_not_dispatched", reason=str(error))
             return False
@@ -252,7 +253,7 @@ class ControlEndpoints:
             )
         except ControlRefused as error:
             raise _refused(error) from None
-        dispatched = await self.dispatch(made.deliveries)
+        dispatched = await self.dispatch(made.deliveries, urgent=True)  # imminent danger
         return {
             "id": made.id,
             "alertId": alert_id,

@@ -5,7 +5,9 @@ confirms. A fan-out to 100,000 addresses costs about 100,000 / batch_size messag
 A task only names rows; the ledger says what to do with them. Publishing a task twice is
 harmless, because a worker sends a row only after claiming it from `pending`. Tasks that must
 wait (a retry's backoff, quiet hours, an open circuit) go through the channel's retry queues
-(see `dissemination.retrying`).
+(see `dissemination.retrying`). The first tasks of an urgent alert (`Alert.urgent`) go onto
+the channel's urgent queue (`deliveries.webhook.urgent`, ...), which workers take ahead of
+the rest: an imminent threat does not wait behind a large fan-out queued before it.
 """
 
 from __future__ import annotations
@@ -40,18 +42,29 @@ def retry_queue(settings: BrokerSettings, channel: str, tier_seconds: float) -> 
     or joining a cluster declares new queues instead of clashing with the old ones' arguments
     (old ones drain themselves: their messages still expire back onto the channel's queue)."""
     ms = round(tier_seconds * 1000)
-    replicated = ".quorum" if replicated_retry_queues(settings) else ""
+    replicated = ".quorum" if replicated_side_queues(settings) else ""
     return f"{settings.delivery_queue_prefix}{channel}.retry.{ms}ms{replicated}"
 
 
-def replicated_retry_queues(settings: BrokerSettings) -> bool:
-    """Retry queues are quorum queues on a cluster (`failover_urls` set) and classic on one
-    node. A classic queue lives on one node, and while that node is down every node refuses
-    to declare it, so a service on a surviving node could not restore its channels. On one
-    node a quorum queue buys nothing: a task lost with a classic one is a row the ledger's
-    stuck-row sweep publishes again, and nine more Raft groups per service made a busy test
-    broker stop answering."""
+def urgent_queue(settings: BrokerSettings, channel: str) -> str:
+    """The queue of the channel's urgent tasks (`Alert.urgent`), which its workers take ahead
+    of the channel's other tasks. Its type is in its name, as a retry queue's is."""
+    replicated = ".quorum" if replicated_side_queues(settings) else ""
+    return f"{settings.delivery_queue_prefix}{channel}.urgent{replicated}"
+
+
+def replicated_side_queues(settings: BrokerSettings) -> bool:
+    """Retry and urgent queues are quorum queues on a cluster (`failover_urls` set) and
+    classic on one node. A classic queue lives on one node, and while that node is down every
+    node refuses to declare it, so a service on a surviving node could not restore its
+    channels. On one node a quorum queue buys nothing: a task lost with a classic one is a
+    row the ledger's stuck-row sweep publishes again, and nine more Raft groups per service
+    made a busy test broker stop answering."""
     return bool(settings.failover_urls)
+
+
+def side_queue_arguments(settings: BrokerSettings) -> dict[str, Any]:
+    return {"x-queue-type": "quorum"} if replicated_side_queues(settings) else {}
 
 
 def retry_queues(settings: BrokerSettings, channel: str) -> list[str]:
@@ -61,24 +74,25 @@ def retry_queues(settings: BrokerSettings, channel: str) -> list[str]:
 async def declare_deliveries(
     channel: AbstractChannel, settings: BrokerSettings
 ) -> AbstractExchange:
-    """Declare the deliveries exchange, one durable quorum queue per channel, and its retry
-    queues (`replicated_retry_queues`)."""
+    """Declare the deliveries exchange, one durable quorum queue per channel, and its urgent
+    and retry queues (`replicated_side_queues`)."""
     exchange = await channel.declare_exchange(
         settings.delivery_exchange, ExchangeType.DIRECT, durable=True
     )
-    retry_arguments: dict[str, Any] = (
-        {"x-queue-type": "quorum"} if replicated_retry_queues(settings) else {}
-    )
+    side_arguments = side_queue_arguments(settings)
     for name in CHANNEL_NAMES:
         queue = await channel.declare_queue(
             delivery_queue(settings, name), durable=True, arguments={"x-queue-type": "quorum"}
         )
         await queue.bind(exchange, routing_key=name)
+        await channel.declare_queue(
+            urgent_queue(settings, name), durable=True, arguments=side_arguments
+        )
         for tier in retry_schedule(settings).tiers():
             await channel.declare_queue(
                 retry_queue(settings, name, tier),
                 durable=True,
-                arguments=retry_arguments
+                arguments=side_arguments
                 | {
                     "x-message-ttl": round(tier * 1000),
                     "x-dead-letter-exchange": settings.delivery_exchange,
@@ -116,15 +130,20 @@ class DeliveryDispatcher:
         self.settings = settings
         self.schedule = retry_schedule(settings)
         self.batch_size = settings.task_batch_size
+        self.urgent = {name: urgent_queue(settings, name) for name in CHANNEL_NAMES}
         self.timeout_seconds = timeout_seconds
         self.published = 0
 
-    async def dispatch(self, pending: Mapping[str, Sequence[str]]) -> None:
-        """Publish every pending id; raise PublishFailed unless the broker confirmed all."""
+    async def dispatch(self, pending: Mapping[str, Sequence[str]], urgent: bool = False) -> None:
+        """Publish every pending id (onto the channel's urgent queue if `urgent`); raise
+        PublishFailed unless the broker confirmed all."""
         for channel, ids in pending.items():
+            exchange, routing_key = self.exchange, channel
+            if urgent:  # by name: no binding to leave behind if the queue's type changes
+                exchange, routing_key = self.channel.default_exchange, self.urgent[channel]
             for start in range(0, len(ids), self.batch_size):
                 await self._publish(
-                    self.exchange, channel, ids[start : start + self.batch_size], None
+                    exchange, routing_key, ids[start : start + self.batch_size], None
                 )
 
     async def delay(self, channel: str, ids: Sequence[str], seconds: float) -> None:

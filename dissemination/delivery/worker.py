@@ -1,7 +1,9 @@
-"""Delivery workers: one per channel, consuming `deliveries.<channel>`. For each task (a batch
-of row ids) a worker claims the rows that are due in chunks, sends them concurrently (bounded
-in all and per destination host, behind that host's circuit breaker), records every outcome
-in one transaction, and only then acks the task.
+"""Delivery workers: one per channel, consuming `deliveries.<channel>` and its urgent queue.
+For each task (a batch of row ids) a worker claims the rows that are due in chunks, sends them
+concurrently (bounded in all and per destination host, behind that host's circuit breaker),
+records every outcome in one transaction, and only then acks the task. Urgent tasks go by a
+lane of their own (`SendLane`: room to claim, and send slots), so their rows never queue
+behind a fan-out's.
 
 - sent: the provider accepted it; its id (Message-ID, Twilio SID, HTTP status) is kept.
 - transient failure: the row goes back to `pending` with `not_before` set by the backoff and
@@ -61,6 +63,7 @@ class DeliveryWorker:
         builder: MessageBuilder,
         store: DeliveryStore,
         queue: AbstractQueue,
+        urgent_queue: AbstractQueue,
         dispatcher: DeliveryDispatcher,
         schedule: RetrySchedule,
         breakers: CircuitBreakers,
@@ -76,6 +79,7 @@ class DeliveryWorker:
         self.channel = channel.name
         self.store = store
         self.queue = queue
+        self.urgent_queue = urgent_queue
         self.dispatcher = dispatcher
         self.schedule = schedule
         self.breakers = breakers
@@ -83,20 +87,19 @@ class DeliveryWorker:
         self.metrics = metrics or Metrics()
         self.metrics.watch_breakers(self.channel, breakers.open_hosts)
         self.stuck_after_seconds = stuck_after_seconds
-        self.concurrency = concurrency
-        self.slots = asyncio.Semaphore(concurrency)
-        self._unsettled = 0
+        self.lane = SendLane(concurrency, per_host_concurrency)
+        self.urgent_lane = SendLane(concurrency, per_host_concurrency)
         self._in_flight: set[str] = set()  # row ids this worker holds in `sending`
-        self._room = asyncio.Condition()
-        self.per_host_concurrency = per_host_concurrency
-        self._host_slots: dict[str, asyncio.Semaphore] = {}
-        self._consumer_tag: str | None = None
+        self._consumer_tags: list[tuple[AbstractQueue, str]] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[Any]] = set()  # tasks being handled, for `stop`
 
     async def start(self) -> None:
         await self.sweep()
-        self._consumer_tag = await self.queue.consume(self._on_task, no_ack=False)
+        self._consumer_tags = [
+            (self.urgent_queue, await self.urgent_queue.consume(self._on_urgent_task)),
+            (self.queue, await self.queue.consume(self._on_task)),
+        ]
         self._sweeper = asyncio.create_task(
             self._sweep_periodically(), name=f"{self.channel}-stuck-row-sweeper"
         )
@@ -105,9 +108,9 @@ class DeliveryWorker:
         """Stop taking tasks, then end the sweeper and the tasks still being handled (their
         rows stay pending or sending for the next start), so that none of them outlives the
         store and broker connections they hold: the service closes those next."""
-        if self._consumer_tag is not None:
+        for queue, tag in self._consumer_tags:
             try:
-                await self.queue.cancel(self._consumer_tag)
+                await queue.cancel(tag)
             except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
                 log.warning("consumer_cancel_failed", channel=self.channel, error=repr(error))
         running = [t for t in (self._sweeper, *self._handlers) if t is not None and not t.done()]
@@ -149,8 +152,7 @@ class DeliveryWorker:
         if ids:
             log.warning("stuck_rows_resent", channel=self.channel, count=len(ids))
             self.metrics.delivered(self.channel, "resent", len(ids))
-        declared = await self.queue.declare()
-        if not declared.message_count:
+        if not await self._queued_tasks():
             resent = set(ids)
             overdue = [
                 i
@@ -164,7 +166,15 @@ class DeliveryWorker:
             await self.dispatcher.dispatch({self.channel: ids})
         return ids
 
-    async def _on_task(self, message: AbstractIncomingMessage) -> None:
+    async def _queued_tasks(self) -> int:
+        """Tasks waiting on the channel's queues (the urgent one's included)."""
+        declared = [await queue.declare() for queue in (self.queue, self.urgent_queue)]
+        return sum(each.message_count or 0 for each in declared)
+
+    async def _on_urgent_task(self, message: AbstractIncomingMessage) -> None:
+        await self._on_task(message, urgent=True)
+
+    async def _on_task(self, message: AbstractIncomingMessage, urgent: bool = False) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
@@ -183,7 +193,7 @@ class DeliveryWorker:
         if isinstance(published_at, float):
             self.metrics.in_stage("queued", time.time() - published_at)
         try:
-            outcomes = await self.deliver(ids)
+            outcomes = await self.deliver(ids, self.urgent_lane if urgent else self.lane)
         except (StoreUnavailable, PublishFailed) as error:
             # Settled rows stay settled; the rest are pending (redelivered with the task) or
             # sending (the stuck-row policy resolves them).
@@ -201,20 +211,22 @@ class DeliveryWorker:
         await message.ack()
         log.info("task_done", channel=self.channel, rows=len(ids), **dict(sorted(outcomes.items())))
 
-    async def deliver(self, ids: Sequence[str]) -> Counter[str]:
-        """Claim the rows in chunks while there is room, send them concurrently, and record
-        outcomes in waves as sends finish; returns how many rows ended in which state."""
+    async def deliver(self, ids: Sequence[str], lane: SendLane | None = None) -> Counter[str]:
+        """Claim the rows in chunks while there is room in `lane` (the ordinary one by
+        default), send them concurrently, and record outcomes in waves as sends finish;
+        returns how many rows ended in which state."""
+        lane = lane or self.lane
         outcomes: Counter[str] = Counter()
         sending: set[asyncio.Task[Settlement]] = set()
         claimed: set[str] = set()
         try:
             for start in range(0, len(ids), CLAIM_CHUNK):
-                while self._unsettled >= 2 * self.concurrency:
+                while lane.full():
                     if sending:  # record our own finished sends while we wait for room
-                        await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
+                        await self._settle_finished(sending, lane, SETTLE_INTERVAL, outcomes)
                         continue
-                    async with self._room:
-                        await self._room.wait_for(lambda: self._unsettled < 2 * self.concurrency)
+                    async with lane.room:
+                        await lane.room.wait_for(lambda: not lane.full())
                 await failpoint("before_claim")
                 claiming = time.perf_counter()
                 claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
@@ -224,26 +236,28 @@ class DeliveryWorker:
                     outcomes[DeliveryState.SUPPRESSED.value] += claim.expired
                     self.metrics.delivered(self.channel, "expired", claim.expired)
                     log.info("expired_rows_suppressed", channel=self.channel, count=claim.expired)
-                self._unsettled += len(claim.rows)
+                lane.unsettled += len(claim.rows)
                 new_ids = {row.id for row in claim.rows}
                 claimed |= new_ids
                 self._in_flight |= new_ids
-                sending |= {asyncio.create_task(self._attempt(row)) for row in claim.rows}
-                await self._settle_finished(sending, 0, outcomes)
+                sending |= {asyncio.create_task(self._attempt(row, lane)) for row in claim.rows}
+                await self._settle_finished(sending, lane, 0, outcomes)
             while sending:
-                await self._settle_finished(sending, SETTLE_INTERVAL, outcomes)
+                await self._settle_finished(sending, lane, SETTLE_INTERVAL, outcomes)
             return outcomes
         finally:
             if sending:  # only on a store or broker failure: unsettled rows are redone
                 for task in sending:
                     task.cancel()
                 self._in_flight.difference_update(claimed)  # left for the stuck-row policy
-                async with self._room:
-                    self._unsettled -= len(sending)
-                    self._room.notify_all()
+                await lane.release(len(sending))
 
     async def _settle_finished(
-        self, sending: set[asyncio.Task[Settlement]], wait: float, outcomes: Counter[str]
+        self,
+        sending: set[asyncio.Task[Settlement]],
+        lane: SendLane,
+        wait: float,
+        outcomes: Counter[str],
     ) -> None:
         """Record the sends that have finished (waiting up to `wait` for more to finish, and
         for at least one), taking them out of `sending`."""
@@ -256,10 +270,10 @@ class DeliveryWorker:
         if done:
             sending.difference_update(done)
             settlements = [task.result() for task in done]
-            await self._settle(settlements)
+            await self._settle(settlements, lane)
             outcomes.update(s.state.value for s in settlements)
 
-    async def _settle(self, settlements: list[Settlement]) -> None:
+    async def _settle(self, settlements: list[Settlement], lane: SendLane) -> None:
         try:
             settling = time.perf_counter()
             settled = await self._settle_with_retries(settlements)
@@ -267,9 +281,7 @@ class DeliveryWorker:
             _log_settled(settlements)
         finally:
             self._in_flight.difference_update(s.row.id for s in settlements)
-            async with self._room:
-                self._unsettled -= len(settlements)
-                self._room.notify_all()
+            await lane.release(len(settlements))
         self._count(settlements, settled)
         await self._delay(
             [
@@ -312,7 +324,7 @@ class DeliveryWorker:
         for seconds, ids in by_tier.values():
             await self.dispatcher.delay(self.channel, ids, seconds)
 
-    async def _attempt(self, row: ClaimedRow) -> Settlement:
+    async def _attempt(self, row: ClaimedRow, lane: SendLane) -> Settlement:
         structlog.contextvars.bind_contextvars(  # this row's own task: its lines name it
             alert_id=row.alert_id, delivery_id=row.id, channel=row.channel
         )
@@ -338,8 +350,7 @@ class DeliveryWorker:
                 not_before=self.breakers.retry_at(host, now),
                 uncount_attempt=True,
             )
-        host_slots = self._host_slots.setdefault(host, asyncio.Semaphore(self.per_host_concurrency))
-        async with host_slots, self.slots:  # wait for the host first: hold no shared slot
+        async with lane.host(host), lane.slots:  # the host's first: hold no shared slot
             started = time.perf_counter()
             try:
                 result = await self.delivery_channel.send(message)
@@ -380,6 +391,36 @@ class DeliveryWorker:
             fall_back=True,
             disable_contact=result.disable_address,
         )
+
+
+class SendLane:
+    """One way through a worker: how many sends may be under way at once, in all and to any
+    one host, and the rows claimed and not yet settled, which a task claims more of only
+    while they are fewer than twice the concurrency (bounding what a crash leaves in
+    `sending`)."""
+
+    def __init__(self, concurrency: int, per_host_concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)
+        self.per_host_concurrency = per_host_concurrency
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self.unsettled = 0
+        self.room = asyncio.Condition()
+
+    def host(self, host: str) -> asyncio.Semaphore:
+        slots = self._hosts.get(host)
+        if slots is None:
+            slots = self._hosts[host] = asyncio.Semaphore(self.per_host_concurrency)
+        return slots
+
+    def full(self) -> bool:
+        return self.unsettled >= 2 * self.concurrency
+
+    async def release(self, rows: int) -> None:
+        """`rows` claimed rows are settled (or given up): make room for more."""
+        async with self.room:
+            self.unsettled -= rows
+            self.room.notify_all()
 
 
 def _log_settled(settlements: Sequence[Settlement]) -> None:

@@ -151,9 +151,10 @@ class IntakeConsumer:
         self.backoff.reset()
         for alert_id, outcome in result.outcomes.items():
             log.info("alert_recorded", alert_id=alert_id, outcome=outcome.value)
-        if result.pending and self.dispatcher is not None:
+        if (result.pending or result.urgent) and self.dispatcher is not None:
             started = time.perf_counter()
             try:
+                await self.dispatcher.dispatch(result.urgent, urgent=True)
                 await self.dispatcher.dispatch(result.pending)
             except PublishFailed as error:
                 # The plan is stored; the redelivery finds the rows still pending and

@@ -70,10 +70,16 @@ from subscriptions.audience import Audience
 @dataclass(frozen=True, slots=True)
 class IntakeResult:
     """What one message became: alert ids by what recording them did, and the delivery rows
-    waiting to be sent, by channel."""
+    waiting to be sent, by channel: those of urgent alerts (`Alert.urgent`) apart, to go
+    ahead of others queued."""
 
     outcomes: dict[str, RecordOutcome] = field(default_factory=dict)
     pending: dict[str, list[str]] = field(default_factory=dict)
+    urgent: dict[str, list[str]] = field(default_factory=dict)
+
+    def waiting(self, channel: str) -> list[str]:
+        """Every row waiting to be sent on `channel`, urgent or not."""
+        return self.urgent.get(channel, []) + self.pending.get(channel, [])
 
 
 def initial_state(alert: Alert, now: datetime) -> AlertState:
@@ -148,8 +154,9 @@ class AlertPipeline:
             self._count(source, each, outcome.outcome)
         for alert, outcome in zip(alerts, recorded, strict=True):
             result.outcomes[alert.id] = outcome.outcome
+            waiting = result.urgent if alert.urgent else result.pending
             for channel, ids in outcome.pending.items():
-                result.pending.setdefault(channel, []).extend(ids)
+                waiting.setdefault(channel, []).extend(ids)
         return result
 
     def _count(self, source: str, planned: PlannedAlert, outcome: RecordOutcome) -> None:
