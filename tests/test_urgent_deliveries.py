@@ -1,12 +1,16 @@
 """An imminent threat does not wait behind a fan-out: while a large alert's deliveries fill a
 worker (its sends stalled at the receiver, more of its tasks queued behind them), an urgent
 alert's delivery goes out at once, on the urgent queue and send slots of its own; the queued
-work then finishes, nothing lost."""
+work then finishes, nothing lost. And the ordinary lane claims nothing more while urgent rows
+are under way."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from dissemination.delivery.worker import SendLane
 from dissemination.service import Service
 from tests.deliveryrig import (  # noqa: F401 (fixtures)
     Sinks,
@@ -17,8 +21,6 @@ from tests.deliveryrig import (  # noqa: F401 (fixtures)
     sinks_fixture,
 )
 from tests.people import enrol
-
-pytestmark = pytest.mark.slow
 
 BULK = 6
 """The large alert's recipients: three tasks of two rows, one held by the worker at a time,
@@ -38,6 +40,7 @@ async def _recipients(service: Service, sinks: Sinks) -> None:
     )
 
 
+@pytest.mark.slow
 async def test_an_urgent_alert_overtakes_a_fan_out_in_progress(
     custom_service: StartService, sinks: Sinks
 ) -> None:
@@ -68,3 +71,25 @@ async def test_an_urgent_alert_overtakes_a_fan_out_in_progress(
     rows = await settled(service, bulk, BULK)
     assert [row["state"] for row in rows] == ["sent"] * BULK
     assert hooks.calls["stall"] == BULK
+
+
+async def test_the_ordinary_lane_claims_nothing_while_urgent_rows_are_under_way() -> None:
+    urgent = SendLane(2, 2)
+    ordinary = SendLane(2, 2, yields_to=urgent)
+    assert not ordinary.full()
+    urgent.unsettled = 3  # claimed, not yet settled
+    assert ordinary.full()
+    assert not urgent.full()  # the urgent lane yields to none
+
+    async def room_for_ordinary() -> None:
+        async with ordinary.room:
+            await ordinary.room.wait_for(lambda: not ordinary.full())
+
+    waiting = asyncio.create_task(room_for_ordinary())
+    await urgent.release(2)
+    await asyncio.sleep(0)  # let the waiter look: one urgent row is still under way
+    assert not waiting.done()
+    await urgent.release(1)
+    await asyncio.wait_for(waiting, 5)  # woken by the last urgent row's release
+    ordinary.unsettled = 4
+    assert ordinary.full()  # its own limit still holds: twice its concurrency
