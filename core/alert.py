@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
@@ -192,12 +193,9 @@ class Alert:
 
     @property
     def urgent(self) -> bool:
-        """An actual alert of an imminent threat: an info block whose urgency is Immediate
-        and whose severity is Extreme or Severe. Its deliveries go ahead of others queued."""
-        return self.status is Status.ACTUAL and any(
-            info.urgency == "Immediate" and info.severity in URGENT_SEVERITIES
-            for info in self.infos
-        )
+        """An actual alert of an imminent threat (`imminent_threat`): its deliveries go ahead
+        of others queued."""
+        return imminent_threat(self.status, ((i.urgency, i.severity) for i in self.infos))
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of the normalized alert (datetimes as ISO 8601)."""
@@ -208,6 +206,21 @@ class Alert:
         """SHA-256 over the normalized content: equal for byte-different renderings of the same
         alert, different when anything a recipient would see differs."""
         return content_hash_of(self.to_json())
+
+
+def imminent_threat(status: str, blocks: Iterable[tuple[str, str]]) -> bool:
+    """Whether an alert of `status` whose info blocks have these (urgency, severity) is an
+    actual alert of an imminent threat: a block whose urgency is Immediate and whose severity
+    is Extreme or Severe."""
+    return status == Status.ACTUAL and any(
+        urgency == "Immediate" and severity in URGENT_SEVERITIES for urgency, severity in blocks
+    )
+
+
+def document_is_urgent(document: dict[str, Any]) -> bool:
+    """`Alert.urgent` for a stored alert's `to_json()` document."""
+    blocks = ((info["urgency"], info["severity"]) for info in document.get("infos", ()))
+    return imminent_threat(document["status"], blocks)
 
 
 def content_hash_of(document: dict[str, Any]) -> str:

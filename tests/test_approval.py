@@ -10,6 +10,7 @@ reviews it. Everything runs against the real broker, both stores and loopback si
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,11 +19,12 @@ from sqlalchemy import select
 from core.alert import Tlp, alert_id_for
 from core.errors import ConfigError
 from dissemination.api.tokens import Role
-from dissemination.controls import record
+from dissemination.controls import approval, record
 from dissemination.controls.approvalrules import ApprovalPolicy, approval_policy, parse_rule
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap, alert_from_local
 from dissemination.service import Service
 from dissemination.settings import load_settings
+from dissemination.store.audit import Actor
 from dissemination.store.tables import approvals, audit_log
 from testbed.alerts import cap_json
 from tests.alerts import fixture_document
@@ -310,3 +312,23 @@ async def test_a_held_alert_cannot_be_released_around_its_approval(
     )
     assert (status, refused["error"]["code"]) == (409, "not_releasable")
     assert sinks.smtp.messages == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("urgency", "urgent"), [("Immediate", True), ("Expected", False)])
+async def test_an_approved_imminent_threat_goes_ahead_of_others_queued(
+    service: Service, sinks: Sinks, urgency: str, urgent: bool
+) -> None:
+    """The rows approval releases go onto the urgent queues when the alert is an imminent
+    threat (`Alert.urgent`), as they would have had it not been held."""
+    await enrol(service, "Duty officer", {"email": "duty@example.org"}, max_tlp="RED")
+    alice = await token(service, "alice")
+    document = red_advisory(f"HOLD-{urgency}") | {"urgency": urgency, "severity": "Extreme"}
+    alert_id = await submit(sinks, alice, document)
+    await held_rows(service, alert_id, 1)
+    assert service.database is not None
+    decision = await approval.decide(
+        service.database, alert_id, Actor("bob-token", "bob"), True, None, datetime.now(UTC)
+    )
+    assert [len(ids) for ids in decision.released.values()] == [1]
+    assert decision.urgent is urgent

@@ -223,7 +223,8 @@ class ControlEndpoints:
             )
         except ControlRefused as error:
             raise _refused(error) from None
-        dispatched = await self.dispatch(decision.released) if decision.released else True
+        released = decision.released
+        dispatched = await self.dispatch(released, decision.urgent) if released else True
         return {
             "id": alert_id,
             "state": decision.state.value,

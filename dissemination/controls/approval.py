@@ -19,12 +19,13 @@ from enum import StrEnum
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.alert import document_is_urgent
 from dissemination.acks.escalation import EscalationState, end_escalations
 from dissemination.errors import ControlRefused
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.rows import reject_held, release_held
-from dissemination.store.tables import approvals
+from dissemination.store.tables import alerts, approvals
 
 
 class ApprovalState(StrEnum):
@@ -62,10 +63,12 @@ async def withdraw(conn: AsyncConnection, alert_ids: list[str], cancel: str, now
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What a decision did: the new state, and the released rows by channel."""
+    """What a decision did: the new state, the released rows by channel, and whether they
+    are an urgent alert's (`Alert.urgent`: to go ahead of others queued)."""
 
     state: ApprovalState
     released: dict[str, list[str]]
+    urgent: bool = False
 
 
 def principal(actor: Actor) -> str:
@@ -116,6 +119,8 @@ async def decide(
         if decided.rowcount != 1:  # another administrator decided in between
             raise ControlRefused(409, "already_decided", "the alert was decided meanwhile")
         released = await release_held(conn, alert_id, now) if approve else {}
+        document = await conn.scalar(select(alerts.c.document).where(alerts.c.id == alert_id))
+        urgent = bool(released) and document is not None and document_is_urgent(document)
         if not approve:
             await _suppress(conn, alert_id, reason or "", now)
         await write_audit(
@@ -129,7 +134,7 @@ async def decide(
             after={"approval": state.value, "released": sum(map(len, released.values()))},
             reason=reason,
         )
-    return Decision(state, released)
+    return Decision(state, released, urgent)
 
 
 async def _suppress(conn: AsyncConnection, alert_id: str, reason: str, now: datetime) -> None:
