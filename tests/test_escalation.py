@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from dissemination.acks.escalator import EscalationEngine
 from dissemination.api.tokens import Role, TokenStore
+from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.directory.store import CONTACT, STAKEHOLDER
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
@@ -126,6 +127,17 @@ async def escalation_of(run: Clocked, alert_id: str) -> dict[str, Any]:
             .one()
         )
     return dict(row)
+
+
+async def by_webhook(run: Clocked, sinks: Sinks, policy_id: str, name: str = "Riley Quinn") -> None:
+    """Someone reached by webhook who must acknowledge, under the escalation policy."""
+    await enrol(
+        run.service,
+        name,
+        {"webhook": sinks.hooks.base + "ok"},
+        ack_required=True,
+        escalation_id=policy_id,
+    )
 
 
 async def test_the_policy_api_validates_steps_and_supervisors(
@@ -277,13 +289,7 @@ async def test_supervisors_notices_by_webhook_carry_the_alert_only_when_cleared(
             }
         ],
     )
-    await enrol(
-        run.service,
-        "Riley Quinn",
-        {"webhook": sinks.hooks.base + "ok"},
-        ack_required=True,
-        escalation_id=policy_id,
-    )
+    await by_webhook(run, sinks, policy_id)
     alert_id = await publish_alert(
         run.channel, run.settings, "ESC-HOOK-NOTICE", handling={"tlp": "AMBER"}
     )
@@ -320,13 +326,7 @@ async def test_an_acknowledgment_stops_the_escalation(clocked: Clocked, sinks: S
             {"afterSeconds": 120, "action": "resend"},
         ],
     )
-    await enrol(
-        run.service,
-        "Ack'd",
-        {"webhook": sinks.hooks.base + "ok"},
-        ack_required=True,
-        escalation_id=policy_id,
-    )
+    await by_webhook(run, sinks, policy_id, "Ack'd")
     alert_id = await publish_alert(run.channel, run.settings, "ESC-ACK")
     await settled(run.service, alert_id, 1)
     run.clock.advance(60)
@@ -408,3 +408,40 @@ async def test_two_engines_on_one_store_fire_each_step_once(clocked: Clocked, si
     assert sum(r["origin"] == "escalation" for r in rows) == count
     ids = [headers["webhook-id"] for headers, _ in sinks.hooks.requests]
     assert len(ids) == len(set(ids)) == 2 * count
+
+
+class RecordingDispatcher(DeliveryDispatcher):
+    """The service's own dispatcher, noting which rows went onto the urgent queues."""
+
+    def __init__(self, real: DeliveryDispatcher) -> None:
+        super().__init__(real.channel, real.exchange, real.settings, real.timeout_seconds)
+        self.by_urgency: dict[bool, list[str]] = {True: [], False: []}
+
+    async def dispatch(self, pending: Mapping[str, Sequence[str]], urgent: bool = False) -> None:
+        self.by_urgency[urgent] += [i for ids in pending.values() for i in ids]
+        await super().dispatch(pending, urgent)
+
+
+async def test_an_imminent_threat_s_escalation_steps_go_ahead_of_others_queued(
+    clocked: Clocked, sinks: Sinks
+) -> None:
+    run = clocked
+    policy_id = await policy(run, sinks, [{"afterSeconds": 600, "action": "resend"}])
+    await by_webhook(run, sinks, policy_id)
+    urgent = await publish_alert(run.channel, run.settings, "ESC-URGENT")  # Immediate, Severe
+    calm = dict(cap_json()["info"][0], urgency="Expected", severity="Moderate")
+    ordinary = await publish_alert(run.channel, run.settings, "ESC-ORDINARY", info=[calm])
+    await settled(run.service, urgent, 1)
+    await settled(run.service, ordinary, 1)
+    recording = RecordingDispatcher(run.engine.dispatcher)
+    run.engine.dispatcher = recording
+
+    run.clock.advance(600)
+    assert await run.engine.run_due() == 2
+    resends = {
+        alert_id: [
+            r["id"] for r in await settled(run.service, alert_id, 2) if r["origin"] != "match"
+        ]
+        for alert_id in (urgent, ordinary)
+    }
+    assert recording.by_urgency == {True: resends[urgent], False: resends[ordinary]}

@@ -44,6 +44,7 @@ from dissemination.store.tables import (
     escalations,
     stakeholders,
 )
+from dissemination.store.urgency import urgent_alerts
 from subscriptions.clearance import withheld_reason
 from subscriptions.codec import stakeholder_model
 from subscriptions.model import Channel
@@ -90,8 +91,10 @@ class EscalationEngine:
                     ).mappings()
                 ]
             if due:
-                count, pending = await self._fire_batch(due, now)
+                count, pending, urgent = await self._fire_batch(due, now)
                 fired += count
+                if urgent:
+                    await self.dispatcher.dispatch(urgent, urgent=True)
                 if pending:
                     await self.dispatcher.dispatch(pending)
             if len(due) < DUE_BATCH:
@@ -99,10 +102,11 @@ class EscalationEngine:
 
     async def _fire_batch(
         self, due: list[dict[str, Any]], now: datetime
-    ) -> tuple[int, dict[str, list[str]]]:
+    ) -> tuple[int, dict[str, list[str]], dict[str, list[str]]]:
         """In one transaction: end the escalations that are over, advance each other one by
         compare-and-set (a step another instance fired first is skipped), and write the rows
-        of the steps fired here. Returns the steps fired and the new pending rows by channel."""
+        of the steps fired here. Returns the steps fired and the new pending rows by channel:
+        those of ordinary alerts, then those of urgent ones (`Alert.urgent`)."""
         fired: list[tuple[dict[str, Any], int]] = []
         values: list[dict[str, Any]] = []
         async with self.database.transaction() as conn:
@@ -123,6 +127,7 @@ class EscalationEngine:
                 values += planned
                 fired.append((row, len(planned)))
             await insert_planned(conn, self.database, values)
+            urgent = await urgent_alerts(conn, {value["alert_id"] for value in values})
         for row, count in fired:
             self.metrics.escalation_step(row["steps"][row["next_step"]]["action"])
             log.info(
@@ -133,7 +138,11 @@ class EscalationEngine:
                 stakeholder_id=row["stakeholder_id"],
                 rows=count,
             )
-        return len(fired), pending_by_channel(values)
+        return (
+            len(fired),
+            pending_by_channel([v for v in values if v["alert_id"] not in urgent]),
+            pending_by_channel([v for v in values if v["alert_id"] in urgent]),
+        )
 
     @staticmethod
     async def _advance(

@@ -19,13 +19,13 @@ from enum import StrEnum
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.alert import document_is_urgent
 from dissemination.acks.escalation import EscalationState, end_escalations
 from dissemination.errors import ControlRefused
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.rows import reject_held, release_held
-from dissemination.store.tables import alerts, approvals
+from dissemination.store.tables import approvals
+from dissemination.store.urgency import urgent_alerts
 
 
 class ApprovalState(StrEnum):
@@ -119,8 +119,7 @@ async def decide(
         if decided.rowcount != 1:  # another administrator decided in between
             raise ControlRefused(409, "already_decided", "the alert was decided meanwhile")
         released = await release_held(conn, alert_id, now) if approve else {}
-        document = await conn.scalar(select(alerts.c.document).where(alerts.c.id == alert_id))
-        urgent = bool(released) and document is not None and document_is_urgent(document)
+        urgent = bool(released) and alert_id in await urgent_alerts(conn, [alert_id])
         if not approve:
             await _suppress(conn, alert_id, reason or "", now)
         await write_audit(
