@@ -181,15 +181,15 @@ class DeliveryWorker:
             task.add_done_callback(self._handlers.discard)
         structlog.contextvars.bind_contextvars(channel=self.channel)  # this task's lines
         try:
-            task = json.loads(message.body)
-            ids = [str(i) for i in task["deliveries"]]
+            body = json.loads(message.body)
+            ids = [str(i) for i in body["deliveries"]]
         except (ValueError, KeyError, TypeError):
             log.error(
                 "malformed_task_rejected", channel=self.channel, message_id=message.message_id
             )
             await message.reject(requeue=False)
             return
-        published_at = task.get("published_at")
+        published_at = body.get("published_at")
         if isinstance(published_at, float):
             self.metrics.in_stage("queued", time.time() - published_at)
         try:
