@@ -1,8 +1,8 @@
 """An imminent threat does not wait behind a fan-out: while a large alert's deliveries fill a
 worker (its sends stalled at the receiver, more of its tasks queued behind them), an urgent
 alert's delivery goes out at once, on the urgent queue and send slots of its own; the queued
-work then finishes, nothing lost. And the ordinary lane claims nothing more while urgent rows
-are under way."""
+work then finishes, nothing lost. The ordinary lane claims nothing more while urgent rows
+are under way, and a follow-up of an imminent threat goes the urgent way too."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import asyncio
 
 import pytest
 
+from core.clock import utc_now
+from dissemination.acks.followup import follow_up
 from dissemination.delivery.worker import SendLane
 from dissemination.service import Service
+from dissemination.store.audit import Actor
+from testbed.alerts import cap_json
 from tests.deliveryrig import (  # noqa: F401 (fixtures)
     Sinks,
     StartService,
@@ -93,3 +97,18 @@ async def test_the_ordinary_lane_claims_nothing_while_urgent_rows_are_under_way(
     await asyncio.wait_for(waiting, 5)  # woken by the last urgent row's release
     ordinary.unsettled = 4
     assert ordinary.full()  # its own limit still holds: twice its concurrency
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("urgency", "urgent"), [("Immediate", True), ("Expected", False)])
+async def test_a_follow_up_of_an_imminent_threat_goes_ahead_of_others_queued(
+    custom_service: StartService, sinks: Sinks, urgency: str, urgent: bool
+) -> None:
+    service, settings, channel = await custom_service()
+    await enrol(service, "Riley Quinn", {"webhook": sinks.hooks.base + "ok"}, ack_required=True)
+    info = dict(cap_json()["info"][0], urgency=urgency, severity="Extreme")
+    alert_id = await publish_alert(channel, settings, f"FOLLOW-{urgency}", info=[info])
+    await settled(service, alert_id, 1)
+    made = await follow_up(service.database, alert_id, Actor(None, "analyst"), utc_now())
+    assert (made.recipients, [len(ids) for ids in made.rows.values()]) == (1, [1])
+    assert made.urgent is urgent

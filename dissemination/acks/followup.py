@@ -26,16 +26,19 @@ from dissemination.store.rows import (
     pending_by_channel,
 )
 from dissemination.store.tables import acks, audit_log, deliveries
+from dissemination.store.urgency import urgent_alerts
 
 FOLLOW_UP = "follow_up"
 
 
 @dataclass(frozen=True, slots=True)
 class FollowUp:
-    """What a follow-up wrote: how many people it is for, and its pending rows by channel."""
+    """What a follow-up wrote: how many people it is for, its pending rows by channel, and
+    whether they are an urgent alert's (`Alert.urgent`: to go ahead of others queued)."""
 
     recipients: int
     rows: dict[str, list[str]]
+    urgent: bool = False
 
 
 async def follow_up(database: Database, alert_id: str, actor: Actor, now: datetime) -> FollowUp:
@@ -91,6 +94,7 @@ async def follow_up(database: Database, alert_id: str, actor: Actor, now: dateti
             )
             values.append(planned.values(alert_id, now))
         recipients = len({value["stakeholder_id"] for value in values})
+        urgent = bool(values) and alert_id in await urgent_alerts(conn, [alert_id])
         if values:
             await insert_planned(conn, database, values)
             await write_audit(
@@ -103,4 +107,4 @@ async def follow_up(database: Database, alert_id: str, actor: Actor, now: dateti
                 before=None,
                 after={"recipients": recipients, "rows": len(values), "tag": tag},
             )
-    return FollowUp(recipients, pending_by_channel(values))
+    return FollowUp(recipients, pending_by_channel(values), urgent)

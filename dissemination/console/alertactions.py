@@ -202,7 +202,7 @@ async def send_follow_up(request: web.Request) -> web.StreamResponse:
         controls.database, report["alert"]["id"], found.principal.actor, controls.clock()
     )
     if made.recipients:
-        await controls.dispatch(made.rows)
+        await controls.dispatch(made.rows, made.urgent)
     raise _done(report["alert"]["id"], "followed-up" if made.recipients else "nobody")
 
 
