@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from core.alert import alert_id_for
 from dissemination.api.twiliohooks import INBOUND_HOOK
+from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
@@ -63,6 +64,18 @@ class Hooks:
         """Return once `name` has been called `times` times; fail after `timeout` seconds."""
         async with asyncio.timeout(timeout), self.arrived:
             await self.arrived.wait_for(lambda: self.calls.get(name, 0) >= times)
+
+
+class RecordingDispatcher(DeliveryDispatcher):
+    """The service's own dispatcher, noting which rows went onto the urgent queues."""
+
+    def __init__(self, real: DeliveryDispatcher) -> None:
+        super().__init__(real.channel, real.exchange, real.settings, real.timeout_seconds)
+        self.by_urgency: dict[bool, list[str]] = {True: [], False: []}
+
+    async def dispatch(self, pending: Mapping[str, Sequence[str]], urgent: bool = False) -> None:
+        self.by_urgency[urgent] += [i for ids in pending.values() for i in ids]
+        await super().dispatch(pending, urgent)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,6 @@ from sqlalchemy import select
 
 from dissemination.acks.escalator import EscalationEngine
 from dissemination.api.tokens import Role, TokenStore
-from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.directory.store import CONTACT, STAKEHOLDER
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
@@ -30,6 +29,7 @@ from subscriptions.codec import validate_stakeholder
 from testbed.alerts import cap_json
 from tests.brokerutil import open_connection, publish, wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
+    RecordingDispatcher,
     Sinks,
     delivery_env,
     publish_alert,
@@ -408,18 +408,6 @@ async def test_two_engines_on_one_store_fire_each_step_once(clocked: Clocked, si
     assert sum(r["origin"] == "escalation" for r in rows) == count
     ids = [headers["webhook-id"] for headers, _ in sinks.hooks.requests]
     assert len(ids) == len(set(ids)) == 2 * count
-
-
-class RecordingDispatcher(DeliveryDispatcher):
-    """The service's own dispatcher, noting which rows went onto the urgent queues."""
-
-    def __init__(self, real: DeliveryDispatcher) -> None:
-        super().__init__(real.channel, real.exchange, real.settings, real.timeout_seconds)
-        self.by_urgency: dict[bool, list[str]] = {True: [], False: []}
-
-    async def dispatch(self, pending: Mapping[str, Sequence[str]], urgent: bool = False) -> None:
-        self.by_urgency[urgent] += [i for ids in pending.values() for i in ids]
-        await super().dispatch(pending, urgent)
 
 
 async def test_an_imminent_threat_s_escalation_steps_go_ahead_of_others_queued(

@@ -2,7 +2,7 @@
 worker (its sends stalled at the receiver, more of its tasks queued behind them), an urgent
 alert's delivery goes out at once, on the urgent queue and send slots of its own; the queued
 work then finishes, nothing lost. The ordinary lane claims nothing more while urgent rows
-are under way, and a follow-up of an imminent threat goes the urgent way too."""
+are under way, and an imminent threat's follow-up and fallback rows go the urgent way too."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from dissemination.service import Service
 from dissemination.store.audit import Actor
 from testbed.alerts import cap_json
 from tests.deliveryrig import (  # noqa: F401 (fixtures)
+    RecordingDispatcher,
     Sinks,
     StartService,
     custom_service_fixture,
@@ -112,3 +113,24 @@ async def test_a_follow_up_of_an_imminent_threat_goes_ahead_of_others_queued(
     made = await follow_up(service.database, alert_id, Actor(None, "analyst"), utc_now())
     assert (made.recipients, [len(ids) for ids in made.rows.values()]) == (1, [1])
     assert made.urgent is urgent
+
+
+@pytest.mark.slow
+async def test_an_urgent_alert_s_fallback_to_the_next_channel_goes_the_urgent_way(
+    custom_service: StartService, sinks: Sinks
+) -> None:
+    service, settings, channel = await custom_service()
+    await enrol(
+        service,
+        "Riley Quinn",
+        {"webhook": sinks.hooks.base + "missing", "email": "riley@example.org"},
+    )
+    (webhooks,) = [w for w in service.workers if w.channel == "webhook"]
+    recording = RecordingDispatcher(webhooks.dispatcher)
+    webhooks.dispatcher = recording
+    alert_id = await publish_alert(channel, settings, "FALLBACK-URGENT")  # Immediate, Severe
+    rows = await settled(service, alert_id, 2)  # the webhook's 404, then the email
+    states = {row["channel"]: row["state"] for row in rows}
+    assert states == {"webhook": "failed", "email": "sent"}
+    (email,) = [row["id"] for row in rows if row["channel"] == "email"]
+    assert recording.by_urgency == {True: [email], False: []}

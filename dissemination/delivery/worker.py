@@ -290,8 +290,8 @@ class DeliveryWorker:
                 if s.state is DeliveryState.PENDING and s.not_before is not None
             ]
         )
-        if settled.fallbacks:
-            await self.dispatcher.dispatch(settled.fallbacks)
+        if settled.fallbacks:  # the same alerts' rows: urgent if these were
+            await self.dispatcher.dispatch(settled.fallbacks, lane is self.urgent_lane)
 
     def _count(self, settlements: list[Settlement], settled: SettleResult) -> None:
         for outcome, count in Counter(map(outcome_label, settlements)).items():
