@@ -67,15 +67,23 @@ class Hooks:
 
 
 class RecordingDispatcher(DeliveryDispatcher):
-    """The service's own dispatcher, noting which rows went onto the urgent queues."""
+    """The service's own dispatcher, noting which rows went onto the urgent queues, now
+    (`by_urgency`) or after a wait (`delayed`)."""
 
     def __init__(self, real: DeliveryDispatcher) -> None:
         super().__init__(real.channel, real.exchange, real.settings, real.timeout_seconds)
         self.by_urgency: dict[bool, list[str]] = {True: [], False: []}
+        self.delayed: dict[bool, list[str]] = {True: [], False: []}
 
     async def dispatch(self, pending: Mapping[str, Sequence[str]], urgent: bool = False) -> None:
         self.by_urgency[urgent] += [i for ids in pending.values() for i in ids]
         await super().dispatch(pending, urgent)
+
+    async def delay(
+        self, channel: str, ids: Sequence[str], seconds: float, urgent: bool = False
+    ) -> None:
+        self.delayed[urgent] += ids
+        await super().delay(channel, ids, seconds, urgent)
 
 
 @dataclass

@@ -166,6 +166,10 @@ async def test_on_a_cluster_the_retry_queues_are_quorum_queues_and_a_delayed_tas
     cluster = replace(single, failover_urls=(f"amqp://127.0.0.1:5672/{vhost}",))
     assert retry_queue(single, "webhook", 1.0) == "fo-deliveries.webhook.retry.1000ms"
     assert retry_queue(cluster, "webhook", 1.0) == "fo-deliveries.webhook.retry.1000ms.quorum"
+    assert (
+        retry_queue(cluster, "webhook", 1.0, urgent=True)
+        == "fo-deliveries.webhook.urgent.retry.1000ms.quorum"
+    )
     connection = await connect(cluster, "test-failover")
     try:
         channel = await connection.channel(publisher_confirms=True)
@@ -200,14 +204,15 @@ async def test_on_a_cluster_the_retry_queues_are_quorum_queues_and_a_delayed_tas
             message = await asyncio.wait_for(anext(arriving), 30)
         assert json.loads(message.body) == {"deliveries": ["row-1"]}
         await message.ack()
-        await DeliveryDispatcher(channel, channel.default_exchange, cluster).dispatch(
-            {"webhook": ["row-2"]}, urgent=True
-        )
+        dispatcher = DeliveryDispatcher(channel, channel.default_exchange, cluster)
+        await dispatcher.dispatch({"webhook": ["row-2"]}, urgent=True)
+        await dispatcher.delay("webhook", ["row-3"], 0.2, urgent=True)
         queue = await channel.get_queue(urgent_queue(cluster, "webhook"), ensure=False)
         async with queue.iterator() as arriving:
-            message = await asyncio.wait_for(anext(arriving), 30)
-        assert json.loads(message.body)["deliveries"] == ["row-2"]
-        await message.ack()
+            for expected in (["row-2"], ["row-3"]):  # now, then back from its retry tier
+                message = await asyncio.wait_for(anext(arriving), 30)
+                assert json.loads(message.body)["deliveries"] == expected
+                await message.ack()
         for broker in (single, cluster):
             for name in CHANNEL_NAMES:
                 for queue_name in (

@@ -134,3 +134,18 @@ async def test_an_urgent_alert_s_fallback_to_the_next_channel_goes_the_urgent_wa
     assert states == {"webhook": "failed", "email": "sent"}
     (email,) = [row["id"] for row in rows if row["channel"] == "email"]
     assert recording.by_urgency == {True: [email], False: []}
+
+
+@pytest.mark.slow
+async def test_an_urgent_alert_s_retry_waits_in_an_urgent_retry_queue(
+    custom_service: StartService, sinks: Sinks
+) -> None:
+    service, settings, channel = await custom_service()
+    await enrol(service, "Riley Quinn", {"webhook": sinks.hooks.base + "flaky"})  # 503 once
+    (webhooks,) = [w for w in service.workers if w.channel == "webhook"]
+    recording = RecordingDispatcher(webhooks.dispatcher)
+    webhooks.dispatcher = recording
+    alert_id = await publish_alert(channel, settings, "RETRY-URGENT")  # Immediate, Severe
+    (row,) = await settled(service, alert_id, 1)
+    assert (row["state"], row["attempts"]) == ("sent", 2)  # back, by the urgent retry tier
+    assert recording.delayed == {True: [row["id"]], False: []}

@@ -5,9 +5,10 @@ confirms. A fan-out to 100,000 addresses costs about 100,000 / batch_size messag
 A task only names rows; the ledger says what to do with them. Publishing a task twice is
 harmless, because a worker sends a row only after claiming it from `pending`. Tasks that must
 wait (a retry's backoff, quiet hours, an open circuit) go through the channel's retry queues
-(see `dissemination.retrying`). The first tasks of an urgent alert (`Alert.urgent`) go onto
-the channel's urgent queue (`deliveries.webhook.urgent`, ...), which workers take ahead of
-the rest: an imminent threat does not wait behind a large fan-out queued before it.
+(see `dissemination.retrying`). An urgent alert's tasks (`Alert.urgent`) go onto the
+channel's urgent queue (`deliveries.webhook.urgent`, ...), which workers take ahead of the
+rest, and wait through retry queues of its own: an imminent threat does not wait behind a
+large fan-out queued before it.
 """
 
 from __future__ import annotations
@@ -36,14 +37,18 @@ def retry_schedule(settings: BrokerSettings) -> RetrySchedule:
     )
 
 
-def retry_queue(settings: BrokerSettings, channel: str, tier_seconds: float) -> str:
+def retry_queue(
+    settings: BrokerSettings, channel: str, tier_seconds: float, urgent: bool = False
+) -> str:
     """The retry queue whose messages wait up to `tier_seconds`, then dead-letter back onto
-    the channel's queue. The TTL and the queue type are in the name, so changing the schedule
-    or joining a cluster declares new queues instead of clashing with the old ones' arguments
-    (old ones drain themselves: their messages still expire back onto the channel's queue)."""
+    the channel's queue (its urgent queue, for an `urgent` one). The TTL and the queue type
+    are in the name, so changing the schedule or joining a cluster declares new queues
+    instead of clashing with the old ones' arguments (old ones drain themselves: their
+    messages still expire back onto the channel's queues)."""
     ms = round(tier_seconds * 1000)
     replicated = ".quorum" if replicated_side_queues(settings) else ""
-    return f"{settings.delivery_queue_prefix}{channel}.retry.{ms}ms{replicated}"
+    lane = ".urgent" if urgent else ""
+    return f"{settings.delivery_queue_prefix}{channel}{lane}.retry.{ms}ms{replicated}"
 
 
 def urgent_queue(settings: BrokerSettings, channel: str) -> str:
@@ -68,7 +73,9 @@ def side_queue_arguments(settings: BrokerSettings) -> dict[str, Any]:
 
 
 def retry_queues(settings: BrokerSettings, channel: str) -> list[str]:
-    return [retry_queue(settings, channel, t) for t in retry_schedule(settings).tiers()]
+    """Every retry queue of the channel: its own tiers, then its urgent queue's."""
+    tiers = retry_schedule(settings).tiers()
+    return [retry_queue(settings, channel, t, urgent) for urgent in (False, True) for t in tiers]
 
 
 async def declare_deliveries(
@@ -88,19 +95,26 @@ async def declare_deliveries(
         await channel.declare_queue(
             urgent_queue(settings, name), durable=True, arguments=side_arguments
         )
-        for tier in retry_schedule(settings).tiers():
-            await channel.declare_queue(
-                retry_queue(settings, name, tier),
-                durable=True,
-                arguments=side_arguments
-                | {
-                    "x-message-ttl": round(tier * 1000),
-                    "x-dead-letter-exchange": settings.delivery_exchange,
-                    "x-dead-letter-routing-key": name,
-                    # at-most-once dead-lettering (a quorum queue's default too): a task lost
-                    # on the way back is a row the ledger's stuck-row sweep publishes again
-                },
-            )
+        # back onto the channel's queue through the exchange, or onto its urgent queue by
+        # name through the default exchange ("")
+        back: dict[bool, tuple[str, str]] = {
+            False: (settings.delivery_exchange, name),
+            True: ("", urgent_queue(settings, name)),
+        }
+        for urgent, (dead_letter_exchange, dead_letter_key) in back.items():
+            for tier in retry_schedule(settings).tiers():
+                await channel.declare_queue(
+                    retry_queue(settings, name, tier, urgent),
+                    durable=True,
+                    arguments=side_arguments
+                    | {
+                        "x-message-ttl": round(tier * 1000),
+                        "x-dead-letter-exchange": dead_letter_exchange,
+                        "x-dead-letter-routing-key": dead_letter_key,
+                        # at-most-once dead-lettering (a quorum queue's default too): a task
+                        # lost on the way back is a row the stuck-row sweep publishes again
+                    },
+                )
     return exchange
 
 
@@ -146,10 +160,13 @@ class DeliveryDispatcher:
                     exchange, routing_key, ids[start : start + self.batch_size], None
                 )
 
-    async def delay(self, channel: str, ids: Sequence[str], seconds: float) -> None:
-        """Publish `ids` to come back onto `channel`'s queue after about `seconds`."""
+    async def delay(
+        self, channel: str, ids: Sequence[str], seconds: float, urgent: bool = False
+    ) -> None:
+        """Publish `ids` to come back onto `channel`'s queue (its urgent one if `urgent`)
+        after about `seconds`."""
         tier = self.schedule.tier_for(seconds)
-        queue = retry_queue(self.settings, channel, tier)
+        queue = retry_queue(self.settings, channel, tier, urgent)
         expiration = max(0.001, min(seconds, tier))
         for start in range(0, len(ids), self.batch_size):
             await self._publish(

@@ -231,7 +231,7 @@ class DeliveryWorker:
                 claiming = time.perf_counter()
                 claim = await self.store.claim(ids[start : start + CLAIM_CHUNK], self.clock())
                 self.metrics.in_stage("claim", time.perf_counter() - claiming)
-                await self._delay(claim.held)
+                await self._delay(claim.held, lane)
                 if claim.expired:
                     outcomes[DeliveryState.SUPPRESSED.value] += claim.expired
                     self.metrics.delivered(self.channel, "expired", claim.expired)
@@ -288,7 +288,8 @@ class DeliveryWorker:
                 (s.row.id, s.not_before)
                 for s in settlements
                 if s.state is DeliveryState.PENDING and s.not_before is not None
-            ]
+            ],
+            lane,
         )
         if settled.fallbacks:  # the same alerts' rows: urgent if these were
             await self.dispatcher.dispatch(settled.fallbacks, lane is self.urgent_lane)
@@ -310,9 +311,9 @@ class DeliveryWorker:
                 await asyncio.sleep(delay)
         return await self.store.settle(settlements, self.clock())
 
-    async def _delay(self, waiting: Sequence[tuple[str, datetime]]) -> None:
-        """One delayed task per retry tier, due when the earliest of its rows is; a row that
-        comes back before its own time is delayed again."""
+    async def _delay(self, waiting: Sequence[tuple[str, datetime]], lane: SendLane) -> None:
+        """One delayed task per retry tier, due when the earliest of its rows is, back onto
+        the queue of `lane`; a row that comes back before its own time is delayed again."""
         now = self.clock()
         by_tier: dict[float, tuple[float, list[str]]] = {}
         for row_id, not_before in waiting:
@@ -321,8 +322,9 @@ class DeliveryWorker:
             earliest, ids = by_tier.get(tier, (seconds, []))
             ids.append(row_id)
             by_tier[tier] = (min(earliest, seconds), ids)
+        urgent = lane is self.urgent_lane
         for seconds, ids in by_tier.values():
-            await self.dispatcher.delay(self.channel, ids, seconds)
+            await self.dispatcher.delay(self.channel, ids, seconds, urgent)
 
     async def _attempt(self, row: ClaimedRow, lane: SendLane) -> Settlement:
         structlog.contextvars.bind_contextvars(  # this row's own task: its lines name it
