@@ -9,19 +9,24 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import select, text
 
 from core.clock import utc_now
 from dissemination.acks.followup import follow_up
 from dissemination.delivery.worker import SendLane
 from dissemination.service import Service
 from dissemination.store.audit import Actor
+from dissemination.store.tables import deliveries
 from testbed.alerts import cap_json
+from tests.brokerutil import wait_until
 from tests.deliveryrig import (  # noqa: F401 (fixtures)
     RecordingDispatcher,
     Sinks,
     StartService,
     custom_service_fixture,
     publish_alert,
+    recorded,
+    rows_of,
     settled,
     sinks_fixture,
 )
@@ -149,3 +154,53 @@ async def test_an_urgent_alert_s_retry_waits_in_an_urgent_retry_queue(
     (row,) = await settled(service, alert_id, 1)
     assert (row["state"], row["attempts"]) == ("sent", 2)  # back, by the urgent retry tier
     assert recording.delayed == {True: [row["id"]], False: []}
+
+
+@pytest.mark.slow
+async def test_an_urgent_alert_is_stored_while_another_intake_transaction_waits(
+    custom_service: StartService, store_kind: str
+) -> None:
+    """An urgent alert commits in a transaction of its own: here the other one is a Cancel
+    held at its original's pending row (locked by the test), as a large fan-out's planning
+    would hold the queue of messages to commit. PostgreSQL only: SQLite has one writer."""
+    if store_kind == "sqlite":
+        pytest.skip("SQLite commits one transaction at a time whatever the service does")
+    service, settings, channel = await custom_service(delivery_channels="")
+    await enrol(service, "Riley Quinn", {"email": "riley@example.org"})
+    calm = dict(cap_json()["info"][0], urgency="Expected", severity="Moderate")
+    original = cap_json("HELD-ORIGINAL", handling={"tlp": "GREEN"}, info=[calm])
+    original_id = await publish_alert(channel, settings, "HELD-ORIGINAL", info=[calm])
+    await settled_as(service, original_id, "pending")
+    reference = f"{original['sender']},{original['identifier']},{original['sent']}"
+    async with service.database.engine.connect() as blocker:
+        await blocker.execute(
+            select(deliveries.c.id).where(deliveries.c.alert_id == original_id).with_for_update()
+        )
+        cancel = await publish_alert(
+            channel, settings, "HELD-CANCEL", msgType="Cancel", references=reference, info=[calm]
+        )
+        await wait_until(lambda: waiting_on_a_lock(service), what="the Cancel to wait")
+        urgent = await publish_alert(channel, settings, "NOT-HELD-URGENT")
+        await settled_as(service, urgent, "pending")  # stored and planned meanwhile
+        assert not await recorded(service, cancel)
+        await blocker.rollback()
+    await settled_as(service, cancel, "pending")
+
+
+async def settled_as(service: Service, alert_id: str, state: str) -> None:
+    async def planned() -> bool:
+        rows = await rows_of(service, alert_id)
+        return len(rows) == 1 and rows[0]["state"] == state
+
+    await wait_until(planned, what=f"a {state} row")
+
+
+async def waiting_on_a_lock(service: Service) -> bool:
+    async with service.database.reading() as conn:
+        waiting = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        )
+    return bool(waiting)

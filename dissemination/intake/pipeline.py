@@ -110,6 +110,14 @@ class AlertPipeline:
         self.approval = approval
         self.metrics = metrics or Metrics()
         self.writer: GroupCommit[AlertMessage, list[Recorded]] = GroupCommit(self.record_messages)
+        # Urgent alerts' messages commit in transactions of their own, beside the others', so
+        # one never waits for a large fan-out's planning to commit (PostgreSQL; SQLite has one
+        # writer at a time whatever the service does, so there they share the one queue).
+        self.urgent_writer = (
+            GroupCommit(self.record_messages)
+            if ledger.database.dialect == "postgresql"
+            else self.writer
+        )
         self.limits, self.defaults = intake_rules(settings)
 
     def parse(self, payload: Payload) -> list[Alert]:
@@ -146,7 +154,8 @@ class AlertPipeline:
         message = AlertMessage(payload, planned, now, submitter.principal)
         matched = time.perf_counter()
         self.metrics.in_stage("match", matched - parsed)
-        recorded = await self.writer.submit(message)  # the transaction: see _record
+        writer = self.urgent_writer if any(alert.urgent for alert in alerts) else self.writer
+        recorded = await writer.submit(message)  # the transaction: see _record
         self.metrics.in_stage("store", time.perf_counter() - matched)
         await failpoint("after_store")
         result = IntakeResult()
