@@ -22,6 +22,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
 
 from channels.base import CHANNEL_NAMES
+from dissemination.broker.topology import fresh_id
 from dissemination.errors import PublishFailed
 from dissemination.retrying import RetrySchedule
 from dissemination.settings import BrokerSettings
@@ -186,6 +187,7 @@ class DeliveryDispatcher:
         message = aio_pika.Message(
             task_body(ids, time.time() if expiration is None else None),
             content_type="application/json",
+            message_id=fresh_id(),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             expiration=expiration,
         )

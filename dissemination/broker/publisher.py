@@ -7,6 +7,7 @@ from __future__ import annotations
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection, FieldValue
 
+from dissemination.broker.topology import fresh_id
 from dissemination.errors import PublishFailed
 from dissemination.settings import BrokerSettings
 
@@ -47,7 +48,7 @@ class AlertPublisher:
         message = aio_pika.Message(
             body,
             content_type=content_type,
-            message_id=message_id,
+            message_id=message_id or fresh_id(),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers=headers,
             user_id=user_id,

@@ -10,6 +10,7 @@ exchange "alerts.dead" (fanout) ──────> queue "alerts.dead" (quorum)
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -31,6 +32,14 @@ START_BROKER_HINT = (
     "start RabbitMQ with `rabbitmq-server -detached` (or `systemctl start rabbitmq-server`), "
     "or point DISSEMINATION_BROKER_URL at a running broker"
 )
+
+
+def fresh_id() -> str:
+    """A new message id or consumer tag, for every message and consumer the service makes.
+    Left unset, the AMQP client draws one from the `random` module's shared generator, which
+    code running beside the service in the same process (property-based tests) may rely on
+    no one else moving; a UUID4 comes from the operating system's source instead."""
+    return uuid.uuid4().hex
 
 
 def broker_url(settings: BrokerSettings, url: str | None = None) -> str:

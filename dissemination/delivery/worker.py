@@ -34,6 +34,7 @@ from core.clock import Clock
 from core.errors import StoreUnavailable
 from core.masking import mask_text
 from dissemination.broker.dispatch import DeliveryDispatcher
+from dissemination.broker.topology import fresh_id
 from dissemination.controls.sendcheck import send_time_refusal
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore, Settlement, SettleResult
@@ -97,8 +98,11 @@ class DeliveryWorker:
     async def start(self) -> None:
         await self.sweep()
         self._consumer_tags = [
-            (self.urgent_queue, await self.urgent_queue.consume(self._on_urgent_task)),
-            (self.queue, await self.queue.consume(self._on_task)),
+            (
+                self.urgent_queue,
+                await self.urgent_queue.consume(self._on_urgent_task, consumer_tag=fresh_id()),
+            ),
+            (self.queue, await self.queue.consume(self._on_task, consumer_tag=fresh_id())),
         ]
         self._sweeper = asyncio.create_task(
             self._sweep_periodically(), name=f"{self.channel}-stuck-row-sweeper"

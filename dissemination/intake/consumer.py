@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from core.clock import utc_now
 from core.errors import RejectedInput, StoreUnavailable
 from dissemination.broker.dispatch import DeliveryDispatcher
-from dissemination.broker.topology import IntakeTopology
+from dissemination.broker.topology import IntakeTopology, fresh_id
 from dissemination.controls.authority import Submitter, grants_for
 from dissemination.errors import PublishFailed
 from dissemination.intake.pipeline import AlertPipeline
@@ -111,7 +111,9 @@ class IntakeConsumer:
         self.processed = 0
 
     async def start(self) -> None:
-        self._consumer_tag = await self.topology.inbound.consume(self._on_message, no_ack=False)
+        self._consumer_tag = await self.topology.inbound.consume(
+            self._on_message, no_ack=False, consumer_tag=fresh_id()
+        )
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -266,7 +268,7 @@ def dead_letter_message(
     return aio_pika.Message(
         message.body,
         content_type=message.content_type,
-        message_id=message.message_id,
+        message_id=message.message_id or fresh_id(),
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers={
             "x-rejection-reason": rejected.reason,
