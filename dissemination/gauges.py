@@ -104,26 +104,24 @@ class GaugeSampler:
             self.metrics.stuck_rows.labels(channel).set(stuck.get(channel, 0))
 
     async def _depth(self, gauge: Gauge, *names: str) -> None:
-        """Set `gauge` to the messages waiting on the queues `names`, all of them read."""
-        depth = 0
-        for name in names:
-            try:
-                # not robust: neither kept for redeclaring nor answered from a cache
-                queue = await self.channel.declare_queue(
-                    name, passive=True, robust=False, timeout=QUEUE_TIMEOUT_SECONDS
-                )
-            except (
-                aio_pika.exceptions.AMQPError,
-                ConnectionError,
-                RuntimeError,
-                TimeoutError,
-            ) as err:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # aiormq reports an RPC cancelled mid-call as a channel error: the job is
-                    # being stopped, and swallowing this would keep it running
-                    raise asyncio.CancelledError from err
-                log.warning("could not read the depth of queue %s: %r", name, err)
-                return
-            depth += queue.declaration_result.message_count or 0
-        gauge.set(depth)
+        """Set `gauge` to the messages waiting on the queues `names`, if all could be read."""
+        depths = [await self._queue_depth(name) for name in names]
+        if None not in depths:
+            gauge.set(sum(d for d in depths if d is not None))
+
+    async def _queue_depth(self, name: str) -> int | None:
+        """The messages waiting on queue `name`; None (logged) when it cannot be read."""
+        try:
+            # not robust: neither kept for redeclaring nor answered from a cache
+            queue = await self.channel.declare_queue(
+                name, passive=True, robust=False, timeout=QUEUE_TIMEOUT_SECONDS
+            )
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as err:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # aiormq reports an RPC cancelled mid-call as a channel error: the job is
+                # being stopped, and swallowing this would keep it running
+                raise asyncio.CancelledError from err
+            log.warning("could not read the depth of queue %s: %r", name, err)
+            return None
+        return queue.declaration_result.message_count or 0

@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 
 from core.clock import utc_now
 from dissemination.acks.followup import follow_up
-from dissemination.delivery.worker import SendLane
+from dissemination.delivery.lanes import SendLane
 from dissemination.service import Service
 from dissemination.store.audit import Actor
 from dissemination.store.tables import deliveries

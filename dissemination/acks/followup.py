@@ -26,7 +26,7 @@ from dissemination.store.rows import (
     pending_by_channel,
 )
 from dissemination.store.tables import acks, audit_log, deliveries
-from dissemination.store.urgency import urgent_alerts
+from dissemination.store.urgency import alert_is_urgent
 
 FOLLOW_UP = "follow_up"
 
@@ -94,7 +94,7 @@ async def follow_up(database: Database, alert_id: str, actor: Actor, now: dateti
             )
             values.append(planned.values(alert_id, now))
         recipients = len({value["stakeholder_id"] for value in values})
-        urgent = bool(values) and alert_id in await urgent_alerts(conn, [alert_id])
+        urgent = bool(values) and await alert_is_urgent(conn, alert_id)
         if values:
             await insert_planned(conn, database, values)
             await write_audit(

@@ -25,7 +25,7 @@ from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
 from dissemination.store.rows import reject_held, release_held
 from dissemination.store.tables import approvals
-from dissemination.store.urgency import urgent_alerts
+from dissemination.store.urgency import alert_is_urgent
 
 
 class ApprovalState(StrEnum):
@@ -119,7 +119,7 @@ async def decide(
         if decided.rowcount != 1:  # another administrator decided in between
             raise ControlRefused(409, "already_decided", "the alert was decided meanwhile")
         released = await release_held(conn, alert_id, now) if approve else {}
-        urgent = bool(released) and alert_id in await urgent_alerts(conn, [alert_id])
+        urgent = bool(released) and await alert_is_urgent(conn, alert_id)
         if not approve:
             await _suppress(conn, alert_id, reason or "", now)
         await write_audit(

@@ -22,3 +22,8 @@ async def urgent_alerts(conn: AsyncConnection, alert_ids: Iterable[str]) -> set[
         select(alerts.c.id, alerts.c.document).where(alerts.c.id.in_(wanted))
     )
     return {str(alert_id) for alert_id, document in found if document_is_urgent(document)}
+
+
+async def alert_is_urgent(conn: AsyncConnection, alert_id: str) -> bool:
+    """Whether the stored alert `alert_id` is urgent."""
+    return alert_id in await urgent_alerts(conn, [alert_id])
