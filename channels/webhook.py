@@ -3,9 +3,9 @@
 Each request carries `webhook-id` (the ledger row id, so it is the same on every retry and
 receivers can deduplicate), `webhook-timestamp` and `webhook-signature`
 (`v1,` + base64 HMAC-SHA256 over `id.timestamp.body`, keyed with the endpoint's `whsec_`
-secret). Redirects are not followed, the response read is capped, and the address actually
-dialled is checked against private and internal ranges at connect time, so a DNS answer that
-changed since the URL was saved gains nothing.
+secret). Redirects are not followed, cookies are not kept, the response read is capped, and
+the address actually dialled is checked against private and internal ranges at connect time,
+so a DNS answer that changed since the URL was saved gains nothing.
 
 The body is the public, versioned one of `channels/webhookbody.py` (`schemas/webhook-v1.json`):
 an alert (`"type": "alert"`, with `ack` {token, url} when an acknowledgment is owed) or a
@@ -167,7 +167,11 @@ class WebhookChannel:
             connector = aiohttp.TCPConnector(
                 limit=self.pool_size, resolver=GuardedResolver(self.allowed)
             )
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+            # No cookie jar: a cookie one receiver sets would otherwise go to every endpoint
+            # on its host, other stakeholders' among them.
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     def _check_destination(self, url: str) -> None:

@@ -85,6 +85,10 @@ async def receiver() -> AsyncIterator[Receiver]:
         }
         if name == "redirect":
             raise web.HTTPFound("/hook/ok")
+        if name == "cookie":
+            response = web.Response(status=200)
+            response.set_cookie("session", "endpoint-a-state", path="/")
+            return response
         headers = {"Retry-After": "7"} if name == "busy" else {}
         return web.Response(status=statuses[name], headers=headers)
 
@@ -342,6 +346,21 @@ async def test_many_paths_on_one_host_share_its_verdict(receiver: Receiver) -> N
     assert len(channel._verdicts) == 2  # the host, and the URL with a space judged whole
     assert len(refusing._verdicts) == 1
     assert len(receiver.requests) == 4
+
+
+async def test_a_cookie_one_endpoint_sets_never_reaches_another(receiver: Receiver) -> None:
+    # Two stakeholders' endpoints on one host: what the first answers must not travel to the
+    # second (nor back to the first), so the channel keeps no cookies at all. By host name:
+    # cookies from an IP address are never kept anyway.
+    by_name = receiver.base.replace("127.0.0.1", "localhost")
+    channel = WebhookChannel(LOOPBACK)
+    try:
+        for name in ("cookie", "ok", "cookie"):
+            result = await channel.send(outbound(f"d-{name}", by_name + name, new_secret()))
+            assert result.outcome is Outcome.SENT
+    finally:
+        await channel.close()
+    assert [headers.get("Cookie") for headers, _ in receiver.requests] == [None, None, None]
 
 
 async def test_a_refused_connection_is_transient() -> None:
