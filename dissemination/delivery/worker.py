@@ -40,6 +40,7 @@ from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore, Settlement, SettleResult
 from dissemination.delivery.lanes import SendLane
 from dissemination.delivery.messages import MessageBuilder
+from dissemination.delivery.sweep import StuckRowSweeper
 from dissemination.errors import PublishFailed
 from dissemination.failpoints import failpoint
 from dissemination.metrics import Metrics
@@ -88,11 +89,20 @@ class DeliveryWorker:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.metrics.watch_breakers(self.channel, breakers.open_hosts)
-        self.stuck_after_seconds = stuck_after_seconds
         self.urgent_lane = SendLane(concurrency, per_host_concurrency)
         self.lane = SendLane(concurrency, per_host_concurrency, yields_to=self.urgent_lane)
         self._in_flight: set[str] = set()  # row ids this worker holds in `sending`
         self._consumer_tags: list[tuple[AbstractQueue, str]] = []
+        self.sweeper = StuckRowSweeper(
+            self.channel,
+            store,
+            (queue, urgent_queue),
+            dispatcher,
+            clock,
+            self.metrics,
+            stuck_after_seconds,
+            self._in_flight,
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[Any]] = set()  # tasks being handled, for `stop`
 
@@ -106,7 +116,7 @@ class DeliveryWorker:
             (self.queue, await self.queue.consume(self._on_task, consumer_tag=fresh_id())),
         ]
         self._sweeper = asyncio.create_task(
-            self._sweep_periodically(), name=f"{self.channel}-stuck-row-sweeper"
+            self.sweeper.run(), name=f"{self.channel}-stuck-row-sweeper"
         )
 
     async def stop(self) -> None:
@@ -124,57 +134,9 @@ class DeliveryWorker:
         await asyncio.gather(*running, return_exceptions=True)
         await self.delivery_channel.close()
 
-    async def _sweep_periodically(self) -> None:
-        """Sweep every `stuck_after_seconds` for as long as the worker runs: a sweep that fails
-        is logged and the next one runs on time, since a sweeper that died would leave stuck
-        rows stuck for good. Losing the broker node mid-sweep (the channel is being restored
-        on another) is an outage like the store's; anything else is logged as a bug."""
-        while True:
-            await asyncio.sleep(self.stuck_after_seconds)
-            try:
-                await failpoint("periodic_sweep")
-                await self.sweep()
-            except (
-                StoreUnavailable,
-                PublishFailed,
-                aio_pika.exceptions.AMQPError,
-                aio_pika.exceptions.ChannelInvalidStateError,
-            ) as error:
-                log.warning("sweep_failed", channel=self.channel, error=str(error))
-            except Exception:
-                log.exception("sweep_failed", channel=self.channel)
-
     async def sweep(self) -> list[str]:
-        """Apply the resend-once policy to rows stuck in `sending`, and, when the channel's
-        queue is empty, republish overdue pending rows (their task was lost); returns the ids
-        published. Provider statuses that matched no send for a day are forgotten."""
-        now = self.clock()
-        forgotten = await self.store.forget_unmatched_statuses(self.channel, now)
-        if forgotten:
-            log.info("provider_statuses_forgotten", channel=self.channel, count=forgotten)
-        older_than = now - timedelta(seconds=self.stuck_after_seconds)
-        ids = await self.store.resend_stuck(self.channel, older_than, now, set(self._in_flight))
-        if ids:
-            log.warning("stuck_rows_resent", channel=self.channel, count=len(ids))
-            self.metrics.delivered(self.channel, "resent", len(ids))
-        if not await self._queued_tasks():
-            resent = set(ids)
-            overdue = [
-                i
-                for i in await self.store.overdue_pending(self.channel, older_than)
-                if i not in resent
-            ]
-            if overdue:
-                log.warning("lost_tasks_republished", channel=self.channel, count=len(overdue))
-            ids += overdue
-        if ids:
-            await self.dispatcher.dispatch({self.channel: ids})
-        return ids
-
-    async def _queued_tasks(self) -> int:
-        """Tasks waiting on the channel's queues (the urgent one's included)."""
-        declared = [await queue.declare() for queue in (self.queue, self.urgent_queue)]
-        return sum(each.message_count or 0 for each in declared)
+        """Sweep the channel's stuck rows and lost tasks now (`StuckRowSweeper.sweep`)."""
+        return await self.sweeper.sweep()
 
     async def _on_urgent_task(self, message: AbstractIncomingMessage) -> None:
         await self._on_task(message, urgent=True)
