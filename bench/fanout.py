@@ -4,7 +4,7 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
     .venv/bin/python -m bench.fanout [--targets 10000] [--channel webhook|email|sms|mixed|all]
                                      [--store sqlite|postgresql] [--runs 3] [--timeout 1800]
                                      [--ack | --escalate] [--warm] [--profile] [--peer alertmanager]
-                                     [--workers N]
+                                     [--workers N] [--ceiling]
 
   service  N stakeholders, each with one contact on the channel and a subscription to every
            alert, are created before the service starts (not timed). The real Service runs
@@ -36,6 +36,10 @@ recorded, against the raw leg of the same channel to the same loopback sink, in 
   --peer alertmanager  the webhook runs also time Prometheus Alertmanager delivering N alerts
            as N webhooks to the same sink (`bench.alertmanager` says how and what it does not
            do that we do); skipped, with how to install it, when it is not installed.
+  --ceiling  after the runs, `bench.ledger`'s store steps for as many rows, as many runs, in
+           the same store: a send costs at least its row's steps plus the raw leg's send
+           (`bench.ceiling`), which bounds the rate on this machine's cores and so the
+           service/raw and service/peer ratios, however fast the rest of the service were.
 
 The service leg is `bench.fanoutservice`'s (`bench.fanoutprocesses`' with `--workers`), the
 raw legs `bench.rawlegs`'. The sinks (webhook receiver, aiosmtpd, the Twilio fake) run in a
@@ -52,6 +56,7 @@ Every wait is bounded by the overall timeout.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -59,7 +64,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import alertmanager
+from bench import alertmanager, ledger
+from bench.ceiling import Ceiling, describe, ledger_us
 from bench.common import (
     RESULTS_DIR,
     CollectorTime,
@@ -254,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warm", action="store_true")
     parser.add_argument("--peer", choices=["alertmanager"], default=None)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--ceiling", action="store_true")
     return parser
 
 
@@ -322,8 +329,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         if times is not None:
             print(f"{report.channel:<8} service process / raw client, a send: {times:.2f} times")
         results["channels"][report.channel]["process_over_raw_client"] = times
+    if args.ceiling:
+        results["ceiling"] = print_ceiling(args, reports)
     write_results(results_name(args), results)
     return 0
+
+
+def print_ceiling(args: argparse.Namespace, reports: list[ChannelReport]) -> dict[str, Any]:
+    """Time the ledger's steps (`bench.ledger`) for the same rows and store, then print each
+    channel's floor and what it bounds; the figures, for the results."""
+    print(f"\nthe ledger's store steps, {args.targets:,} rows, {args.runs} run(s):", flush=True)
+    ledger_args = ledger._parser().parse_args(
+        ["--targets", str(args.targets), "--store", args.store, "--runs", str(args.runs)]
+    )
+    steps = ledger.medians(run_loop(ledger.run(ledger_args)))
+    parts = ", ".join(
+        f"{name} {figures.get('this process', 0.0):,.1f} + {figures.get('PostgreSQL', 0.0):,.1f}"
+        for name, figures in steps.items()
+    )
+    print(f"\nceiling: µs of CPU a row, service process + PostgreSQL, medians: {parts}")
+    cores = os.cpu_count() or 1
+    figures: dict[str, Any] = {"ledger_us_per_row": steps, "cores": cores, "channels": {}}
+    for report in reports:
+        raw_cpu = report.cpu_per_send(report.raw)
+        raw_us = sum(us for group, us in raw_cpu.items() if group != COLLECTOR)
+        ceiling = Ceiling(ledger_us(steps), raw_us, cores)
+        raw, _, _ = report.medians()
+        peer, _ = report.peer_medians()
+        print(describe(report.channel, ceiling, raw, peer))
+        figures["channels"][report.channel] = {
+            "floor_us": ceiling.floor_us,
+            "rate": ceiling.rate,
+            "service_over_raw_at_most": ceiling.over(raw),
+            "service_over_peer_at_most": ceiling.over(peer),
+        }
+    return figures
 
 
 if __name__ == "__main__":
