@@ -8,8 +8,9 @@ reaches):
 The recent alerts are re-parsed from their stored payloads as intake parses them and run
 through the service's own matcher predicate (`Matcher.rule_selects`, what `match` applies to
 each candidate, with the stakeholder's jurisdiction and lists): the preview is what matching
-would have done, not a copy of it. An alert above the reader's clearance is counted and shown
-as its marks only (`needtoknow`). Nothing is stored.
+would have done, not a copy of it. An alert above the reader's clearance is not tried at all,
+only counted (`withheld`): whether a rule of the reader's own words selects it would tell its
+content one guess at a time. Nothing is stored.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from core.errors import ErrorDetail, RejectedInput
 from dissemination.api.app import RUNTIME, Runtime, authenticate
 from dissemination.api.directory import Admin, admin_of, check_rule_lists
 from dissemination.api.errors import ApiError
-from dissemination.api.needtoknow import NeedToKnow, listing_withheld, withheld
+from dissemination.api.needtoknow import NeedToKnow, listing_withheld
 from dissemination.api.requests import json_body
 from dissemination.api.tokens import READERS
 from dissemination.ledger.recent import StoredAlert, recent_alerts
@@ -34,7 +35,6 @@ from subscriptions.codec import subscription_model, validate_subscription
 DEFAULT_RECENT = 50
 MAX_RECENT = 200
 PREVIEW_FIELDS = {"stakeholderId", "rule", "includeExercises", "limit"}
-WITHHELD_PREVIEW = ("sender", "identifier", "headline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,19 +83,14 @@ def _parsed(runtime: Runtime, stored: StoredAlert) -> Alert | None:
     return next((alert for alert in found if alert.id == stored.id), None)
 
 
-def _shown(alert: Alert, stored: StoredAlert, reader: NeedToKnow) -> dict[str, Any]:
-    item: dict[str, Any] = {
+def _shown(alert: Alert, stored: StoredAlert) -> dict[str, Any]:
+    return {
         "id": alert.id,
         "kind": alert.kind.value,
         "status": alert.status.value,
         "msgType": alert.msg_type.value,
         "handling": {"tlp": alert.handling.tlp.value, "caveats": list(alert.handling.caveats)},
         "receivedAt": stored.received_at.isoformat(),
-    }
-    refused = reader.refusal(alert.handling)
-    if refused is not None:
-        return item | {"withheld": withheld(refused, WITHHELD_PREVIEW)}
-    return item | {
         "sender": alert.sender,
         "identifier": alert.identifier,
         "headline": alert.headline,
@@ -126,16 +121,19 @@ async def preview_rule(
         )
     await check_rule_lists(admin, fields["rule"])
     subscription = subscription_model(fields | {"id": "preview", "enabled": True})
-    considered, matched = 0, []
+    considered, matched, untried = 0, [], 0
     for stored in await recent_alerts(runtime.database, question.limit):
         alert = _parsed(runtime, stored)
         if alert is None:
             continue
+        if reader.refusal(alert.handling) is not None:
+            untried += 1
+            continue
         considered += 1
         if admin.matcher.rule_selects(alert, subscription):
-            matched.append(_shown(alert, stored, reader))
+            matched.append(_shown(alert, stored))
     body: dict[str, Any] = {"considered": considered, "matched": len(matched), "alerts": matched}
-    left_out = listing_withheld(sum(1 for item in matched if "withheld" in item))
+    left_out = listing_withheld(untried)
     if left_out:
         body["withheld"] = left_out
     return body
