@@ -154,6 +154,7 @@ async def readers(service: Service, http: aiohttp.ClientSession, base: str) -> d
             "organization": "County Fusion Center",
             "roles": ["administrator"],
             "clearance": clearance,
+            "senders": list(TEST_SENDERS),  # a personal token publishes only as its owner may
         }
         record, _password = await accounts.create(fields, Actor(None, "test"), now)
         _info, secret = await tokens.create(

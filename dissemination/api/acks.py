@@ -26,9 +26,11 @@ from dissemination.acks.tokens import AckSigner
 from dissemination.acks.tracking import AckChannel, AckOutcome, AckStore
 from dissemination.api.app import authenticate
 from dissemination.api.errors import ApiError
+from dissemination.api.needtoknow import NeedToKnow
 from dissemination.api.requests import form_fields, json_body, validated
 from dissemination.api.tokens import Role
 from dissemination.errors import TokenRefused
+from dissemination.ledger.progress import ProgressStore
 from dissemination.store.audit import Actor
 
 MAX_COMMENT = 500
@@ -114,15 +116,22 @@ class AckEndpoints:
         """POST /api/v1/alerts/{id}/acks: an administrator records someone's acknowledgment."""
         token = await authenticate(request, Role.ADMIN)
         body = await json_body(request)
-        outcome = await self.acknowledge_for(request.match_info["id"], body, token.actor)
+        outcome = await self.acknowledge_for(
+            request.match_info["id"], body, token.actor, NeedToKnow.of(token)
+        )
         return web.json_response(outcome.as_json(), status=201 if outcome.new else 200)
 
-    async def acknowledge_for(self, alert_id: str, body: Any, actor: Actor) -> AckOutcome:
+    async def acknowledge_for(
+        self, alert_id: str, body: Any, actor: Actor, reader: NeedToKnow
+    ) -> AckOutcome:
         """Record a stakeholder's acknowledgment on their behalf, `body` as the
-        ack_on_behalf schema says (ApiError 422 otherwise; 404 if they owe none)."""
+        ack_on_behalf schema says (ApiError 422 otherwise; 403 if the alert is above the
+        `reader`'s clearance, before anything about its recipients is told; 404 if they owe
+        none)."""
         body = validated("ack_on_behalf", body)
         if "\x00" in alert_id:
             raise ApiError(404, "not_found", f"no alert {alert_id!r}")
+        await reader.require(ProgressStore(self.store.database), alert_id, "the alert")
         outcome = await self.store.acknowledge(
             alert_id,
             body["stakeholderId"],

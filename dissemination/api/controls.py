@@ -233,15 +233,18 @@ class ControlEndpoints:
         }
 
     async def release(self, request: web.Request) -> web.Response:
-        actor = await self._actor(request)
+        token = await authenticate(request, Role.ADMIN)
         alert_id = _path_id(request, "alert")
-        body = await self.release_for(alert_id, release_request(await json_body(request)), actor)
+        wanted = release_request(await json_body(request))
+        body = await self.release_for(alert_id, wanted, token.actor, NeedToKnow.of(token))
         return web.json_response(body, status=201)
 
     async def release_for(
-        self, alert_id: str, wanted: ReleaseRequest, actor: Actor
+        self, alert_id: str, wanted: ReleaseRequest, actor: Actor, reader: NeedToKnow
     ) -> dict[str, Any]:
-        """Make an imminent-danger release and publish its rows (ApiError if refused)."""
+        """Make an imminent-danger release and publish its rows (ApiError if refused: 403
+        if the alert is above the `reader`'s clearance)."""
+        await reader.require(ProgressStore(self.database), alert_id, "the alert")
         try:
             made = await specialrelease.release(
                 self.database,

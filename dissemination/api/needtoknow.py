@@ -97,6 +97,13 @@ class NeedToKnow:
         refused = {alert_id: self.refusal(handling) for alert_id, handling in found.items()}
         return {alert_id: reason for alert_id, reason in refused.items() if reason is not None}
 
+    async def require(self, store: ProgressStore, alert_id: str, what: str) -> None:
+        """ApiError 403 `above_clearance` unless the reader may read the alert; an id naming
+        no alert passes (what is asked of it answers 404)."""
+        reason = (await self.refusals(store, [alert_id])).get(alert_id)
+        if reason is not None:
+            raise above_clearance(what, reason)
+
     async def readable(self, store: ProgressStore, alert_ids: list[str]) -> list[str]:
         """Those of the alerts the reader may read, in order; for a bounded reader an id whose
         marks cannot be found is left out too (fail closed)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from dissemination.accounts.model import Account
 from dissemination.accounts.roles import AccountRole
 from dissemination.api.tokens import Role, TokenInfo
+from dissemination.controls.authority import may_publish_as
 from dissemination.store.audit import Actor
 from subscriptions.model import Clearance
 
@@ -72,7 +73,8 @@ class Principal:
 
 def token_principal(token: TokenInfo, owner: Account | None) -> Principal | None:
     """The principal of a token; None when its owner is disabled or no longer holds its
-    role."""
+    role. A personal token publishes only as those of its senders its owner still may: an
+    administrator taking a sender from an account takes it from the account's tokens too."""
     if owner is None:
         return Principal(token.id, token.name, token.role, frozenset({token.role}), token.senders)
     if not owner.active or token.role not in grants_of(owner.roles):
@@ -82,7 +84,7 @@ def token_principal(token: TokenInfo, owner: Account | None) -> Principal | None
         f"{owner.username}:{token.name}",
         token.role,
         frozenset({token.role}),
-        token.senders,
+        tuple(s for s in token.senders if may_publish_as(s, owner.senders)),
         owner,
     )
 

@@ -338,8 +338,10 @@ async def cancel_send(request: web.Request) -> web.Response:
 
 
 async def cancel_scheduled(request: web.Request, token: Principal, send_id: str) -> dict[str, Any]:
-    """Cancel a scheduled send, audited as `token`'s: 404 if there is none, 409 once it is
-    released or cancelled. The API and the console's send page cancel here."""
+    """Cancel a scheduled send, audited as `token`'s: 404 if there is none, 403
+    `above_clearance` if its alert is above `token`'s clearance (as reading it is), 409 once
+    it is released or cancelled. The API and the console's send page cancel here."""
+    await readable_send(request, NeedToKnow.of(token), send_id)
     endpoints = request.app[SENDS]
     actor, _ = _submitter(token)
     try:

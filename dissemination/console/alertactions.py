@@ -102,7 +102,9 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
     if form.get("comment", "").strip():
         body["comment"] = form["comment"].strip()
     try:
-        await request.app[ACKS].acknowledge_for(report["alert"]["id"], body, found.principal.actor)
+        await request.app[ACKS].acknowledge_for(
+            report["alert"]["id"], body, found.principal.actor, NeedToKnow.of(found.principal)
+        )
     except ApiError as error:
         if error.status not in (404, 422):
             raise
@@ -123,7 +125,10 @@ async def release(request: web.Request) -> web.StreamResponse:
     controls = request.app[CONTROLS]
     try:
         await controls.release_for(
-            report["alert"]["id"], release_request(body), found.principal.actor
+            report["alert"]["id"],
+            release_request(body),
+            found.principal.actor,
+            NeedToKnow.of(found.principal),
         )
     except ApiError as error:
         if error.status not in (404, 409, 422):

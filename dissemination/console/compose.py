@@ -235,7 +235,6 @@ async def cancel_send(request: web.Request) -> web.Response:
     """POST /console/compose/sends/{id}/cancel: a scheduled send is not sent after all."""
     found, _form = await changer(request, *COMPOSERS)
     send_id = _send_id(request)
-    await readable_send(request, NeedToKnow.of(found.principal), send_id)
     await cancel_scheduled(request, found.principal, send_id)
     raise web.HTTPSeeOther(SENT_PATH + send_id)
 
