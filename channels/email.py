@@ -2,18 +2,21 @@
 
 The Message-ID is `<delivery_id@domain>`, so a retry of a row carries the same id and a
 mailbox can recognise the duplicate. Alert text reaches headers only after control characters
-and line breaks are collapsed, and addresses must be exactly one addr-spec, so alert content
-cannot add headers or recipients.
+and line breaks are collapsed and any encoded word ("=?") is defused (`mailtext.header_text`),
+every header is checked to break its line only to continue it, and addresses must be exactly
+one addr-spec, so alert content cannot add headers or recipients.
 
 Outcomes: accepted (250) sent; a reply of 4xx transient, 5xx permanent (for the row's own
 recipient when the server refuses some recipients and accepts others); timeouts, refused or
 dropped connections, TLS failures and authentication failures transient; a message that
-cannot be addressed (a bad address or row id) permanent, before anything is sent. Every
-delivery goes through the one relay, so all share one circuit breaker ("smtp relay").
+cannot be addressed (a bad address or row id) or would have a header break out of its line
+permanent, before anything is sent. Every delivery goes through the one relay, so all share
+one circuit breaker ("smtp relay").
 
 A mail to a plain ASCII address is written straight to bytes (`emailwire`), the same bytes
-the `email` package composes here; one to an international address is composed here and
-sent with SMTPUTF8. Either way the record's hash is of the bytes the relay received.
+the `email` package composes here; one to an international address (a domain or a local
+part beyond ASCII) is composed here and sent with SMTPUTF8. Either way the record's hash is
+of the bytes the relay received.
 """
 
 from __future__ import annotations
@@ -44,7 +47,14 @@ from aiosmtplib.email import flatten_message
 from channels.base import ChannelName, OutboundMessage, Outcome, SendResult, with_content_hash
 from channels.content import AlertContent, Rendering
 from channels.emailwire import new_boundary, wire_mail
-from channels.mailtext import check_address, header_text, message_id, rendered_bodies, subject
+from channels.mailtext import (
+    check_address,
+    check_folded,
+    header_text,
+    message_id,
+    rendered_bodies,
+    subject,
+)
 
 Transmit = Callable[[aiosmtplib.SMTP], Awaitable[tuple[dict[str, SMTPResponse], str]]]
 """One submission over a connected client, answering as aiosmtplib's `sendmail` does."""
@@ -76,7 +86,7 @@ def compose_content(
 ) -> EmailMessage:
     """The mail showing `content` to `to`, composed by the `email` package from freshly
     rendered templates (the reference that `emailwire` writes the same bytes as). ValueError
-    when it cannot be addressed."""
+    when it cannot be addressed, or a header would break out of its line (`check_folded`)."""
     mail_id = message_id(rendering.delivery_id, message_id_domain)
     message = EmailMessage(policy=email.policy.SMTP)
     message["Subject"] = header_text(subject(content))
@@ -93,6 +103,9 @@ def compose_content(
     # Chosen now, not when written: aiosmtplib writes a copy, and a boundary chosen then would
     # differ from the one in any other writing of the mail (the record's hash among them).
     message.set_boundary(new_boundary())
+    policy = email.policy.SMTPUTF8 if _needs_utf8(message) else email.policy.SMTP
+    for name, value in message.items():  # as `as_sent` and aiosmtplib will write them
+        check_folded(policy.fold(name, value))
     return message
 
 
@@ -107,8 +120,12 @@ def compose(message: OutboundMessage, from_address: str, message_id_domain: str)
 def as_sent(mail: EmailMessage) -> bytes:
     """`mail` as RFC 5322 bytes, exactly as it is submitted over SMTP (CRLF line ends; SMTPUTF8
     when an address needs it)."""
-    addresses = f"{mail.get('From', '')}{mail.get('To', '')}"
-    return flatten_message(mail, utf8=not addresses.isascii())
+    return flatten_message(mail, utf8=_needs_utf8(mail))
+
+
+def _needs_utf8(mail: EmailMessage) -> bool:
+    """True when an address of `mail` is beyond ASCII: written and sent with SMTPUTF8."""
+    return not f"{mail.get('From', '')}{mail.get('To', '')}".isascii()
 
 
 def build(

@@ -8,7 +8,8 @@ flatten again for the record's hash), against 0.09 ms here. Here the headers tha
 same for every mail of an alert (Subject, From, X-Alert-Id) are folded once by the same
 policy and kept, as is the Date for a second; the ones that change per mail (To,
 Message-ID) are plain ASCII tokens written as they are; the bodies come from templates run
-once an alert (`mailtext.bodies`) and are quoted-printable by the same encoder.
+once an alert (`mailtext.bodies`) and are quoted-printable by the same encoder. Every header
+the policy folds is checked to break its line only to continue it (`mailtext.check_folded`).
 
 Only mails whose addresses are plain ASCII dot-atoms are written here (`wire_mail` returns
 None otherwise): an international address needs SMTPUTF8, which `email.compose` handles.
@@ -29,6 +30,7 @@ from channels.content import AlertContent, Rendering
 from channels.mailtext import (
     bodies,
     check_address,
+    check_folded,
     header_text,
     is_plain_address,
     message_id,
@@ -50,9 +52,10 @@ _HTML_PART = (
 
 
 def _fold(name: str, value: str) -> bytes:
-    """`name: value` as the SMTP policy writes it (parsed, encoded and folded)."""
+    """`name: value` as the SMTP policy writes it (parsed, encoded and folded); ValueError if
+    it would break out of its line (`check_folded`)."""
     folded: str = _POLICY.header_factory(name, value).fold(policy=_POLICY)
-    return folded.encode("ascii")
+    return check_folded(folded).encode("ascii")
 
 
 @functools.lru_cache(maxsize=1024)

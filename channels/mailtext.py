@@ -1,6 +1,12 @@
 """What an alert mail says, whatever form it is sent in: its subject line, its text and HTML
 bodies from the templates, and the checks that keep alert text out of the headers and each
-mail to the one recipient of its row."""
+mail to the one recipient of its row.
+
+Alert text in a header is one line, and the "=?" that would start an RFC 2047 encoded word
+is broken by an invisible WORD JOINER: the `email` package decodes encoded words in every
+header value it is given, and one decoding to CR/LF would be written out raw, as header
+lines or as the blank line that ends the headers. `check_folded` is the backstop: a header
+as written may break its line only to continue it (CRLF, then a space or tab)."""
 
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ SUBJECT_LIMIT = 200
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _ID_PART = re.compile(r"[A-Za-z0-9._-]+")
+_DEFUSED_EW_START = "=\u2060?"  # "=?" with a WORD JOINER (U+2060) between: not an encoded word
+_BROKEN_FOLD = re.compile(r"\r\n(?![ \t])|\r(?!\n)|(?<!\r)\n")
 _templates = Environment(
     loader=PackageLoader("channels", "templates"),
     autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -33,10 +41,12 @@ _templates = Environment(
 
 
 def header_text(text: str, limit: int = SUBJECT_LIMIT) -> str:
-    """`text` on one line: control characters and line breaks become single spaces, and
-    anything over `limit` characters is cut at a word boundary where one is near."""
+    """`text` on one line: control characters and line breaks become single spaces, a WORD
+    JOINER goes between the "=" and "?" of every "=?" (shown as before, but starting no
+    encoded word for the `email` package to decode), and anything over `limit` characters
+    is cut at a word boundary where one is near."""
     spaced = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
-    line = " ".join(spaced.split())
+    line = " ".join(spaced.split()).replace("=?", _DEFUSED_EW_START)
     if len(line) <= limit:
         return line
     cut = line[: limit - 1]
@@ -53,18 +63,35 @@ def is_plain_address(address: str) -> bool:
 
 
 def check_address(address: str) -> str:
-    """`address` if it is exactly one addr-spec (no display name, no list), else ValueError."""
+    """`address` if it is exactly one addr-spec (no display name, no list), else ValueError.
+    Its local part may hold letters, marks, digits, punctuation and symbols beyond ASCII
+    (RFC 6531, sent with SMTPUTF8), as its domain may."""
     if is_plain_address(address):
         return address
     if any(unicodedata.category(c) == "Cc" or c.isspace() for c in address):
         raise ValueError(f"email address contains whitespace or control characters: {address!r}")
+    # `Address` refuses any non-ASCII local part; its parser reads such a character as atom
+    # text, as it reads "x", so the address is checked with each printable one as an "x".
+    probe = "".join(
+        "x" if not c.isascii() and unicodedata.category(c)[0] in "LMNPS" else c for c in address
+    )
     try:
-        parsed = Address(addr_spec=address)
+        parsed = Address(addr_spec=probe)
     except (ValueError, IndexError, HeaderParseError) as error:
         raise ValueError(f"not a single email address: {address!r}") from error
-    if not parsed.username or not parsed.domain or parsed.addr_spec != address:
+    if not parsed.username or not parsed.domain or parsed.addr_spec != probe:
         raise ValueError(f"not a single email address: {address!r}")
     return address
+
+
+def check_folded(folded: str) -> str:
+    """`folded`, one header as written (ending in CRLF), if every other line break in it
+    continues the header (CRLF, then a space or tab); else ValueError: a break that did not
+    would start a header line, or end the headers, made of what the header showed."""
+    if not folded.endswith("\r\n") or _BROKEN_FOLD.search(folded, 0, len(folded) - 2):
+        name = folded.partition(":")[0][:40]
+        raise ValueError(f"the {name!r} header would break out of its line")
+    return folded
 
 
 def message_id(delivery_id: str, domain: str) -> str:
