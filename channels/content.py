@@ -46,6 +46,9 @@ class AlertContent:
     web: str
     particulars: tuple[tuple[str, str], ...] = ()
     withheld: tuple[str, ...] = ()
+    content_withheld: bool = False
+    """A supervisor's notice not cleared for the alert's marks: nothing of the alert but its
+    id and marks (`notice_content`)."""
 
     @property
     def marking(self) -> str:
@@ -74,8 +77,9 @@ class AlertContent:
 
     @property
     def restricted(self) -> bool:
-        """True when only marking, headline and link may go over SMS."""
-        return self.tlp in RESTRICTED_TLPS
+        """True when only marking, headline and link may go over SMS: a restricted marking,
+        or a notice whose alert content is withheld."""
+        return self.tlp in RESTRICTED_TLPS or self.content_withheld
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> AlertContent:
@@ -195,10 +199,16 @@ def _duration(seconds: int) -> str:
     return f"{seconds} seconds"
 
 
+WITHHELD = "Withheld"
+"""What an uncleared supervisor's notice shows for the alert's severity, urgency and
+certainty (the mail templates print those lines for every message)."""
+
+
 def notice_content(content: AlertContent, notice: dict[str, Any]) -> AlertContent:
     """What a supervisor is told when someone has not acknowledged the alert: the alert itself
-    when the supervisor is cleared for its marks, otherwise only that an alert with those
-    marks is unacknowledged."""
+    when the supervisor is cleared for its marks (`notice["cleared"]`), otherwise only that
+    the alert with this id and these marks is unacknowledged, by whom and for how long since
+    delivery; nothing of its content, sender, time or status."""
     about = str(notice.get("about") or "A stakeholder")
     after = _duration(int(notice.get("afterSeconds") or 0))
     if notice.get("cleared"):
@@ -210,17 +220,28 @@ def notice_content(content: AlertContent, notice: dict[str, Any]) -> AlertConten
                 + (f"\n\n{content.description}" if content.description else "")
             ),
         )
-    return replace(
-        content,
+    return AlertContent(
+        alert_id=content.alert_id,
+        kind="",
+        sender="",
+        sent="",
+        status="",
+        msg_type="",
+        tlp=content.tlp,
+        caveats=content.caveats,
         event="Unacknowledged alert",
-        headline=f"Not acknowledged: an alert marked {content.marking}",
+        severity=WITHHELD,
+        urgency=WITHHELD,
+        certainty=WITHHELD,
+        headline=f"{about} has not acknowledged alert {content.alert_id} {after} after delivery",
         description=(
-            f"{about} has not acknowledged an alert marked {content.marking} {after} after it "
-            "was delivered. Its content is withheld: your clearance does not admit its marks."
+            f"{about} has not acknowledged the alert {content.alert_id}, marked "
+            f"{content.marking}, {after} after it was delivered. Its content is withheld: "
+            "your clearance does not admit its marks."
         ),
         instruction="",
+        sender_name="",
         areas=(),
         web="",
-        particulars=(),
-        withheld=(),
+        content_withheld=True,
     )

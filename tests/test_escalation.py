@@ -20,13 +20,14 @@ from sqlalchemy import select
 
 from dissemination.acks.escalator import EscalationEngine
 from dissemination.api.tokens import Role, TokenStore
-from dissemination.directory.store import CONTACT, STAKEHOLDER
+from dissemination.directory.store import CONTACT, STAKEHOLDER, Directory
 from dissemination.service import Service
 from dissemination.settings import Settings, load_settings
 from dissemination.store.database import Database
-from dissemination.store.tables import escalations
+from dissemination.store.tables import dissemination_records, escalations
 from subscriptions.codec import validate_stakeholder
 from testbed.alerts import cap_json
+from testbed.directory import ACTOR
 from tests.brokerutil import open_connection, publish, wait_until
 from tests.deliveryrig import (  # noqa: F401 - fixtures
     RecordingDispatcher,
@@ -314,6 +315,64 @@ async def test_supervisors_notices_by_webhook_carry_the_alert_only_when_cleared(
     assert "ack" not in lead  # the supervisor is told, not asked to acknowledge
     assert clerk["contentWithheld"] is True
     assert clerk["alert"] == {"id": alert_id, "handling": {"tlp": "AMBER", "caveats": []}}
+
+
+@pytest.mark.parametrize("change", ["clearance_lowered", "deactivated"])
+async def test_a_notice_retried_after_its_supervisor_changed_is_checked_again_when_sent(
+    clocked: Clocked, sinks: Sinks, change: str
+) -> None:
+    """A notice planned while its supervisor was cleared fails once (503) and waits for its
+    retry; meanwhile the supervisor's clearance is lowered, or they are deactivated. The retry
+    carries only the alert's id and marks, or is withheld, by the check at send time."""
+    run = clocked
+    lead = await supervisor(run.service, "Lead", sinks.hooks.base + "flaky", channel="webhook")
+    steps = [
+        {"afterSeconds": 60, "action": "notify", "supervisors": [lead], "channels": ["webhook"]}
+    ]
+    await by_webhook(run, sinks, await policy(run, sinks, steps))
+    alert_id = await publish_alert(
+        run.channel, run.settings, "ESC-NOTICE-LATER", handling={"tlp": "AMBER"}
+    )
+    await settled(run.service, alert_id, 1)
+    run.clock.advance(60)
+    assert await run.engine.run_due() == 1
+    await sinks.hooks.called("flaky", 1)
+
+    async def waiting_for_its_retry() -> bool:
+        rows = await rows_of(run.service, alert_id)
+        return any(r["origin"] == "notice" and r["state"] == "pending" for r in rows)
+
+    await wait_until(waiting_for_its_retry, what="the notice to wait for its retry")
+    directory = Directory(run.service.database)
+    current = await directory.get(STAKEHOLDER, lead)
+    assert current is not None
+    fields = {name: current[name] for name in STAKEHOLDER.fields} | (
+        {"clearance": {"maxTlp": "GREEN"}} if change == "clearance_lowered" else {"active": False}
+    )
+    assert await directory.update(STAKEHOLDER, lead, fields, ACTOR, run.clock())
+    run.clock.advance(5)  # past the retry's not_before
+    rows = await settled(run.service, alert_id, 2)
+    (notice,) = [r for r in rows if r["origin"] == "notice"]
+    bodies = [json.loads(body) for _, body in sinks.hooks.requests]
+    told = [body for body in bodies if body["type"] == "unacknowledged"]
+    assert told[0]["contentWithheld"] is False  # the first try, while still cleared
+    if change == "deactivated":
+        assert (notice["state"], notice["reason"]) == ("withheld", "stakeholder_inactive")
+        assert len(told) == 1
+        return
+    assert notice["state"] == "sent"
+    assert len(told) == 2
+    assert told[1]["contentWithheld"] is True
+    assert told[1]["alert"] == {"id": alert_id, "handling": {"tlp": "AMBER", "caveats": []}}
+    assert run.service.database is not None
+    async with run.service.database.reading() as conn:
+        justification = await conn.scalar(
+            select(dissemination_records.c.justification).where(
+                dissemination_records.c.delivery_id == notice["id"]
+            )
+        )
+    assert justification is not None
+    assert "alert content withheld: TLP:AMBER is above the clearance TLP:GREEN" in justification
 
 
 async def test_an_acknowledgment_stops_the_escalation(clocked: Clocked, sinks: Sinks) -> None:

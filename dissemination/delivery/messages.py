@@ -3,18 +3,22 @@ message a channel sends (`channels.base.OutboundMessage`).
 
 Per row: the alert document as the recipient may see it (redacted unless the recipient is
 entitled to PII, once per alert and entitlement), the signed acknowledgment token, its link
-and SMS reply code, and for a supervisor's notice the notice itself. Nothing on this path
-validates against a schema again; composing is the channel's.
+and SMS reply code, and for a supervisor's notice the notice itself, its `cleared` decided
+here at send time (`sendcheck.notice_withheld`) rather than taken from the row: a notice to a
+supervisor not cleared for the alert's marks then carries only the alert's id and marks.
+Nothing on this path validates against a schema again; composing is the channel's.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from channels.base import OutboundMessage
 from channels.content import Rendering
 from dissemination.acks.tokens import AckSigner
 from dissemination.controls.redaction import Redactions
+from dissemination.controls.sendcheck import notice_withheld
 from dissemination.store.rows import ClaimedRow, RowOrigin
 
 ACK_PATH_PREFIX = "/ack/"
@@ -57,16 +61,38 @@ class MessageBuilder:
         self.redactions = Redactions()
 
     def build(self, row: ClaimedRow) -> OutboundMessage:
-        """The message for one claimed row."""
+        """The message for one claimed row. A supervisor's notice carries the alert only if
+        the supervisor is cleared for its marks now; otherwise its document is only the
+        alert's id and marks, and its notice says `cleared: false`, whatever the row says."""
+        notice: dict[str, Any] | None = None
+        if row.origin is RowOrigin.NOTICE:
+            notice = json.loads(row.detail or "{}") | {"cleared": notice_withheld(row) is None}
+            if not notice["cleared"]:
+                return self._message(row, _marks_only(row.document), True, notice)
         redacted = self.redactions.for_row(row)
         document = row.document if redacted is None else redacted.document
-        notice = json.loads(row.detail or "{}") if row.origin is RowOrigin.NOTICE else None
+        return self._message(row, document, redacted is not None, notice)
+
+    def _message(
+        self,
+        row: ClaimedRow,
+        document: dict[str, Any],
+        reduced: bool,
+        notice: dict[str, Any] | None,
+    ) -> OutboundMessage:
+        """`reduced`: the document is not the whole alert (redacted, or marks only); a notice's
+        body is never cached by its `document_key`."""
         return OutboundMessage(
             delivery_id=row.id,
             address=row.address,
             document=document,
-            document_key=(row.alert_id, redacted is not None),
+            document_key=(row.alert_id, reduced),
             rendering=self.links.rendering(row),
             notice=notice,
             secret=row.secret or None,
         )
+
+
+def _marks_only(document: dict[str, Any]) -> dict[str, Any]:
+    """All an uncleared supervisor's notice may hold of the alert: its id and marks."""
+    return {key: document[key] for key in ("id", "handling") if key in document}
