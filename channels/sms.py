@@ -2,7 +2,8 @@
 an alert becomes is `channels.smstext`'s; what Twilio's webhooks say, `channels.smsinbound`'s.
 
 Status mapping: accepted is sent (provider_id is the message SID); 429 or 20429 and 5xx are
-transient (honouring Retry-After); timeouts and connection errors transient; 21610 (the
+transient (honouring Retry-After); timeouts, connection errors and a refused login (401 or
+20003: our credentials, not the row's number) transient; 21610 (the
 recipient replied STOP) permanent with detail "opted_out: ..."; other 4xx permanent, and
 21211/21614 (not a valid mobile number) also disable the address; a text that cannot be
 composed (an ack link too long for two segments) permanent, before anything is sent, while an
@@ -135,6 +136,11 @@ def _classify(status: int, code: int | None, retry_after: float | None) -> SendR
         )
     if code in _UNDELIVERABLE:
         return SendResult(Outcome.PERMANENT, f"{detail} (undeliverable)")
+    # As for the email relay's login: refused credentials say nothing about the row's number.
+    # Permanent, a rotated token would fail every row of a fan-out over to its next channel;
+    # transient, the rows wait behind the breaker until an operator fixes the settings.
+    if status == 401 or code == 20003:
+        return SendResult(Outcome.TRANSIENT, f"{detail} (twilio refused the account's credentials)")
     if status >= 500:
         return SendResult(Outcome.TRANSIENT, detail, retry_after_seconds=retry_after)
     return SendResult(Outcome.PERMANENT, detail)
