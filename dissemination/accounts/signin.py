@@ -1,13 +1,19 @@
 """Signing in: password, then the TOTP code (or a recovery code) once enrolled; failures
 counted per account (too many within the window lock it for a while) and attempts throttled
 per remote address; every sign-in, failure, lockout and recovery-code use audited. Never a
-password or code in the audit log or the logs."""
+password or code in the audit log or the logs.
+
+The answers never tell which usernames exist: a username no account has counts its failures
+and locks the same way (in the process's memory, `UnknownFailures`), and every attempt runs
+one password verification, a locked or unknown one included, so it takes as long."""
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -32,10 +38,75 @@ from dissemination.store.database import Database
 from dissemination.store.tables import account_recovery_codes, accounts
 
 ANONYMOUS = Actor(None, "anonymous sign-in")
+MAX_UNKNOWN_USERNAMES = 10_000
 
 
 def _invalid() -> AccountRefused:
     return AccountRefused(401, "invalid_credentials", "unknown username or wrong password")
+
+
+def _locked(until: datetime) -> AccountRefused:
+    return AccountRefused(
+        423, "account_locked", f"too many failed sign-ins: locked until {until.isoformat()}"
+    )
+
+
+class UnknownFailures:
+    """Failed sign-ins of usernames no account has, counted and locked exactly as an account's
+    are in the store, so that an unknown username answers as a known one would. In the
+    process's memory, bounded whatever is sprayed at it: each username is kept as a 16-byte
+    digest (whatever its length, and never as typed), at most `max_usernames` counting
+    failures (the least recently failed forgotten first) and as many locked (the soonest
+    unlocked forgotten first). Each instance of the service counts its own."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: timedelta,
+        lockout: timedelta,
+        max_usernames: int = MAX_UNKNOWN_USERNAMES,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.lockout = lockout
+        self.max_usernames = max_usernames
+        self._counting: OrderedDict[bytes, tuple[int, datetime]] = OrderedDict()
+        self._locked: OrderedDict[bytes, datetime] = OrderedDict()  # in order of locking
+
+    @staticmethod
+    def _key(username: str) -> bytes:
+        return hashlib.blake2b(username.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def __len__(self) -> int:
+        return len(self._counting) + len(self._locked)
+
+    def locked_until(self, username: str, now: datetime) -> datetime | None:
+        """When the lock on `username` ends, if it is locked at `now`."""
+        while self._locked and next(iter(self._locked.values())) <= now:
+            self._locked.popitem(last=False)
+        until = self._locked.get(self._key(username))
+        return until if until is not None and now < until else None
+
+    def fail(self, username: str, now: datetime) -> tuple[int, datetime | None]:
+        """Count a failure of `username` at `now`: the failures within the window, and when
+        the lock this one sets ends (None: not locked), as `SignIn._failed` counts them."""
+        key = self._key(username)
+        current = self._counting.pop(key, None)
+        if current is None or now - current[1] >= self.window:
+            count, since = 1, now
+        else:
+            count, since = current[0] + 1, current[1]
+        if count >= self.limit:
+            until = (now + self.lockout).astimezone(UTC)
+            self._locked.pop(key, None)
+            self._locked[key] = until
+            while len(self._locked) > self.max_usernames:
+                self._locked.popitem(last=False)
+            return count, until
+        self._counting[key] = (count, since)  # most recently failed last
+        while len(self._counting) > self.max_usernames:
+            self._counting.popitem(last=False)
+        return count, None
 
 
 def actor_of(account: Account | Mapping[Any, Any]) -> Actor:
@@ -98,6 +169,11 @@ class SignIn:
         self.timeouts = timeouts_of(settings)
         self.sessions = SessionStore(database, self.timeouts)
         self.throttle = AddressThrottle(settings.attempts_per_address_per_minute)
+        self.unknown = UnknownFailures(
+            settings.max_failed_attempts,
+            timedelta(minutes=settings.failure_window_minutes),
+            timedelta(minutes=settings.lockout_minutes),
+        )
 
     async def sign_in(self, offered: Credentials, remote: str) -> SignedIn:
         """A new session, or AccountRefused: 401 invalid_credentials / second_factor_required
@@ -109,18 +185,15 @@ class SignIn:
         async with self.database.reading() as conn:
             query = select(accounts).where(accounts.c.username == username)
             row = (await conn.execute(query)).mappings().first()
+        # one verification on every path (unknown, locked or not), so none answers sooner
         if row is None:
             await waste_a_verification(offered.password)
-            await self._audit(ANONYMOUS, None, "sign_in_failed", {"reason": "unknown_account"})
+            await self._unknown_failed(username, now)
             raise _invalid()
+        matches, stale = await verify_password(row["password_hash"], offered.password)
         if row["locked_until"] is not None and now < row["locked_until"]:
             await self._audit(actor_of(row), row["id"], "sign_in_refused", {"reason": "locked"})
-            raise AccountRefused(
-                423,
-                "account_locked",
-                f"too many failed sign-ins: locked until {row['locked_until'].isoformat()}",
-            )
-        matches, stale = await verify_password(row["password_hash"], offered.password)
+            raise _locked(row["locked_until"])
         if not matches:
             await self._failed(row, "wrong_password")
             raise _invalid()
@@ -238,6 +311,24 @@ class SignIn:
                     "lockout",
                     {"lockedUntil": values["locked_until"].isoformat(), "failures": count},
                 )
+
+    async def _unknown_failed(self, username: str, now: datetime) -> None:
+        """A failure of a username no account has: refused as a locked account is while its
+        lock lasts, else counted (and locked at the limit) as `_failed` counts an account's;
+        audited without the username (it may be a password typed in the wrong field). 423
+        while locked."""
+        until = self.unknown.locked_until(username, now)
+        if until is not None:
+            refused = {"reason": "locked", "account": "unknown"}
+            await self._audit(ANONYMOUS, None, "sign_in_refused", refused)
+            raise _locked(until)
+        count, until = self.unknown.fail(username, now)
+        async with self.database.transaction() as conn:
+            failed = {"reason": "unknown_account"}
+            await self._write(conn, ANONYMOUS, None, "sign_in_failed", failed)
+            if until is not None:
+                locked = {"lockedUntil": until.isoformat(), "failures": count, "account": "unknown"}
+                await self._write(conn, ANONYMOUS, None, "lockout", locked)
 
     async def _audit(
         self, actor: Actor, account_id: str | None, action: str, after: Mapping[Any, Any]

@@ -1,7 +1,8 @@
 """Who is looking at a console page: the signed-in staff account behind the session cookie,
 or a redirect to the sign-in page. Changes (POSTs) must come from our own origin and carry
 the page's form token, an HMAC of the session cookie, so another site can neither forge nor
-read it (the signed double-submit pattern; the cookie itself is HttpOnly and SameSite=Strict)."""
+read it (the signed double-submit pattern; the cookie itself is HttpOnly and SameSite=Strict).
+A form that cannot be read is a 400 page, never a server error."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dissemination.accounts.sessions import LiveSession
 from dissemination.api.app import SESSION_COOKIE, STAFF, StaffAuth, check_origin
 from dissemination.api.errors import ApiError
 from dissemination.api.principal import Principal, session_principal
+from dissemination.api.requests import FORM_ERRORS
 from dissemination.api.tokens import Role
 
 FORM_TOKEN_FIELD = "csrf_token"  # noqa: S105 (a field name, not a secret)
@@ -72,6 +74,13 @@ async def find_viewer(request: web.Request, *, touch: bool = True) -> Viewer | N
     return Viewer(principal, session, form_token(cookie))
 
 
+def lacks_second_factor(request: web.Request, session: LiveSession) -> bool:
+    """Whether `session` has not proven the second factor the service requires: such a
+    session may only enrol one (every other page sends it to the enrolment page)."""
+    staff: StaffAuth = request.app[STAFF]
+    return not session.second_factor and staff.signin.settings.require_totp
+
+
 async def viewer(
     request: web.Request, *roles: Role, enrolling: bool = False, touch: bool = True
 ) -> Viewer:
@@ -81,8 +90,7 @@ async def viewer(
     found = await find_viewer(request, touch=touch)
     if found is None:
         raise _to_sign_in(request)
-    staff: StaffAuth = request.app[STAFF]
-    if not enrolling and not found.session.second_factor and staff.signin.settings.require_totp:
+    if not enrolling and lacks_second_factor(request, found.session):
         raise web.HTTPSeeOther(ENROL_PATH)
     if roles and not found.may(*roles):
         raise ApiError(403, "forbidden", "your role may not use this page")
@@ -95,12 +103,41 @@ async def changer(
     """For a POST: the viewer and the submitted form, after checking that it comes from our
     origin and carries the session's form token (403 otherwise)."""
     check_origin(request, request.app[STAFF])
-    form = await request.post()
+    form = await read_form(request)
     found = await viewer(request, *roles, enrolling=enrolling)
     offered = _offered_token(form, request.headers)
     if not offered or not hmac.compare_digest(offered, found.form_token):
         raise ApiError(403, "csrf_token", "the form is stale or foreign; reload the page")
-    return found, _text_fields(form)
+    return found, form
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str]:
+    """The posted form's text fields (every value of a repeated name; a file is left out), or
+    ApiError 400 invalid_form (a page saying so) when it cannot be parsed (the API's
+    FORM_ERRORS: a multipart body without a boundary, an unknown charset, ...) or a field
+    holds NUL or text that is not Unicode."""
+    try:
+        form = await request.post()
+    except FORM_ERRORS as error:
+        reason = type(error).__name__
+        message = f"The form cannot be read ({reason}): reload the page and try again"
+        raise ApiError(400, "invalid_form", message) from None
+    fields = _text_fields(form)
+    for name, value in fields.items():
+        if not _storable(name) or not _storable(value):
+            raise ApiError(400, "invalid_form", "A form field holds NUL or is not valid text")
+    return fields
+
+
+def _storable(text: str) -> bool:
+    """No NUL, and no lone surrogate (aiohttp decodes part headers with surrogateescape)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _offered_token(form: Mapping[str, object], headers: Mapping[str, str]) -> str:

@@ -9,7 +9,9 @@ progress API's own feed (`ProgressEndpoints.feed`, which never yields an alert a
 reader's clearance); an event names only the alert, and the page refetches that one row
 (`/console/board/rows/{id}`), so focus and selections elsewhere stay put; a new alert is
 offered as a refresh, never slipped in under the reader. The stream ends when
-the session does (checked without counting as activity) or the service stops."""
+the session does (checked without counting as activity) or the service stops; a session
+that has not proven the second factor the service requires gets no feed at all, as every
+page sends it to enrol one."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from dissemination.api.progress import (
     ProgressEndpoints,
 )
 from dissemination.api.tokens import READERS
-from dissemination.console.auth import find_viewer, viewer
+from dissemination.console.auth import find_viewer, lacks_second_factor, viewer
 from dissemination.console.pages import render, render_text
 from dissemination.ledger.progress import AlertFilter, ProgressStore
 from dissemination.store.rows import AlertState
@@ -205,7 +207,8 @@ def _event(serial: int, name: str, data: Mapping[str, Any]) -> bytes:
 async def board_stream(request: web.Request) -> web.StreamResponse:
     """GET /console/board/stream: an `alert-<id>` and an `alert-changed` event each time the
     counts of an alert the viewer may read change; a `session-ended` event (the page stops
-    listening) once the session is over, at once when there is none."""
+    listening) once the session is over, at once when there is none or it still lacks the
+    second factor the service requires."""
     staff = request.app[STAFF]
     cookie = request.cookies.get(SESSION_COOKIE, "")
     found = await find_viewer(request, touch=False)
@@ -217,6 +220,10 @@ async def board_stream(request: web.Request) -> web.StreamResponse:
         if found is None or not found.may(*READERS):
             await response.write(_event(1, SESSION_ENDED, {"reason": "signed out"}))
             return response
+        if lacks_second_factor(request, found.session):
+            reason = {"reason": "second factor required"}
+            await response.write(_event(1, SESSION_ENDED, reason))
+            return response
         progress = _progress(request)
         reader = NeedToKnow.of(found.principal)
         loop = asyncio.get_running_loop()
@@ -227,7 +234,8 @@ async def board_stream(request: web.Request) -> web.StreamResponse:
             async for change in changes:
                 if loop.time() - checked >= SESSION_CHECK_SECONDS:
                     checked = loop.time()
-                    if await staff.signin.session_of(cookie, touch=False) is None:
+                    still = await staff.signin.session_of(cookie, touch=False)
+                    if still is None or lacks_second_factor(request, still[0]):
                         serial += 1
                         await response.write(_event(serial, SESSION_ENDED, {"reason": "ended"}))
                         break

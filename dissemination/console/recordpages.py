@@ -19,10 +19,11 @@ from aiohttp import web
 
 from core.clock import parse_moment
 from dissemination.api.app import RUNTIME
-from dissemination.api.directory import admin_of, readable_audit
+from dissemination.api.directory import MAX_AUDIT_ID, admin_of, readable_audit
+from dissemination.api.errors import ApiError
 from dissemination.api.needtoknow import NeedToKnow
 from dissemination.api.progress import readable_records
-from dissemination.api.requests import csv_cell
+from dissemination.api.requests import bounded_int, csv_cell
 from dissemination.api.tokens import Role
 from dissemination.console.auth import Viewer, viewer
 from dissemination.console.compose import stakeholder_names
@@ -196,19 +197,22 @@ async def _audit_entries(
 
 
 def _after(query: Mapping[str, str]) -> int:
-    raw = query.get("after", "0")
-    return int(raw) if raw.isdigit() and len(raw) < 19 else 0
+    """The audit entry id a page starts after, bounded as the API bounds it (the id is a
+    32-bit integer on PostgreSQL): a 400 page otherwise."""
+    after = bounded_int(query.get("after", "0"), 0, MAX_AUDIT_ID)
+    if after is None:
+        raise ApiError(400, "invalid_parameter", "after must be an audit entry id")
+    return after
 
 
 async def audit_page(request: web.Request) -> web.Response:
     """GET /console/audit: the audit log, oldest first, a page at a time (`after` an id)."""
     found = await viewer(request, Role.ADMIN)
     filters = _filters(request.query, AUDIT_FILTERS)
+    after = _after(request.query)
     entries: list[dict[str, Any]] = []
     if not filters.errors:
-        entries = await _audit_entries(
-            request, found, filters, _after(request.query), PAGE_SIZE + 1
-        )
+        entries = await _audit_entries(request, found, filters, after, PAGE_SIZE + 1)
     has_next = len(entries) > PAGE_SIZE
     entries = entries[:PAGE_SIZE]
     return _filtered_page(

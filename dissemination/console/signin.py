@@ -19,6 +19,7 @@ from dissemination.console.auth import (
     Viewer,
     changer,
     find_viewer,
+    read_form,
     viewer,
 )
 from dissemination.console.pages import render
@@ -69,7 +70,7 @@ def _sign_in_form(
 async def sign_in(request: web.Request) -> web.Response:
     staff: StaffAuth = request.app[STAFF]
     check_origin(request, staff)
-    form = await request.post()
+    form = await read_form(request)
     username = str(form.get("username", ""))
     next_path = _next_path(str(form.get("next", "")))
     offered = Credentials(
