@@ -109,13 +109,17 @@ def verdict_key(url: str) -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """The seconds a `Retry-After` value asks for (delta-seconds or an HTTP date), or None
+    when it is missing or unreadable. However long it is, the retry schedule caps it."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    value = value.strip()
+    # ASCII only: str.isdigit() also accepts digits such as "²" that float() rejects.
+    if value.isascii() and value.isdigit():
+        return float(value)
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

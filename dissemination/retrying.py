@@ -1,17 +1,19 @@
 """The one retry policy: exponential backoff with jitter, capped. A row that failed
-transiently is tried again after it (never sooner than the destination's Retry-After), and
+transiently is tried again after it (never sooner than the destination's Retry-After, though
+a Retry-After beyond the cap counts as the cap: a destination cannot park a row for ever), and
 intake waits it out between tries while the store is unavailable.
 
 Delays are served by RabbitMQ: a few retry queues per channel (tiers: the base delay, four
 times it, ... up to the cap), each with its own TTL, dead-lettering back onto the channel's
 queue. A delayed task goes to the smallest tier at least as long as its delay, with the delay
 itself as the message's expiration, so it waits between the delay and the tier's TTL. A delay
-longer than the largest tier (a long Retry-After, the end of quiet hours) comes back early,
-finds its row's `not_before` still ahead, and is delayed again.
+longer than the largest tier (the end of quiet hours) comes back early, finds its row's
+`not_before` still ahead, and is delayed again.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,10 +60,11 @@ class RetrySchedule:
         retry_after: float | None = None,
         uniform: Callable[[float, float], float] = _JITTER.uniform,
     ) -> float:
-        """Seconds to wait after the `attempt`-th try failed."""
+        """Seconds to wait after the `attempt`-th try failed: the backoff, or the destination's
+        `retry_after` when that is longer, up to the cap (the attempt counts either way)."""
         delay = backoff_delay(attempt, self.base_seconds, self.cap_seconds, uniform)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+        if retry_after is not None and not math.isnan(retry_after):
+            delay = max(delay, min(retry_after, self.cap_seconds))
         return delay
 
     def tier_for(self, delay: float) -> float:

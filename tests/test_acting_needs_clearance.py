@@ -25,8 +25,7 @@ FUTURE = "2099-01-01T00:00:00Z"
 
 
 def amber_bolo(**changes: Any) -> dict[str, Any]:
-    document = fixture_document("bolo_minimal.json") | {"handling": {"tlp": "AMBER"}} | changes
-    return document
+    return fixture_document("bolo_minimal.json") | {"handling": {"tlp": "AMBER"}} | changes
 
 
 async def test_a_send_above_the_callers_clearance_cannot_be_cancelled(staff: Staff) -> None:
@@ -68,10 +67,10 @@ async def test_acknowledging_or_releasing_above_clearance_is_refused(staff: Staf
     assert posted.status == 202, posted.body
     alert_id = posted.body["id"]
 
-    async def owed() -> int:
+    async def owed() -> bool:
         async with staff.service.database.reading() as conn:
             query = select(func.count()).select_from(acks).where(acks.c.alert_id == alert_id)
-            return int(await conn.scalar(query) or 0)
+            return bool(await conn.scalar(query))
 
     await wait_until(owed, what="the acknowledgment owed")
     green_admin = await signed_in(staff, "gail", ["administrator"], clearance={"maxTlp": "GREEN"})

@@ -64,7 +64,7 @@ def test_retry_after_is_honoured_when_longer_than_the_backoff() -> None:
     schedule = RetrySchedule(30, 3600, 10)
     assert schedule.delay(1, retry_after=300, uniform=high) == 300
     assert schedule.delay(4, retry_after=5, uniform=high) == 240
-    assert schedule.delay(1, retry_after=7200, uniform=high) == 7200
+    assert schedule.delay(1, retry_after=7200, uniform=high) == 3600  # no longer than the cap
 
 
 def test_tiers_grow_by_four_and_end_at_the_cap() -> None:

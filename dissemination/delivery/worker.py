@@ -294,9 +294,21 @@ class DeliveryWorker:
             await self.dispatcher.delay(self.channel, ids, seconds, urgent)
 
     async def _attempt(self, row: ClaimedRow, lane: SendLane) -> Settlement:
+        """Send one row and say how it ends. Never raises (but when cancelled): a bug in
+        handling one row fails that row alone rather than the task, which would strand in
+        `sending` every other row sent with it."""
         structlog.contextvars.bind_contextvars(  # this row's own task: its lines name it
             alert_id=row.alert_id, delivery_id=row.id, channel=row.channel
         )
+        try:
+            return await self._send(row, lane)
+        except Exception as error:
+            log.exception("attempt_failed")
+            return Settlement(
+                row, DeliveryState.FAILED, f"internal error: {type(error).__name__}", fall_back=True
+            )
+
+    async def _send(self, row: ClaimedRow, lane: SendLane) -> Settlement:
         now = self.clock()
         refusal = send_time_refusal(row)
         if refusal is not None:
@@ -319,19 +331,42 @@ class DeliveryWorker:
                 not_before=self.breakers.retry_at(host, now),
                 uncount_attempt=True,
             )
-        async with lane.host(host), lane.slots:  # the host's first: hold no shared slot
-            started = time.perf_counter()
-            try:
-                result = await self.delivery_channel.send(message)
-            except Exception as error:  # a bug in a channel must not strand the row in sending
-                log.exception("send_raised")
-                result = SendResult(Outcome.TRANSIENT, f"internal error: {type(error).__name__}")
-            self.metrics.sent_in(self.channel, time.perf_counter() - started)
+        trial = self.breakers.is_open(host)  # allowed through an open circuit: the trial
+        try:
+            async with lane.host(host), lane.slots:  # the host's first: hold no shared slot
+                started = time.perf_counter()
+                try:
+                    result = await self.delivery_channel.send(message)
+                except Exception as error:  # a bug in a channel must not strand the row
+                    log.exception("send_raised")
+                    result = SendResult(
+                        Outcome.TRANSIENT, f"internal error: {type(error).__name__}"
+                    )
+                self.metrics.sent_in(self.channel, time.perf_counter() - started)
+        except BaseException:
+            # Cancelled (the task failed on a store or broker outage) before an outcome: a
+            # trial left taken would keep the circuit half-open, refusing its host, for ever.
+            if trial:
+                self.breakers.abandon(host)
+            raise
         now = self.clock()
         self.breakers.record(host, failed=result.outcome is Outcome.TRANSIENT, now=now)
         return self._settlement(row, result, now)
 
     def _settlement(self, row: ClaimedRow, result: SendResult, now: datetime) -> Settlement:
+        """How `row` ends after `result`; should that itself fail (a bug, or a provider's
+        value no check foresaw), the row fails with the reason rather than the task."""
+        try:
+            return self._settlement_of(row, result, now)
+        except Exception as error:
+            log.exception("outcome_not_recorded", outcome=result.outcome.value)
+            reason = (
+                f"internal error recording the outcome ({result.outcome.value}: "
+                f"{result.detail}): {type(error).__name__}"
+            )
+            return Settlement(row, DeliveryState.FAILED, reason, fall_back=True)
+
+    def _settlement_of(self, row: ClaimedRow, result: SendResult, now: datetime) -> Settlement:
         if result.outcome is Outcome.SENT:
             return Settlement(
                 row,
