@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractChannel
 from sqlalchemy import select, text
 
 from core.errors import ConfigError
+from dissemination.api import progress
 from dissemination.api.tokens import Role, TokenStore
 from dissemination.controls import record
 from dissemination.controls.jobs import RecordAnchoring, anchor_path
@@ -137,6 +138,37 @@ async def test_releases_and_withholdings_are_chained_with_the_content_hash(
     code, out, _ = await run_cli(service_env, "audit", "verify")
     assert code == 1
     assert "entry 1 was altered" in out
+
+
+async def test_a_range_past_what_one_request_reads_is_refused_with_what_to_do(
+    service: Service,
+    channel: AbstractChannel,
+    settings: Settings,
+    sinks: Sinks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert service.database is not None
+    for n in range(3):
+        await enrol(service, f"member-{n}", {"webhook": f"{sinks.hooks.base}m{n}"})
+    alert_id = await publish_alert(channel, settings, "RECORD-RANGE")
+    await settled(service, alert_id, 3)
+    monkeypatch.setattr(progress, "MAX_RECORD_ENTRIES", 2)
+    _, secret = await TokenStore(service.database).create("range", Role.ADMIN, datetime.now(UTC))
+    url = f"{sinks.public_url}/api/v1/dissemination-records"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {secret}"}) as session:
+        for params in ({}, {"format": "csv"}, {"alertId": alert_id}):
+            async with session.get(url, params=params) as response:
+                assert response.status == 422, params
+                error = (await response.json())["error"]
+                assert error["code"] == "range_too_large"
+                assert error["message"] == (
+                    "the range holds 3 entries, more than the 2 one request reads: narrow since"
+                    " and until, or ask for one alertId"
+                )
+        monkeypatch.setattr(progress, "MAX_RECORD_ENTRIES", 3)
+        async with session.get(url, params={"format": "csv"}) as response:
+            assert response.status == 200
+            assert len((await response.text()).splitlines()) == 4  # the header and 3 entries
 
 
 async def test_a_deleted_entry_is_detected(

@@ -54,6 +54,9 @@ MAX_CHANGED_PER_POLL = 100
 # the feed looks back this far and reports only counts that actually changed.
 CLOCK_OVERLAP = timedelta(seconds=5)
 WITHHELD_HEADER = "X-Withheld-Entries"
+MAX_RECORD_ENTRIES = 100_000
+"""The most entries of the dissemination record one request reads: about 2 KB each as read,
+so 200 MB, under the 500 MB a process is allowed."""
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-store",
@@ -326,12 +329,22 @@ async def readable_records(
     """The record's entries in [since, until) (of one alert if given) that the reader may
     read, and how many were left out; 403 `above_clearance` if the alert asked for is above
     the reader's clearance. The API's export and the console's record page read through
-    here."""
+    here. 422 `range_too_large` past `MAX_RECORD_ENTRIES` entries, before any is read: one
+    request holds what it reads in memory."""
+    if alert_id is not None:
+        asked = await reader.refusals(store, [alert_id])
+        if alert_id in asked:
+            raise above_clearance("the alert's dissemination record", asked[alert_id])
+    held = await record.count(store.database, since=since, until=until, alert_id=alert_id)
+    if held > MAX_RECORD_ENTRIES:
+        raise ApiError(
+            422,
+            "range_too_large",
+            f"the range holds {held:,} entries, more than the {MAX_RECORD_ENTRIES:,} one request"
+            " reads: narrow since and until, or ask for one alertId",
+        )
     entries = await record.export(store.database, since=since, until=until, alert_id=alert_id)
-    about = {e["alert_id"] for e in entries} | ({alert_id} if alert_id else set())
-    refused = await reader.refusals(store, about)
-    if alert_id is not None and alert_id in refused:
-        raise above_clearance("the alert's dissemination record", refused[alert_id])
+    refused = await reader.refusals(store, {e["alert_id"] for e in entries})
     shown = [e for e in entries if e["alert_id"] not in refused]
     return shown, len(entries) - len(shown)
 

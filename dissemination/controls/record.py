@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, select, text, true, update
+from sqlalchemy import BigInteger, Select, bindparam, func, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.controls.recordkey import RecordKey
@@ -336,18 +336,41 @@ async def export(
     alert_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Entries in chain order, within [since, until) and of one alert if given."""
-    query = select(dissemination_records).order_by(dissemination_records.c.seq)
+    query = _in_range(
+        select(dissemination_records).order_by(dissemination_records.c.seq), since, until, alert_id
+    )
+    async with database.reading() as conn:
+        return [
+            {name: row[name] for name in EXPORT_FIELDS}
+            for row in (await conn.execute(query)).mappings()
+        ]
+
+
+async def count(
+    database: Database,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    alert_id: str | None = None,
+) -> int:
+    """How many entries `export` would return for the same range."""
+    query = _in_range(
+        select(func.count()).select_from(dissemination_records), since, until, alert_id
+    )
+    async with database.reading() as conn:
+        return int(await conn.scalar(query) or 0)
+
+
+def _in_range(
+    query: Select[Any], since: datetime | None, until: datetime | None, alert_id: str | None
+) -> Select[Any]:
     if since is not None:
         query = query.where(dissemination_records.c.at >= record_time(since))
     if until is not None:
         query = query.where(dissemination_records.c.at < record_time(until))
     if alert_id is not None:
         query = query.where(dissemination_records.c.alert_id == alert_id)
-    async with database.reading() as conn:
-        return [
-            {name: row[name] for name in EXPORT_FIELDS}
-            for row in (await conn.execute(query)).mappings()
-        ]
+    return query
 
 
 def as_csv(entries: Iterable[Mapping[str, Any]]) -> str:
