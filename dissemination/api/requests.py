@@ -62,14 +62,15 @@ async def form_fields(request: web.Request) -> dict[str, str]:
     for name, value in form.items():
         if not isinstance(value, str):
             raise ApiError(400, "invalid_form", f"field {name!r} is a file, not text")
-        if not _storable(name) or not _storable(value):
+        if not storable(name) or not storable(value):
             raise ApiError(400, "invalid_form", "a form field holds NUL or is not valid text")
         fields[name] = value
     return fields
 
 
-def _storable(text: str) -> bool:
-    """No NUL, and no lone surrogate (aiohttp decodes part headers with surrogateescape)."""
+def storable(text: str) -> bool:
+    """A form field's text may be stored: no NUL, and no lone surrogate (aiohttp decodes part
+    headers with surrogateescape)."""
     if "\x00" in text:
         return False
     try:

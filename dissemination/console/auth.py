@@ -20,7 +20,7 @@ from dissemination.accounts.sessions import LiveSession
 from dissemination.api.app import SESSION_COOKIE, STAFF, StaffAuth, check_origin
 from dissemination.api.errors import ApiError
 from dissemination.api.principal import Principal, session_principal
-from dissemination.api.requests import FORM_ERRORS
+from dissemination.api.requests import FORM_ERRORS, storable
 from dissemination.api.tokens import Role
 
 FORM_TOKEN_FIELD = "csrf_token"  # noqa: S105 (a field name, not a secret)
@@ -124,20 +124,9 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
         raise ApiError(400, "invalid_form", message) from None
     fields = _text_fields(form)
     for name, value in fields.items():
-        if not _storable(name) or not _storable(value):
+        if not storable(name) or not storable(value):
             raise ApiError(400, "invalid_form", "A form field holds NUL or is not valid text")
     return fields
-
-
-def _storable(text: str) -> bool:
-    """No NUL, and no lone surrogate (aiohttp decodes part headers with surrogateescape)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _offered_token(form: Mapping[str, object], headers: Mapping[str, str]) -> str:
