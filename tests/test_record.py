@@ -303,6 +303,11 @@ async def test_entries_from_before_the_record_was_keyed_are_accepted_only_as_its
         await record.append_records(conn, [_entry(4)], datetime.now(UTC), None)
     found = await record.verify(service.database, key=key, unkeyed_entries=2)
     assert found.problem == "entry 4 is not keyed (only the first 2 may be)"
+    # whatever the setting admits: entry 4 was written without the key
+    found = await record.verify(service.database, key=key, unkeyed_entries=5)
+    assert found.problem == "entry 4 is not keyed, after keyed entries"
+    after = await record.verify_after(service.database, (3, found.last[1]), key, 5)
+    assert after.problem == "entry 4 is not keyed, after keyed entries"
 
 
 def test_the_record_key_comes_from_the_settings_or_the_embedded_stores_key_file(
@@ -319,6 +324,17 @@ def test_the_record_key_comes_from_the_settings_or_the_embedded_stores_key_file(
     shared = load_settings({"DISSEMINATION_STORE_URL": "postgresql+asyncpg://db.example/x"})
     with pytest.raises(ConfigError, match="DISSEMINATION_RECORD_KEY"):
         record_key(shared)
+    assert [p.name for p in tmp_path.iterdir()] == ["record.key"]  # no draft left behind
+    assert len(key.secret) == 64
+
+
+@pytest.mark.parametrize("held", [b"", b"\n", b"0123456789"])
+def test_a_key_file_too_short_to_be_a_key_is_refused(tmp_path: Path, held: bytes) -> None:
+    # e.g. emptied by hand, or cut short: anyone could compute MACs with such a key
+    (tmp_path / "record.key").write_bytes(held)
+    embedded = load_settings({"DISSEMINATION_SERVICE_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="fewer than 32: restore the key it held"):
+        record_key(embedded)
 
 
 async def test_scheduled_anchoring_verifies_what_is_new_and_appends_the_head(

@@ -183,8 +183,12 @@ async def verify(
         # The head first, and the walk up to it: entries a live service appends meanwhile are
         # left to the next verification instead of looking like a head that fell behind.
         head = (await conn.execute(select(dissemination_chain))).mappings().one()
+        keyed_before = False
         async for row in _entries(conn, upto=int(head["seq"])):
-            problem = _link_problem(row, expected_seq, prev_hash, key, unkeyed_entries)
+            problem = _link_problem(
+                row, expected_seq, prev_hash, key, unkeyed_entries, keyed_before
+            )
+            keyed_before = keyed_before or row["key_id"] is not None
             anchored = anchor is not None and row["seq"] == anchor[0]
             if problem is None and anchored and anchor is not None and row["hash"] != anchor[1]:
                 problem = f"entry {row['seq']} differs from the anchor"
@@ -215,8 +219,12 @@ def _link_problem(
     prev_hash: str,
     key: RecordKey | None,
     unkeyed_entries: int,
+    keyed_before: bool,
 ) -> str | None:
-    """What is wrong with one entry where it stands in the chain, if anything."""
+    """What is wrong with one entry where it stands in the chain, if anything. An unkeyed
+    entry is accepted only among the first `unkeyed_entries` and before any keyed one
+    (`keyed_before`): the record was keyed once, from then on, so an unkeyed entry after a
+    keyed one is one written without the key, whatever `unkeyed_entries` says."""
     seq = row["seq"]
     if seq != expected_seq:
         return f"entry {expected_seq} is missing (found {seq} next)"
@@ -225,6 +233,8 @@ def _link_problem(
     if row["key_id"] is None:
         if seq > unkeyed_entries and key is not None:
             return f"entry {seq} is not keyed (only the first {unkeyed_entries} may be)"
+        if keyed_before:
+            return f"entry {seq} is not keyed, after keyed entries"
         used = None
     elif key is None:
         return f"entry {seq} is keyed: verifying needs the record key"
@@ -257,12 +267,14 @@ async def verify_after(
     entry must link to the one before, up to the head as read first (entries appended while
     this runs are left to the next verification, as the head moved with them)."""
     seq, digest = anchor
+    anchored: dict[str, Any] | None = None
     async with database.reading() as conn:
         head_row = (await conn.execute(select(dissemination_chain))).mappings().one()
         if seq > 0:
             anchored = await _entry(conn, seq)
+            # whether entries before the anchor were keyed is the anchored one's to say
             problem = (
-                _link_problem(anchored, seq, anchored["prev_hash"], key, unkeyed_entries)
+                _link_problem(anchored, seq, anchored["prev_hash"], key, unkeyed_entries, False)
                 if anchored is not None
                 else f"the anchored entry {seq} is missing"
             )
@@ -273,10 +285,12 @@ async def verify_after(
         elif digest != GENESIS:
             return Verification(0, "an anchor at entry 0 must be the genesis hash", failed_at=0)
         last, checked = (seq, digest), 0
+        keyed_before = anchored is not None and anchored["key_id"] is not None
         async for row in _entries(conn, after=seq, upto=int(head_row["seq"])):
-            problem = _link_problem(row, last[0] + 1, last[1], key, unkeyed_entries)
+            problem = _link_problem(row, last[0] + 1, last[1], key, unkeyed_entries, keyed_before)
             if problem:
                 return Verification(checked, problem, last, last[0] + 1)
+            keyed_before = keyed_before or row["key_id"] is not None
             last, checked = (int(row["seq"]), str(row["hash"])), checked + 1
     if last != (head_row["seq"], head_row["last_hash"]):
         return Verification(

@@ -51,17 +51,39 @@ def record_key(settings: Settings) -> RecordKey:
 
 
 def _key_file(path: Path) -> bytes:
-    """The key kept in `path`, made (owner-only) the first time."""
+    """The key kept in `path`, made (owner-only) the first time; ConfigError if the file
+    holds fewer than `MIN_KEY_LENGTH` characters (anyone could then compute the MACs).
+
+    A new key is written whole to a file of its own and then linked into place, so no process
+    ever reads a key file half written, and of two processes making one, the first to link
+    wins and the other reads its key."""
     try:
-        return path.read_bytes().strip()
+        return _checked(path, path.read_bytes().strip())
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32).encode()
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(key + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(draft, path)
     except FileExistsError:  # another process made it first
-        return path.read_bytes().strip()
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(key + b"\n")
+        return _checked(path, path.read_bytes().strip())
+    finally:
+        draft.unlink(missing_ok=True)
+    return key
+
+
+def _checked(path: Path, key: bytes) -> bytes:
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            "record.key",
+            str(path),
+            f"the key file holds {len(key)} characters, fewer than {MIN_KEY_LENGTH}: restore"
+            " the key it held, or, for a record not yet begun, remove the file to make a new one",
+        )
     return key
