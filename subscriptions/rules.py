@@ -15,6 +15,7 @@ alert and cheap. Polygons crossing the antimeridian are not supported.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -120,8 +121,13 @@ _WORD = re.compile(r"\w+")
 
 
 def words_of(text: str) -> tuple[str, ...]:
-    """Case-folded words: runs of letters, digits and underscores."""
-    return tuple(_WORD.findall(text.casefold()))
+    """Case-folded words: runs of letters, digits and underscores, in Unicode's composed form
+    (NFC) before and after folding, so an accent written as a combining mark (as some feeds
+    and keyboards write it) neither splits a word nor keeps it from matching."""
+    if text.isascii():
+        return tuple(_WORD.findall(text.casefold()))
+    folded = unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+    return tuple(_WORD.findall(folded))
 
 
 @dataclass(frozen=True, slots=True)

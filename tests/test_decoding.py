@@ -151,6 +151,16 @@ def test_sar_becomes_a_security_alert_with_its_details_kept() -> None:
     assert alert.details["subjects"] == document["subjects"]
 
 
+@pytest.mark.parametrize("kind", ["bolo_minimal.json", "advisory_minimal.json"])
+def test_an_unmarked_local_alert_gets_the_default_whatever_its_scope(kind: str) -> None:
+    # the public default is for unmarked CAP alerts of scope Public only: a local kind's scope
+    # says nothing of what it holds (a BOLO names a person)
+    document = fixture_document(kind) | {"scope": "Public"}
+    document.pop("handling", None)
+    (alert,) = _decode(json.dumps(document).encode())
+    assert (alert.handling.tlp, alert.handling.tlp_defaulted) == (Tlp.AMBER_STRICT, True)
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (FIXTURES_DIR / "alerts").glob("*.json")))
 def test_every_local_fixture_normalizes(name: str) -> None:
     (alert,) = _decode((FIXTURES_DIR / "alerts" / name).read_bytes())

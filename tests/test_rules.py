@@ -5,6 +5,7 @@ edge cases, keywords, schema errors with their JSON paths, and the to_json round
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -237,6 +238,10 @@ def test_rank_tables_cover_the_schema_enums() -> None:
 # ---- keywords ------------------------------------------------------------------------------
 
 
+def decomposed(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
 def texts(headline: str | None, description: str | None = None) -> Alert:
     return make_alert(make_info(headline=headline, description=description))
 
@@ -257,6 +262,9 @@ KEYWORD_CASES: list[tuple[str, list[str], Alert, bool]] = [
     ("any of", ["hazmat", "fire"], texts("fire"), True),
     ("no text", ["fire"], texts(None, None), False),
     ("digits are words", ["I-95"], texts("Crash on I 95 northbound"), True),
+    ("decomposed in the text", ["evacuación"], texts(decomposed("Orden de evacuación")), True),
+    ("decomposed in the rule", [decomposed("evacuación")], texts("evacuación total"), True),
+    ("a decomposed accent splits no word", ["evacuacio"], texts(decomposed("evacuación")), False),
 ]
 
 

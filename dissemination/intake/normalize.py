@@ -145,11 +145,16 @@ def _cap_references(text: str | None) -> tuple[Reference, ...]:
 
 
 def _handling(
-    marks: Mapping[str, Any] | None, infos: Sequence[Info], scope: str, defaults: HandlingDefaults
+    marks: Mapping[str, Any] | None,
+    infos: Sequence[Info],
+    scope: str | None,
+    defaults: HandlingDefaults,
 ) -> Handling:
     """The effective marks: the strictest TLP found anywhere in the alert (the handling field
     and every TLP parameter of every info block) and the union of every caveat, so a second,
-    weaker mark can never widen the audience. Differing TLP marks are kept as the conflict."""
+    weaker mark can never widen the audience. Differing TLP marks are kept as the conflict.
+    Unmarked, a CAP alert's `scope` Public admits the public default; a local kind passes no
+    scope and always gets the default (its scope says nothing of what it holds)."""
     found: list[tuple[str, str]] = []
     if (marks or {}).get("tlp") is not None:
         found.append(("$.handling.tlp", str((marks or {})["tlp"])))
@@ -284,7 +289,7 @@ def alert_from_local(document: Mapping[str, Any], defaults: HandlingDefaults) ->
         msg_type=MsgType(document["msgType"]),
         scope=document["scope"],
         handling=_sar_marks(
-            kind, document, _handling(document.get("handling"), (), document["scope"], defaults)
+            kind, document, _handling(document.get("handling"), (), None, defaults)
         ),
         infos=(info,),
         references=references,
