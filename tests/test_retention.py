@@ -206,10 +206,11 @@ def test_a_job_whose_interval_is_0_is_not_scheduled(tmp_path: Path) -> None:
         tasks = ScheduledControls(database, settings, None, datetime.now).tasks()
         return [(task.name, task.seconds) for task in tasks]
 
-    assert names() == [("retention", 86400), ("record-anchoring", 3600)]
-    assert names(retention_interval_hours="0") == [("record-anchoring", 3600)]
+    # each is checked every minute (`store.scheduled.check_period`), run once per interval
+    assert names() == [("retention", 60), ("record-anchoring", 60)]
+    assert names(retention_interval_hours="0") == [("record-anchoring", 60)]
     assert names(record_anchor_interval_minutes="0", retention_interval_hours="0.5") == [
-        ("retention", 1800)
+        ("retention", 60)
     ]
     assert names(**NO_JOBS) == []
     with pytest.raises(Exception, match=r"retention\.interval_hours"):

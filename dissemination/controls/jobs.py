@@ -1,7 +1,9 @@
 """The controls the service runs on a schedule: retention every `retention.interval_hours`,
 and anchoring the dissemination record every `record.anchor_interval_minutes` (verify what
 was appended since the last anchor, then note the new head in the anchor file). Instances
-sharing a store take turns (`store.scheduled`): each job runs once per interval in all."""
+sharing a store take turns (`store.scheduled`): each job runs once per interval in all. Every
+instance asks whether a job is due every `check_period` (a minute; a tenth of a shorter
+interval), so a run is at most that late, after a start or a failed run too."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from dissemination.periodic import PeriodicTask
 from dissemination.settings import Settings
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
-from dissemination.store.scheduled import turn
+from dissemination.store.scheduled import check_period, turn
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -55,6 +57,7 @@ class RetentionJob:
             payloads=report.payloads,
             rejections=report.rejections,
             quarantined=report.quarantined,
+            sends=report.sends,
         )
         return report
 
@@ -166,7 +169,8 @@ def anchor_path(settings: Settings) -> Path:
 
 class ScheduledControls:
     """The scheduled controls of one instance, and the periodic tasks that run them: none
-    for a job whose interval is 0 (disabled)."""
+    for a job whose interval is 0 (disabled). A task asks every `check_period` whether its
+    job is due (`turn` decides), so it runs once per interval, late by at most that."""
 
     def __init__(
         self,
@@ -181,7 +185,7 @@ class ScheduledControls:
 
     def tasks(self) -> list[PeriodicTask]:
         return [
-            PeriodicTask(job.name, job.run, job.interval.total_seconds())
+            PeriodicTask(job.name, job.run, check_period(job.interval).total_seconds())
             for job in (self.retention, self.anchoring)
             if job.interval > timedelta(0)
         ]

@@ -4,9 +4,16 @@ an administrator revalidated the alert within the period.
 Purging an alert empties its stored document down to its id, handling marks and a `purged`
 flag, and clears its headline; its ledger rows (identity, content hash, delivery rows,
 acknowledgments) and the dissemination record stay, so what was sent to whom remains
-provable by hash. A payload's body is emptied once no unpurged alert refers to it; rejected
-and quarantined inputs older than the period are deleted. Every purged alert gets an audit
-entry, and each run one more with the counts.
+provable by hash. The ad-hoc sends that published it lose their copy of it in the same
+transaction: `sends.body` is emptied and `sends.headline` cleared, as a payload's body and
+an alert's headline are (the send's id, alert id, audience, states and times stay). A
+payload's body is emptied once no unpurged alert refers to it; rejected and quarantined
+inputs older than the period are deleted, and so is the content of sends made before it
+whose alert was never stored (cancelled, or refused by intake), or was purged before sends
+were. Every purged alert gets an audit entry, and each run one more with the counts.
+
+Audit entries are append-only and cannot be purged, so they hold no alert content: a send's
+entries name its alert by id, with its marks (`ledger.sends`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
-from dissemination.store.tables import alerts, payloads, quarantine, rejections
+from dissemination.store.tables import alerts, payloads, quarantine, rejections, sends
 
 BATCH = 500
 RETENTION_ACTOR = Actor(None, "retention")
@@ -34,6 +41,7 @@ class PurgeReport:
     payloads: int = 0
     rejections: int = 0
     quarantined: int = 0
+    sends: int = 0
 
 
 def _due(cutoff: datetime) -> Any:
@@ -42,6 +50,10 @@ def _due(cutoff: datetime) -> Any:
         alerts.c.purged_at.is_(None),
         or_(alerts.c.revalidated_at.is_(None), alerts.c.revalidated_at < cutoff),
     )
+
+
+FINISHED_SENDS = ("released", "cancelled")
+"""Send states after which nothing reads a send's body but the API's check of its marks."""
 
 
 def purged_document(alert_id: str, document: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +66,7 @@ async def run_retention(
     """Purge what was received before `cutoff` and not revalidated since."""
     if dry_run:
         return await _count(database, cutoff)
-    purged = 0
+    purged = purged_sends = 0
     while True:
         async with database.transaction() as conn:
             batch = list(
@@ -65,7 +77,9 @@ async def run_retention(
                 )
             )
             for alert_id, document, content_hash in batch:
-                await _purge_alert(conn, alert_id, document, content_hash, cutoff, now)
+                purged_sends += await _purge_alert(
+                    conn, alert_id, document, content_hash, cutoff, now
+                )
         purged += len(batch)
         if len(batch) < BATCH:
             break
@@ -83,6 +97,7 @@ async def run_retention(
                     await conn.execute(delete(quarantine).where(quarantine.c.received_at < cutoff))
                 ).rowcount
             ),
+            sends=purged_sends + await _purge_leftover_sends(conn, cutoff),
         )
         await write_audit(
             conn,
@@ -105,11 +120,15 @@ async def _purge_alert(
     content_hash: str,
     cutoff: datetime,
     now: datetime,
-) -> None:
+) -> int:
+    """Purge the alert and its sends' copies of it; the number of sends purged."""
     await conn.execute(
         update(alerts)
         .where(alerts.c.id == alert_id)
         .values(document=purged_document(alert_id, document), headline=None, purged_at=now)
+    )
+    emptied = await conn.execute(
+        update(sends).where(sends.c.alert_id == alert_id, _send_has_content()).values(**PURGED_SEND)
     )
     await write_audit(
         conn,
@@ -122,6 +141,32 @@ async def _purge_alert(
         after={"purged": True},
         reason=f"received before {cutoff.isoformat()} and not revalidated since",
     )
+    return int(emptied.rowcount)
+
+
+PURGED_SEND = {"body": b"", "headline": None}
+"""A purged send: its alert's bytes and headline gone, as a purged payload's and alert's."""
+
+
+def _send_has_content() -> Any:
+    return or_(sends.c.body != b"", sends.c.headline.is_not(None))
+
+
+def _leftover_send(cutoff: datetime) -> Any:
+    """A send holding content no alert keeps: its alert was purged (by a run before sends were
+    purged with their alert), or it never became an alert and was made before `cutoff`."""
+    stored = exists().where(alerts.c.id == sends.c.alert_id)
+    return or_(
+        exists().where(alerts.c.id == sends.c.alert_id, alerts.c.purged_at.is_not(None)),
+        and_(~stored, sends.c.created_at < cutoff, sends.c.state.in_(FINISHED_SENDS)),
+    )
+
+
+async def _purge_leftover_sends(conn: AsyncConnection, cutoff: datetime) -> int:
+    result = await conn.execute(
+        update(sends).where(_send_has_content(), _leftover_send(cutoff)).values(**PURGED_SEND)
+    )
+    return int(result.rowcount)
 
 
 def _payload_still_needed() -> Any:
@@ -173,6 +218,17 @@ async def _count(database: Database, cutoff: datetime) -> PurgeReport:
                 select(func.count())
                 .select_from(quarantine)
                 .where(quarantine.c.received_at < cutoff)
+            ),
+            sends=await count(
+                select(func.count())
+                .select_from(sends)
+                .where(
+                    _send_has_content(),
+                    or_(
+                        _leftover_send(cutoff),
+                        exists().where(alerts.c.id == sends.c.alert_id, _due(cutoff)),
+                    ),
+                )
             ),
         )
 

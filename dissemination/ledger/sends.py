@@ -6,11 +6,15 @@ audience (`audiences_for`). Every step is audited in the transaction that takes 
 States: scheduled -> releasing (claimed, with a lease) -> released; scheduled -> cancelled.
 A claim is a compare-and-set on the state, so two instances never both release a send; a
 release whose instance died is claimed again once its lease runs out (the ledger makes the
-second publication a duplicate)."""
+second publication a duplicate).
+
+Audit entries name the send's alert by id (and, at `create`, its marks), never its headline or
+content: the audit log is append-only, so what it holds outlives retention, which empties a
+purged alert's sends (`controls.retention`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -79,6 +83,20 @@ class NotCancellable(Exception):
         self.state = state
 
 
+AUDIT_LEAVES_OUT = ("headline",)
+"""What of a send's view its audit entries leave out: the alert's content."""
+
+
+def audited(record: dict[str, Any]) -> dict[str, Any]:
+    """A send as its audit entries record it: its view without the alert's content."""
+    return {key: value for key, value in record.items() if key not in AUDIT_LEAVES_OUT}
+
+
+def marks(alert: Alert) -> dict[str, Any]:
+    """The alert's marks as the API shows them (and the audit redacts by them)."""
+    return {"tlp": alert.handling.tlp.value, "caveats": list(alert.handling.caveats)}
+
+
 def view(row: Any) -> dict[str, Any]:
     """A send as the API shows it (without the alert's bytes)."""
     released = row["released_at"]
@@ -126,7 +144,8 @@ class Sends:
         record = view(values)
         async with self.database.transaction() as conn:
             await conn.execute(sends.insert().values(**values))
-            await self._audit(conn, new.submitter, "create", new.id, None, record, now)
+            after = audited(record) | {"handling": marks(alert)}
+            await self._audit(conn, new.submitter, "create", new.id, None, after, now)
         return record
 
     async def get(self, send_id: str) -> dict[str, Any] | None:
@@ -164,8 +183,9 @@ class Sends:
             if done.rowcount != 1:
                 raise NotCancellable(found["state"])
             record = view(found)
-            before = record | {"state": SendState.SCHEDULED.value}
-            await self._audit(conn, actor, "cancel", send_id, before, record, now)
+            after = audited(record)
+            before = after | {"state": SendState.SCHEDULED.value}
+            await self._audit(conn, actor, "cancel", send_id, before, after, now)
         return record
 
     async def due(self, now: datetime, limit: int = 100) -> list[str]:
@@ -256,7 +276,8 @@ class Sends:
             return None
         async with self.database.reading() as conn:
             if send_id is None:
-                return await _referenced_audiences(conn, alert)
+                found = {i for ref in alert.references for i in await resolve_reference(conn, ref)}
+                return await referenced_audiences(conn, found)
             row = (
                 await conn.execute(
                     select(sends.c.id, sends.c.audience).where(
@@ -295,8 +316,13 @@ def _claimable(now: datetime) -> Any:
     )
 
 
-async def _referenced_audiences(conn: AsyncConnection, alert: Alert) -> tuple[Audience, ...] | None:
-    alert_ids = {i for ref in alert.references for i in await resolve_reference(conn, ref)}
+async def referenced_audiences(
+    conn: AsyncConnection, alert_ids: Collection[str]
+) -> tuple[Audience, ...] | None:
+    """The audiences of the released ad-hoc sends of the stored alerts `alert_ids` (those an
+    Update or Cancel refers to); None if there are none. Read on `conn`: intake reads them
+    again in the transaction that stores the Update, if its references resolve to other
+    alerts there (`intake.pipeline`)."""
     if not alert_ids:
         return None
     rows: Sequence[Any] = (

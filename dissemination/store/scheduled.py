@@ -1,5 +1,9 @@
 """Whose turn it is to run a scheduled job (retention, record anchoring) when several
-instances share a store: one at a time, and once per interval across all of them."""
+instances share a store: one at a time, and once per interval across all of them.
+
+Each instance asks `turn` often (every `check_period`), not once per interval: the store's
+time of the last run decides when the job is due, so a job due just after an instance
+started, or after a failed run, starts at most one check period late, never an interval."""
 
 from __future__ import annotations
 
@@ -17,9 +21,14 @@ from dissemination.store.tables import scheduled_runs
 
 log = structlog.stdlib.get_logger(__name__)
 
-SLACK = timedelta(minutes=1)
-"""A run counts as due this much early, so that the instance that ran last is not skipped by
-its own timer for a clock that moved a little; at most a tenth of the interval."""
+CHECK_PERIOD = timedelta(minutes=1)
+"""How often an instance asks whether a job is due (at most a tenth of its interval)."""
+
+
+def check_period(interval: timedelta) -> timedelta:
+    """How often to ask `turn` about a job run every `interval`: often enough that a due run
+    starts at most a minute (a tenth of the interval) late; the asking is one small read."""
+    return min(CHECK_PERIOD, interval / 10)
 
 
 @asynccontextmanager
@@ -28,7 +37,8 @@ async def turn(
 ) -> AsyncIterator[bool]:
     """Yield True when this instance runs `job` now: no other instance is running it and its
     last run (on any instance) is at least `interval` ago. The run's time is recorded when the
-    block ends without an error; after an error the job is due again at once.
+    block ends without an error; after an error the job is due again at once (the next
+    check, within `check_period`).
 
     On PostgreSQL, a transaction-level advisory lock is held for the whole block, by a
     transaction that records the run as it commits: another instance finds the lock taken and
@@ -60,7 +70,7 @@ async def _due(conn: AsyncConnection, job: str, interval: timedelta, now: dateti
     last = await conn.scalar(
         select(scheduled_runs.c.last_run_at).where(scheduled_runs.c.job == job)
     )
-    if last is None or now - last >= interval - min(SLACK, interval / 10):
+    if last is None or now - last >= interval:
         return True
     log.debug("job_not_due", job=job, last_run_at=last.isoformat())
     return False
