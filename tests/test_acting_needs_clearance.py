@@ -6,14 +6,17 @@ publishes only as the senders its owner still has."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
+from dissemination.controls.retention import run_retention
 from dissemination.store.tables import acks, special_releases
 from tests.alerts import TEST_SENDERS, fixture_document
 from tests.brokerutil import wait_until
 from tests.consolerig import signed_in
+from tests.deliveryrig import recorded
 from tests.people import enrol
 from tests.staffrig import (  # noqa: F401 - fixtures
     Staff,
@@ -130,3 +133,36 @@ async def test_a_personal_token_loses_a_sender_its_owner_loses(staff: Staff) -> 
         "POST", "/api/v1/alerts", body=document | {"identifier": "TOKEN-2"}, token=token
     )
     assert (again.status, again.body["error"]["code"]) == (403, "sender_not_allowed")
+
+
+async def test_a_send_emptied_by_retention_is_judged_by_its_alerts_kept_marks(
+    staff: Staff,
+) -> None:
+    desk = await enrol(staff.service, "Desk", {"email": "desk@example.org"})
+    owner = await signed_in(staff, "ana", ["analyst"], clearance={"maxTlp": "AMBER"})
+    green = await signed_in(staff, "gus", ["analyst"], clearance={"maxTlp": "GREEN"})
+    alert = amber_bolo(headline="Amber operation")
+    del alert["identifier"], alert["sent"]
+    made = await staff.call(
+        "POST",
+        "/api/v1/sends",
+        body={"alert": alert, "audience": {"stakeholders": [desk.id]}},
+        session=owner,
+    )
+    assert made.status == 202, made.body
+    path = f"/api/v1/sends/{made.body['id']}"
+
+    async def released() -> bool:
+        return bool((await staff.call("GET", path, session=owner)).body["state"] == "released")
+
+    await wait_until(released, what="the send released")
+    await wait_until(lambda: recorded(staff.service, made.body["alertId"]), what="its alert")
+    later = datetime.now(UTC) + timedelta(days=3650)
+    report = await run_retention(staff.service.database, later, later)
+    assert report.sends == 1
+
+    shown = await staff.call("GET", path, session=owner)  # cleared for the kept marks
+    assert (shown.status, shown.body["headline"]) == (200, None), shown.body
+    refused = await staff.call("GET", path, session=green)
+    assert (refused.status, refused.body["error"]["code"]) == (403, "above_clearance")
+    assert "TLP:AMBER" in refused.body["error"]["message"]

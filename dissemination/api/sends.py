@@ -44,6 +44,7 @@ from dissemination.errors import PublishFailed
 from dissemination.intake.release import SendReleaser
 from dissemination.ledger.alerts import Payload
 from dissemination.ledger.planning import Planner
+from dissemination.ledger.progress import ProgressStore
 from dissemination.ledger.sends import NewSend, NotCancellable, Sends, SendState
 from dissemination.store.audit import Actor
 from dissemination.store.rows import DeliveryState, PlannedRow
@@ -267,13 +268,23 @@ async def _refusals(
     request: web.Request, reader: NeedToKnow, items: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Of these sends, those whose alert the reader may not read, with why (a stored alert
-    that no longer parses is refused: fail closed)."""
+    that no longer parses is refused: fail closed). A send emptied by retention is judged by
+    the marks its stored alert keeps."""
     if not reader.bounded or not items:
         return {}
     runtime = request.app[RUNTIME]
     payloads = await request.app[SENDS].sends.payloads([str(item["id"]) for item in items])
+    alert_of = {str(item["id"]): item.get("alertId") for item in items}
+    purged = {i: alert_of[i] for i, payload in payloads.items() if not payload.body}
+    kept = await ProgressStore(runtime.database).handlings(a for a in purged.values() if a)
     refused = {}
     for send_id, payload in payloads.items():
+        if send_id in purged:
+            handling = kept.get(purged[send_id] or "")
+            reason = reader.refusal(handling) if handling is not None else UNKNOWN_MARKS
+            if reason is not None:
+                refused[send_id] = reason
+            continue
         try:
             marks = runtime.processor.parse(payload)[0].handling
         except RejectedInput:
