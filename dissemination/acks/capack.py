@@ -1,9 +1,11 @@
 """CAP Ack messages out: when an originator configured in `cap_ack.senders` has an alert
-disseminated (planned, and none of its delivery rows still pending or sending), a CAP 1.2
-message with msgType Ack referencing it is published, with confirms, onto the configured
-exchange. An instance claims an alert's Ack in the ledger before publishing it, so instances
-never both publish it; a claim its instance died holding is taken over after CLAIM_TIMEOUT.
-The Ack's identifier is derived from the alert, so a republish carries the same identifier.
+disseminated (planned, and none of its delivery rows still pending, held for approval or
+sending), a CAP 1.2 message with msgType Ack referencing it is published, with confirms, onto
+the configured exchange. An alert rejected at approval, or withdrawn by a Cancel while held,
+was never disseminated: it gets no Ack. An instance claims an alert's Ack in the ledger before
+publishing it, so instances never both publish it; a claim its instance died holding is taken
+over after CLAIM_TIMEOUT. The Ack's identifier is derived from the alert, so a republish
+carries the same identifier.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dissemination.broker.publisher import AlertPublisher
 from dissemination.settings import CapAckSettings
 from dissemination.store.database import Database
 from dissemination.store.rows import AlertState, DeliveryState
-from dissemination.store.tables import alerts, cap_acks, deliveries
+from dissemination.store.tables import alerts, approvals, cap_acks, deliveries
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -30,7 +32,12 @@ CAP_NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
 ACK_NAMESPACE = uuid.UUID("f3a1c7de-2b64-4f0e-8a59-6d1e0c9b2a47")
 BATCH = 100
 CLAIM_TIMEOUT = timedelta(minutes=1)
-UNSETTLED = (DeliveryState.PENDING.value, DeliveryState.SENDING.value)
+UNSETTLED = (DeliveryState.PENDING.value, DeliveryState.HELD.value, DeliveryState.SENDING.value)
+"""States of a row still to be sent: a `held` one waits for approval, and may never be."""
+UNDISSEMINATED = ("rejected", "withdrawn")
+"""States in `approvals` (`dissemination.controls.approval.ApprovalState`, which this package
+may not import) of a held alert that was never sent: its rows are `suppressed`, and no Ack
+says it was disseminated."""
 ACK_COLUMNS = (alerts.c.id, alerts.c.sender, alerts.c.identifier, alerts.c.sent, alerts.c.status)
 
 
@@ -88,6 +95,9 @@ class CapAcks:
             deliveries.c.alert_id == alerts.c.id, deliveries.c.state.in_(UNSETTLED)
         )
         acknowledged = exists().where(cap_acks.c.alert_id == alerts.c.id)
+        refused = exists().where(
+            approvals.c.alert_id == alerts.c.id, approvals.c.state.in_(UNDISSEMINATED)
+        )
         query = (
             select(*ACK_COLUMNS)
             .where(
@@ -96,6 +106,7 @@ class CapAcks:
                 alerts.c.msg_type != MsgType.ACK.value,
                 ~acknowledged,
                 ~unsettled,
+                ~refused,
             )
             .order_by(alerts.c.received_at)
             .limit(BATCH)

@@ -4,8 +4,10 @@ step's delivery rows, then publishes their tasks.
 
 Steps: `resend` the alert on the channels it reached; `next_channel`, the first channel of
 the subscription's preference not used yet where the stakeholder has an active contact;
-`notify` supervisors ("X has not acknowledged ... after N minutes") on their own contacts.
-Before firing, an acknowledgment, a Cancel of the alert or its expiry ends the escalation.
+`notify` supervisors ("X has not acknowledged ... after N minutes") on their own contacts;
+a notice row is the supervisor's, and its detail names whom it is about (`NOTICE_ABOUT_ID`),
+so that X's acknowledgment suppresses it if it has not gone yet. Before firing, an
+acknowledgment, a Cancel of the alert or its expiry ends the escalation.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dissemination.metrics import Metrics
 from dissemination.store.database import Database
 from dissemination.store.rows import (
     ALERT_ORIGINS,
+    NOTICE_ABOUT_ID,
     REACHED_STATES,
     DeliveryState,
     PlannedRow,
@@ -380,6 +383,7 @@ class StepPlanner:
             detail = {
                 "notice": "unacknowledged",
                 "about": about or "A stakeholder",
+                NOTICE_ABOUT_ID: self.stakeholder_id,
                 "afterSeconds": self.step["afterSeconds"],
                 "cleared": cleared,
             }

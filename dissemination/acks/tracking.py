@@ -2,9 +2,17 @@
 
 When an alert's delivery rows are written, every stakeholder who must acknowledge it gets one
 `acks` row: a random token id (signed into links and webhook bodies by `AckSigner`), a short
-code for SMS replies that is unique among that stakeholder's live codes, and an expiry (the
-alert's, or the default lifetime). Acknowledging by any channel fills the same row once; a
-repeat changes nothing and says when it was first done.
+code for SMS replies, and an expiry (the alert's, or the default lifetime). Acknowledging by
+any channel fills the same row once; a repeat changes nothing and says when it was first done.
+
+An SMS reply is known only by the number it comes from, and several stakeholders may share a
+number (a desk phone), so a code is unique among the live (unexpired) codes of the
+stakeholder and of everyone else who may be texted at the same number: the numbers of the
+alert's SMS rows to the stakeholder and the stakeholder's SMS contacts, shared with whoever
+has one of those numbers as a contact. Should a reply's code still match more than one alert
+texted to the number (alerts planned at the same moment, in transactions that did not see
+each other's codes; a number no longer anyone's contact), it acknowledges nothing: which one
+was meant is never guessed.
 """
 
 from __future__ import annotations
@@ -16,21 +24,30 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import ColumnElement, and_, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from channels.base import ChannelName
 from dissemination.acks.escalation import EscalationState, end_escalations
 from dissemination.acks.tokens import new_token_id
 from dissemination.metrics import Metrics
 from dissemination.store.audit import Actor, write_audit
 from dissemination.store.database import Database
+from dissemination.store.idsets import one_of
 from dissemination.store.rows import OWING_STATES, DeliveryState, suppress_escalation_sends
-from dissemination.store.tables import acks, alerts, deliveries, stakeholders
+from dissemination.store.tables import acks, alerts, contacts, deliveries, stakeholders
 
 CODE_DIGITS = 4
 DEFAULT_LIFETIME = timedelta(days=7)
 _LOOKUP_CHUNK = 500
+_RANDOM_TRIES = 64
+SMS = ChannelName.SMS.value
 ACKED_DELIVERY_STATES = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
+AMBIGUOUS_CODE_REPLY = (
+    "Code {code} matches more than one alert sent to this number, so nothing was "
+    "acknowledged. Please acknowledge with the link in the alert's message."
+)
+"""The answer to an SMS reply whose code matches more than one alert texted to the number."""
 
 
 class AckChannel(StrEnum):
@@ -64,13 +81,27 @@ class AckOutcome:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SmsReplyMatch:
+    """What an SMS reply from a number refers to. `row`: the `acks` row (with its alert's
+    headline) to acknowledge, or None. `elsewhere`: the code is live but was never texted to
+    this number. `ambiguous`: the code matches more than one alert texted to this number, so
+    nothing may be acknowledged by it."""
+
+    row: dict[str, Any] | None
+    elsewhere: bool = False
+    ambiguous: bool = False
+
+
 def _new_code(taken: set[str]) -> str:
+    """A random code not in `taken` (longer once half the 4-digit codes are taken); should
+    chance keep hitting taken ones, the first free one."""
     digits = CODE_DIGITS if len(taken) < 10**CODE_DIGITS // 2 else CODE_DIGITS + 2
-    while True:
+    for _ in range(_RANDOM_TRIES):
         code = f"{secrets.randbelow(10**digits):0{digits}d}"
         if code not in taken:
-            taken.add(code)
             return code
+    return next(c for n in range(10**digits) if (c := f"{n:0{digits}d}") not in taken)
 
 
 class AckIssuer:
@@ -88,25 +119,30 @@ class AckIssuer:
         rows: Iterable[Mapping[str, Any]],
         now: datetime,
     ) -> None:
+        planned = list(rows)
         owing = sorted(
             {
                 row["stakeholder_id"]
-                for row in rows
+                for row in planned
                 if row["ack_required"] and row["state"] in OWING_STATES
             }
         )
         if not owing:
             return
-        taken: dict[str, set[str]] = {stakeholder: set() for stakeholder in owing}
-        for start in range(0, len(owing), _LOOKUP_CHUNK):
-            live = await conn.execute(
-                select(acks.c.stakeholder_id, acks.c.code).where(
-                    acks.c.stakeholder_id.in_(owing[start : start + _LOOKUP_CHUNK]),
-                    acks.c.expires_at > now,
-                )
-            )
-            for stakeholder_id, code in live:
-                taken[stakeholder_id].add(code)
+        numbers = await _numbers_of(conn, owing, planned)
+        holders = await _holders_of(conn, numbers)
+        codes = await _live_codes(conn, {*owing, *(h for hs in holders.values() for h in hs)}, now)
+        at_number = {
+            number: set().union(*(codes[holder] for holder in holding))
+            for number, holding in holders.items()
+        }
+        issued: dict[str, str] = {}
+        for stakeholder in owing:
+            taken = codes[stakeholder].union(*(at_number[n] for n in numbers[stakeholder]))
+            code = issued[stakeholder] = _new_code(taken)
+            codes[stakeholder].add(code)
+            for number in numbers[stakeholder]:
+                at_number[number].add(code)
         expires_at = expires or now + self.default_lifetime
         await conn.execute(
             database.insert_ignoring_conflicts(acks),
@@ -115,13 +151,71 @@ class AckIssuer:
                     "alert_id": alert_id,
                     "stakeholder_id": stakeholder,
                     "token_id": new_token_id(),
-                    "code": _new_code(taken[stakeholder]),
+                    "code": issued[stakeholder],
                     "expires_at": expires_at,
                     "created_at": now,
                 }
                 for stakeholder in owing
             ],
         )
+
+
+async def _numbers_of(
+    conn: AsyncConnection, owing: list[str], rows: Iterable[Mapping[str, Any]]
+) -> dict[str, set[str]]:
+    """The numbers each stakeholder may be texted this alert's code at: the alert's SMS rows
+    to them, and their SMS contacts (a fallback or an escalation step may text one later)."""
+    numbers: dict[str, set[str]] = {stakeholder: set() for stakeholder in owing}
+    for row in rows:
+        if row["channel"] == SMS and row["stakeholder_id"] in numbers:
+            numbers[row["stakeholder_id"]].add(row["address"])
+    found = await conn.execute(
+        select(contacts.c.stakeholder_id, contacts.c.address).where(
+            one_of(conn.dialect.name, contacts.c.stakeholder_id, owing), contacts.c.channel == SMS
+        )
+    )
+    for stakeholder_id, address in found:
+        numbers[stakeholder_id].add(address)
+    return numbers
+
+
+async def _holders_of(
+    conn: AsyncConnection, numbers: Mapping[str, set[str]]
+) -> dict[str, set[str]]:
+    """Who may hold a live code texted to each of these numbers: the stakeholders about to be
+    texted at it, and those who have it as an SMS contact."""
+    holders: dict[str, set[str]] = {}
+    for stakeholder, theirs in numbers.items():
+        for number in theirs:
+            holders.setdefault(number, set()).add(stakeholder)
+    if holders:
+        found = await conn.execute(
+            select(contacts.c.stakeholder_id, contacts.c.address).where(
+                contacts.c.channel == SMS, one_of(conn.dialect.name, contacts.c.address, holders)
+            )
+        )
+        for stakeholder_id, address in found:
+            holders[address].add(stakeholder_id)
+    return holders
+
+
+async def _live_codes(
+    conn: AsyncConnection, stakeholders: Iterable[str], now: datetime
+) -> dict[str, set[str]]:
+    """The unexpired codes of each of these stakeholders (acknowledged ones too: a repeated
+    reply quoting one must still find only its own alert)."""
+    ordered = sorted(stakeholders)
+    codes: dict[str, set[str]] = {stakeholder: set() for stakeholder in ordered}
+    for start in range(0, len(ordered), _LOOKUP_CHUNK):
+        live = await conn.execute(
+            select(acks.c.stakeholder_id, acks.c.code).where(
+                acks.c.stakeholder_id.in_(ordered[start : start + _LOOKUP_CHUNK]),
+                acks.c.expires_at > now,
+            )
+        )
+        for stakeholder_id, code in live:
+            codes[stakeholder_id].add(code)
+    return codes
 
 
 class AckStore:
@@ -161,39 +255,68 @@ class AckStore:
     async def for_sms_reply(
         conn: AsyncConnection, number: str, code: str | None, now: datetime
     ) -> tuple[dict[str, Any] | None, bool]:
+        """`match_sms_reply` as (row, elsewhere): a code matching more than one alert texted
+        to the number gives no row."""
+        match = await AckStore.match_sms_reply(conn, number, code, now)
+        return match.row, match.elsewhere
+
+    @staticmethod
+    async def match_sms_reply(
+        conn: AsyncConnection, number: str, code: str | None, now: datetime
+    ) -> SmsReplyMatch:
         """The open acknowledgment an SMS reply from `number` refers to: with a code, the one
-        with that code among alerts texted to this number; without, the newest unacknowledged
-        one texted to it. The flag says whether the code belongs to someone else's alert."""
-        query = (
-            select(acks, alerts.c.headline)
-            .join(alerts, alerts.c.id == acks.c.alert_id)
-            .join(
-                deliveries,
-                and_(
-                    deliveries.c.alert_id == acks.c.alert_id,
-                    deliveries.c.stakeholder_id == acks.c.stakeholder_id,
-                ),
-            )
-            .where(
-                deliveries.c.channel == "sms",
-                deliveries.c.address == number,
-                deliveries.c.state.in_(ACKED_DELIVERY_STATES),
-                acks.c.expires_at > now,
-            )
-            .order_by(deliveries.c.updated_at.desc())
-            .limit(1)
-        )
+        alert texted to this number with that code (none if more than one has it); without,
+        the newest unacknowledged one texted to it."""
         if code is None:
-            query = query.where(acks.c.acknowledged_at.is_(None))
-        else:
-            query = query.where(acks.c.code == code)
-        row = (await conn.execute(query)).mappings().first()
-        if row is not None or code is None:
-            return (dict(row) if row else None), False
+            newest = (
+                select(acks, alerts.c.headline)
+                .join(alerts, alerts.c.id == acks.c.alert_id)
+                .join(
+                    deliveries,
+                    and_(
+                        deliveries.c.alert_id == acks.c.alert_id,
+                        deliveries.c.stakeholder_id == acks.c.stakeholder_id,
+                    ),
+                )
+                .where(
+                    _texted_to(number),
+                    acks.c.expires_at > now,
+                    acks.c.acknowledged_at.is_(None),
+                )
+                .order_by(deliveries.c.updated_at.desc())
+                .limit(1)
+            )
+            row = (await conn.execute(newest)).mappings().first()
+            return SmsReplyMatch(dict(row) if row else None)
+        texted = (
+            exists()
+            .where(
+                deliveries.c.alert_id == acks.c.alert_id,
+                deliveries.c.stakeholder_id == acks.c.stakeholder_id,
+                _texted_to(number),
+            )
+            .correlate(acks)
+        )
+        found = (
+            (
+                await conn.execute(
+                    select(acks, alerts.c.headline)
+                    .join(alerts, alerts.c.id == acks.c.alert_id)
+                    .where(acks.c.code == code, acks.c.expires_at > now, texted)
+                    .limit(2)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if len(found) > 1:
+            return SmsReplyMatch(None, ambiguous=True)
+        if found:
+            return SmsReplyMatch(dict(found[0]))
         elsewhere = await conn.scalar(
             select(acks.c.alert_id).where(acks.c.code == code, acks.c.expires_at > now).limit(1)
         )
-        return None, elsewhere is not None
+        return SmsReplyMatch(None, elsewhere=elsewhere is not None)
 
     async def acknowledge(
         self,
@@ -288,7 +411,10 @@ class AckStore:
     async def _stop_escalation(
         conn: AsyncConnection, alert_id: str, stakeholder_id: str, now: datetime
     ) -> None:
-        """An acknowledgment ends the escalation, and escalation sends not yet made."""
+        """An acknowledgment ends the escalation, and escalation sends not yet made: resends
+        to the stakeholder and supervisors' notices about them. In this order: on PostgreSQL,
+        ending the escalation waits for an engine firing its step at this moment, so that
+        the notices that step writes are there to be suppressed."""
         await end_escalations(
             conn,
             EscalationState.ACKNOWLEDGED,
@@ -315,3 +441,31 @@ class AckStore:
             after={"from": number, "code": code},
             reason="the code belongs to an alert sent to another number",
         )
+
+    @staticmethod
+    async def audit_ambiguous_code(
+        conn: AsyncConnection, number: str, code: str, now: datetime
+    ) -> None:
+        """An SMS reply quoted a code that more than one alert texted to the number carries:
+        nothing is acknowledged (the sender is asked to use the link), and the attempt is kept
+        in the audit log."""
+        await write_audit(
+            conn,
+            at=now,
+            actor=Actor(None, "sms reply"),
+            action="ack_refused",
+            entity="ack",
+            entity_id=None,
+            before=None,
+            after={"from": number, "code": code},
+            reason="the code matches more than one alert sent to this number",
+        )
+
+
+def _texted_to(number: str) -> ColumnElement[bool]:
+    """The delivery row is an SMS to `number` that reached the provider."""
+    return and_(
+        deliveries.c.channel == SMS,
+        deliveries.c.address == number,
+        deliveries.c.state.in_(ACKED_DELIVERY_STATES),
+    )

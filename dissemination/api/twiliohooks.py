@@ -11,15 +11,16 @@ validator against the configured public URL (what Twilio signed), never the Host
   (`queued`, `sent`, ...) are answered and ignored.
 - `POST /hooks/twilio/sms`: inbound messages. Replies such as `ACK`, `ACK 4821`, `1` or
   `YES` acknowledge: with a code, that alert; without, the newest unacknowledged alert texted
-  to the number. A code issued to another number acknowledges nothing and is audited. STOP
-  (and Twilio's other opt-out words) puts the number on the opt-out list, START takes it off
-  (so does YES from an opted-out number), HELP answers with who we are; every change is
-  audited. SMS rows to an opted-out number are suppressed. Each reply is TwiML. Each
-  message is acted on once: its MessageSid is recorded in the transaction that makes its
-  changes, so a copy of it (Twilio retrying, or a signed request replayed, even at the same
-  moment) changes nothing, audits nothing, and is answered with the TwiML the first copy
-  got. Ids are remembered for a week (`INBOUND_MEMORY`); a form without one (Twilio always
-  sends it) is acted on each time.
+  to the number. A code issued to another number acknowledges nothing and is audited; so
+  does a code that more than one alert texted to the number carries, and the reply asks for
+  the link instead. STOP (and Twilio's other opt-out words) puts the number on the opt-out
+  list, START takes it off (so does YES from an opted-out number), HELP answers with who we
+  are; every change is audited. SMS rows to an opted-out number are suppressed. Each reply
+  is TwiML. Each message is acted on once: its MessageSid is recorded in the transaction
+  that makes its changes, so a copy of it (Twilio retrying, or a signed request replayed,
+  even at the same moment) changes nothing, audits nothing, and is answered with the TwiML
+  the first copy got. Ids are remembered for a week (`INBOUND_MEMORY`); a form without one
+  (Twilio always sends it) is acted on each time.
 
 Unsigned or wrongly signed requests get 403 and change nothing; a form that cannot be read
 (malformed, a file, NUL) gets 400. With SMS not configured the hooks answer 404.
@@ -43,7 +44,7 @@ from channels.smsinbound import (
     valid_twilio_signature,
 )
 from core.clock import Clock
-from dissemination.acks.tracking import AckChannel, AckStore
+from dissemination.acks.tracking import AMBIGUOUS_CODE_REPLY, AckChannel, AckStore
 from dissemination.api.errors import ApiError
 from dissemination.api.requests import form_fields
 from dissemination.delivery.configure import STATUS_HOOK
@@ -129,9 +130,13 @@ class TwilioHooks:
         self, conn: AsyncConnection, number: str, code: str | None, now: datetime
     ) -> str:
         """Acknowledge what the reply refers to; the text that answers it."""
-        open_ack, elsewhere = await self.acks.for_sms_reply(conn, number, code, now)
+        match = await self.acks.match_sms_reply(conn, number, code, now)
+        open_ack = match.row
         if open_ack is None:
-            if elsewhere and code is not None:
+            if match.ambiguous and code is not None:
+                await self.acks.audit_ambiguous_code(conn, number, code, now)
+                return AMBIGUOUS_CODE_REPLY.format(code=code)
+            if match.elsewhere and code is not None:
                 await self.acks.audit_foreign_code(conn, number, code, now)
             if code is None:
                 return "There is no alert waiting for your acknowledgment."

@@ -22,6 +22,7 @@ every transition stay together, so that one file answers how a row can move.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -552,17 +553,46 @@ async def suppress_owing(
     )
 
 
+NOTICE_ABOUT_ID = "aboutId"
+"""The key of a supervisor's notice row's `detail` (JSON) that holds the id of the stakeholder
+the notice is about (the row's own stakeholder is the supervisor)."""
+
+
+def notice_about(detail: str | None) -> str | None:
+    """The stakeholder a notice row's `detail` is about; None if it does not say (a notice
+    planned before the id was recorded, or a detail that is not a JSON object)."""
+    try:
+        parsed = json.loads(detail or "")
+    except ValueError:
+        return None
+    about = parsed.get(NOTICE_ABOUT_ID) if isinstance(parsed, dict) else None
+    return about if isinstance(about, str) else None
+
+
 async def suppress_escalation_sends(
     conn: AsyncConnection, alert_id: str, stakeholder_id: str, now: datetime
 ) -> None:
-    """pending -> suppressed for the escalation resends to a stakeholder who acknowledged."""
+    """pending -> suppressed for the escalation sends not yet made once a stakeholder has
+    acknowledged: the resends to them, and the supervisors' notices that they have not
+    acknowledged (rows of the supervisors, found by `notice_about`)."""
+    notices = await conn.execute(
+        select(deliveries.c.id, deliveries.c.detail).where(
+            deliveries.c.alert_id == alert_id,
+            deliveries.c.origin == RowOrigin.NOTICE.value,
+            deliveries.c.state == DeliveryState.PENDING.value,
+        )
+    )
+    about = sorted(row_id for row_id, detail in notices if notice_about(detail) == stakeholder_id)
+    theirs = and_(
+        deliveries.c.stakeholder_id == stakeholder_id,
+        deliveries.c.origin == RowOrigin.ESCALATION.value,
+    )
     await conn.execute(
         update(deliveries)
         .where(
             deliveries.c.alert_id == alert_id,
-            deliveries.c.stakeholder_id == stakeholder_id,
-            deliveries.c.origin == RowOrigin.ESCALATION.value,
             deliveries.c.state == DeliveryState.PENDING.value,
+            or_(theirs, deliveries.c.id.in_(about)) if about else theirs,
         )
         .values(state=DeliveryState.SUPPRESSED.value, reason="acknowledged", updated_at=now)
     )
