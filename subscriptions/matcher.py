@@ -421,6 +421,14 @@ class Matcher:
         """The stakeholder as the matcher knows it now (None if deleted)."""
         return self._stakeholders.get(stakeholder_id)
 
+    def contact(self, contact_id: str) -> Contact | None:
+        """The contact as the matcher knows it now (None if deleted)."""
+        return self._contacts.get(contact_id)
+
+    def subscription(self, subscription_id: str) -> Subscription | None:
+        """The subscription as the matcher knows it now (None if deleted)."""
+        return self._subscriptions.get(subscription_id)
+
     def lists_of(self, stakeholder_id: str) -> frozenset[str]:
         """The distribution lists the stakeholder resolves into, as the matcher knows them."""
         return self._memberships.get(stakeholder_id, frozenset())

@@ -1,7 +1,14 @@
 """Delivery planning: which ledger rows an alert gets. The matcher's targets become `pending`
-rows and its withheld targets `withheld` rows (with the reason). An Update or Cancel also
-reaches everyone who had the alert it refers to, from the ledger, even if rules changed
-since; their clearance is checked again against the new message's marks.
+rows and its withheld targets `withheld` rows (with the reason).
+
+An Update or Cancel also reaches everyone the alert it refers to reached: the recipients of
+its rows that were sent or delivered (read by `PlanRows.with_prior_recipients`), from the
+ledger, even if rules changed since. Each is checked again as matching would check them now:
+the message's status must be one they take (`status_allowed`: Actual always; Test, Exercise
+or System only through a subscription of theirs that still opts into exercises, or an ad-hoc
+send's audience), else they get no row; the stakeholder and the contact the alert reached must
+still be active, and their clearance must admit the new message's marks, else the row is
+withheld with the reason.
 
 An ad-hoc alert (an analyst's send) is planned for its named audience instead of the standing
 subscriptions (`subscriptions.audience`); its rows have origin `audience`."""
@@ -17,7 +24,13 @@ from core.alert import Alert, MsgType
 from dissemination.store.rows import DeliveryState, PlannedRow, RowOrigin
 from subscriptions.audience import Audience
 from subscriptions.clearance import withheld_reason
-from subscriptions.matcher import Matcher, MatchResult
+from subscriptions.matcher import (
+    NO_CONTACT,
+    STAKEHOLDER_INACTIVE,
+    Matcher,
+    MatchResult,
+    status_allowed,
+)
 from subscriptions.model import Channel
 from subscriptions.quiethours import overrides_quiet_hours, quiet_until
 
@@ -76,16 +89,18 @@ class Planner:
     def add_prior_recipients(
         self, alert: Alert, planned: list[PlannedRow], prior: Iterable[Mapping[Any, Any]]
     ) -> list[PlannedRow]:
-        """`planned` plus a row for each earlier recipient of a referenced alert that is not
-        already planned, withheld if its clearance no longer admits this message's marks."""
+        """`planned` plus a row for each earlier recipient of a referenced alert (`prior`: its
+        rows that reached someone) that is not already planned: none if this message's status
+        is not one they take, withheld if the stakeholder or the contact is no longer active or
+        the clearance no longer admits this message's marks."""
         rows = list(planned)
         seen = {row.key() for row in rows}
         for earlier in prior:
-            key = (earlier["stakeholder_id"], earlier["channel"], earlier["address"])
-            if key in seen:
+            row = self._prior_row(alert, earlier)
+            if row is None or row.key() in seen:
                 continue
-            seen.add(key)
-            rows.append(self._prior_row(alert, earlier))
+            seen.add(row.key())
+            rows.append(row)
         return rows
 
     def hold_for_quiet_hours(
@@ -104,21 +119,36 @@ class Planner:
             held.append(replace(row, not_before=until, reason="quiet_hours") if until else row)
         return held
 
-    def _prior_row(self, alert: Alert, earlier: Mapping[str, Any]) -> PlannedRow:
-        stakeholder = self.matcher.stakeholder(earlier["stakeholder_id"])
+    def _prior_row(self, alert: Alert, earlier: Mapping[str, Any]) -> PlannedRow | None:
+        """The row of one earlier recipient, or None if this message's status is not one they
+        take. It goes to the contact the earlier row reached, at that contact's address now."""
+        if not self._takes_status(alert, earlier):
+            return None
+        stakeholder_id = earlier["stakeholder_id"]
+        stakeholder = self.matcher.stakeholder(stakeholder_id)
+        contact = self.matcher.contact(earlier["contact_id"]) if earlier["contact_id"] else None
+        address = earlier["address"]
         reason = detail = None
         if stakeholder is None or not stakeholder.active:
-            reason, detail = "stakeholder_inactive", "the stakeholder was removed or deactivated"
+            reason, detail = STAKEHOLDER_INACTIVE, "the stakeholder was removed or deactivated"
+        elif (
+            contact is None
+            or not contact.active
+            or contact.stakeholder_id != stakeholder_id
+            or contact.channel != Channel(earlier["channel"])
+        ):
+            reason, detail = NO_CONTACT, "the contact the alert reached was removed or deactivated"
         else:
-            refused = withheld_reason(alert.handling, stakeholder, Channel(earlier["channel"]))
+            address = contact.address
+            refused = withheld_reason(alert.handling, stakeholder, contact.channel)
             if refused is not None:
                 reason, detail = refused.code.value, refused.detail
         return PlannedRow(
-            stakeholder_id=earlier["stakeholder_id"],
+            stakeholder_id=stakeholder_id,
             subscription_id=earlier["subscription_id"],
             contact_id=earlier["contact_id"],
             channel=earlier["channel"],
-            address=earlier["address"],
+            address=address,
             state=DeliveryState.WITHHELD if reason else DeliveryState.PENDING,
             reason=reason,
             detail=detail,
@@ -126,4 +156,25 @@ class Planner:
             ack_required=bool(earlier["ack_required"]),
             subscriptions=tuple(earlier["subscriptions"] or ()),
             origin=RowOrigin.REFERENCED,
+        )
+
+    def _takes_status(self, alert: Alert, earlier: Mapping[str, Any]) -> bool:
+        """Whether an earlier recipient takes a message of this status, by the rule matching
+        applies (`status_allowed`): Actual always; otherwise an ad-hoc send's audience (which
+        takes exercises), or a subscription of theirs that is enabled and opts in now."""
+        if status_allowed(alert.status, include_exercises=False):
+            return True
+        if earlier["origin"] == RowOrigin.AUDIENCE.value:
+            return status_allowed(alert.status, include_exercises=True)
+        names = {earlier["subscription_id"], *(earlier["subscriptions"] or ())} - {None}
+        opted = any(self._opts_into_exercises(name, earlier["stakeholder_id"]) for name in names)
+        return status_allowed(alert.status, opted)
+
+    def _opts_into_exercises(self, subscription_id: str, stakeholder_id: str) -> bool:
+        subscription = self.matcher.subscription(subscription_id)
+        return (
+            subscription is not None
+            and subscription.enabled
+            and subscription.include_exercises
+            and subscription.stakeholder_id == stakeholder_id
         )

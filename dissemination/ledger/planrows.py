@@ -1,6 +1,7 @@
 """An alert's delivery plan as it goes into the ledger, in the alert's own transaction: the
-earlier recipients an Update or Cancel adds, what a Cancel stops, and the planned rows with
-what each owes (acknowledgment tokens, escalation timers, the record of every withholding)."""
+earlier recipients an Update or Cancel adds (those the referenced alerts reached), what a
+Cancel stops, and the planned rows with what each owes (acknowledgment tokens, escalation
+timers, the record of every withholding)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.alert import Alert
+from core.alert import Alert, MsgType, Status
 from dissemination.acks.escalation import EscalationState, end_escalations, plan_escalations
 from dissemination.acks.tracking import AckIssuer
 from dissemination.controls import approval
@@ -20,14 +21,19 @@ from dissemination.controls.recordkey import RecordKey
 from dissemination.ledger.planning import Planner
 from dissemination.store.database import Database
 from dissemination.store.rows import (
+    REACHED_STATES,
     DeliveryState,
     PlannedRow,
     insert_planned,
     pending_by_channel,
     suppress_owing,
 )
-from dissemination.store.tables import deliveries, stakeholders
+from dissemination.store.tables import alerts, deliveries, stakeholders
 
+CANCEL_FOLLOWS = sorted({*REACHED_STATES, DeliveryState.SENDING.value})
+"""The rows of a cancelled alert whose recipients the Cancel goes to: had it, or may have."""
+UPDATE_FOLLOWS = sorted({*CANCEL_FOLLOWS, DeliveryState.PENDING.value})
+"""The rows of an updated alert whose recipients the Update goes to: had it, or will."""
 PLAN_SLICE = 5_000
 """Planned rows written per statement (`PlanRows.write_rows`)."""
 
@@ -55,7 +61,12 @@ class PlanRows:
         known_references: list[str],
     ) -> list[PlannedRow]:
         """`rows` plus the earlier recipients of the stored alerts an Update or Cancel refers
-        to (`Planner.add_prior_recipients`)."""
+        to: for an Update, those their rows reached or are still to reach (sent, delivered,
+        sending, pending: whoever gets the original gets what corrects it); for a Cancel,
+        those they reached or may have (sent, delivered, sending: a pending row is
+        suppressed, so its recipient never learns of the original). Never a row held,
+        rejected, suppressed, failed or withheld (`Planner.add_prior_recipients` checks each
+        again)."""
         if self.planner is None or not known_references:
             return rows
         if not self.planner.follows_references(alert):
@@ -64,7 +75,9 @@ class PlanRows:
             select(deliveries)
             .where(
                 deliveries.c.alert_id.in_(known_references),
-                deliveries.c.state != DeliveryState.WITHHELD.value,
+                deliveries.c.state.in_(
+                    UPDATE_FOLLOWS if alert.msg_type is MsgType.UPDATE else CANCEL_FOLLOWS
+                ),
             )
             .order_by(deliveries.c.id)
         )
@@ -76,7 +89,18 @@ class PlanRows:
     ) -> None:
         """A Cancel stops what the cancelled alerts still had waiting: pending rows (retries,
         quiet-hours holds, not yet sent) and rows held for approval are suppressed, held
-        alerts withdrawn, and escalations end. Rows mid-send finish normally."""
+        alerts withdrawn, and escalations end. Rows mid-send finish normally. A Test,
+        Exercise or System Cancel stops nothing of an Actual alert."""
+        if cancel.status != Status.ACTUAL:
+            cancelled = list(
+                await conn.scalars(
+                    select(alerts.c.id).where(
+                        alerts.c.id.in_(cancelled), alerts.c.status != Status.ACTUAL.value
+                    )
+                )
+            )
+            if not cancelled:
+                return
         await suppress_owing(conn, cancelled, f"cancelled by {cancel.identifier}", now)
         await approval.withdraw(conn, cancelled, cancel.identifier, now)
         await end_escalations(conn, EscalationState.CANCELLED, now, alert_ids=cancelled)
