@@ -193,11 +193,16 @@ async def test_the_policy_api_validates_steps_and_supervisors(
         subscription | {"escalationId": created["id"]},
     )
     assert status == 201
+    named_by = body["id"]
     path = f"/api/v1/escalations/{created['id']}"
     status, body = await api(sinks, "PATCH", path, run.admin, {"name": "night desk"})
     assert (status, body["name"]) == (200, "night desk")
     status, listed = await api(sinks, "GET", "/api/v1/escalations", run.admin)
     assert [item["id"] for item in listed["items"]] == [created["id"]]
+    status, body = await api(sinks, "DELETE", path, run.admin)
+    assert (status, body["error"]["code"]) == (409, "policy_in_use")  # the subscription names it
+    named = f"/api/v1/subscriptions/{named_by}"
+    assert (await api(sinks, "DELETE", named, run.admin))[0] == 204
     assert (await api(sinks, "DELETE", path, run.admin))[0] == 204
     assert (await api(sinks, "GET", path, run.admin))[0] == 404
 

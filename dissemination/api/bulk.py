@@ -18,6 +18,7 @@ from dissemination.api.directory import (
     Admin,
     actor_of,
     admin_of,
+    check_escalation,
     check_rule_lists,
     json_object,
     unique_contacts,
@@ -145,6 +146,7 @@ async def _import_plan(admin: Admin, index: int, item: Any) -> ImportPlan:
                 else:
                     fields = validate_subscription(document)
                     await check_rule_lists(admin, fields["rule"], at)
+                    await check_escalation(admin, fields, at)
             except RejectedInput as rejected:
                 raise _item_error(at, rejected) from None
             validated.append(_without_owner(fields))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from channels.destinations import IPNetwork
@@ -37,15 +38,12 @@ from dissemination.directory.store import (
     Directory,
     EntitySpec,
 )
-from dissemination.directory.sync import apply_change
+from dissemination.directory.sync import apply_change, load_into
 from dissemination.ledger.alerts import Payload
 from dissemination.ledger.progress import ProgressStore
 from dissemination.store.audit import Actor, AuditLog
+from dissemination.store.tables import subscriptions as subscriptions_table
 from subscriptions.codec import (
-    contact_model,
-    distribution_list_model,
-    stakeholder_model,
-    subscription_model,
     validate_contact,
     validate_escalation,
     validate_stakeholder,
@@ -131,14 +129,7 @@ async def validated_fields(
         )
     if spec is SUBSCRIPTION:
         await check_rule_lists(admin, fields["rule"])
-    escalation_id = fields.get("escalationId") if spec is SUBSCRIPTION else None
-    if escalation_id and not await admin.directory.exists(ESCALATION, escalation_id):
-        raise ApiError(
-            422,
-            "unknown_escalation",
-            "no such escalation policy",
-            [ErrorDetail("$.escalationId", f"no escalation policy {escalation_id!r}")],
-        )
+        await check_escalation(admin, fields)
     return fields
 
 
@@ -157,6 +148,34 @@ async def check_rule_lists(admin: Admin, rule: Mapping[str, Any], path: str = "$
                 if list_id in unknown
             ],
         )
+
+
+async def check_escalation(admin: Admin, fields: Mapping[str, Any], path: str = "$") -> None:
+    """A subscription names only an escalation policy that exists (`path`: the
+    subscription's)."""
+    escalation_id = fields.get("escalationId")
+    if escalation_id and not await admin.directory.exists(ESCALATION, escalation_id):
+        raise ApiError(
+            422,
+            "unknown_escalation",
+            "no such escalation policy",
+            [ErrorDetail(f"{path}.escalationId", f"no escalation policy {escalation_id!r}")],
+        )
+
+
+async def check_policy_unused(admin: Admin, policy_id: str) -> None:
+    """An escalation policy that subscriptions still name is not deleted (409
+    `policy_in_use`, naming them): that would end their escalation without a word, so the
+    administrator decides, as for a distribution list in use."""
+    table = subscriptions_table
+    async with admin.directory.database.reading() as conn:
+        users = await conn.scalars(
+            select(table.c.id).where(table.c.escalation_id == policy_id).order_by(table.c.id)
+        )
+        details = [ErrorDetail(f"subscription {sub_id}", "names this policy") for sub_id in users]
+    if details:
+        rejected = RejectedInput("policy_in_use", details)
+        raise ApiError(409, rejected.reason, str(rejected), rejected.errors)
 
 
 async def check_supervisors(admin: Admin, fields: Mapping[str, Any]) -> None:
@@ -271,6 +290,8 @@ def crud_handlers(spec: EntitySpec) -> dict[str, Handler]:
         actor = await actor_of(request, Role.ADMIN)
         admin = admin_of(request)
         entity_id = entity_id_param(request, spec)
+        if spec is ESCALATION and await admin.directory.exists(spec, entity_id):
+            await check_policy_unused(admin, entity_id)
         deleted = await admin.directory.delete(spec, entity_id, actor, utc_now())
         if deleted is None:
             raise ApiError(404, "not_found", f"no {spec.name} {entity_id!r}")
@@ -364,11 +385,7 @@ async def match_dry_run(request: web.Request) -> web.Response:
 async def load_matcher(directory: Directory) -> Matcher:
     """A matcher built once from the whole directory."""
     matcher = Matcher()
-    stakeholders = [stakeholder_model(r) for r in await directory.all(STAKEHOLDER)]
-    contacts = [contact_model(r) for r in await directory.all(CONTACT)]
-    subscriptions = [subscription_model(r) for r in await directory.all(SUBSCRIPTION)]
-    lists = [distribution_list_model(r) for r in await DistributionLists(directory.database).all()]
-    matcher.load(stakeholders, contacts, subscriptions, lists)
+    await load_into(matcher, directory)
     return matcher
 
 
