@@ -5,6 +5,11 @@ exchange "alerts" (topic) ──#──> queue "alerts.inbound" (quorum, deliver
                                           │ dead-lettered, or rejected by intake
                                           v
 exchange "alerts.dead" (fanout) ──────> queue "alerts.dead" (quorum)
+
+The delivery limit is for poison messages: one whose delivery keeps ending with the
+consumer's channel, because it kills the process or its connection. Before RabbitMQ 4.3 a
+nack with requeue counts against it too, so intake never hands a message back for a
+failure of its own (a store outage): it holds it and tries again (`intake.consumer`).
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ async def declare_intake(channel: AbstractChannel, settings: BrokerSettings) -> 
         arguments={
             "x-queue-type": "quorum",
             "x-dead-letter-exchange": settings.dead_letter_exchange,
+            # poison messages only: intake holds a message through an outage, never requeues
             "x-delivery-limit": settings.delivery_limit,
             # at-least-once dead-lettering needs reject-publish overflow; without it a message
             # that exhausts the delivery limit could vanish instead of reaching alerts.dead.
