@@ -24,6 +24,9 @@ _JITTER = random.SystemRandom()
 it under anything else seeded from it (property-based tests' generation among them)."""
 
 
+MAX_DOUBLINGS = 64
+
+
 def backoff_delay(
     attempt: int,
     base_seconds: float,
@@ -31,8 +34,11 @@ def backoff_delay(
     uniform: Callable[[float, float], float] = _JITTER.uniform,
 ) -> float:
     """Seconds to wait after the `attempt`-th consecutive failure: uniform in [d/2, d] with
-    d = min(cap, base * 2**(attempt-1)), so many waiters do not retry in step."""
-    ceiling = min(cap_seconds, base_seconds * 2 ** max(0, attempt - 1))
+    d = min(cap, base * 2**(attempt-1)), so many waiters do not retry in step. The doubling
+    stops counting at `MAX_DOUBLINGS`: past a thousand or so it would overflow a float, and
+    a long outage's every held try counts (any cap is reached long before)."""
+    doublings = min(max(0, attempt - 1), MAX_DOUBLINGS)
+    ceiling = min(cap_seconds, base_seconds * 2**doublings)
     return uniform(ceiling / 2, ceiling)
 
 

@@ -14,7 +14,7 @@ from channels.webhookbody import alert_body
 from dissemination.acks.tokens import AckSigner
 from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.messages import AckLinks, MessageBuilder
-from dissemination.retrying import RetrySchedule
+from dissemination.retrying import Backoff, RetrySchedule, backoff_delay
 from subscriptions.model import QuietHours
 from subscriptions.quiethours import quiet_until
 from testbed.webhooks import assert_contract
@@ -49,6 +49,15 @@ def test_backoff_doubles_per_attempt_up_to_the_cap_with_jitter_in_the_upper_half
     delays = {schedule.delay(3) for _ in range(50)}
     assert all(60 <= d <= 120 for d in delays)
     assert len(delays) > 1  # jitter spreads retries of a fan-out
+
+
+def test_a_run_of_failures_however_long_stays_at_the_cap() -> None:
+    # a long store outage counts every held try: the doubling overflowed a float past ~1,025
+    assert backoff_delay(100_000, 0.5, 30.0, uniform=high) == 30.0
+    backoff = Backoff(0.5, 30.0)
+    for _ in range(5_000):
+        delay = backoff.next_delay()
+    assert 15.0 <= delay <= 30.0
 
 
 def test_the_jitter_leaves_the_random_modules_generator_alone() -> None:

@@ -59,8 +59,6 @@ SUBMITTED_BY_HEADER = "x-submitted-by"
 SEND_HEADER = "x-send-id"
 INTERNAL_ERROR = "internal_error"
 MAX_ERRORS_HEADER = 32_768
-MAX_COUNTED_FAILURES = 64
-"""Consecutive failures the intake backoff counts at most (see `IntakeConsumer._hold`)."""
 
 
 def submitter_of(
@@ -250,10 +248,6 @@ class IntakeConsumer:
         is no longer ours to settle, because the service is stopping (it is handed back) or
         its channel closed (the broker returned it, and delivers it again)."""
         if not self._stopping:
-            # Backoff doubles per failure from its first delay, and every held message's every
-            # try counts: past a thousand or so (under an hour's outage at the default cap and
-            # concurrency) the doubling overflows a float. Long before that it is at the cap.
-            self.backoff.failures = min(self.backoff.failures, MAX_COUNTED_FAILURES)
             delay = self.backoff.next_delay()
             log.warning(
                 "message_held", message_id=message.message_id, delay=round(delay, 2), reason=why
