@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.alert import Alert, Handling, Reference, Tlp, content_hash_of
 from core.errors import ErrorDetail
 from dissemination.acks.tracking import AckIssuer
+from dissemination.controls.authority import Submitter
 from dissemination.controls.recordkey import RecordKey
 from dissemination.ledger.alertrows import ToStore, alert_row_values
 from dissemination.ledger.planning import Planner
@@ -35,6 +36,7 @@ from dissemination.store.tables import (
     quarantine,
     rejections,
 )
+from subscriptions.audience import Audience
 
 REJECTED_BODY_PREFIX = 4096
 """Bytes of a rejected body that are kept (with the whole body's size and SHA-256)."""
@@ -68,14 +70,42 @@ class Payload:
 
 
 @dataclass(frozen=True, slots=True)
+class Referenced:
+    """A stored alert an Update or Cancel refers to: its sender (only that sender may update
+    or cancel it) and its marks (the Update or Cancel carries at least those)."""
+
+    alert_id: str
+    sender: str
+    handling: Handling
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAgainst:
+    """What an Update or Cancel with references was checked and planned against before its
+    transaction: the stored alerts its references resolved to then. The transaction that
+    stores it resolves them again, after whatever came before it in that transaction; if
+    they resolve to others there, the sender is checked, the marks inherited and the alert
+    planned again, from the alert as `submitted` (its own marks), by `submitter`, for the
+    audiences of the send that released it (`send_id`, `send_audiences`) if any."""
+
+    resolved: frozenset[str]
+    submitted: Alert
+    submitter: Submitter
+    send_id: str | None = None
+    send_audiences: tuple[Audience, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedAlert:
     """An alert to record, the state it is stored in, and the delivery rows its matches
-    produced (computed before the transaction, so the transaction stays short)."""
+    produced (computed before the transaction, so the transaction stays short; again in it
+    for an Update or Cancel whose references resolve to other alerts there: `against`)."""
 
     alert: Alert
     state: AlertState
     rows: tuple[PlannedRow, ...] = ()
     hold_rule: str | None = None
+    against: PlannedAgainst | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +125,9 @@ class Recorded:
 
     outcome: RecordOutcome
     pending: dict[str, list[str]] = field(default_factory=dict)
+    replanned: PlannedAlert | None = None
+    """The alert as checked and planned again in the transaction (`PlannedAgainst`), if it
+    was: with the marks it was stored with."""
 
 
 async def resolve_reference(conn: AsyncConnection, reference: Reference) -> list[str]:
@@ -121,6 +154,28 @@ async def resolve_reference(conn: AsyncConnection, reference: Reference) -> list
             .order_by(alerts.c.received_at, alerts.c.id)
         )
     )
+
+
+async def resolve_references(
+    conn: AsyncConnection, references: Sequence[Reference]
+) -> list[list[str]]:
+    """The stored alerts each reference means (`resolve_reference`), in order."""
+    return [await resolve_reference(conn, reference) for reference in references]
+
+
+async def referenced_alerts(conn: AsyncConnection, alert_ids: Collection[str]) -> list[Referenced]:
+    """The senders and marks of the stored alerts `alert_ids`, by id."""
+    if not alert_ids:
+        return []
+    result = await conn.execute(
+        select(alerts.c.id, alerts.c.sender, alerts.c.tlp, alerts.c.caveats)
+        .where(alerts.c.id.in_(alert_ids))
+        .order_by(alerts.c.id)
+    )
+    return [
+        Referenced(alert_id, sender, Handling(Tlp.parse(tlp), tuple(caveats or ())))
+        for alert_id, sender, tlp, caveats in result
+    ]
 
 
 def storable_text(text: str) -> str:
@@ -233,11 +288,18 @@ class Ledger:
             )
         return outcomes
 
-    async def link_references(self, conn: AsyncConnection, alert: Alert) -> list[str]:
-        """Link the alert's references; returns the ids of those that resolve to stored alerts."""
+    async def link_references(
+        self,
+        conn: AsyncConnection,
+        alert: Alert,
+        resolved: Sequence[Sequence[str]] | None = None,
+    ) -> list[str]:
+        """Link the alert's references; returns the ids of those that resolve to stored alerts.
+        `resolved`: what each reference resolves to, if resolved already on `conn`."""
         if not alert.references:
             return []
-        resolved = [await resolve_reference(conn, ref) for ref in alert.references]
+        if resolved is None:
+            resolved = await resolve_references(conn, alert.references)
         await conn.execute(
             alert_references.insert(),
             [
@@ -290,22 +352,19 @@ class Ledger:
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
+    async def referenced(self, references: Sequence[Reference]) -> list[Referenced]:
+        """The stored alerts these references resolve to, with their senders and marks."""
+        async with self.database.reading() as conn:
+            found = {i for ids in await resolve_references(conn, references) for i in ids}
+            return await referenced_alerts(conn, found)
+
     async def senders_of(self, references: Sequence[Reference]) -> list[str]:
         """The senders of the stored alerts these references resolve to."""
-        async with self.database.reading() as conn:
-            alert_ids = {i for ref in references for i in await resolve_reference(conn, ref)}
-            return list(
-                await conn.scalars(select(alerts.c.sender).where(alerts.c.id.in_(alert_ids)))
-            )
+        return [each.sender for each in await self.referenced(references)]
 
     async def marks_of(self, references: Sequence[Reference]) -> list[Handling]:
         """The handling marks of the stored alerts these references resolve to."""
-        async with self.database.reading() as conn:
-            alert_ids = {i for ref in references for i in await resolve_reference(conn, ref)}
-            result = await conn.execute(
-                select(alerts.c.tlp, alerts.c.caveats).where(alerts.c.id.in_(alert_ids))
-            )
-            return [Handling(Tlp.parse(tlp), tuple(caveats or ())) for tlp, caveats in result]
+        return [each.handling for each in await self.referenced(references)]
 
     async def alert_row(self, alert_id: str) -> dict[str, Any] | None:
         async with self.database.reading() as conn:
