@@ -405,6 +405,9 @@ class Service:
             per_host_concurrency=delivery.per_host_concurrency,
             stuck_after_seconds=settings.broker.stuck_after_seconds,
             metrics=self.metrics,
+            outage_backoff=Backoff(
+                settings.store.retry_initial_seconds, settings.store.retry_max_seconds
+            ),
         )
 
     async def _start_worker(self, worker: DeliveryWorker) -> None:

@@ -44,7 +44,7 @@ from dissemination.delivery.sweep import StuckRowSweeper
 from dissemination.errors import PublishFailed
 from dissemination.failpoints import failpoint
 from dissemination.metrics import Metrics
-from dissemination.retrying import RetrySchedule
+from dissemination.retrying import Backoff, RetrySchedule
 from dissemination.store.rows import ClaimedRow, DeliveryState
 
 log = structlog.stdlib.get_logger(__name__)
@@ -76,6 +76,7 @@ class DeliveryWorker:
         per_host_concurrency: int = 32,
         stuck_after_seconds: float = 300.0,
         metrics: Metrics | None = None,
+        outage_backoff: Backoff | None = None,
     ) -> None:
         self.delivery_channel = channel
         self.builder = builder
@@ -88,6 +89,8 @@ class DeliveryWorker:
         self.breakers = breakers
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self.outage_backoff = outage_backoff or Backoff(0.5, 30.0)
+        """How long a task that met a store or broker outage waits before it is handed back."""
         self.metrics.watch_breakers(self.channel, breakers.open_hosts)
         self.urgent_lane = SendLane(concurrency, per_host_concurrency)
         self.lane = SendLane(concurrency, per_host_concurrency, yields_to=self.urgent_lane)
@@ -163,8 +166,20 @@ class DeliveryWorker:
             outcomes = await self.deliver(ids, self.urgent_lane if urgent else self.lane)
         except (StoreUnavailable, PublishFailed) as error:
             # Settled rows stay settled; the rest are pending (redelivered with the task) or
-            # sending (the stuck-row policy resolves them).
-            log.warning("task_requeued", channel=self.channel, rows=len(ids), reason=str(error))
+            # sending (the stuck-row policy resolves them). Handed back only after a backoff
+            # shared by the worker's tasks: at once, every task span through the broker as
+            # fast as the store failed, for the whole outage, and where a requeue counts
+            # against a delivery limit (RabbitMQ 4.0-4.2's default of 20 on quorum queues)
+            # a few seconds' outage dropped the task, its rows left for the sweep.
+            delay = self.outage_backoff.next_delay()
+            log.warning(
+                "task_requeued",
+                channel=self.channel,
+                rows=len(ids),
+                reason=str(error),
+                after=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
             await message.nack(requeue=True)
             return
         except Exception:
@@ -175,6 +190,7 @@ class DeliveryWorker:
             log.exception("task_failed", channel=self.channel, rows=len(ids))
             await message.reject(requeue=False)
             return
+        self.outage_backoff.reset()
         await message.ack()
         log.info("task_done", channel=self.channel, rows=len(ids), **dict(sorted(outcomes.items())))
 
