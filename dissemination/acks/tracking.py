@@ -430,16 +430,8 @@ class AckStore:
     ) -> None:
         """An SMS reply quoted a code issued for another number: nothing is acknowledged, and
         the attempt is kept in the audit log."""
-        await write_audit(
-            conn,
-            at=now,
-            actor=Actor(None, "sms reply"),
-            action="ack_refused",
-            entity="ack",
-            entity_id=None,
-            before=None,
-            after={"from": number, "code": code},
-            reason="the code belongs to an alert sent to another number",
+        await _audit_refused_code(
+            conn, number, code, now, "the code belongs to an alert sent to another number"
         )
 
     @staticmethod
@@ -449,17 +441,25 @@ class AckStore:
         """An SMS reply quoted a code that more than one alert texted to the number carries:
         nothing is acknowledged (the sender is asked to use the link), and the attempt is kept
         in the audit log."""
-        await write_audit(
-            conn,
-            at=now,
-            actor=Actor(None, "sms reply"),
-            action="ack_refused",
-            entity="ack",
-            entity_id=None,
-            before=None,
-            after={"from": number, "code": code},
-            reason="the code matches more than one alert sent to this number",
+        await _audit_refused_code(
+            conn, number, code, now, "the code matches more than one alert sent to this number"
         )
+
+
+async def _audit_refused_code(
+    conn: AsyncConnection, number: str, code: str, now: datetime, reason: str
+) -> None:
+    await write_audit(
+        conn,
+        at=now,
+        actor=Actor(None, "sms reply"),
+        action="ack_refused",
+        entity="ack",
+        entity_id=None,
+        before=None,
+        after={"from": number, "code": code},
+        reason=reason,
+    )
 
 
 def _texted_to(number: str) -> ColumnElement[bool]:
