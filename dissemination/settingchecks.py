@@ -57,12 +57,25 @@ def _urls(*schemes: str) -> Callable[[tuple[str, ...]], str | None]:
     return check
 
 
+WIDEST_ALLOWED = {4: 8, 6: 7}
+"""The shortest prefix `webhook.allowed_networks` takes, by IP version: the widest private
+block (10.0.0.0/8, fc00::/7). A wider network holds public space, which needs no
+allowing, so it would only open the rest: 0.0.0.0/0 admits loopback and the cloud metadata
+address 169.254.169.254 to anyone who may save a webhook URL."""
+
+
 def _networks(values: tuple[str, ...]) -> str | None:
     for value in values:
         try:
-            ipaddress.ip_network(value, strict=False)
+            network = ipaddress.ip_network(value, strict=False)
         except ValueError:
             return f"{value!r} is not a network such as 127.0.0.1/32"
+        widest = WIDEST_ALLOWED[network.version]
+        if network.prefixlen < widest:
+            return (
+                f"{value!r} is wider than /{widest}: list only the internal networks the"
+                " receivers are on (public addresses need no allowing)"
+            )
     return None
 
 

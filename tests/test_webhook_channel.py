@@ -22,6 +22,8 @@ from channels.destinations import address_allowed, check_webhook_url, parse_netw
 from channels.errors import DestinationRejected
 from channels.webhook import WebhookChannel, new_secret, sign, verdict_key
 from channels.webhookbody import alert_body, notice_body, public_alert
+from core.errors import ConfigError
+from dissemination.settings import load_settings
 from testbed.webhooks import WebhookContract, assert_contract
 from tests.webhookrig import ALERT, independent_signature
 
@@ -426,3 +428,13 @@ async def test_a_supervisors_notice_carries_the_alert_only_when_cleared(
     assert headers["webhook-id"] == "n-1"
     assert result.content_sha256 == hashlib.sha256(received).hexdigest()
     assert (b"Flash flood" in received) is cleared
+
+
+@pytest.mark.parametrize("wide", ["0.0.0.0/0", "128.0.0.0/1", "8.0.0.0/7", "::/0", "fc00::/6"])
+def test_an_allowed_network_wider_than_any_private_block_is_refused(wide: str) -> None:
+    # public space needs no allowing: such a setting would only open loopback, link-local
+    # (the cloud metadata address) and the rest to anyone who may save a webhook URL
+    with pytest.raises(ConfigError, match="wider than"):
+        load_settings({"DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": wide})
+    narrow = load_settings({"DISSEMINATION_WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8,fc00::/7"})
+    assert narrow.webhook.allowed_networks == ("10.0.0.0/8", "fc00::/7")
