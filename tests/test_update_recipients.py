@@ -245,3 +245,29 @@ async def test_a_test_cancel_leaves_a_held_actual_alert_held(store: Database) ->
     await take_in(intake, cancel)
     assert await rows(store, first) == [("ann@example.org", "held", None, "match")]
     assert await approval_state(store, first) == "held"
+
+
+async def test_a_retry_under_way_stops_for_an_actual_cancel_not_for_a_test_one(
+    store: Database,
+) -> None:
+    intake = pipeline(store, directory("ann"))
+    delivery = DeliveryStore(store)
+    for status, expected in (("Test", "pending"), ("Actual", "suppressed")):
+        original = cap_json(f"MID-{status}")
+        first = await take_in(intake, original)
+        async with store.reading() as conn:
+            ids = list(
+                await conn.scalars(select(deliveries.c.id).where(deliveries.c.alert_id == first))
+            )
+        claim = await delivery.claim(ids, datetime.now(UTC))  # mid-send when the Cancel comes
+        cancel = referring(original, f"MID-{status}-C", status=status, msgType="Cancel")
+        await take_in(intake, cancel)
+        retry = datetime.now(UTC) + timedelta(minutes=1)
+        await delivery.settle(
+            [
+                Settlement(row, DeliveryState.PENDING, "HTTP 503", not_before=retry)
+                for row in claim.rows
+            ],
+            datetime.now(UTC),
+        )
+        assert [state for _, state, _, _ in await rows(store, first)] == [expected], status

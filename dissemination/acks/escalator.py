@@ -21,12 +21,13 @@ import structlog
 from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.alert import Handling, MsgType, Tlp
+from core.alert import Handling, Tlp
 from core.clock import Clock
 from dissemination.acks.escalation import EscalationState, end_escalations, step_row_id
 from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.directory.store import STAKEHOLDER, first_active_contact, record_of
 from dissemination.metrics import Metrics
+from dissemination.store.cancels import cancelled_alert_ids
 from dissemination.store.database import Database
 from dissemination.store.rows import (
     ALERT_ORIGINS,
@@ -215,12 +216,7 @@ class EscalationEngine:
         )
         cancelled = set(
             await conn.scalars(
-                select(alert_references.c.ref_alert_id)
-                .join(alerts, alerts.c.id == alert_references.c.alert_id)
-                .where(
-                    alert_references.c.ref_alert_id.in_(alert_ids),
-                    alerts.c.msg_type == MsgType.CANCEL.value,
-                )
+                cancelled_alert_ids().where(alert_references.c.ref_alert_id.in_(alert_ids))
             )
         )
         expired = set(

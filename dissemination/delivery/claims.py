@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.alert import MsgType
 from dissemination.acks.escalation import start_escalations
 from dissemination.controls.record import RELEASED, WITHHELD, Entry, append_records
 from dissemination.controls.recordkey import RecordKey
@@ -23,6 +22,7 @@ from dissemination.controls.sendcheck import release_justification
 from dissemination.delivery.claimread import ClaimRead, claim_in_one_statement, claim_step_by_step
 from dissemination.directory.store import deactivate_contact, first_active_contact
 from dissemination.store.audit import Actor
+from dissemination.store.cancels import cancelled_alert_ids
 from dissemination.store.database import Database, plan_for_current_sizes
 from dissemination.store.groupcommit import GroupCommit
 from dissemination.store.rows import (
@@ -38,7 +38,6 @@ from dissemination.store.rows import (
     suppress_pending,
 )
 from dissemination.store.tables import (
-    alert_references,
     alerts,
     deliveries,
 )
@@ -279,13 +278,9 @@ class DeliveryStore:
     @staticmethod
     async def _stop_if_cancelled(conn: AsyncConnection, ids: list[str], now: datetime) -> None:
         """A Cancel that arrived while these rows were being sent stops their retries too (the
-        ledger suppressed the alert's other pending rows when it recorded the Cancel)."""
-        cancels = (
-            select(alert_references.c.ref_alert_id)
-            .join(alerts, alerts.c.id == alert_references.c.alert_id)
-            .where(alerts.c.msg_type == MsgType.CANCEL.value)
-        )
-        await suppress_pending(conn, ids, cancels, "cancelled", now)
+        ledger suppressed the alert's other pending rows when it recorded the Cancel); a Test
+        or Exercise Cancel never an Actual alert's (`cancelled_alert_ids`)."""
+        await suppress_pending(conn, ids, cancelled_alert_ids(), "cancelled", now)
 
     async def _fall_back(
         self, conn: AsyncConnection, row: ClaimedRow, now: datetime
