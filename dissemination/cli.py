@@ -252,11 +252,11 @@ async def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
         report = await run_retention(database, cutoff, now, dry_run=args.dry_run)
     finally:
         await database.close()
-    verb = "would purge" if args.dry_run else "purged"
+    verb, empty = ("would purge", "would empty") if args.dry_run else ("purged", "emptied")
     print(
         f"received before {cutoff.isoformat()}: {verb} {report.alerts} alerts, "
         f"{report.payloads} payloads, {report.rejections} rejected and "
-        f"{report.quarantined} quarantined inputs"
+        f"{report.quarantined} quarantined inputs; {empty} {report.sends} sends"
     )
     return 0
 

@@ -80,6 +80,7 @@ async def test_old_content_is_purged_unless_revalidated_and_the_record_stays(
     code, out, _ = await run_cli(service_env, "retention", "run", "--dry-run")
     assert code == 0
     assert "would purge 1 alerts, 1 payloads" in out
+    assert out.rstrip().endswith("quarantined inputs; would empty 0 sends")
     report = await run_retention(database, now - timedelta(days=1826), now)
     assert (report.alerts, report.payloads) == (1, 1)
     async with database.reading() as conn:
