@@ -140,7 +140,7 @@ async def test_a_reference_resolves_by_meaning_not_by_spelling(
     await ledger.record_alert(update, _payload(b"u"), AlertState.RECEIVED, NOW)
     [link] = await ledger.references_of(update.id)
     assert (link["ref_alert_id"], link["resolved"]) == (original.id, 1)
-    [marks] = await ledger.marks_of(update.references)
+    [marks] = [each.handling for each in await ledger.referenced(update.references)]
     assert (marks.tlp, marks.caveats) == (original.handling.tlp, original.handling.caveats)
 
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select, update
 
 from core.alert import Tlp
-from dissemination.acks.tracking import AckStore
+from dissemination.acks.smscodes import match_sms_reply
 from dissemination.api.twiliohooks import TwilioHooks
 from dissemination.directory.store import CONTACT, STAKEHOLDER, Directory
 from dissemination.intake.normalize import HandlingDefaults, alert_from_cap
@@ -96,7 +96,8 @@ async def test_stakeholders_sharing_a_number_never_hold_the_same_live_code(
     # the desk phone replies with X's code: X it is, not the alert texted last
     later = NOW + timedelta(minutes=3)
     async with store.transaction() as conn:
-        row, elsewhere = await AckStore.for_sms_reply(conn, DESK_PHONE, str(PINNED), later)
+        match = await match_sms_reply(conn, DESK_PHONE, str(PINNED), later)
+        row, elsewhere = match.row, match.elsewhere
     assert row is not None
     assert (row["alert_id"], row["stakeholder_id"], elsewhere) == (x, desk, False)
 
@@ -136,9 +137,9 @@ async def test_a_code_two_alerts_on_the_number_carry_acknowledges_neither(
     later = NOW + timedelta(minutes=2)
 
     async with store.transaction() as conn:
-        row, elsewhere = await AckStore.for_sms_reply(conn, DESK_PHONE, "4821", later)
-        assert (row, elsewhere) == (None, False), "ACK 4821 resolved to one of two alerts"
-        match = await AckStore.match_sms_reply(conn, DESK_PHONE, "4821", later)
+        match = await match_sms_reply(conn, DESK_PHONE, "4821", later)
+    row, elsewhere = match.row, match.elsewhere
+    assert (row, elsewhere) == (None, False), "ACK 4821 resolved to one of two alerts"
     assert (match.row, match.elsewhere, match.ambiguous) == (None, False, True)
 
     hooks = TwilioHooks(store, _sms_settings(tmp_path), lambda: later)

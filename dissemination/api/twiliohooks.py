@@ -44,7 +44,13 @@ from channels.smsinbound import (
     valid_twilio_signature,
 )
 from core.clock import Clock
-from dissemination.acks.tracking import AMBIGUOUS_CODE_REPLY, AckChannel, AckStore
+from dissemination.acks.smscodes import (
+    AMBIGUOUS_CODE_REPLY,
+    audit_ambiguous_code,
+    audit_foreign_code,
+    match_sms_reply,
+)
+from dissemination.acks.tracking import AckChannel, AckStore
 from dissemination.api.errors import ApiError
 from dissemination.api.requests import form_fields
 from dissemination.delivery.configure import STATUS_HOOK
@@ -130,14 +136,14 @@ class TwilioHooks:
         self, conn: AsyncConnection, number: str, code: str | None, now: datetime
     ) -> str:
         """Acknowledge what the reply refers to; the text that answers it."""
-        match = await self.acks.match_sms_reply(conn, number, code, now)
+        match = await match_sms_reply(conn, number, code, now)
         open_ack = match.row
         if open_ack is None:
             if match.ambiguous and code is not None:
-                await self.acks.audit_ambiguous_code(conn, number, code, now)
+                await audit_ambiguous_code(conn, number, code, now)
                 return AMBIGUOUS_CODE_REPLY.format(code=code)
             if match.elsewhere and code is not None:
-                await self.acks.audit_foreign_code(conn, number, code, now)
+                await audit_foreign_code(conn, number, code, now)
             if code is None:
                 return "There is no alert waiting for your acknowledgment."
             return f"No alert with code {code} was sent to this number."

@@ -362,10 +362,6 @@ class Ledger:
         """The senders of the stored alerts these references resolve to."""
         return [each.sender for each in await self.referenced(references)]
 
-    async def marks_of(self, references: Sequence[Reference]) -> list[Handling]:
-        """The handling marks of the stored alerts these references resolve to."""
-        return [each.handling for each in await self.referenced(references)]
-
     async def alert_row(self, alert_id: str) -> dict[str, Any] | None:
         async with self.database.reading() as conn:
             row = (
