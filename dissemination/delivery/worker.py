@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aio_pika
@@ -32,7 +31,6 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from channels.base import DeliveryChannel, Outcome, SendResult
 from core.clock import Clock
 from core.errors import StoreUnavailable
-from core.masking import mask_text
 from dissemination.broker.dispatch import DeliveryDispatcher
 from dissemination.broker.topology import fresh_id
 from dissemination.controls.sendcheck import send_time_refusal
@@ -40,6 +38,7 @@ from dissemination.delivery.breaker import CircuitBreakers
 from dissemination.delivery.claims import DeliveryStore, Settlement, SettleResult
 from dissemination.delivery.lanes import SendLane
 from dissemination.delivery.messages import MessageBuilder
+from dissemination.delivery.outcomes import log_settled, outcome_label, settlement
 from dissemination.delivery.sweep import StuckRowSweeper
 from dissemination.errors import PublishFailed
 from dissemination.failpoints import failpoint
@@ -261,7 +260,7 @@ class DeliveryWorker:
             settling = time.perf_counter()
             settled = await self._settle_with_retries(settlements)
             self.metrics.in_stage("settle", time.perf_counter() - settling)
-            _log_settled(settlements)
+            log_settled(settlements)
         finally:
             self._in_flight.difference_update(s.row.id for s in settlements)
             await lane.release(len(settlements))
@@ -337,7 +336,7 @@ class DeliveryWorker:
         except Exception as error:  # a bug in making the message must not strand the row
             log.exception("message_not_made")
             result = SendResult(Outcome.TRANSIENT, f"internal error: {type(error).__name__}")
-            return self._settlement(row, result, now)
+            return settlement(row, result, now, self.schedule)
         host = self.delivery_channel.host(message)
         if not self.breakers.allow(host, now):
             return Settlement(
@@ -367,83 +366,4 @@ class DeliveryWorker:
             raise
         now = self.clock()
         self.breakers.record(host, failed=result.outcome is Outcome.TRANSIENT, now=now)
-        return self._settlement(row, result, now)
-
-    def _settlement(self, row: ClaimedRow, result: SendResult, now: datetime) -> Settlement:
-        """How `row` ends after `result`; should that itself fail (a bug, or a provider's
-        value no check foresaw), the row fails with the reason rather than the task."""
-        try:
-            return self._settlement_of(row, result, now)
-        except Exception as error:
-            log.exception("outcome_not_recorded", outcome=result.outcome.value)
-            reason = (
-                f"internal error recording the outcome ({result.outcome.value}: "
-                f"{result.detail}): {type(error).__name__}"
-            )
-            return Settlement(row, DeliveryState.FAILED, reason, fall_back=True)
-
-    def _settlement_of(self, row: ClaimedRow, result: SendResult, now: datetime) -> Settlement:
-        if result.outcome is Outcome.SENT:
-            return Settlement(
-                row,
-                DeliveryState.SENT,
-                result.detail,
-                result.provider_id,
-                content_sha256=result.content_sha256,
-            )
-        if result.outcome is Outcome.TRANSIENT and not self.schedule.gives_up_after(row.attempts):
-            delay = self.schedule.delay(row.attempts, result.retry_after_seconds)
-            return Settlement(
-                row,
-                DeliveryState.PENDING,
-                result.detail,
-                not_before=now + timedelta(seconds=delay),
-            )
-        if result.opted_out:
-            return Settlement(row, DeliveryState.SUPPRESSED, result.detail, fall_back=True)
-        reason = result.detail
-        if result.outcome is Outcome.TRANSIENT:
-            reason = f"gave up after {row.attempts} attempts: {reason}"
-        return Settlement(
-            row,
-            DeliveryState.FAILED,
-            reason,
-            fall_back=True,
-            disable_contact=result.disable_address,
-        )
-
-
-def _log_settled(settlements: Sequence[Settlement]) -> None:
-    """One line per recorded outcome, with its reason (the row's own address masked out: a
-    provider may quote it): a failure or a retry at WARNING, a send at DEBUG (the task's line
-    counts them), a deferral behind an open circuit, a withholding or a suppression at INFO."""
-    debug = log.isEnabledFor(logging.DEBUG)  # once per wave: sends are the many
-    for s in settlements:
-        if s.state is DeliveryState.SENT and not debug:
-            continue
-        row = s.row
-        fields = {"alert_id": row.alert_id, "delivery_id": row.id, "channel": row.channel}
-        reason = mask_text(s.reason, row.address) if s.reason else s.reason
-        if s.state is DeliveryState.FAILED:
-            log.warning("send_failed", **fields, attempts=row.attempts, reason=reason)
-        elif s.state is DeliveryState.PENDING and s.uncount_attempt:
-            log.info("send_deferred", **fields, until=_iso(s.not_before), reason=reason)
-        elif s.state is DeliveryState.PENDING:
-            log.warning(
-                "send_retry", **fields, attempts=row.attempts, at=_iso(s.not_before), reason=reason
-            )
-        elif s.state is DeliveryState.SENT:
-            log.debug("send_sent", **fields, provider_id=s.provider_id)
-        else:  # withheld at send time, or suppressed (opted out)
-            log.info(f"send_{s.state.value}", **fields, reason=reason)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-def outcome_label(settlement: Settlement) -> str:
-    """What an attempt became, as the deliveries metric counts it."""
-    if settlement.state is DeliveryState.PENDING:
-        return "deferred" if settlement.uncount_attempt else "retried"
-    return settlement.state.value
+        return settlement(row, result, now, self.schedule)
